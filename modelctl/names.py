@@ -80,3 +80,16 @@ def semver_key(version: str) -> tuple:
         return (major, minor, patch, 1, ())
     ids = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split("."))
     return (major, minor, patch, 0, ids)
+
+
+_BIDI = dict.fromkeys(map(ord, "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff"), None)
+
+
+def clean_text(text: str | None, limit: int = 500) -> str:
+    """User text for a trailer or tag message: one line, no control or bidi characters."""
+    if not text:
+        return ""
+    text = text.translate(_BIDI)
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    text = " ".join(text.split())
+    return text[:limit]

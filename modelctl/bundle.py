@@ -1,0 +1,165 @@
+"""Bundles: validation rules, prompt hashing, change classification against the parent, semver.
+
+Pure: callers hand in bytes and data; nothing here touches git or the filesystem.
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+from . import schema, yamlio
+from .errors import ValidationError
+from .names import check_name, check_version, semver_key
+
+LEVELS = ("patch", "minor", "major")
+# Snapshot suffixes that pin a model id within its family (dates, numeric revisions).
+_SNAPSHOT_SUFFIX = re.compile(r"([-@:](\d{4}-\d{2}-\d{2}|\d{8}|\d{3,4}|v\d+|\d{4}-\d{2})|-preview)$")
+_PATH_OK = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$")
+
+
+def sha256(data: bytes) -> str:
+    """Hex sha256 of bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def bundle_path(name: str, version: str) -> str:
+    """Where a registered bundle lives."""
+    return f"bundles/{check_name(name)}/{check_version(version)}.yaml"
+
+
+def check_repo_path(path: str, field_name: str, source: str) -> str:
+    """A path inside the registry: relative, no '..', no odd characters."""
+    parts = path.split("/")
+    if (not _PATH_OK.match(path) or path.startswith("/") or any(p in ("", ".", "..") for p in parts)
+            or path.startswith(".git/") or ".git" in parts):
+        raise ValidationError(f"{source}: {field_name}: {path!r} must be a relative path inside the registry "
+                              "(no '..', no absolute path)")
+    return path
+
+
+def parse(text: bytes | str, source: str) -> yamlio.Document:
+    """Strictly parse and schema-validate a bundle file; names checked before anything else."""
+    doc = yamlio.loads(text, source)
+    data = doc.data
+    if isinstance(data, dict):
+        # names first: a hostile name must never reach git or the filesystem
+        for key, check in (("name", check_name), ("version", check_version)):
+            if key in data and isinstance(data[key], str):
+                try:
+                    check(data[key])
+                except ValidationError:
+                    raise
+                except Exception as exc:
+                    raise ValidationError(f"{source}:{doc.line_of((key,))}: {key}: {exc}") from None
+    schema.validate(doc, "Bundle")
+    return doc
+
+
+def family(model: dict) -> str:
+    """The model family: explicit `family`, or the id without its snapshot suffix."""
+    if model.get("family"):
+        return str(model["family"])
+    ident = str(model["id"])
+    previous = None
+    while previous != ident:
+        previous = ident
+        ident = _SNAPSHOT_SUFFIX.sub("", ident)
+    return ident
+
+
+def check_pinned(model: dict, pinning: dict, source: str, line: int | None = None) -> None:
+    """Refuse floating aliases; apply per-provider snapshot patterns."""
+    ident = str(model["id"])
+    where = f"{source}:{line or 1}: model.id"
+    for pattern in pinning.get("forbid", []):
+        if fnmatch.fnmatchcase(ident.lower(), pattern.lower()):
+            raise ValidationError(f"{where}: {ident!r} is an alias (matches {pattern!r}), not a pinned model",
+                                  hint="use a dated snapshot id such as gpt-4.1-mini-2025-04-14")
+    rule = pinning.get("providers", {}).get(model["provider"])
+    if rule and not re.fullmatch(rule, ident):
+        raise ValidationError(f"{where}: {ident!r} is not a pinned {model['provider']} snapshot "
+                              f"(modelctl.yaml pinning.providers.{model['provider']}: {rule})")
+
+
+@dataclass
+class Change:
+    """What differs between a bundle and its parent, and the semver bump that requires."""
+
+    kinds: list[str] = field(default_factory=list)  # among model, prompt, config
+    detail: list[str] = field(default_factory=list)
+    level: str | None = None  # patch | minor | major | None (nothing that matters changed)
+
+
+def classify(parent: dict, child: dict) -> Change:
+    """Classify child's change against parent: model (major/minor), prompt, config (patch)."""
+    ch = Change()
+    pm, cm = parent["model"], child["model"]
+    levels = []
+    if pm["provider"] != cm["provider"]:
+        ch.kinds.append("model")
+        ch.detail.append(f"provider {pm['provider']} -> {cm['provider']}")
+        levels.append("major")
+    elif family(pm) != family(cm):
+        ch.kinds.append("model")
+        ch.detail.append(f"model family {family(pm)} -> {family(cm)}")
+        levels.append("major")
+    elif pm["id"] != cm["id"] or pm.get("adapter") != cm.get("adapter"):
+        ch.kinds.append("model")
+        if pm["id"] != cm["id"]:
+            ch.detail.append(f"model id {pm['id']} -> {cm['id']}")
+        if pm.get("adapter") != cm.get("adapter"):
+            ch.detail.append(f"adapter {pm.get('adapter')} -> {cm.get('adapter')}")
+        levels.append("minor")
+    if parent["prompt"].get("sha256") != child["prompt"].get("sha256") or \
+            parent["prompt"]["template"] != child["prompt"]["template"]:
+        ch.kinds.append("prompt")
+        ch.detail.append(f"prompt {parent['prompt']['template']} -> {child['prompt']['template']}")
+        levels.append("patch")
+    if (parent.get("config") or {}) != (child.get("config") or {}):
+        ch.kinds.append("config")
+        keys = sorted(set(parent.get("config") or {}) | set(child.get("config") or {}))
+        changed = [k for k in keys if (parent.get("config") or {}).get(k) != (child.get("config") or {}).get(k)]
+        ch.detail.append("config " + ", ".join(changed))
+        levels.append("patch")
+    if levels:
+        ch.level = max(levels, key=LEVELS.index)
+    return ch
+
+
+def bump(version: str, level: str) -> str:
+    """The next version at a level (pre-release dropped)."""
+    core = version.split("-")[0]
+    major, minor, patch = (int(p) for p in core.split("."))
+    if level == "major":
+        return f"{major + 1}.0.0"
+    if level == "minor":
+        return f"{major}.{minor + 1}.0"
+    if "-" in version:  # 2.4.0-rc.1 -> 2.4.0 is the patch-level successor
+        return core
+    return f"{major}.{minor}.{patch + 1}"
+
+
+def bump_level(parent: str, child: str) -> str | None:
+    """Which part of the version went up from parent to child (None if it did not increase)."""
+    if semver_key(child) <= semver_key(parent):
+        return None
+    p = [int(x) for x in parent.split("-")[0].split(".")]
+    c = [int(x) for x in child.split("-")[0].split(".")]
+    if c[0] > p[0]:
+        return "major"
+    if c[0] == p[0] and c[1] > p[1]:
+        return "minor"
+    return "patch"
+
+
+def check_semver(parent: str, child: str, required: str | None, source: str) -> None:
+    """The child's version must rise at least at the level the change requires."""
+    got = bump_level(parent, child)
+    if got is None:
+        raise ValidationError(f"{source}: version {child} must be greater than its parent {parent}")
+    if required and LEVELS.index(got) < LEVELS.index(required):
+        raise ValidationError(
+            f"{source}: version {child} is a {got} bump of {parent}, but the change needs a {required} bump",
+            hint=f"use version {bump(parent, required)} or --bump {required}")

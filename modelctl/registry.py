@@ -1,0 +1,203 @@
+"""`modelctl.Registry`: the Python API over one registry clone (the CLI is a thin layer on it).
+
+Read methods take an optional `ref` and read committed state only (never the work tree), so a
+half-edited file in someone's checkout never changes what `status` or `resolve` says.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import bundle as bundlemod
+from . import config as configmod
+from . import schema, yamlio
+from .errors import NotFound, UsageError, ValidationError
+from .names import NAME_RE, check_name, check_version, semver_key
+from .store import Snapshot, Store
+from .tags import parse as parse_tag
+
+API_SCHEMA = "modelctl/v1"
+
+
+def find_root(path: str | os.PathLike | None) -> Path:
+    """The top of the git work tree containing `path` (a registry), or a clear error."""
+    start = Path(path or os.environ.get("MODELCTL_REGISTRY") or ".").resolve()
+    if not start.is_dir():
+        raise UsageError(f"registry directory {str(start)!r} does not exist", hint="pass --registry DIR")
+    store = Store(start)
+    proc = store.git("rev-parse", "--show-toplevel", check=False)
+    if proc.returncode != 0:
+        raise UsageError(f"{start} is not inside a git repository",
+                         hint="run 'modelctl init DIR' or pass --registry DIR")
+    return Path(proc.stdout.decode().strip())
+
+
+def deployment_path(name: str) -> str:
+    return f"deployments/{check_name(name)}.yaml"
+
+
+class Registry:
+    """A modelctl registry: a git work tree with modelctl.yaml at its top."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.root = find_root(path)
+        self.store = Store(self.root)
+
+    # -- reading ----------------------------------------------------------------------------
+    def snapshot(self, ref: str = "HEAD") -> Snapshot:
+        """The registry at a ref; refuses a repository that is not a registry."""
+        snap = self.store.snapshot(ref)
+        if snap.commit is None:
+            raise UsageError(f"{ref} does not name a commit in {self.root}",
+                             hint="run 'modelctl init' first" if ref == "HEAD" else "pass an existing ref")
+        return snap
+
+    def config(self, snap: Snapshot | None = None) -> dict:
+        """modelctl.yaml merged over the defaults."""
+        return configmod.load(snap or self.snapshot())
+
+    @staticmethod
+    def load_yaml(snap: Snapshot, path: str, kind: str | None = None) -> dict | None:
+        """A YAML file at a snapshot (strict, schema-validated when kind is given), or None."""
+        raw = snap.read(path)
+        if raw is None:
+            return None
+        doc = yamlio.loads(raw, path)
+        return schema.validate(doc, kind) if kind else doc.data
+
+    def deployment(self, name: str, snap: Snapshot | None = None) -> dict | None:
+        """deployments/<name>.yaml, or None before the first registration."""
+        return self.load_yaml(snap or self.snapshot(), deployment_path(name), "Deployment")
+
+    def bundle(self, name: str, version: str, snap: Snapshot | None = None) -> dict:
+        """A registered bundle, or NotFound listing what exists."""
+        snap = snap or self.snapshot()
+        data = self.load_yaml(snap, bundlemod.bundle_path(name, version), "Bundle")
+        if data is None:
+            known = self.versions(name, snap)
+            if not known:
+                raise NotFound(f"no model named {name!r} in this registry",
+                               hint="see 'modelctl status' for the models it has")
+            raise NotFound(f"{name} has no version {version}", hint="known versions: " + ", ".join(known[-8:]))
+        return data
+
+    def versions(self, name: str, snap: Snapshot | None = None) -> list[str]:
+        """Registered versions of a model, in SemVer order."""
+        snap = snap or self.snapshot()
+        found = []
+        for entry in snap.list(f"bundles/{check_name(name)}"):
+            if entry.endswith(".yaml"):
+                try:
+                    found.append(check_version(entry[:-5]))
+                except UsageError:
+                    continue
+        return sorted(found, key=semver_key)
+
+    def models(self, snap: Snapshot | None = None) -> list[str]:
+        """Every model with a bundle or a deployment file."""
+        snap = snap or self.snapshot()
+        names = set(n for n in snap.list("bundles") if NAME_RE.match(n))
+        names |= {n[:-5] for n in snap.list("deployments") if n.endswith(".yaml") and NAME_RE.match(n[:-5])}
+        return sorted(names)
+
+    def status(self, name: str | None = None, ref: str = "HEAD") -> dict:
+        """Every model (or one): active, canary and percent, shadow, newest registered version."""
+        snap = self.snapshot(ref)
+        names = [check_name(name)] if name else self.models(snap)
+        paths = [deployment_path(n) for n in names]
+        raw = snap.read_many(paths)
+        rows = []
+        for n, path in zip(names, paths):
+            if raw[path] is None:
+                if name:
+                    raise NotFound(f"no model named {name!r} in this registry",
+                                   hint="see 'modelctl status' for the models it has")
+                dep = {"active": None, "canary": None, "shadow": None, "versions": {}}
+            else:
+                dep = schema.validate(yamlio.loads(raw[path], path), "Deployment")
+            versions = sorted(dep.get("versions", {}), key=semver_key)
+            rows.append({
+                "name": n,
+                "active": dep.get("active"),
+                "previous": dep.get("previous"),
+                "canary": dep.get("canary"),
+                "shadow": dep.get("shadow"),
+                "hold": dep.get("hold"),
+                "latest": versions[-1] if versions else None,
+                "versions": len(versions),
+            })
+        return {"schema": API_SCHEMA, "commit": snap.commit, "models": rows}
+
+    def show(self, name: str, version: str | None = None, ref: str = "HEAD") -> dict:
+        """One model's versions with status, model id, prompt hash, who registered when; or one bundle."""
+        check_name(name)
+        snap = self.snapshot(ref)
+        if version:
+            check_version(version)
+            data = self.bundle(name, version, snap)
+            dep = self.deployment(name, snap) or {}
+            return {"schema": API_SCHEMA, "name": name, "version": version,
+                    "status": dep.get("versions", {}).get(version, "registered"), "bundle": data}
+        versions = self.versions(name, snap)
+        if not versions:
+            raise NotFound(f"no model named {name!r} in this registry",
+                           hint="see 'modelctl status' for the models it has")
+        dep = self.deployment(name, snap) or {}
+        paths = [bundlemod.bundle_path(name, v) for v in versions]
+        raw = snap.read_many(paths)
+        registered = {}
+        for ref_ in snap.model_tags(name):
+            info = parse_tag(ref_.name)
+            if info and info["kind"] == "registration":
+                registered[info["version"]] = {"at": ref_.time, "by": ref_.tagger}
+        rows = []
+        for v, path in zip(versions, paths):
+            data = schema.validate(yamlio.loads(raw[path], path), "Bundle")
+            reg = registered.get(v, {})
+            rows.append({
+                "version": v,
+                "status": dep.get("versions", {}).get(v, "registered"),
+                "parent": data.get("parent"),
+                "provider": data["model"]["provider"],
+                "model": data["model"]["id"],
+                "adapter": data["model"].get("adapter"),
+                "prompt": data["prompt"]["template"],
+                "prompt_sha256": data["prompt"].get("sha256"),
+                "registered_at": _iso(reg["at"]) if reg.get("at") else None,
+                "registered_by": reg.get("by"),
+            })
+        return {"schema": API_SCHEMA, "name": name, "active": dep.get("active"), "canary": dep.get("canary"),
+                "shadow": dep.get("shadow"), "versions": rows}
+
+    def diff(self, name: str, v1: str, v2: str, ref: str = "HEAD") -> dict:
+        """Field-by-field difference of two bundles, grouped as model, prompt, config, data, baseline."""
+        check_name(name), check_version(v1), check_version(v2)
+        snap = self.snapshot(ref)
+        a, b = self.bundle(name, v1, snap), self.bundle(name, v2, snap)
+        return {"schema": API_SCHEMA, "name": name, "from": v1, "to": v2, **bundle_diff(a, b)}
+
+
+def bundle_diff(a: dict, b: dict) -> dict:
+    """Which of model, prompt, config, data, eval, baseline, fallbacks changed, field by field."""
+    sections = {}
+    for section in ("model", "prompt", "config", "data", "eval", "baseline", "fallbacks"):
+        rows = []
+        _walk_diff(a.get(section), b.get(section), section, rows)
+        sections[section] = rows
+    changed = [s for s, rows in sections.items() if rows]
+    change = bundlemod.classify(a, b) if a.get("model") and b.get("model") else None
+    return {"changed": changed, "fields": sections, "semver": change.level if change else None}
+
+
+def _walk_diff(x, y, path: str, out: list) -> None:
+    if isinstance(x, dict) and isinstance(y, dict):
+        for key in list(x) + [k for k in y if k not in x]:
+            _walk_diff(x.get(key), y.get(key), f"{path}.{key}", out)
+    elif x != y:
+        out.append({"field": path, "from": x, "to": y})
+
+
+def _iso(ts: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

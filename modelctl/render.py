@@ -1,0 +1,148 @@
+"""The only module that formats output: rich tables on a terminal, plain text otherwise, JSON.
+
+stdout is data, stderr is talk. Colour honours NO_COLOR / FORCE_COLOR and TTY detection.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Iterable
+
+API_SCHEMA = "modelctl/v1"
+
+
+def is_tty(stream=None) -> bool:
+    stream = stream or sys.stdout
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, no_color=bool(os.environ.get("NO_COLOR")), highlight=False,
+                   soft_wrap=False, force_terminal=True if os.environ.get("FORCE_COLOR") else None)
+
+
+def emit_json(doc: dict) -> None:
+    """One JSON document on stdout with the schema key first."""
+    out = {"schema": API_SCHEMA, **{k: v for k, v in doc.items() if k != "schema"}}
+    sys.stdout.write(json.dumps(out, indent=2, sort_keys=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def say(text: str) -> None:
+    """Talk to the human on stderr."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def line(text: str = "") -> None:
+    """A line of data on stdout."""
+    sys.stdout.write(text + "\n")
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict) and "version" in value and "percent" in value:
+        return f"{value['version']} ({_pct(value['percent'])}%)"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(fmt(v) for v in value)
+    return str(value)
+
+
+def _pct(p) -> str:
+    return f"{p:g}" if isinstance(p, float) else str(p)
+
+
+def table(title: str | None, columns: list[str], rows: Iterable[list[Any]]) -> None:
+    """A table: rich on a terminal, aligned plain text (no colour, no box) otherwise."""
+    rows = [[fmt(c) for c in r] for r in rows]
+    if is_tty():
+        from rich.table import Table
+
+        t = Table(title=title, title_justify="left", header_style="bold")
+        for c in columns:
+            t.add_column(c)
+        for r in rows:
+            t.add_row(*r)
+        _console().print(t)
+        return
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+    if title:
+        line(title)
+    line("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip())
+    for r in rows:
+        line("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+
+
+# -- per-command renderers -----------------------------------------------------------------
+
+def status(doc: dict) -> None:
+    rows = [[m["name"], m["active"], m["canary"], m["shadow"], m["latest"], m["versions"]] for m in doc["models"]]
+    if not rows:
+        say("no models registered yet; try 'modelctl register FILE'")
+        return
+    table(None, ["model", "active", "canary", "shadow", "latest", "versions"], rows)
+
+
+def show(doc: dict) -> None:
+    if "bundle" in doc:
+        from . import yamlio
+
+        say(f"{doc['name']} {doc['version']}: {doc['status']}")
+        sys.stdout.write(yamlio.dumps(doc["bundle"]))
+        return
+    head = f"{doc['name']}: active {fmt(doc['active'])}, canary {fmt(doc['canary'])}, shadow {fmt(doc['shadow'])}"
+    rows = [[v["version"], v["status"], f"{v['provider']}/{v['model']}" + (f"+{v['adapter']}" if v["adapter"] else ""),
+             (v["prompt_sha256"] or "")[:12], v["registered_at"], v["registered_by"]] for v in doc["versions"]]
+    table(head, ["version", "status", "model", "prompt", "registered", "by"], rows)
+
+
+def diff(doc: dict) -> None:
+    if not doc["changed"]:
+        line(f"{doc['name']} {doc['from']} and {doc['to']} do not differ")
+        return
+    rows = []
+    for section in doc["changed"]:
+        for r in doc["fields"][section]:
+            rows.append([section, r["field"], r["from"], r["to"]])
+    title = f"{doc['name']} {doc['from']} -> {doc['to']}: {', '.join(doc['changed'])} changed"
+    if doc.get("semver"):
+        title += f" (a {doc['semver']} change)"
+    table(title, ["part", "field", doc["from"], doc["to"]], rows)
+
+
+def check(doc: dict) -> None:
+    if not doc["findings"]:
+        line(f"ok: {doc['checked']} files checked, no problems")
+        return
+    for f in doc["findings"]:
+        where = f"{f['path']}:{f['line']}" if f.get("line") else f["path"]
+        line(f"{f['level']}: {where}: {f['message']}")
+    errors = sum(1 for f in doc["findings"] if f["level"] == "error")
+    warnings = len(doc["findings"]) - errors
+    line(f"{errors} error(s), {warnings} warning(s) in {doc['checked']} files")
+
+
+def outcome(verb: str, out, detail: str = "") -> None:
+    """What a write did, on stdout (data) with a human line on stderr."""
+    if out.noop:
+        line(f"already done: {out.result if isinstance(out.result, str) else verb}")
+        return
+    where = f" on branch {out.branch}" if out.branch else ""
+    pushed = " (pushed)" if out.pushed else ""
+    line(f"{verb}{(' ' + detail) if detail else ''}: commit {out.commit[:12]}{where}{pushed}")
+    for tag in out.tags:
+        line(f"  tag {tag}")
+
+
+def outcome_json(out, extra: dict | None = None) -> dict:
+    return {"commit": out.commit, "tags": out.tags, "pushed": out.pushed, "noop": out.noop,
+            "branch": out.branch, "attempts": out.attempts, "seconds": round(out.seconds, 3),
+            "result": out.result, **(extra or {})}

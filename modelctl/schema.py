@@ -1,0 +1,66 @@
+"""JSON Schema validation with file:line:field in every message."""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+
+from .errors import ValidationError
+from .yamlio import Document
+
+KINDS = {
+    "Registry": "registry.schema.json",
+    "Bundle": "bundle.schema.json",
+    "Deployment": "deployment.schema.json",
+    "EvalReport": "eval-report.schema.json",
+}
+
+
+def data_path(*parts: str):
+    """A file shipped inside the package (schemas, registry template)."""
+    return resources.files("modelctl").joinpath("data", *parts)
+
+
+@lru_cache(maxsize=None)
+def _validator(kind: str):
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads(data_path("schemas", KINDS[kind]).read_text("utf-8"))
+    return Draft202012Validator(schema)
+
+
+def _field(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def problems(doc: Document, kind: str) -> list[str]:
+    """Every schema violation of `doc` as 'file:line: field: message', best first."""
+    data = doc.data
+    if not isinstance(data, dict):
+        return [f"{doc.path}:1: expected a mapping of {kind} fields, found {type(data).__name__}"]
+    out = []
+    for err in sorted(_validator(kind).iter_errors(data), key=lambda e: (list(e.path), e.message)):
+        loc = tuple(err.path)
+        line = doc.line_of(loc) or 1
+        message = err.message
+        if err.validator == "additionalProperties":
+            message = message.replace("Additional properties are not allowed", "unknown field(s)")
+        elif err.validator == "pattern" and isinstance(err.instance, str):
+            message = f"{err.instance!r} has the wrong form"
+        elif err.validator == "type" and loc and loc[-1] in ("version", "parent", "active", "previous"):
+            shown = doc.raw.get(loc, str(err.instance))
+            message = f"{shown} is read as a {type(err.instance).__name__}; quote it: \"{shown}\""
+        out.append(f"{doc.path}:{line}: {_field(loc)}: {message}")
+    return out
+
+
+def validate(doc: Document, kind: str) -> dict:
+    """Return doc.data if it matches the schema of `kind`, else raise with the first problem."""
+    found = problems(doc, kind)
+    if found:
+        extra = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise ValidationError(found[0] + extra)
+    return doc.data

@@ -1,0 +1,100 @@
+"""Deterministic key -> version assignment, reproducible by a gateway in any language.
+
+Spec (README "Routing"):
+
+1. ``data = name + "\\0" + key`` encoded as UTF-8 (the name is a DNS label, so it never
+   contains NUL and the pair is unambiguous);
+2. ``bucket = uint64_big_endian(sha256(data)[0:8]) % 10000``;
+3. the key is served by the canary when ``bucket < round(percent * 100)``, else by the active
+   version. Raising the percent only adds buckets, so no key moves from the canary back to the
+   stable version while a canary ramps up.
+
+Shadow traffic is mirrored, never served: it never changes what a key is served by. Python's
+``hash()`` is never used here; it is salted per process.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+
+BUCKETS = 10_000
+SCHEMA = "modelctl/v1"
+
+# (name, key, bucket): the README table and tests/test_routing.py check these.
+TEST_VECTORS = [
+    ("support-agent", "user-42", 4527),
+    ("support-agent", "user-43", 1409),
+    ("support-agent", "", 7387),
+    ("support-agent", "customer:ACME/eu-west-1", 8898),
+    ("search-ranker", "user-42", 2266),
+    ("support-agent", "ünïcode-ключ-鍵", 443),
+]
+
+
+def bucket(name: str, key: str) -> int:
+    """The key's bucket in [0, 10000): sha256 of ``name\\0key``, first 8 bytes big-endian, mod 10000."""
+    digest = hashlib.sha256(f"{name}\0{key}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % BUCKETS
+
+
+def threshold(percent: float | int | None) -> int:
+    """Number of buckets (from 0) that go to a canary at ``percent``."""
+    if not percent:
+        return 0
+    return max(0, min(BUCKETS, round(percent * 100)))
+
+
+def assign(dep: dict, key: str) -> str | None:
+    """The version that serves ``key`` (None when the model has no active version)."""
+    live = dep.get("canary") or None
+    if live and bucket(dep["name"], key) < threshold(live.get("percent")):
+        return live["version"]
+    return dep.get("active")
+
+
+def _resolved(bundle: dict) -> dict:
+    model = bundle.get("model") or {}
+    prompt = bundle.get("prompt") or {}
+    out = {
+        "model": {k: model[k] for k in ("provider", "id", "adapter") if model.get(k) is not None},
+        "prompt": {k: prompt[k] for k in ("template", "sha256") if prompt.get(k) is not None},
+        "config": copy.deepcopy(bundle.get("config") or {}),
+    }
+    if bundle.get("fallbacks"):
+        out["fallbacks"] = copy.deepcopy(bundle["fallbacks"])
+    return out
+
+
+def routing_document(dep: dict, bundles: dict[str, dict]) -> dict:
+    """What a gateway needs: active, canary and shadow with percents and resolved bundles.
+
+    ``bundles`` maps each version named in the deployment to its loaded bundle; a missing one
+    raises :class:`~modelctl.errors.NotFound`.
+    """
+    from .errors import NotFound
+
+    def entry(version: str, percent: float | int) -> dict:
+        if version not in bundles:
+            raise NotFound(f"bundle {version} of {dep.get('name')} is missing", hint="run `modelctl check`")
+        return {"version": version, "percent": percent, **_resolved(bundles[version])}
+
+    live = dep.get("canary") or None
+    mirror = dep.get("shadow") or None
+    canary_pct = live["percent"] if live else 0
+    served = 100 - canary_pct
+    if isinstance(served, float) and served.is_integer():
+        served = int(served)
+    return {
+        "schema": SCHEMA,
+        "name": dep.get("name"),
+        "active": entry(dep["active"], served) if dep.get("active") else None,
+        "canary": entry(live["version"], live["percent"]) if live else None,
+        "shadow": entry(mirror["version"], mirror["percent"]) if mirror else None,
+        "assignment": {
+            "hash": "sha256",
+            "input": "utf8(name + '\\0' + key)",
+            "bucket": "uint64_be(digest[0:8]) % 10000",
+            "buckets": BUCKETS,
+            "canary_when": "bucket < round(canary.percent * 100)",
+        },
+    }

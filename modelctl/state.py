@@ -1,0 +1,814 @@
+"""Deployment state and its pure transitions: the lifecycle lives here (no I/O, no clock).
+
+A deployment is the loaded ``deployments/<name>.yaml`` (DESIGN §2). Every transition takes it,
+never mutates it, and returns a :class:`Transition`: the new deployment, the tag events in the
+order their tags must be created, the commit subject and trailers (DESIGN §3), or ``noop`` when
+the requested state already holds (the caller exits 0, "already done", and writes nothing).
+Refusals raise :class:`~modelctl.errors.TransitionError` (exit 2) with what is allowed instead;
+an unknown version raises :class:`~modelctl.errors.NotFound`.
+
+Rules decided here (README "Lifecycle" repeats them for users):
+
+* Statuses ``registered -> staging -> shadow -> canary -> active -> deprecated -> archived``,
+  plus ``rolled-back``. ``pipeline.required`` (default: staging, shadow, canary) names the
+  stages a version must pass. The state keeps only the current status, so "passed" is read from
+  the order: a version moves forward and may not jump over a required stage, so a version in
+  canary has passed every required stage before canary. Optional stages may be entered or
+  skipped freely. Moving backwards (e.g. canary -> staging) is refused.
+* ``--force`` with a non-empty ``--reason`` jumps over required stages (trailers
+  ``Modelctl-Force: true`` and ``Modelctl-Skipped: <stages>``) and releases a hold
+  (``Modelctl-Override: hold``). Force never relaxes anything else: one canary and one shadow
+  per model, allowed percents, no shadow/canary without an active version.
+* First version: with no active version there is no traffic to mirror or split, so ``shadow``
+  and ``canary`` are refused and, when required, waived on the way to active
+  (``Modelctl-Waived: shadow,canary``). ``staging`` still applies when required.
+* Canary percents are exactly ``canary.steps`` (default 1, 5, 10, 25, 50); 100 is not a canary
+  unless the registry lists it: ``promote --to active`` ends the canary instead. A live canary's
+  percent may move up or down between steps. ``promote --to canary`` starts at the first step.
+  Shadow percents are any number in (0, 100]; ``promote --to shadow`` mirrors 100 %.
+* Promoting to active moves the old active to ``deprecated`` and records it as ``previous``; it
+  ends a canary or shadow of the promoted version (unassign events) and is refused while another
+  version is in canary (finish or roll back that canary first).
+* ``deprecated`` and ``archived`` retire a version: allowed from any status except ``active``
+  (replace it first) and from ``archived`` (final). Retiring a canary or shadow version ends its
+  traffic. Retiring is not re-promotion, so it needs no force for a version on hold.
+* Rollback with a live canary: the canary ends, its version becomes ``rolled-back``, active is
+  unchanged (``--to`` is refused then). Without one: active returns to ``previous`` or ``--to``
+  (a ``deprecated`` version: one that served before), the replaced version becomes
+  ``rolled-back`` and ``previous`` is cleared, so a second rollback must name ``--to``
+  (nothing returns to a version that was itself just replaced by mistake). ``hold`` records the
+  rolled-back version, the reason and ``now``.
+* On hold: a version whose status is ``rolled-back`` or that ``hold`` names. ``promote``,
+  ``shadow`` and ``canary`` refuse it unless ``--force --reason``; a forced move clears ``hold``.
+* No-ops: promoting to the current status, ``shadow``/``canary`` at the current percent, and a
+  rollback whose ``expect``\\ed target is already rolled back (a second watcher, a retried push).
+* Tag events: an ``assign`` of the target stage; an ``unassign`` before it for the stage the
+  version leaves (staging, shadow, canary). The old active gets no unassign: the newer ``active``
+  assignment supersedes it, which is how GTO reads "latest in stage". A percent change is a new
+  ``canary`` (or ``shadow``) assignment, so tags index the percent history.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from .errors import Conflict, NotFound, TransitionError, UsageError
+from .names import PROMOTE_TARGETS, check_stage, check_version, semver_key
+
+PIPELINE = ("staging", "shadow", "canary")
+DEFAULT_REQUIRED = PIPELINE
+DEFAULT_STEPS = (1, 5, 10, 25, 50)
+DEFAULT_SHADOW_PERCENT = 100
+_RANK = {"registered": 0, "staging": 1, "shadow": 2, "canary": 3, "active": 4}
+_REASON_LIMIT = 500
+# C0/C1 controls and Unicode line/paragraph separators: anything that could break a trailer line.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u0085]")
+# "Key-Name:" inside a reason reads like a trailer to naive log parsers; defuse the colon.
+_TRAILER_LIKE = re.compile(r"\b([A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)+)\s*:(?=\s|$)")
+
+
+class TagEvent(NamedTuple):
+    """One stage tag to create: ``(stage, version, "assign" | "unassign")``."""
+
+    stage: str
+    version: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The result of one lifecycle action: new state, tag events, commit subject and trailers."""
+
+    deployment: dict
+    action: str
+    version: str | None
+    from_status: str | None
+    to_status: str | None
+    percent: float | int | None = None
+    events: list[TagEvent] = field(default_factory=list)
+    trailers: list[tuple[str, str]] = field(default_factory=list)
+    subject: str = ""
+    noop: bool = False
+    note: str = ""
+
+
+# -- config ----------------------------------------------------------------------------------
+
+
+def required_stages(config: dict | None) -> tuple[str, ...]:
+    """Stages ``pipeline.required`` names, in pipeline order (default: staging, shadow, canary)."""
+    pipeline = (config or {}).get("pipeline") or {}
+    required = pipeline.get("required", DEFAULT_REQUIRED)
+    if required is None:
+        required = DEFAULT_REQUIRED
+    return tuple(s for s in PIPELINE if s in required)
+
+
+def canary_steps(config: dict | None) -> tuple:
+    """Allowed canary percents: ``canary.steps`` sorted (default 1, 5, 10, 25, 50)."""
+    steps = ((config or {}).get("canary") or {}).get("steps") or DEFAULT_STEPS
+    return tuple(sorted({_norm_pct(s) for s in steps}))
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def clean_text(text: object, limit: int = _REASON_LIMIT) -> str | None:
+    """One line of user text for a trailer: controls become spaces, whitespace collapses."""
+    if text is None:
+        return None
+    one_line = " ".join(_CONTROL.sub(" ", str(text)).split())
+    one_line = _TRAILER_LIKE.sub(r"\1 -", one_line)
+    if len(one_line) > limit:
+        one_line = one_line[: limit - 3] + "..."
+    return one_line or None
+
+
+def _norm_pct(value: object) -> int | float:
+    # 5.0 and 5 are the same step; keep ints as ints so files and trailers read "5".
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"invalid percent {value!r}", hint="use a number such as 5")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def fmt_pct(value: float | int) -> str:
+    """A percent as written in subjects and trailers: ``5``, ``0.5``."""
+    value = _norm_pct(value)
+    return str(value)
+
+
+def _name(dep: dict) -> str:
+    return dep.get("name", "?")
+
+
+def _status(dep: dict, version: str) -> str:
+    check_version(version)
+    versions = dep.get("versions") or {}
+    if version not in versions:
+        known = sorted(versions, key=semver_key, reverse=True)
+        listing = ", ".join(known[:8]) if known else "none yet"
+        raise NotFound(
+            f"version {version} of {_name(dep)} is not registered (registered: {listing})",
+            hint="register it first with `modelctl register`",
+        )
+    return versions[version]
+
+
+def _slot(dep: dict, stage: str) -> dict | None:
+    return dep.get(stage) or None
+
+
+def _on_hold(dep: dict, version: str) -> bool:
+    hold = dep.get("hold") or None
+    return dep["versions"].get(version) == "rolled-back" or bool(hold and hold.get("version") == version)
+
+
+def _hold_text(dep: dict, version: str) -> str:
+    hold = dep.get("hold") or None
+    if hold and hold.get("version") == version:
+        bits = [b for b in (hold.get("at"), hold.get("reason")) if b]
+        if bits:
+            return f" ({': '.join(bits)})"
+    return ""
+
+
+def _need_reason(force: bool, reason: str | None) -> str | None:
+    reason = clean_text(reason)
+    if force and not reason:
+        raise UsageError("--force needs --reason TEXT", hint="the reason is recorded in the commit")
+    return reason
+
+
+def _subject(action: str, name: str, version: str, rest: str = "") -> str:
+    return f"modelctl: {action} {name} {version}" + (f" {rest}" if rest else "")
+
+
+def _trailers(action: str, name: str, version: str, **extra: object) -> list[tuple[str, str]]:
+    # Fixed order so commits read the same everywhere; None values are left out.
+    order = [
+        ("from_status", "Modelctl-From"),
+        ("to_status", "Modelctl-To"),
+        ("percent", "Modelctl-Percent"),
+        ("from_percent", "Modelctl-From-Percent"),
+        ("replaces", "Modelctl-Replaces"),
+        ("restored", "Modelctl-Restored"),
+        ("waived", "Modelctl-Waived"),
+        ("skipped", "Modelctl-Skipped"),
+        ("force", "Modelctl-Force"),
+        ("override", "Modelctl-Override"),
+        ("reason", "Modelctl-Reason"),
+        ("evidence", "Modelctl-Evidence"),
+    ]
+    out = [("Modelctl-Action", action), ("Modelctl-Model", name), ("Modelctl-Version", version)]
+    for key, trailer in order:
+        value = extra.pop(key, None)
+        if value is None or value == [] or value is False:
+            continue
+        if isinstance(value, (list, tuple)):
+            value = ",".join(value)
+        elif value is True:
+            value = "true"
+        elif isinstance(value, (int, float)):
+            value = fmt_pct(value)
+        out.append((trailer, str(value)))
+    assert not extra, extra
+    return out
+
+
+def _noop(dep: dict, action: str, version: str, status: str, note: str, percent=None) -> Transition:
+    return Transition(
+        deployment=copy.deepcopy(dep),
+        action=action,
+        version=version,
+        from_status=status,
+        to_status=status,
+        percent=percent,
+        subject=_subject(action, _name(dep), version, "(already done)"),
+        noop=True,
+        note=note,
+    )
+
+
+def _pipeline_note(required: tuple[str, ...]) -> str:
+    return f"pipeline requires {', '.join(required)}" if required else "pipeline requires no stage"
+
+
+def _gap(
+    dep: dict, version: str, status: str, target: str, required: tuple[str, ...], force: bool
+) -> tuple[list[str], list[str]]:
+    """Required stages between status and target: (waived for a first version, forced skips)."""
+    lo, hi = _RANK[status], _RANK[target]
+    gap = [s for s in required if lo < _RANK[s] < hi]
+    waived = []
+    if target == "active" and not dep.get("active"):
+        waived = [s for s in gap if s in ("shadow", "canary")]
+    missing = [s for s in gap if s not in waived]
+    if missing and not force:
+        raise TransitionError(
+            f"{version} of {_name(dep)} is {status}; promote it to {missing[0]} first "
+            f"({_pipeline_note(required)}) or use --force --reason"
+        )
+    return waived, missing
+
+
+def _check_movable(
+    dep: dict, version: str, status: str, target: str, force: bool, *, what: str
+) -> bool:
+    """Refuse moves out of final/served statuses and held versions; True when a hold is overridden."""
+    name = _name(dep)
+    if _on_hold(dep, version):
+        if not force:
+            raise TransitionError(
+                f"{version} of {name} is on hold after a rollback{_hold_text(dep, version)}; "
+                f"{what} refuses it unless --force --reason"
+            )
+        if status == "rolled-back":
+            return True
+    if status == "archived":
+        raise TransitionError(f"{version} of {name} is archived, which is final; register a new version")
+    if status == "deprecated":
+        raise TransitionError(
+            f"{version} of {name} is deprecated (it served before); "
+            f"use `modelctl rollback {name} --to {version}` to serve it again"
+        )
+    if status == "active":
+        raise TransitionError(
+            f"{version} of {name} is already active; {target} is for a new version (register one)"
+        )
+    if status != "rolled-back" and _RANK[status] > _RANK[target]:
+        raise TransitionError(
+            f"{version} of {name} is {status}, past {target}; the lifecycle only moves forward "
+            "(retire it with --to deprecated or --to archived, or roll it back)"
+        )
+    return _on_hold(dep, version)
+
+
+def _leave(dep: dict, new: dict, version: str, status: str, events: list[TagEvent]) -> None:
+    """Take the version out of the stage it is in (slot cleared, unassign event)."""
+    if status in ("shadow", "canary"):
+        slot = _slot(new, status)
+        if slot and slot.get("version") == version:
+            new[status] = None
+        events.append(TagEvent(status, version, "unassign"))
+    elif status == "staging":
+        events.append(TagEvent("staging", version, "unassign"))
+    # A held version that moves on is released; a retired one stays held.
+
+
+def _release_hold(new: dict, version: str) -> None:
+    hold = new.get("hold") or None
+    if hold and hold.get("version") == version:
+        new["hold"] = None
+
+
+def _split(version: str, percent, now: str | None, started: str | None = None) -> dict:
+    split = {"version": version, "percent": percent}
+    if started or now:
+        split["started"] = started or now
+    return split
+
+
+# -- transitions -----------------------------------------------------------------------------
+
+
+def new_deployment(name: str) -> dict:
+    """An empty deployment for a model that has no versions yet."""
+    return {
+        "apiVersion": "modelctl/v1",
+        "kind": "Deployment",
+        "name": name,
+        "active": None,
+        "previous": None,
+        "canary": None,
+        "shadow": None,
+        "versions": {},
+        "hold": None,
+    }
+
+
+def register(dep: dict, version: str) -> Transition:
+    """Add a new version with status ``registered``."""
+    check_version(version)
+    name = _name(dep)
+    if version in (dep.get("versions") or {}):
+        raise TransitionError(
+            f"version {version} of {name} exists; pick a new version or use --bump"
+        )
+    new = copy.deepcopy(dep)
+    new.setdefault("versions", {})
+    new["versions"] = dict(new["versions"] or {})
+    new["versions"][version] = "registered"
+    return Transition(
+        deployment=new,
+        action="register",
+        version=version,
+        from_status=None,
+        to_status="registered",
+        trailers=_trailers("register", name, version, to_status="registered"),
+        subject=_subject("register", name, version),
+    )
+
+
+def promote(
+    dep: dict,
+    version: str,
+    to: str,
+    config: dict | None = None,
+    *,
+    force: bool = False,
+    reason: str | None = None,
+    now: str | None = None,
+    percent: float | int | None = None,
+) -> Transition:
+    """Move a version to a stage or retire it (``promote NAME VERSION --to STAGE``)."""
+    check_stage(to, PROMOTE_TARGETS)
+    if to == "shadow":
+        return shadow(dep, version, percent, config, force=force, reason=reason, now=now, action="promote")
+    if to == "canary":
+        return canary(dep, version, percent, config, force=force, reason=reason, now=now, action="promote")
+    if to in ("deprecated", "archived"):
+        return _retire(dep, version, to, reason=_need_reason(force, reason))
+    if to == "staging":
+        return _to_staging(dep, version, config, force=force, reason=reason)
+    return _to_active(dep, version, config, force=force, reason=reason)
+
+
+def _to_staging(dep, version, config, *, force, reason) -> Transition:
+    name = _name(dep)
+    status = _status(dep, version)
+    if status == "staging":
+        return _noop(dep, "promote", version, status, f"{version} of {name} is already in staging")
+    reason = _need_reason(force, reason)
+    override = _check_movable(dep, version, status, "staging", force, what="promote")
+    new = copy.deepcopy(dep)
+    events: list[TagEvent] = []
+    _leave(dep, new, version, status, events)
+    new["versions"][version] = "staging"
+    _release_hold(new, version)
+    events.append(TagEvent("staging", version, "assign"))
+    return Transition(
+        deployment=new,
+        action="promote",
+        version=version,
+        from_status=status,
+        to_status="staging",
+        events=events,
+        trailers=_trailers(
+            "promote", name, version, from_status=status, to_status="staging",
+            force=force and override, override="hold" if override else None, reason=reason,
+        ),
+        subject=_subject("promote", name, version, "to staging"),
+    )
+
+
+def _to_active(dep, version, config, *, force, reason) -> Transition:
+    name = _name(dep)
+    status = _status(dep, version)
+    if status == "active":
+        return _noop(dep, "promote", version, status, f"{version} of {name} is already active")
+    reason = _need_reason(force, reason)
+    override = _check_movable(dep, version, status, "active", force, what="promote")
+    live = _slot(dep, "canary")
+    if live and live.get("version") != version:
+        raise TransitionError(
+            f"{live['version']} of {name} is in canary at {fmt_pct(live['percent'])}%; promote it "
+            f"to active or roll it back before making {version} active"
+        )
+    waived: list[str] = []
+    skipped: list[str] = []
+    if status != "rolled-back":
+        waived, skipped = _gap(dep, version, status, "active", required_stages(config), force)
+    new = copy.deepcopy(dep)
+    events: list[TagEvent] = []
+    _leave(dep, new, version, status, events)
+    old = dep.get("active")
+    if old:
+        new["versions"][old] = "deprecated"
+        new["previous"] = old
+    new["active"] = version
+    new["versions"][version] = "active"
+    _release_hold(new, version)
+    events.append(TagEvent("active", version, "assign"))
+    return Transition(
+        deployment=new,
+        action="promote",
+        version=version,
+        from_status=status,
+        to_status="active",
+        events=events,
+        trailers=_trailers(
+            "promote", name, version, from_status=status, to_status="active", replaces=old,
+            waived=waived, skipped=skipped, force=force and bool(skipped or override),
+            override="hold" if override else None, reason=reason,
+        ),
+        subject=_subject("promote", name, version, "to active" + (f" (replaces {old})" if old else "")),
+    )
+
+
+def _retire(dep, version, to, *, reason) -> Transition:
+    name = _name(dep)
+    status = _status(dep, version)
+    if status == to:
+        return _noop(dep, "promote", version, status, f"{version} of {name} is already {to}")
+    if status == "active":
+        raise TransitionError(
+            f"{version} of {name} is active; promote another version to active or roll back "
+            f"before retiring it"
+        )
+    if status == "archived":
+        raise TransitionError(f"{version} of {name} is archived, which is final")
+    new = copy.deepcopy(dep)
+    events: list[TagEvent] = []
+    _leave(dep, new, version, status, events)
+    new["versions"][version] = to
+    if to == "archived" and new.get("previous") == version:
+        # rollback must never return to an archived version
+        new["previous"] = None
+    return Transition(
+        deployment=new,
+        action="promote",
+        version=version,
+        from_status=status,
+        to_status=to,
+        events=events,
+        trailers=_trailers("promote", name, version, from_status=status, to_status=to, reason=reason),
+        subject=_subject("promote", name, version, f"to {to}"),
+    )
+
+
+def shadow(
+    dep: dict,
+    version: str,
+    percent: float | int | None = None,
+    config: dict | None = None,
+    *,
+    force: bool = False,
+    reason: str | None = None,
+    now: str | None = None,
+    action: str = "shadow",
+) -> Transition:
+    """Start mirroring ``percent`` of traffic (default 100) to a version, or change the percent."""
+    name = _name(dep)
+    status = _status(dep, version)
+    percent = DEFAULT_SHADOW_PERCENT if percent is None else _norm_pct(percent)
+    current = _slot(dep, "shadow")
+    if action == "promote" and status == "shadow":
+        return _noop(dep, action, version, status, f"{version} of {name} is already in shadow",
+                     current and current.get("percent"))
+    if not 0 < percent <= 100:
+        raise TransitionError(f"shadow percent {fmt_pct(percent)} is out of range; use a number in (0, 100]")
+    if current and current.get("version") == version:
+        if _norm_pct(current.get("percent")) == percent:
+            return _noop(dep, action, version, status,
+                         f"{version} of {name} is already in shadow at {fmt_pct(percent)}%", percent)
+        reason = _need_reason(force, reason)
+        override = _hold_gate(dep, version, force, what="shadow")
+        new = copy.deepcopy(dep)
+        new["shadow"] = _split(version, percent, None, current.get("started"))
+        _release_hold(new, version)
+        return Transition(
+            deployment=new, action=action, version=version, from_status="shadow", to_status="shadow",
+            percent=percent, events=[TagEvent("shadow", version, "assign")],
+            trailers=_trailers(action, name, version, from_status="shadow", to_status="shadow",
+                               percent=percent, from_percent=current.get("percent"),
+                               force=force and override, override="hold" if override else None,
+                               reason=reason),
+            subject=_subject(action, name, version,
+                             f"{fmt_pct(current.get('percent'))}% -> {fmt_pct(percent)}%"),
+        )
+    if current:
+        raise TransitionError(
+            f"{current['version']} of {name} is already in shadow (one shadow per model); promote "
+            f"it to canary or retire it (--to archived) before shadowing {version}"
+        )
+    reason = _need_reason(force, reason)
+    if not dep.get("active"):
+        raise TransitionError(
+            f"{name} has no active version, so there is no traffic to mirror; promote {version} to "
+            "active (shadow and canary are waived for the first version)"
+        )
+    override = _check_movable(dep, version, status, "shadow", force, what="shadow")
+    skipped: list[str] = []
+    if status != "rolled-back":
+        _, skipped = _gap(dep, version, status, "shadow", required_stages(config), force)
+    new = copy.deepcopy(dep)
+    events: list[TagEvent] = []
+    _leave(dep, new, version, status, events)
+    new["versions"][version] = "shadow"
+    new["shadow"] = _split(version, percent, now)
+    _release_hold(new, version)
+    events.append(TagEvent("shadow", version, "assign"))
+    return Transition(
+        deployment=new, action=action, version=version, from_status=status, to_status="shadow",
+        percent=percent, events=events,
+        trailers=_trailers(action, name, version, from_status=status, to_status="shadow",
+                           percent=percent, skipped=skipped, force=force and bool(skipped or override),
+                           override="hold" if override else None, reason=reason),
+        subject=_subject(action, name, version,
+                         ("to shadow " if action == "promote" else "") + f"at {fmt_pct(percent)}%"),
+    )
+
+
+def _hold_gate(dep: dict, version: str, force: bool, *, what: str) -> bool:
+    if _on_hold(dep, version):
+        if not force:
+            raise TransitionError(
+                f"{version} of {_name(dep)} is on hold after a rollback{_hold_text(dep, version)}; "
+                f"{what} refuses it unless --force --reason"
+            )
+        return True
+    return False
+
+
+def canary(
+    dep: dict,
+    version: str,
+    percent: float | int | None,
+    config: dict | None = None,
+    *,
+    force: bool = False,
+    reason: str | None = None,
+    now: str | None = None,
+    action: str = "canary",
+) -> Transition:
+    """Start a canary at ``percent`` (one of ``canary.steps``) or change a live canary's percent."""
+    name = _name(dep)
+    status = _status(dep, version)
+    steps = canary_steps(config)
+    current = _slot(dep, "canary")
+    if action == "promote" and status == "canary":
+        return _noop(dep, action, version, status, f"{version} of {name} is already in canary",
+                     current and current.get("percent"))
+    percent = steps[0] if percent is None else _norm_pct(percent)
+    if percent not in steps:
+        raise TransitionError(
+            f"canary percent {fmt_pct(percent)} is not allowed; use one of "
+            f"{', '.join(fmt_pct(s) for s in steps)} (canary.steps in modelctl.yaml), "
+            "or promote to active for 100%"
+        )
+    if current and current.get("version") == version:
+        old_pct = current.get("percent")
+        if _norm_pct(old_pct) == percent:
+            return _noop(dep, action, version, status,
+                         f"{version} of {name} is already in canary at {fmt_pct(percent)}%", percent)
+        reason = _need_reason(force, reason)
+        override = _hold_gate(dep, version, force, what="canary")
+        new = copy.deepcopy(dep)
+        new["canary"] = _split(version, percent, None, current.get("started"))
+        _release_hold(new, version)
+        return Transition(
+            deployment=new, action=action, version=version, from_status="canary", to_status="canary",
+            percent=percent, events=[TagEvent("canary", version, "assign")],
+            trailers=_trailers(action, name, version, from_status="canary", to_status="canary",
+                               percent=percent, from_percent=old_pct, force=force and override,
+                               override="hold" if override else None, reason=reason),
+            subject=_subject(action, name, version, f"{fmt_pct(old_pct)}% -> {fmt_pct(percent)}%"),
+        )
+    if current:
+        raise TransitionError(
+            f"{current['version']} of {name} is already in canary at {fmt_pct(current['percent'])}% "
+            f"(one canary per model); promote it to active or roll it back before starting {version}"
+        )
+    reason = _need_reason(force, reason)
+    if not dep.get("active"):
+        raise TransitionError(
+            f"{name} has no active version, so there is nothing to compare a canary against; promote "
+            f"{version} to active (shadow and canary are waived for the first version)"
+        )
+    override = _check_movable(dep, version, status, "canary", force, what="canary")
+    skipped: list[str] = []
+    if status != "rolled-back":
+        _, skipped = _gap(dep, version, status, "canary", required_stages(config), force)
+    new = copy.deepcopy(dep)
+    events: list[TagEvent] = []
+    _leave(dep, new, version, status, events)
+    new["versions"][version] = "canary"
+    new["canary"] = _split(version, percent, now)
+    _release_hold(new, version)
+    events.append(TagEvent("canary", version, "assign"))
+    return Transition(
+        deployment=new, action=action, version=version, from_status=status, to_status="canary",
+        percent=percent, events=events,
+        trailers=_trailers(action, name, version, from_status=status, to_status="canary",
+                           percent=percent, skipped=skipped, force=force and bool(skipped or override),
+                           override="hold" if override else None, reason=reason),
+        subject=_subject(action, name, version,
+                         ("to canary " if action == "promote" else "") + f"at {fmt_pct(percent)}%"),
+    )
+
+
+def rollback_target(dep: dict) -> tuple[str, str] | None:
+    """What ``rollback`` would pull now: ``("canary", v)``, ``("active", v)`` or None."""
+    live = _slot(dep, "canary")
+    if live:
+        return ("canary", live["version"])
+    if dep.get("active"):
+        return ("active", dep["active"])
+    return None
+
+
+def rollback(
+    dep: dict,
+    config: dict | None = None,
+    *,
+    reason: str | None = None,
+    now: str,
+    to: str | None = None,
+    expect: tuple[str, str] | None = None,
+    evidence: str | None = None,
+) -> Transition:
+    """Pull the live canary, or return active to ``previous``/``to``; the pulled version is held.
+
+    ``expect`` is the ``(stage, version)`` the caller decided to roll back (from
+    :func:`rollback_target` or ``Transition.from_status``/``version`` of a first attempt): when
+    it no longer holds, the result is a no-op if that version is already rolled back and
+    :class:`~modelctl.errors.Conflict` otherwise, so retries and racing watchers never roll
+    back twice.
+    """
+    name = _name(dep)
+    reason = clean_text(reason)
+    evidence = clean_text(evidence, limit=2000)
+    target = rollback_target(dep)
+    if expect is not None:
+        stage, version = expect
+        if target != (stage, version):
+            status = (dep.get("versions") or {}).get(version)
+            if status == "rolled-back":
+                return _noop(dep, "rollback", version, status,
+                             f"{version} of {name} was already rolled back")
+            raise Conflict(
+                f"{version} is no longer the {stage} version of {name} (it is {status or 'unknown'}); "
+                "nothing was rolled back",
+                hint=f"check `modelctl status {name}` and decide again",
+            )
+    if target is None:
+        raise TransitionError(f"{name} has no active version and no canary; nothing to roll back")
+    stage, version = target
+    new = copy.deepcopy(dep)
+    hold = {"version": version, "reason": reason or "rolled back", "at": now}
+    if stage == "canary":
+        active = dep.get("active")
+        if to is not None and to != active:
+            raise TransitionError(
+                f"{version} of {name} is in canary, so rollback ends the canary and {active} keeps "
+                f"serving; --to does not apply (run rollback again afterwards to change the active version)"
+            )
+        pct = dep["canary"].get("percent")
+        new["canary"] = None
+        new["versions"][version] = "rolled-back"
+        new["hold"] = hold
+        return Transition(
+            deployment=new, action="rollback", version=version, from_status="canary",
+            to_status="rolled-back", percent=pct,
+            events=[TagEvent("canary", version, "unassign")],
+            trailers=_trailers("rollback", name, version, from_status="canary", to_status="rolled-back",
+                               percent=pct, restored=active, reason=reason, evidence=evidence),
+            subject=_subject("rollback", name, version,
+                             f"(canary at {fmt_pct(pct)}%), {active} keeps serving"),
+        )
+    restore = to if to is not None else dep.get("previous")
+    deprecated = sorted((v for v, s in dep["versions"].items() if s == "deprecated"),
+                        key=semver_key, reverse=True)
+    listing = ", ".join(deprecated) if deprecated else "none"
+    if restore is None:
+        raise TransitionError(
+            f"{name} has no previous version recorded; name one with --to VERSION "
+            f"(deprecated versions that served before: {listing})"
+        )
+    restore_status = _status(dep, restore)
+    if restore == version:
+        raise TransitionError(f"{restore} of {name} is already active; nothing to roll back to")
+    if restore_status != "deprecated":
+        raise TransitionError(
+            f"{restore} of {name} is {restore_status}; rollback returns to a version that served "
+            f"before (deprecated: {listing}); promote it through the pipeline instead"
+        )
+    new["versions"][version] = "rolled-back"
+    new["versions"][restore] = "active"
+    new["active"] = restore
+    new["previous"] = None
+    new["hold"] = hold
+    return Transition(
+        deployment=new, action="rollback", version=version, from_status="active",
+        to_status="rolled-back", events=[TagEvent("active", restore, "assign")],
+        trailers=_trailers("rollback", name, version, from_status="active", to_status="rolled-back",
+                           restored=restore, reason=reason, evidence=evidence),
+        subject=_subject("rollback", name, version, f"(active), {restore} serves again"),
+    )
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def next_moves(dep: dict, version: str, config: dict | None = None) -> list[str]:
+    """Promotion targets the lifecycle allows for a version now, without --force."""
+    allowed = []
+    for target in PROMOTE_TARGETS:
+        try:
+            t = promote(dep, version, target, config, now="1970-01-01T00:00:00Z")
+        except (TransitionError, UsageError):
+            continue
+        if not t.noop:
+            allowed.append(target)
+    return allowed
+
+
+def status_summary(dep: dict) -> dict:
+    """The deployment as `status` shows it: who serves what share, and every version's status."""
+    live = _slot(dep, "canary")
+    share = _norm_pct(live["percent"]) if live else 0
+    traffic = []
+    if dep.get("active"):
+        traffic.append({"version": dep["active"], "role": "active", "percent": _norm_pct(100 - share)})
+    if live:
+        traffic.append({"version": live["version"], "role": "canary", "percent": share})
+    versions = dep.get("versions") or {}
+    return {
+        "name": dep.get("name"),
+        "active": dep.get("active"),
+        "previous": dep.get("previous"),
+        "canary": copy.deepcopy(live),
+        "shadow": copy.deepcopy(_slot(dep, "shadow")),
+        "hold": copy.deepcopy(dep.get("hold") or None),
+        "traffic": traffic,
+        "versions": [
+            {"version": v, "status": versions[v]}
+            for v in sorted(versions, key=semver_key, reverse=True)
+        ],
+    }
+
+
+def problems(dep: dict) -> list[str]:
+    """Inconsistencies inside one deployment file (for `check`/`doctor`); empty when sound."""
+    out = []
+    versions = dep.get("versions") or {}
+    name = dep.get("name")
+    actives = sorted(v for v, s in versions.items() if s == "active")
+    if dep.get("active") and versions.get(dep["active"]) != "active":
+        out.append(f"{name}: active {dep['active']} has status {versions.get(dep['active'])}")
+    if len(actives) > 1 or (actives and actives != [dep.get("active")]):
+        out.append(f"{name}: versions with status active: {', '.join(actives)}; "
+                   f"active is {dep.get('active')}")
+    for stage in ("canary", "shadow"):
+        slot = _slot(dep, stage)
+        holders = sorted(v for v, s in versions.items() if s == stage)
+        if slot and versions.get(slot.get("version")) != stage:
+            held = slot.get("version")
+            out.append(f"{name}: {stage} {held} has status {versions.get(held)}")
+        if holders and (not slot or holders != [slot.get("version")]):
+            out.append(f"{name}: versions with status {stage}: {', '.join(holders)}; {stage} is "
+                       f"{slot.get('version') if slot else None}")
+    if _slot(dep, "canary") and not dep.get("active"):
+        out.append(f"{name}: a canary without an active version")
+    for key in ("previous",):
+        v = dep.get(key)
+        if v and v not in versions:
+            out.append(f"{name}: {key} {v} is not a registered version")
+    hold = dep.get("hold") or None
+    if hold and hold.get("version") not in versions:
+        out.append(f"{name}: hold names {hold.get('version')}, which is not a registered version")
+    return out

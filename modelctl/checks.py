@@ -187,7 +187,7 @@ def _registration_commits(store) -> dict[tuple[str, str], str]:
     for row in text.splitlines():
         name, peeled, obj = (row.split(" ") + ["", ""])[:3]
         model, _, version = name.partition("@v")
-        if NAME_RE.match(model) and VERSION_RE.match(version):
+        if NAME_RE.fullmatch(model) and VERSION_RE.fullmatch(version):
             out[(model, version)] = peeled or obj
     return out
 

@@ -32,7 +32,7 @@ def _show(value: object) -> str:
 
 def check_name(name: object) -> str:
     """Return the model name if it is a DNS label, else raise InvalidName."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise InvalidName(
             f"invalid model name {_show(name)}",
             hint="use lowercase letters, digits and '-' (a DNS label, at most 63 characters)",
@@ -42,12 +42,12 @@ def check_name(name: object) -> str:
 
 def check_version(version: object) -> str:
     """Return the version if it is SemVer MAJOR.MINOR.PATCH[-pre], else raise InvalidName."""
-    if isinstance(version, str) and version.startswith("v") and VERSION_RE.match(version[1:]):
+    if isinstance(version, str) and version.startswith("v") and VERSION_RE.fullmatch(version[1:]):
         raise InvalidName(
             f"invalid version {_show(version)}",
             hint=f"write versions without 'v' (for example {version[1:]})",
         )
-    if not isinstance(version, str) or not VERSION_RE.match(version):
+    if not isinstance(version, str) or len(version) > 128 or not VERSION_RE.fullmatch(version):
         raise InvalidName(
             f"invalid version {_show(version)}",
             hint="use SemVer MAJOR.MINOR.PATCH with an optional pre-release, e.g. 2.4.0 or 2.4.0-rc.1",
@@ -66,7 +66,7 @@ def parse_ref(text: str) -> tuple[str, str | None]:
     """Split NAME or NAME@VERSION (a leading 'v' on the version is accepted here)."""
     if "@" in text:
         name, _, version = text.partition("@")
-        if version.startswith("v") and VERSION_RE.match(version[1:]):
+        if version.startswith("v") and VERSION_RE.fullmatch(version[1:]):
             version = version[1:]
         return check_name(name), check_version(version)
     return check_name(text), None

@@ -50,6 +50,9 @@ class Registry:
         if snap.commit is None:
             raise UsageError(f"{ref} does not name a commit in {self.root}",
                              hint="run 'modelctl init' first" if ref == "HEAD" else "pass an existing ref")
+        if snap.read(configmod.CONFIG_FILE) is None:
+            raise UsageError(f"{self.root} is not a modelctl registry (no modelctl.yaml at {ref})",
+                             hint="run 'modelctl init' in an empty directory, or pass --registry DIR")
         return snap
 
     def config(self, snap: Snapshot | None = None) -> dict:
@@ -96,20 +99,20 @@ class Registry:
     def models(self, snap: Snapshot | None = None) -> list[str]:
         """Every model with a bundle or a deployment file."""
         snap = snap or self.snapshot()
-        names = set(n for n in snap.list("bundles") if NAME_RE.match(n))
-        names |= {n[:-5] for n in snap.list("deployments") if n.endswith(".yaml") and NAME_RE.match(n[:-5])}
+        names = set(n for n in snap.list("bundles") if NAME_RE.fullmatch(n))
+        names |= {n[:-5] for n in snap.list("deployments") if n.endswith(".yaml") and NAME_RE.fullmatch(n[:-5])}
         return sorted(names)
 
     def status(self, name: str | None = None, ref: str = "HEAD") -> dict:
         """Every model (or one): active, canary and percent, shadow, newest registered version."""
         snap = self.snapshot(ref)
-        names = [check_name(name)] if name else self.models(snap)
+        names = [check_name(name)] if name is not None else self.models(snap)
         paths = [deployment_path(n) for n in names]
         raw = snap.read_many(paths)
         rows = []
         for n, path in zip(names, paths):
             if raw[path] is None:
-                if name:
+                if name is not None:
                     raise NotFound(f"no model named {name!r} in this registry",
                                    hint="see 'modelctl status' for the models it has")
                 dep = {"active": None, "canary": None, "shadow": None, "versions": {}}
@@ -132,7 +135,7 @@ class Registry:
         """One model's versions with status, model id, prompt hash, who registered when; or one bundle."""
         check_name(name)
         snap = self.snapshot(ref)
-        if version:
+        if version is not None:
             check_version(version)
             data = self.bundle(name, version, snap)
             dep = self.deployment(name, snap) or {}

@@ -54,10 +54,10 @@ def stage_tag(name: str, stage: str, n: int, assign: bool = True) -> str:
 def parse(tag: str) -> dict | None:
     """Parse a modelctl/GTO tag name into its parts, or None when it is not one."""
     m = REG_TAG_RE.match(tag)
-    if m and NAME_RE.match(m["name"]) and VERSION_RE.match(m["version"]):
+    if m and NAME_RE.fullmatch(m["name"]) and VERSION_RE.fullmatch(m["version"]):
         return {"kind": "registration", "model": m["name"], "version": m["version"]}
     m = STAGE_TAG_RE.match(tag)
-    if m and NAME_RE.match(m["name"]):
+    if m and NAME_RE.fullmatch(m["name"]):
         return {
             "kind": "stage",
             "model": m["name"],

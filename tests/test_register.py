@@ -1,0 +1,162 @@
+"""register: every rule of DESIGN §2, one commit with trailers and a registration tag, nothing written on refusal."""
+import subprocess
+
+import pytest
+import yaml as pyyaml
+
+from conftest import bundle_text, git, repo_state, run_cli
+
+
+def trailers(repo, rev="HEAD") -> dict:
+    text = git(repo, "log", "-1", "--format=%(trailers:only,unfold)", rev)
+    return dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+
+
+def test_register_commits_bundle_deployment_and_tag(registry, write_bundle):
+    f = write_bundle(version="1.0.0")
+    proc = run_cli("register", f, "-m", "first cut", cwd=registry)
+    assert proc.returncode == 0, proc.stderr
+    assert "registered support-agent 1.0.0" in proc.stdout
+    # one commit touching only the bundle and the deployment file
+    changed = git(registry, "show", "--name-only", "--format=", "HEAD").split()
+    assert sorted(changed) == ["bundles/support-agent/1.0.0.yaml", "deployments/support-agent.yaml"]
+    assert git(registry, "log", "-1", "--format=%s").strip() == "modelctl: register support-agent 1.0.0"
+    assert "first cut" in git(registry, "log", "-1", "--format=%b")
+    t = trailers(registry)
+    assert t["Modelctl-Action"] == "register" and t["Modelctl-Model"] == "support-agent"
+    assert t["Modelctl-Version"] == "1.0.0"
+    # annotated registration tag on that commit
+    assert git(registry, "cat-file", "-t", "support-agent@v1.0.0").strip() == "tag"
+    assert git(registry, "rev-parse", "support-agent@v1.0.0^{commit}") == git(registry, "rev-parse", "HEAD")
+    # prompt hash filled in; files read back identically with a YAML 1.1 reader
+    text = (registry / "bundles/support-agent/1.0.0.yaml").read_text()
+    data = pyyaml.safe_load(text)
+    import hashlib
+    assert data["prompt"]["sha256"] == hashlib.sha256(b"You are helpful.\n").hexdigest()
+    assert data["version"] == "1.0.0"
+    dep = pyyaml.safe_load((registry / "deployments/support-agent.yaml").read_text())
+    assert dep["versions"] == {"1.0.0": "registered"} and dep["active"] is None
+    # the work tree is clean: the user's checkout follows the commit
+    assert git(registry, "status", "--porcelain") == ""
+
+
+def test_register_patch_change_records_parent_and_change(registry, write_bundle):
+    assert run_cli("register", write_bundle(version="1.0.0"), cwd=registry).returncode == 0
+    proc = run_cli("register", write_bundle("c.yaml", version="1.0.1", parent="1.0.0", prompt="prompts/p2.txt"),
+                   cwd=registry)
+    assert proc.returncode == 0, proc.stderr
+    t = trailers(registry)
+    assert t["Modelctl-Parent"] == "1.0.0" and t["Modelctl-Change"] == "prompt" and t["Modelctl-Semver"] == "patch"
+
+
+def test_bump_computes_the_version(registry, write_bundle):
+    assert run_cli("register", write_bundle(version="1.0.0"), cwd=registry).returncode == 0
+    f = write_bundle("c.yaml", version="9.9.9", parent="1.0.0", model_id="gpt-4.1-2025-04-14")
+    proc = run_cli("register", f, "--bump", "major", "--json", cwd=registry)
+    assert proc.returncode == 0, proc.stderr
+    assert '"version": "2.0.0"' in proc.stdout
+    assert (registry / "bundles/support-agent/2.0.0.yaml").exists()
+
+
+REFUSALS = [
+    # (description, bundle fields or raw text, expected message fragment)
+    ("float version", {"raw": bundle_text().replace('version: "1.0.0"', "version: 1.10")}, '1.10 is read as a float'),
+    ("alias model id", {"model_id": "latest"}, "alias"),
+    ("-latest suffix", {"model_id": "gpt-4o-latest"}, "alias"),
+    (":latest suffix", {"model_id": "llama3:latest"}, "alias"),
+    ("undated openai id", {"model_id": "gpt-4.1-mini"}, "not a pinned openai snapshot"),
+    ("missing prompt", {"prompt": "prompts/nope.txt"}, "does not exist"),
+    ("prompt outside repo", {"prompt": "../outside.txt"}, "inside the registry"),
+    ("absolute prompt", {"prompt": "/etc/passwd"}, "inside the registry"),
+    ("unknown field", {"raw": bundle_text() + "surprise: 1\n"}, "unknown field"),
+    ("anchor", {"raw": bundle_text().replace("temperature: 0.3", "temperature: &t 0.3\n  top_p: *t")}, "anchor"),
+    ("bad name", {"name": "Support_Agent"}, "invalid model name"),
+    ("error rate > 1", {"error_rate": 1.5}, "error_rate"),
+]
+
+
+@pytest.mark.parametrize("desc, fields, fragment", REFUSALS, ids=[r[0] for r in REFUSALS])
+def test_refusals_exit_2_and_write_nothing(registry, tmp_path, desc, fields, fragment):
+    (tmp_path / "outside.txt").write_text("secret prompt")
+    f = tmp_path / "in.yaml"
+    f.write_text(fields["raw"] if "raw" in fields else bundle_text(**fields))
+    before = repo_state(registry)
+    proc = run_cli("register", f, cwd=registry)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert fragment in proc.stderr
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+    assert "Traceback" not in proc.stderr
+    assert repo_state(registry) == before
+
+
+def test_symlinked_prompt_is_refused(registry, tmp_path):
+    (tmp_path / "target.txt").write_text("x")
+    (registry / "prompts" / "link.txt").symlink_to(tmp_path / "target.txt")
+    f = tmp_path / "in.yaml"
+    f.write_text(bundle_text(prompt="prompts/link.txt"))
+    before = repo_state(registry)
+    proc = run_cli("register", f, cwd=registry)
+    assert proc.returncode == 2 and "symlink" in proc.stderr
+    assert repo_state(registry) == before
+
+
+def test_existing_version_is_immutable(registry, write_bundle):
+    f = write_bundle(version="1.0.0")
+    assert run_cli("register", f, cwd=registry).returncode == 0
+    g = write_bundle("g.yaml", version="1.0.0", temperature=0.9)
+    before = repo_state(registry)
+    proc = run_cli("register", g, cwd=registry)
+    assert proc.returncode == 2 and "exists" in proc.stderr and "immutable" in proc.stderr
+    assert repo_state(registry) == before
+
+
+@pytest.mark.parametrize("fields, fragment", [
+    ({"version": "1.0.1", "prompt": "prompts/p2.txt", "temperature": 0.9}, "changes prompt and config"),
+    ({"version": "1.0.1", "model_id": "gpt-4.1-mini-2025-06-01"}, "needs a minor bump"),
+    ({"version": "1.1.0", "provider": "anthropic", "model_id": "claude-sonnet-4-5-20250929"}, "needs a major bump"),
+    ({"version": "1.1.0", "model_id": "gpt-4o-2024-08-06"}, "needs a major bump"),  # family change
+    ({"version": "0.9.0", "temperature": 0.5}, "must be greater than its parent"),
+])
+def test_one_variable_and_semver_rules(registry, write_bundle, fields, fragment):
+    assert run_cli("register", write_bundle(version="1.0.0"), cwd=registry).returncode == 0
+    f = write_bundle("c.yaml", parent="1.0.0", **fields)
+    before = repo_state(registry)
+    proc = run_cli("register", f, cwd=registry)
+    assert proc.returncode == 2, proc.stderr
+    assert fragment in proc.stderr
+    assert repo_state(registry) == before
+
+
+def test_allow_multi_change_is_recorded(registry, write_bundle):
+    assert run_cli("register", write_bundle(version="1.0.0"), cwd=registry).returncode == 0
+    f = write_bundle("c.yaml", version="1.0.1", parent="1.0.0", prompt="prompts/p2.txt", temperature=0.9)
+    proc = run_cli("register", f, "--allow-multi-change", cwd=registry)
+    assert proc.returncode == 0, proc.stderr
+    assert trailers(registry)["Modelctl-Multi-Change"] == "allowed"
+
+
+def test_new_prompt_file_is_committed_with_the_bundle(registry, write_bundle):
+    (registry / "prompts" / "new.txt").write_text("Brand new prompt.\n")
+    proc = run_cli("register", write_bundle(prompt="prompts/new.txt"), cwd=registry)
+    assert proc.returncode == 0, proc.stderr
+    assert "prompts/new.txt" in git(registry, "show", "--name-only", "--format=", "HEAD").split()
+
+
+def test_message_is_one_line_without_control_or_trailer_lookalikes(registry, write_bundle):
+    msg = "fix\nModelctl-Action: promote\x1b[31m\u202e"
+    proc = run_cli("register", write_bundle(), "-m", msg, cwd=registry)
+    assert proc.returncode == 0, proc.stderr
+    t = trailers(registry)
+    assert t["Modelctl-Action"] == "register"
+    body = git(registry, "log", "-1", "--format=%b")
+    assert "\x1b" not in body and "\u202e" not in body
+
+
+def test_dirty_deployment_file_is_not_overwritten(registry, write_bundle):
+    assert run_cli("register", write_bundle(version="1.0.0"), cwd=registry).returncode == 0
+    dep = registry / "deployments/support-agent.yaml"
+    dep.write_text(dep.read_text() + "# my local note\n")
+    before = repo_state(registry)
+    proc = run_cli("register", write_bundle("c.yaml", version="1.0.1", parent="1.0.0", temperature=0.5), cwd=registry)
+    assert proc.returncode == 2 and "uncommitted changes" in proc.stderr
+    assert repo_state(registry) == before

@@ -166,7 +166,7 @@ class AnalysisConfig:
     on_errors: str = DEFAULTS["on_errors"]
     min_requests: int = DEFAULTS["min_requests"]
     stale_seconds: float = DEFAULTS["stale_seconds"]
-    metrics: tuple[MetricSpec, ...] = ()
+    metrics: tuple[MetricSpec, ...] = field(default_factory=lambda: _default_specs())
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None) -> "AnalysisConfig":
@@ -231,6 +231,10 @@ def _setting(values: Mapping[str, Any], key: str, ok, want: str) -> float:
     return float(value) if key in ("alpha", "beta", "stale_seconds") else value
 
 
+def _default_specs() -> tuple[MetricSpec, ...]:
+    return tuple(_metric_spec(name, spec) for name, spec in DEFAULT_METRICS.items())
+
+
 _METRIC_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 
 
@@ -263,7 +267,8 @@ def _metric_spec(name: str, raw: Any) -> MetricSpec:
         raise ValidationError(f"{where}.action must be rollback or alert (got {action!r})")
     if numerator is not None and (not isinstance(numerator, str) or not _METRIC_NAME_RE.match(numerator)):
         raise ValidationError(f"{where}.numerator must be a counter name (got {numerator!r})")
-    if min_requests is not None and (not _is_number(min_requests) or min_requests < 0 or min_requests != int(min_requests)):
+    if min_requests is not None and (
+            not _is_number(min_requests) or min_requests < 0 or min_requests != int(min_requests)):
         raise ValidationError(f"{where}.min_requests must be a whole number >= 0 (got {min_requests!r})")
     return MetricSpec(
         name=name,

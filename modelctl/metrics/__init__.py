@@ -1,0 +1,115 @@
+"""Metrics providers for `watch`: one module per provider behind the `Provider` Protocol.
+
+    provider = make_provider(registry_config, provider=cli_provider, url=cli_url)
+    samples = provider.fetch("support-agent", ["2.3.1", "2.4.0"], since_seconds=600)
+    # -> {"2.3.1": Sample(...), "2.4.0": Sample(...)}; MetricsError when the endpoint fails
+
+httpx is imported only when a provider first fetches, so importing this package is cheap.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+from ..analysis import AnalysisConfig
+from ..errors import UsageError
+from .base import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, CounterTracker, HttpLimits, Provider
+from .http_json import HttpJsonProvider
+from .prometheus import DEFAULT_QUERIES, PrometheusProvider
+
+PROVIDERS: dict[str, type] = {
+    "prometheus": PrometheusProvider,
+    "http-json": HttpJsonProvider,
+}
+
+DEFAULT_URLS = {
+    "prometheus": "http://127.0.0.1:9090",
+    "http-json": "http://127.0.0.1:9108/metrics/{model}",
+}
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+__all__ = [
+    "PROVIDERS",
+    "DEFAULT_QUERIES",
+    "CounterTracker",
+    "HttpJsonProvider",
+    "HttpLimits",
+    "PrometheusProvider",
+    "Provider",
+    "make_provider",
+]
+
+
+def make_provider(
+    config: Mapping[str, Any] | None,
+    *,
+    provider: str | None = None,
+    url: str | None = None,
+    env: Mapping[str, str] | None = None,
+    clock: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> Provider:
+    """Build the provider that modelctl.yaml (`metrics:`, `analysis:`) and --provider/--url describe."""
+    config = config if isinstance(config, Mapping) else {}
+    section = config.get("metrics") or {}
+    if not isinstance(section, Mapping):
+        raise UsageError("modelctl.yaml: metrics must be a mapping")
+    analysis = AnalysisConfig.from_config(config)
+    name = provider or section.get("provider") or "http-json"
+    if name not in PROVIDERS:
+        raise UsageError(f"unknown metrics provider {name!r}", hint=f"use one of: {', '.join(sorted(PROVIDERS))}")
+    # the configured url belongs to the configured provider; --provider alone falls back to its default
+    same_provider = provider is None or provider == section.get("provider", "http-json")
+    configured_url = section.get("url") if same_provider else None
+    target = url or configured_url or DEFAULT_URLS[name]
+    limits = _limits(section)
+    token = _token(section.get("token_env"), os.environ if env is None else env)
+    _check_url(target, token)
+    common = dict(limits=limits, token=token, stale_seconds=analysis.stale_seconds, clock=clock, monotonic=monotonic)
+    if name == "prometheus":
+        queries = section.get("queries") or DEFAULT_QUERIES
+        if not isinstance(queries, Mapping) or not all(isinstance(q, str) for q in queries.values()):
+            raise UsageError("modelctl.yaml: metrics.queries must map quantity names to PromQL strings")
+        return PrometheusProvider(target, queries, **common)
+    return HttpJsonProvider(target, counters=analysis.counters(), **common)
+
+
+def _limits(section: Mapping[str, Any]) -> HttpLimits:
+    timeout = section.get("timeout", DEFAULT_TIMEOUT)
+    deadline = section.get("deadline")
+    max_bytes = section.get("max_bytes", DEFAULT_MAX_BYTES)
+    for key, value in (("timeout", timeout), ("deadline", deadline)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+            raise UsageError(f"modelctl.yaml: metrics.{key} must be a number of seconds > 0 (got {value!r})")
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise UsageError(f"modelctl.yaml: metrics.max_bytes must be a whole number > 0 (got {max_bytes!r})")
+    return HttpLimits(timeout=float(timeout), deadline=None if deadline is None else float(deadline),
+                      max_bytes=max_bytes)
+
+
+def _token(var: Any, env: Mapping[str, str]) -> str | None:
+    if var in (None, ""):
+        return None
+    if not isinstance(var, str):
+        raise UsageError("modelctl.yaml: metrics.token_env must be the name of an environment variable")
+    value = env.get(var)
+    if not value:
+        raise UsageError(f"metrics.token_env names {var}, which is not set",
+                         hint=f"export {var} with the bearer token, or set metrics.token_env: null")
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
+        raise UsageError(f"the bearer token in {var} contains whitespace or control characters")
+    return value
+
+
+def _check_url(url: str, token: str | None) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"metrics url must be http:// or https:// with a host (got {url[:80]!r})")
+    if parts.username or parts.password:
+        raise UsageError("metrics url must not carry credentials", hint="use metrics.token_env for a bearer token")
+    if token and parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+        raise UsageError(f"refusing to send the bearer token over plain http to {parts.hostname}",
+                         hint="use an https:// metrics url")

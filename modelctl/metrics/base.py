@@ -1,0 +1,244 @@
+"""What every metrics provider shares: the Protocol, a guarded HTTP GET, counter increases.
+
+The HTTP GET is where the limits live: connect/read timeouts, an overall deadline per poll (a
+server that drips one byte at a time defeats a read timeout), a cap on the response size (counted
+after decompression, read as a stream), redirects followed only within the same origin, TLS
+verification on, and a bearer token that never appears in a message or a repr.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol, Sequence
+from urllib.parse import urljoin, urlsplit
+
+from ..analysis import Sample
+from ..errors import MetricsError
+
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_MAX_BYTES = 1_048_576
+MAX_REDIRECTS = 3
+
+
+class Provider(Protocol):
+    """A source of per-version samples for one model."""
+
+    name: str
+
+    def fetch(self, model: str, versions: Sequence[str], since_seconds: float) -> dict[str, Sample]:
+        """Samples for `versions` over the last `since_seconds`; MetricsError when the source fails."""
+        ...
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """Timeouts and size cap for one provider's requests."""
+
+    timeout: float = DEFAULT_TIMEOUT  # seconds, connect and per read
+    deadline: float | None = None  # seconds for a whole poll; None -> 2 * timeout
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+    @property
+    def poll_deadline(self) -> float:
+        """Seconds a whole poll may take."""
+        return self.deadline if self.deadline is not None else 2 * self.timeout
+
+
+def where(url: str) -> str:
+    """The URL as it may appear in a message: no credentials, no query string."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@functools.lru_cache(maxsize=1)
+def _tls_context() -> Any:
+    """httpx's verifying TLS context, built once (building it costs tens of ms per poll)."""
+    import httpx
+
+    return httpx.create_ssl_context()
+
+
+class HttpSession:
+    """One poll's worth of GETs sharing a connection pool and a deadline; use as a context manager."""
+
+    def __init__(self, limits: HttpLimits, token: str | None = None,
+                 monotonic: Callable[[], float] = time.monotonic):
+        self._limits = limits
+        self._token = token
+        self._monotonic = monotonic
+        self._client = None
+        self._deadline_at = 0.0
+
+    def __repr__(self) -> str:
+        return f"HttpSession(limits={self._limits!r}, token={'set' if self._token else 'none'})"
+
+    def __enter__(self) -> "HttpSession":
+        import httpx  # lazily: watch is the only command that needs it
+
+        headers = {"Accept": "application/json", "User-Agent": "modelctl"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        self._client = httpx.Client(headers=headers, verify=_tls_context(), follow_redirects=False)
+        self._deadline_at = self._monotonic() + self._limits.poll_deadline
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _remaining(self, url: str) -> float:
+        left = self._deadline_at - self._monotonic()
+        if left <= 0:
+            raise self._late(url)
+        return left
+
+    def _late(self, url: str) -> MetricsError:
+        return MetricsError(
+            f"metrics endpoint {where(url)} gave no complete answer within {self._limits.poll_deadline:g}s",
+            hint="check the endpoint, or raise metrics.deadline",
+        )
+
+    def get(self, url: str, params: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+        """GET url; return (status, body) of the final response, or raise MetricsError."""
+        import httpx
+
+        assert self._client is not None, "use HttpSession as a context manager"
+        start = url
+        for _hop in range(MAX_REDIRECTS + 1):
+            status, location, body = self._get_once(httpx, url, params)
+            if location is None:
+                return status, body
+            target = urljoin(url, location)
+            if _origin(target) != _origin(start):
+                raise MetricsError(
+                    f"metrics endpoint {where(start)} redirects to another host ({where(target)}); refusing",
+                    hint="configure metrics.url with the final address",
+                )
+            url = target
+        raise MetricsError(f"metrics endpoint {where(start)} redirects more than {MAX_REDIRECTS} times")
+
+    def _get_once(self, httpx: Any, url: str, params: Mapping[str, str] | None):
+        timeout = min(self._limits.timeout, self._remaining(url))
+        try:
+            with self._client.stream(
+                "GET", url, params=params,
+                timeout=httpx.Timeout(timeout, connect=timeout, read=timeout),
+            ) as response:
+                if response.is_redirect:
+                    return response.status_code, response.headers.get("location", ""), b""
+                declared = response.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > self._limits.max_bytes:
+                    raise self._too_big(url)
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > self._limits.max_bytes:
+                        raise self._too_big(url)
+                    chunks.append(chunk)
+                    self._remaining(url)
+                return response.status_code, None, b"".join(chunks)
+        except MetricsError:
+            raise
+        except httpx.ConnectTimeout:
+            raise MetricsError(f"connecting to metrics endpoint {where(url)} timed out after {timeout:.3g}s") from None
+        except httpx.TimeoutException:
+            if self._deadline_at - self._monotonic() <= 0:
+                raise self._late(url) from None  # the deadline is what ran out
+            raise MetricsError(f"metrics endpoint {where(url)} did not answer within {timeout:.3g}s") from None
+        except httpx.ConnectError as exc:
+            raise MetricsError(
+                f"cannot connect to metrics endpoint {where(url)} ({_one_line(exc)})",
+                hint="check metrics.url (or --url) and that the endpoint is up",
+            ) from None
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+            raise MetricsError(
+                f"metrics endpoint {where(url)} failed: {type(exc).__name__}: {_one_line(exc)}"
+            ) from None
+
+    def _too_big(self, url: str) -> MetricsError:
+        return MetricsError(
+            f"metrics endpoint {where(url)} answered with more than {self._limits.max_bytes} bytes; refusing",
+            hint="narrow the query, or raise metrics.max_bytes",
+        )
+
+
+def parse_json(body: bytes, url: str) -> Any:
+    """Decode a JSON body, or raise MetricsError naming the endpoint."""
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        snippet = _one_line(body[:80].decode("utf-8", "replace"), 60)
+        raise MetricsError(f"metrics endpoint {where(url)} answered with invalid JSON ({snippet!r})") from None
+
+
+def number_problem(value: Any) -> str | None:
+    """Why a value cannot be a metric figure (None when it can)."""
+    if value is None:
+        return "missing"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        text = repr(value)
+        return f"not a number ({text if len(text) <= 40 else text[:37] + '...'})"
+    if not math.isfinite(value):
+        return f"{value!r}"
+    if value < 0:
+        return f"negative ({value!r})"
+    return None
+
+
+class CounterTracker:
+    """Cumulative counters -> increases since the first poll, counter resets handled as Prometheus does.
+
+    Versions present at the first successful poll start there (their earlier history is not the
+    canary period); a version that appears later started after watch did, so all its counts count.
+    """
+
+    def __init__(self) -> None:
+        self._started = False
+        self._seen: set[str] = set()
+        self._last: dict[tuple[str, str], float] = {}
+        self._total: dict[tuple[str, str], float] = {}
+
+    def update(self, version: str, name: str, value: float) -> float:
+        """Record a cumulative value; return the increase so far."""
+        key = (version, name)
+        if key not in self._last:
+            late_version = self._started and version not in self._seen
+            self._total[key] = value if late_version else 0.0
+        else:
+            last = self._last[key]
+            # a drop means the exporter restarted: the counter began again from zero
+            self._total[key] += value - last if value >= last else value
+        self._last[key] = value
+        return self._total[key]
+
+    def finish_poll(self, versions_present: Sequence[str]) -> None:
+        """Mark the end of a successful poll."""
+        self._started = True
+        self._seen.update(versions_present)
+
+    def reset(self) -> None:
+        """Forget everything: the next poll is a new start."""
+        self.__init__()

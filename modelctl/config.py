@@ -14,7 +14,7 @@ DEFAULTS: dict = {
     "canary": {"steps": [1, 5, 10, 25, 50], "min_step_seconds": 300},
     "shadow": {"budget_per_day": 100.0, "requests_per_day": 100000},
     "analysis": {
-        "interval": 30, "alpha": 0.05, "beta": 0.2, "consecutive_failures": 2, "consecutive_errors": 5,
+        "interval": 30, "alpha": 0.01, "beta": 0.2, "consecutive_failures": 2, "consecutive_errors": 5,
         "on_errors": "hold", "min_requests": 200, "stale_seconds": 120,
         "metrics": {
             "error_rate": {"type": "rate", "max_ratio": 1.5, "min_delta": 0.005, "action": "rollback"},

@@ -108,7 +108,9 @@ class Registry:
         snap = self.snapshot(ref)
         names = [check_name(name)] if name is not None else self.models(snap)
         paths = [deployment_path(n) for n in names]
-        raw = snap.read_many(paths)
+        ids: dict[str, str] = {}
+        raw = self.store.read_many(snap.commit, paths, ids)
+        cache = schema.ValidCache(self.store.git_dir, "Deployment")
         rows = []
         for n, path in zip(names, paths):
             if raw[path] is None:
@@ -117,7 +119,7 @@ class Registry:
                                    hint="see 'modelctl status' for the models it has")
                 dep = {"active": None, "canary": None, "shadow": None, "versions": {}}
             else:
-                dep = schema.validate(yamlio.loads(raw[path], path), "Deployment")
+                dep = cache.validate(yamlio.loads(raw[path], path), ids.get(path))
             versions = sorted(dep.get("versions", {}), key=semver_key)
             rows.append({
                 "name": n,
@@ -129,6 +131,7 @@ class Registry:
                 "latest": versions[-1] if versions else None,
                 "versions": len(versions),
             })
+        cache.save()
         return {"schema": API_SCHEMA, "commit": snap.commit, "models": rows}
 
     def show(self, name: str, version: str | None = None, ref: str = "HEAD") -> dict:

@@ -26,7 +26,21 @@ def _validator(kind: str):
     from jsonschema import Draft202012Validator
 
     schema = json.loads(data_path("schemas", KINDS[kind]).read_text("utf-8"))
-    return Draft202012Validator(schema)
+    # Local $refs inlined once: reference resolution costs more than the checks themselves, and
+    # `status` validates every deployment file of the registry.
+    defs = schema.get("$defs", {})
+
+    def inline(node):
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/") and len(node) == 1:
+                return inline(defs[ref[len("#/$defs/"):]])
+            return {k: inline(v) for k, v in node.items() if k != "$defs"}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return Draft202012Validator(inline(schema))
 
 
 def _field(path) -> str:
@@ -41,8 +55,11 @@ def problems(doc: Document, kind: str) -> list[str]:
     data = doc.data
     if not isinstance(data, dict):
         return [f"{doc.path}:1: expected a mapping of {kind} fields, found {type(data).__name__}"]
+    validator = _validator(kind)
+    if validator.is_valid(data):
+        return []
     out = []
-    for err in sorted(_validator(kind).iter_errors(data), key=lambda e: (list(e.path), e.message)):
+    for err in sorted(validator.iter_errors(data), key=lambda e: (list(e.path), e.message)):
         loc = tuple(err.path)
         line = doc.line_of(loc) or 1
         message = err.message
@@ -55,6 +72,47 @@ def problems(doc: Document, kind: str) -> list[str]:
             message = f"{shown} is read as a {type(err.instance).__name__}; quote it: \"{shown}\""
         out.append(f"{doc.path}:{line}: {_field(loc)}: {message}")
     return out
+
+
+class ValidCache:
+    """Blob ids already found valid against a schema, kept in the git directory.
+
+    Content-addressed, so it can never be stale: a changed file is a different blob. It lets
+    `status` skip re-validating thousands of unchanged deployment files on every call.
+    """
+
+    def __init__(self, git_dir, kind: str):
+        import hashlib
+
+        digest = hashlib.sha256(data_path("schemas", KINDS[kind]).read_bytes()).hexdigest()[:12]
+        self.path = git_dir / f"modelctl-valid-{kind.lower()}-{digest}"
+        self.kind = kind
+        try:
+            self.known = set(self.path.read_text().split())
+        except OSError:
+            self.known = set()
+        self.new: list[str] = []
+
+    def validate(self, doc: Document, oid: str | None) -> dict:
+        """validate(), skipped for a blob already known to be valid."""
+        if oid and oid in self.known:
+            return doc.data
+        validate(doc, self.kind)
+        if oid:
+            self.known.add(oid)
+            self.new.append(oid)
+        return doc.data
+
+    def save(self) -> None:
+        """Append what was learnt (best effort: a read-only clone just stays slower)."""
+        if not self.new:
+            return
+        try:
+            with open(self.path, "a") as fh:
+                fh.write("\n".join(self.new) + "\n")
+        except OSError:
+            pass
+        self.new = []
 
 
 def validate(doc: Document, kind: str) -> dict:

@@ -219,7 +219,14 @@ def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None,
             if allow_multi_change and len(change.kinds) > 1:
                 trailers.append(("Modelctl-Multi-Change", "allowed"))
         path = bundlemod.bundle_path(name, version)
-        if snap.read(path) is not None or reg.store.rev(f"refs/tags/{registration_tag(name, version)}"):
+        stored = snap.read(path)
+        if stored is not None and stored == yamlio.dumps(work, text).encode("utf-8"):
+            # the same bundle again (a re-run after a crash or a lost reply): already done
+            commit = reg.store.rev(f"refs/tags/{registration_tag(name, version)}") or snap.commit
+            return Plan(noop=True, result={"name": name, "version": version, "path": path,
+                                           "note": f"{name} {version} is already registered with this bundle "
+                                                   f"(commit {commit[:12]})"})
+        if stored is not None or reg.store.rev(f"refs/tags/{registration_tag(name, version)}"):
             raise ValidationError(f"version {version} of {name} exists; registered bundles are immutable",
                                   hint="pick a new version or use --bump")
         from . import state  # the lifecycle owns the deployment file

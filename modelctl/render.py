@@ -133,13 +133,17 @@ def check(doc: dict) -> None:
 def outcome(verb: str, out, detail: str = "") -> None:
     """What a write did, on stdout (data) with a human line on stderr."""
     if out.noop:
-        line(f"already done: {out.result if isinstance(out.result, str) else verb}")
+        note = out.result.get("note") if isinstance(out.result, dict) else None
+        line(f"already done: {out.result if isinstance(out.result, str) else note or verb}")
         return
     where = f" on branch {out.branch}" if out.branch else ""
     pushed = " (pushed)" if out.pushed else ""
     line(f"{verb}{(' ' + detail) if detail else ''}: commit {out.commit[:12]}{where}{pushed}")
     for tag in out.tags:
         line(f"  tag {tag}")
+    if not getattr(out, "synced", True):
+        say(f"note: your checkout of {out.branch} was left as it was (uncommitted changes in the way); "
+            "'git pull' brings it up to date")
 
 
 def outcome_json(out, extra: dict | None = None) -> dict:

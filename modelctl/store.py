@@ -1,12 +1,25 @@
 """The only module that runs git.
 
 Reads happen at a commit (never the work tree), through `git cat-file --batch` so that reading
-two thousand deployment files is one process. Writes are transactions: a pure `plan` function is
-evaluated on the tip the write will extend (the remote tip after a fetch when pushing), its files
-become one commit built in a temporary index (the user's index and work tree are only brought up
-to date afterwards), its tag events become annotated tag objects, and branch and tags move
-together: `git update-ref --stdin` locally, `git push --atomic` to a remote. A rejected push is
-retried from scratch (fetch, re-plan) with jittered backoff until a deadline.
+two thousand deployment files is one process. Writes are transactions under the clone's lock:
+
+1. the base is the remote tip after a fetch (with `push`) or the local branch tip;
+2. a pure `plan` function is evaluated on that base, so every precondition is judged on the state
+   the commit will extend, never on a stale checkout;
+3. its files become one commit built in a temporary index (the user's index is untouched), its
+   tag events become annotated tag objects (`git mktag`);
+4. branch and tags move together: `git push --atomic` to the remote, never forced, with client
+   hooks disabled; a rejection caused by another writer (non-fast-forward, tag name taken, ref
+   lock held) is retried from step 1 with jittered backoff until a deadline, anything else is
+   reported without retrying;
+5. the local refs follow in one `git update-ref --stdin` transaction and the checked-out work
+   tree is brought forward only where it is clean; a journal file makes that last step
+   resumable after a crash (`recover`, and `modelctl doctor`).
+
+A process killed at any point therefore leaves either nothing on the remote or the whole
+operation; what it leaves locally (a temporary index, a journal, an unreferenced object) is
+harmless and `doctor` explains and removes it. `MODELCTL_FAULT=<point>` kills the process at a
+named point (`<point>:stop` stops it instead) so that tests can prove this.
 """
 from __future__ import annotations
 
@@ -14,6 +27,7 @@ import fcntl
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import time
@@ -26,12 +40,32 @@ from .tags import TagEvent, TagRef, last_time, next_counter, registration_tag, s
 
 ZERO = "0" * 40
 LOCK_NAME = "modelctl.lock"
+TEMP_INDEX_PREFIX = "modelctl-index-"
+JOURNAL_NAME = "modelctl-sync.json"
+
+# Where MODELCTL_FAULT may stop a write, in the order a write passes them.
+FAULT_POINTS = ("before-fetch", "during-index", "after-commit-object", "after-tag-objects", "before-push",
+                "after-push", "after-local-refs", "during-sync")
+
+_LITERAL = {"GIT_LITERAL_PATHSPECS": "1"}  # paths we pass are file names, never globs
+_LOCK_BLOCKED = re.compile(r"Unable to create '([^']+\.lock)': File exists")
 
 
 def fault(point: str) -> None:
-    """Crash here when MODELCTL_FAULT names this point (crash-safety tests)."""
-    if os.environ.get("MODELCTL_FAULT") == point:
-        os.kill(os.getpid(), signal.SIGKILL)
+    """Crash (SIGKILL) here when MODELCTL_FAULT names this point; `<point>:stop` sends SIGSTOP instead."""
+    want = os.environ.get("MODELCTL_FAULT")
+    if not want:
+        return
+    name, _, how = want.partition(":")
+    if name == point:
+        os.kill(os.getpid(), signal.SIGSTOP if how == "stop" else signal.SIGKILL)
+
+
+def backoff(attempt: int, rand: float) -> float:
+    """Seconds to wait before retry `attempt` (1-based): capped exponential with full jitter, rand in [0, 1)."""
+    cap = min(2.0, 0.05 * 2 ** min(attempt, 6))
+    # full jitter spreads racing writers over the whole window instead of bunching them again
+    return 0.01 + cap * rand
 
 
 class GitFailed(ModelctlError):
@@ -46,6 +80,28 @@ def _base_env() -> dict:
     env["GIT_OPTIONAL_LOCKS"] = "0"
     env.pop("GIT_INDEX_FILE", None)
     return env
+
+
+def _blocked_by_lock(stderr: str) -> Conflict | None:
+    """A git lock file in the way: usually another git process, sometimes one that died."""
+    m = _LOCK_BLOCKED.search(stderr)
+    if not m:
+        return None
+    return Conflict(f"git lock file {m.group(1)} exists: another git process is using this clone",
+                    hint="wait for it; if none is running, 'modelctl doctor --fix' removes a stale lock")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass
@@ -71,6 +127,15 @@ class Plan:
 
 
 @dataclass
+class TagSpec:
+    """A tag to add on existing history (doctor --fix): the event, its state commit, its target."""
+
+    event: TagEvent
+    commit: str  # the state commit the tag message names (Modelctl-Commit)
+    target: str | None = None  # registration tags: the commit that added the bundle (default: commit)
+
+
+@dataclass
 class Outcome:
     """What a write did."""
 
@@ -82,6 +147,24 @@ class Outcome:
     branch: str
     attempts: int = 1
     seconds: float = 0.0
+    synced: bool = True  # False: the local checkout was left behind (uncommitted changes in the way)
+
+
+@dataclass
+class _Target:
+    push: bool
+    remote: str
+    branch: str  # the branch the write extends
+    new_branch: str | None
+    checked_out: bool  # `branch` is checked out in a work tree whose files must follow
+
+
+@dataclass
+class _Sync:
+    old: str
+    new: str
+    paths: list[str]
+    entries: dict[str, tuple[str, str]]  # path -> (mode, blob) at `new`
 
 
 class Snapshot:
@@ -137,7 +220,11 @@ class Store:
         except subprocess.TimeoutExpired:
             raise RemoteError(f"git {args[0]} timed out after {timeout:.0f}s") from None
         if check and proc.returncode != 0:
-            msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+            err = proc.stderr.decode("utf-8", "replace")
+            blocked = _blocked_by_lock(err)
+            if blocked:
+                raise blocked
+            msg = err.strip().splitlines()
             raise GitFailed(f"git {args[0]} failed: {msg[-1] if msg else proc.returncode}")
         return proc
 
@@ -161,8 +248,8 @@ class Store:
         proc = self.git("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
         return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
 
-    def read_many(self, commit: str | None, paths: list[str]) -> dict[str, bytes | None]:
-        """Contents of paths at a commit through one `cat-file --batch`."""
+    def read_many(self, commit: str | None, paths: list[str], ids: dict | None = None) -> dict[str, bytes | None]:
+        """Contents of paths at a commit through one `cat-file --batch` (blob ids into `ids`)."""
         if commit is None or not paths:
             return {p: None for p in paths}
         request = "".join(f"{commit}:{p}\n" for p in paths).encode("utf-8")
@@ -175,6 +262,8 @@ class Store:
             pos = end + 1
             if len(header) == 3 and header[1] in (b"blob",):
                 size = int(header[2])
+                if ids is not None:
+                    ids[path] = header[0].decode()
                 out[path] = data[pos:pos + size]
                 pos += size + 1
             elif len(header) == 3:  # a tree or other object: not a file
@@ -196,8 +285,13 @@ class Store:
 
     def model_tags(self, model: str) -> list[TagRef]:
         """Registration and stage tags of one model (pattern-matched, never every tag)."""
-        fmt = "%(refname:strip=2)%00%(objectname)%00%(*objectname)%00%(taggerdate:unix)%00%(taggername) %(taggeremail)%00%(contents:subject)"
-        text = self.out("for-each-ref", f"--format={fmt}", f"refs/tags/{model}@v*", f"refs/tags/{model}#*")
+        return self.tag_refs(f"refs/tags/{model}@v*", f"refs/tags/{model}#*")
+
+    def tag_refs(self, *patterns: str) -> list[TagRef]:
+        """Tags matching for-each-ref patterns (default: every tag), with target commit and tagger."""
+        fmt = ("%(refname:strip=2)%00%(objectname)%00%(*objectname)%00%(taggerdate:unix)%00"
+               "%(taggername) %(taggeremail)%00%(contents:subject)")
+        text = self.out("for-each-ref", f"--format={fmt}", *(patterns or ("refs/tags",)))
         refs = []
         for line in text.splitlines():
             name, obj, peeled, when, tagger, subject = (line.split("\0") + [""] * 6)[:6]
@@ -208,6 +302,28 @@ class Store:
         """A read view of the registry at a ref."""
         return Snapshot(self, self.rev(ref))
 
+    def is_bare(self) -> bool:
+        if not hasattr(self, "_bare"):
+            self._bare = self.out("rev-parse", "--is-bare-repository") == "true"
+        return self._bare
+
+    def remote_url(self, remote: str) -> str | None:
+        proc = self.git("remote", "get-url", remote, check=False)
+        return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
+
+    def is_ancestor(self, a: str, b: str) -> bool:
+        """Whether commit a is in the history of commit b."""
+        return self.git("merge-base", "--is-ancestor", a, b, check=False).returncode == 0
+
+    _is_ancestor = is_ancestor
+
+    def dirty(self, paths: list[str]) -> list[str]:
+        """Paths with uncommitted changes in the work tree (tracked files only)."""
+        if not paths or self.is_bare():
+            return []
+        text = self.out("status", "--porcelain", "--untracked-files=no", "--", *paths, env=_LITERAL)
+        return [line[3:] for line in text.splitlines() if line.strip()]
+
     # -- locking ----------------------------------------------------------------------------
     def lock(self, timeout: float | None = None) -> "_Lock":
         """Serialize writers of this clone (a process that dies releases it with its file descriptor)."""
@@ -215,16 +331,231 @@ class Store:
             timeout = float(os.environ.get("MODELCTL_LOCK_TIMEOUT", "60"))
         return _Lock(self.git_dir / LOCK_NAME, timeout)
 
+    def lock_status(self) -> dict:
+        """The clone lock: whether a live process holds it, and the pid/since it records."""
+        return read_lock(self.git_dir / LOCK_NAME)
+
+    # -- the remote -------------------------------------------------------------------------
+    def fetch(self, remote: str, branch: str, timeout: float = 30) -> str | None:
+        """Fetch the branch and every tag from the remote; return the remote tip (None if empty)."""
+        proc = self.git("fetch", "--quiet", "--no-write-fetch-head", "--no-recurse-submodules", remote,
+                        f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}",
+                        "+refs/tags/*:refs/tags/*", check=False, timeout=timeout)
+        if proc.returncode != 0:
+            err = proc.stderr.decode("utf-8", "replace")
+            if "couldn't find remote ref" in err:
+                return None
+            blocked = _blocked_by_lock(err)
+            if blocked:
+                raise blocked
+            last = err.strip().splitlines()[-1] if err.strip() else f"exit {proc.returncode}"
+            raise RemoteError(f"cannot fetch from remote {remote!r}: {last}",
+                              hint="check the network and 'git remote -v', or use --no-push")
+        return self.rev(f"refs/remotes/{remote}/{branch}")
+
+    def remote_tags(self, remote: str, timeout: float = 30) -> dict[str, str]:
+        """Tag name -> tag object on the remote (`git ls-remote`)."""
+        proc = self.git("ls-remote", "--tags", "--refs", remote, check=False, timeout=timeout)
+        if proc.returncode != 0:
+            err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise RemoteError(f"cannot list tags of remote {remote!r}: {err[-1] if err else proc.returncode}",
+                              hint="check the network and 'git remote -v'")
+        out = {}
+        for line in proc.stdout.decode("utf-8", "replace").splitlines():
+            obj, _, ref = line.partition("\t")
+            if ref.startswith("refs/tags/"):
+                out[ref[len("refs/tags/"):]] = obj
+        return out
+
+    def _push(self, remote: str, refspecs: list[str]) -> str:
+        """Atomic push; 'ok', 'retry' when another writer won the race, or raise on a refusal."""
+        proc = self.git("push", "--atomic", "--porcelain", "--no-verify", remote, *refspecs, check=False,
+                        timeout=60)
+        if proc.returncode == 0:
+            return "ok"
+        out = proc.stdout.decode("utf-8", "replace")
+        err = proc.stderr.decode("utf-8", "replace")
+        verdict, reason = classify_push(out, err)
+        if verdict == "retry":
+            return "retry"
+        said = remote_said(err)
+        if verdict == "refused":
+            raise RemoteError(f"the remote refused the push ({reason}){': ' + said if said else ''}",
+                              hint="nothing was written; fix what the remote says, then run the command again")
+        last = [line for line in err.strip().splitlines() if line.strip() and not line.startswith("hint:")]
+        raise RemoteError(f"cannot push to remote {remote!r}: {last[-1] if last else proc.returncode}",
+                          hint="nothing was written; check the network and 'git remote -v', then run the command again")
+
     # -- writing ----------------------------------------------------------------------------
+    def transact(self, plan_fn: Callable[[Snapshot], Plan], *, push: bool = False, remote: str = "origin",
+                 branch: str | None = None, new_branch: str | None = None, deadline: float = 30.0,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time) -> Outcome:
+        """Evaluate plan_fn on the tip and land its commit and tags atomically (retrying on races)."""
+        started = clock()
+        with self.lock():
+            self.recover()
+            target = self._target(push, remote, branch, new_branch)
+            return self._retry(lambda: self._attempt(plan_fn, target, clock), deadline, sleep, clock, started)
+
+    def add_tags(self, plan_fn: Callable[[Snapshot], list[TagSpec]], *, push: bool = False, remote: str = "origin",
+                 branch: str | None = None, deadline: float = 30.0, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.time, locked: bool = False) -> Outcome:
+        """Create tags on commits already in the branch history (doctor --fix), pushed atomically."""
+        started = clock()
+        if locked:
+            return self._add_tags(plan_fn, push, remote, branch, deadline, sleep, clock, started)
+        with self.lock():
+            return self._add_tags(plan_fn, push, remote, branch, deadline, sleep, clock, started)
+
+    def _add_tags(self, plan_fn, push, remote, branch, deadline, sleep, clock, started) -> Outcome:
+        target = self._target(push, remote, branch, None)
+
+        def attempt() -> Outcome | None:
+            base = self._base(target)
+            specs = plan_fn(Snapshot(self, base))
+            if not specs:
+                return Outcome(None, [], False, True, None, target.branch)
+            tags = self._build_tags(specs, Snapshot(self, base).model_tags, int(clock()))
+            if push:
+                fault("before-push")
+                if self._push(remote, [f"{obj}:refs/tags/{name}" for name, obj in tags]) == "retry":
+                    return None
+            lines = [f"create refs/tags/{name} {obj}" if not push else f"update refs/tags/{name} {obj}"
+                     for name, obj in tags]
+            proc = self.git("update-ref", "--stdin", input=_ref_txn(lines), check=False)
+            if proc.returncode != 0 and not push:
+                return None
+            return Outcome(base, [n for n, _ in tags], push, False, None, target.branch)
+
+        return self._retry(attempt, deadline, sleep, clock, started)
+
+    def publish(self, remote: str, branch: str, tags: list[str]) -> bool:
+        """Push the local branch (fast-forward only) and local tags, atomically; False when the remote diverged."""
+        tip = self.rev(f"refs/heads/{branch}")
+        if tip is None:
+            raise UsageError(f"there is no local branch {branch!r} to publish")
+        refspecs = [f"{tip}:refs/heads/{branch}"] + [f"refs/tags/{t}:refs/tags/{t}" for t in tags]
+        if self._push(remote, refspecs) == "retry":
+            return False
+        self.git("update-ref", f"refs/remotes/{remote}/{branch}", tip)
+        return True
+
+    def catch_up(self, remote: str, branch: str) -> bool:
+        """Fast-forward the local branch (and its clean work tree) to the fetched remote tip."""
+        tip = self.rev(f"refs/remotes/{remote}/{branch}")
+        if tip is None:
+            return False
+        target = self._target(False, remote, branch, None)
+        return self._advance_local(target, tip, []) == "moved"
+
+    def _retry(self, attempt: Callable[[], Outcome | None], deadline: float, sleep, clock, started) -> Outcome:
+        tries = 0
+        while True:
+            tries += 1
+            outcome = attempt()
+            if outcome is not None:
+                outcome.attempts = tries
+                outcome.seconds = clock() - started
+                return outcome
+            delay = backoff(tries, random.random())
+            if clock() + delay - started > deadline:
+                raise Conflict(f"other writers kept changing the registry; gave up after {tries} attempts "
+                               f"in {clock() - started:.0f}s, nothing was written", hint="run the command again")
+            sleep(delay)
+
+    def _target(self, push: bool, remote: str, branch: str | None, new_branch: str | None) -> _Target:
+        current = self.current_branch()
+        base_branch = branch or current or "main"
+        if push and self.remote_url(remote) is None:
+            raise UsageError(f"no git remote named {remote!r}",
+                             hint=f"add it with 'git remote add {remote} URL' or use --no-push")
+        checked_out = new_branch is None and current == base_branch and not self.is_bare()
+        return _Target(push, remote, base_branch, new_branch, checked_out)
+
+    def _base(self, t: _Target) -> str | None:
+        if not t.push:
+            return self.rev(f"refs/heads/{t.branch}")
+        fault("before-fetch")
+        base = self.fetch(t.remote, t.branch)
+        if base is None:
+            raise UsageError(f"remote {t.remote!r} has no branch {t.branch!r}",
+                             hint=f"publish the registry first ('git push {t.remote} {t.branch}' "
+                                  "or 'modelctl doctor --fix --push')")
+        return base
+
+    def _attempt(self, plan_fn, t: _Target, clock) -> Outcome | None:
+        base = self._base(t)
+        snap = Snapshot(self, base)
+        plan = plan_fn(snap)
+        branch_name = t.new_branch or t.branch
+        if plan.noop:
+            synced = True
+            if t.push and t.new_branch is None:  # a re-run after a crash: the checkout catches up
+                synced = self._advance_local(t, base, []) != "left"
+            return Outcome(None, [], False, True, plan.result, branch_name, synced=synced)
+        now = int(clock())
+        touched = sorted(plan.files)
+        if t.checked_out:
+            dirty = self.dirty(touched)
+            if dirty:
+                raise UsageError(f"{dirty[0]} has uncommitted changes",
+                                 hint="commit or stash them first; modelctl writes that file")
+        commit = self._build_commit(base, plan, now)
+        fault("after-commit-object")
+        if t.new_branch:
+            return self._land_new_branch(t, commit, plan)
+        tags = self._build_tags([TagSpec(ev, commit) for ev in plan.tags], snap.model_tags, now)
+        fault("after-tag-objects")
+        if t.push:
+            refspecs = [f"{commit}:refs/heads/{t.branch}"] + [f"{obj}:refs/tags/{name}" for name, obj in tags]
+            fault("before-push")
+            if self._push(t.remote, refspecs) == "retry":
+                return None
+            fault("after-push")
+            moved = self._advance_local(t, commit, tags)
+            return Outcome(commit, [n for n, _ in tags], True, False, plan.result, branch_name,
+                           synced=moved != "left")
+        moved = self._advance_local(t, commit, tags, cas=True, expect=base)
+        if moved == "race":
+            return None
+        return Outcome(commit, [n for n, _ in tags], False, False, plan.result, branch_name)
+
+    def _land_new_branch(self, t: _Target, commit: str, plan: Plan) -> Outcome:
+        name = t.new_branch
+        if self.rev(f"refs/heads/{name}"):
+            raise UsageError(f"branch {name!r} already exists", hint="pick another --branch name")
+        lines = [f"create refs/heads/{name} {commit}"]
+        if t.push:
+            fault("before-push")
+            proc = self.git("push", "--porcelain", "--no-verify", t.remote, f"{commit}:refs/heads/{name}",
+                            check=False, timeout=60)
+            if proc.returncode != 0:
+                out, err = proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
+                verdict, reason = classify_push(out, err)
+                if verdict == "retry":
+                    raise UsageError(f"branch {name!r} already exists on remote {t.remote!r}",
+                                     hint="pick another --branch name")
+                said = remote_said(err)
+                if verdict == "refused":
+                    raise RemoteError(f"the remote refused the push ({reason}){': ' + said if said else ''}",
+                                      hint="nothing was written; fix what the remote says, then run the command again")
+                raise RemoteError(f"cannot push to remote {t.remote!r}: {(err.strip().splitlines() or ['?'])[-1]}",
+                                  hint="check the network and 'git remote -v', then run the command again")
+            fault("after-push")
+            lines.append(f"update refs/remotes/{t.remote}/{name} {commit}")
+        self.git("update-ref", "--stdin", input=_ref_txn(lines))
+        return Outcome(commit, [], t.push, False, plan.result, name)
+
     def _build_commit(self, parent: str | None, plan: Plan, when: int) -> str:
         """Make the commit object for a plan on top of parent, in a temporary index."""
-        index = self.git_dir / f"modelctl-index-{os.getpid()}"
+        index = self.git_dir / f"{TEMP_INDEX_PREFIX}{os.getpid()}"
         env = {"GIT_INDEX_FILE": str(index)}
         try:
             if parent:
                 self.git("read-tree", parent, env=env)
             else:
                 self.git("read-tree", "--empty", env=env)
+            fault("during-index")
             info = []
             for path, content in plan.files.items():
                 if content is None:
@@ -236,10 +567,11 @@ class Store:
                 self.git("update-index", "--index-info", input=("\n".join(info) + "\n").encode(), env=env)
             tree = self.out("write-tree", env=env)
         finally:
-            try:
-                index.unlink()
-            except FileNotFoundError:
-                pass
+            for leftover in (index, index.with_name(index.name + ".lock")):
+                try:
+                    leftover.unlink()
+                except FileNotFoundError:
+                    pass
         args = ["commit-tree", tree]
         if parent:
             args += ["-p", parent]
@@ -252,172 +584,260 @@ class Store:
         ident = self.out("var", "GIT_COMMITTER_IDENT")
         return ident.rsplit(" ", 2)[0]  # drop the date: we set our own
 
-    def _build_tags(self, events: list[TagEvent], commit: str, model_tags: Callable[[str], list[TagRef]],
+    def _build_tags(self, specs: list[TagSpec], model_tags: Callable[[str], list[TagRef]],
                     now: int) -> list[tuple[str, str]]:
-        """Annotated tag objects for events: counters and tagger seconds strictly increase per model."""
+        """Annotated tag objects: counters and tagger seconds strictly increase per model."""
         made: list[tuple[str, str]] = []
-        tagger = self._tagger() if events else ""
+        tagger = self._tagger() if specs else ""
         state: dict[str, list[int]] = {}
-        for ev in events:
+        registered: dict[tuple[str, str], str] = {}  # registrations made in this batch
+        for spec in specs:
+            ev = spec.event
             if ev.model not in state:
                 existing = model_tags(ev.model)
                 state[ev.model] = [next_counter(existing), max(now, last_time(existing) + 1)]
             counter, when = state[ev.model]
             if ev.stage is None:
-                name, target = registration_tag(ev.model, ev.version), commit
+                name = registration_tag(ev.model, ev.version)
+                target = spec.target or spec.commit
+                registered[(ev.model, ev.version)] = target
             else:
                 name = stage_tag(ev.model, ev.stage, counter, ev.assign)
                 state[ev.model][0] += 1
-                target = self.rev(f"refs/tags/{registration_tag(ev.model, ev.version)}")
+                target = spec.target or registered.get((ev.model, ev.version)) or \
+                    self.rev(f"refs/tags/{registration_tag(ev.model, ev.version)}")
                 if target is None:
                     raise Conflict(f"{ev.model} {ev.version} has no registration tag; run 'modelctl doctor --fix'")
             state[ev.model][1] += 1
             body = ev.message.strip()
             text = (f"object {target}\ntype commit\ntag {name}\ntagger {tagger} {when} +0000\n\n"
-                    f"{body}\n\nModelctl-Commit: {commit}\n")
+                    f"{body}\n\nModelctl-Commit: {spec.commit}\n")
             made.append((name, self.out("mktag", input=text.encode("utf-8"))))
         return made
 
-    def _sync_worktree(self, old: str, new: str, paths: list[str]) -> None:
-        """Bring index and work tree of the checked-out branch from old to new for `paths`."""
-        if not paths:
-            return
-        proc = self.git("read-tree", "-m", "-u", old, new, check=False)
-        if proc.returncode != 0:
-            # an untracked copy of a file we just committed (e.g. the bundle being registered)
-            self.git("checkout", new, "--", *paths, check=False)
+    # -- the local clone after a write ------------------------------------------------------
+    def _advance_local(self, t: _Target, new_tip: str, tags: list[tuple[str, str]], *, cas: bool = False,
+                       expect: str | None = None) -> str:
+        """Move local refs (and a clean checkout) to new_tip: 'moved', 'left' (checkout kept), or 'race'.
 
-    def dirty(self, paths: list[str]) -> list[str]:
-        """Paths with uncommitted changes in the work tree (tracked files only)."""
-        if not paths or self.is_bare():
-            return []
-        text = self.out("status", "--porcelain", "--untracked-files=no", "--", *paths)
-        return [line[3:] for line in text.splitlines() if line.strip()]
-
-    def is_bare(self) -> bool:
-        return self.out("rev-parse", "--is-bare-repository") == "true"
-
-    def remote_url(self, remote: str) -> str | None:
-        proc = self.git("remote", "get-url", remote, check=False)
-        return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
-
-    def fetch(self, remote: str, branch: str, timeout: float = 30) -> str | None:
-        """Fetch the branch and every tag from the remote; return the remote tip (None if empty)."""
-        proc = self.git("fetch", "--quiet", "--no-write-fetch-head", remote,
-                        f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}",
-                        "+refs/tags/*:refs/tags/*", check=False, timeout=timeout)
-        if proc.returncode != 0:
-            err = proc.stderr.decode("utf-8", "replace")
-            if "couldn't find remote ref" in err:
-                return None
-            last = err.strip().splitlines()[-1] if err.strip() else f"exit {proc.returncode}"
-            raise RemoteError(f"cannot fetch from remote {remote!r}: {last}",
-                              hint="check the network and 'git remote -v', or use --no-push")
-        return self.rev(f"refs/remotes/{remote}/{branch}")
-
-    def transact(self, plan_fn: Callable[[Snapshot], Plan], *, push: bool = False, remote: str = "origin",
-                 branch: str | None = None, new_branch: str | None = None, deadline: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time) -> Outcome:
-        """Evaluate plan_fn on the tip and land its commit and tags atomically (retrying on races)."""
-        started = clock()
-        with self.lock():
-            attempt = 0
-            while True:
-                attempt += 1
-                outcome = self._attempt(plan_fn, push=push, remote=remote, branch=branch, new_branch=new_branch,
-                                        clock=clock)
-                if outcome is not None:
-                    outcome.attempts = attempt
-                    outcome.seconds = clock() - started
-                    return outcome
-                if clock() - started > deadline:
-                    raise Conflict(f"the remote kept changing; gave up after {attempt} attempts in {deadline:.0f}s",
-                                   hint="run the command again")
-                # jittered exponential backoff: racing writers spread out instead of colliding again
-                sleep(min(2.0, 0.05 * (2 ** min(attempt, 6))) * random.uniform(0.5, 1.5))
-
-    def _attempt(self, plan_fn, *, push, remote, branch, new_branch, clock) -> Outcome | None:
-        local_branch = branch or self.current_branch() or "main"
-        if push:
-            if self.remote_url(remote) is None:
-                raise UsageError(f"no git remote named {remote!r}",
-                                 hint=f"add it with 'git remote add {remote} URL' or use --no-push")
-            fault("before-fetch")
-            base = self.fetch(remote, local_branch)
+        With `cas` (local writes) the branch must still be at `expect`, the tip the commit was
+        planned on; otherwise (after a push) the local branch follows only by fast-forward.
+        """
+        if cas:
+            move, old = True, expect
         else:
-            base = self.rev(f"refs/heads/{local_branch}")
-        snap = Snapshot(self, base)
-        plan = plan_fn(snap)
-        branch_name = new_branch or local_branch
-        if plan.noop:
-            return Outcome(None, [], False, True, plan.result, branch_name)
-        now = int(clock())
-        checked_out = self.current_branch() == local_branch and not new_branch and not self.is_bare()
-        touched = sorted(plan.files)
-        if checked_out:
-            dirty = self.dirty(touched)
-            if dirty:
-                raise UsageError(f"{dirty[0]} has uncommitted changes",
-                                 hint="commit or stash them first; modelctl writes that file")
-        commit = self._build_commit(base, plan, now)
-        fault("after-commit-object")
-        tags = [] if new_branch else self._build_tags(plan.tags, commit, snap.model_tags, now)
-        fault("after-tag-objects")
-        if new_branch:
-            if self.rev(f"refs/heads/{new_branch}"):
-                raise UsageError(f"branch {new_branch!r} already exists", hint="pick another --branch name")
-        if push:
-            target = f"refs/heads/{branch_name}"
-            refspecs = [f"{commit}:{target}"] + [f"{obj}:refs/tags/{name}" for name, obj in tags]
-            fault("before-push")
-            result = self._push(remote, refspecs)
-            if result == "retry":
+            old = self.rev(f"refs/heads/{t.branch}")
+            move = old is None or old == new_tip or self.is_ancestor(old, new_tip)
+        sync = None
+        if move and t.checked_out and old and old != new_tip:
+            sync = self._sync_plan(old, new_tip)
+            if sync is None:
+                if cas:
+                    raise UsageError("uncommitted changes in the work tree are in the way of this commit",
+                                     hint="commit or stash them first (see 'git status')")
+                move = False
+        lines = []
+        if move and old != new_tip:
+            lines.append(f"update refs/heads/{t.branch} {new_tip} {old or ZERO}")
+        if t.push:
+            lines.append(f"update refs/remotes/{t.remote}/{t.branch} {new_tip}")
+        lines += [f"update refs/tags/{name} {obj}" for name, obj in tags]
+        if lines:
+            if sync:
+                self._write_journal(t.branch, sync)
+            proc = self.git("update-ref", "--stdin", input=_ref_txn(lines), check=False)
+            if proc.returncode != 0:
+                self._drop_journal()
+                blocked = _blocked_by_lock(proc.stderr.decode("utf-8", "replace"))
+                if cas:
+                    if blocked:
+                        raise blocked
+                    return "race"  # another writer moved the branch between plan and update: plan again
+                return "left"  # the remote has it; the clone catches up at its next write or doctor --fix
+            fault("after-local-refs")
+            if sync:
+                self._apply_sync(sync)
+                self._drop_journal()
+        return "moved" if move else "left"
+
+    def _changes(self, old: str, new: str) -> dict[str, tuple[str | None, tuple[str, str] | None]]:
+        """path -> (blob at old or None, (mode, blob) at new or None) for every file that differs."""
+        text = self.git("diff", "--raw", "-z", "--no-abbrev", "--no-renames", old, new).stdout.decode("utf-8", "replace")
+        fields = text.split("\0")
+        out = {}
+        for meta, path in zip(fields[0::2], fields[1::2]):
+            if not meta.startswith(":"):
+                continue
+            _, new_mode, old_obj, new_obj, _status = meta[1:].split()
+            out[path] = (None if old_obj == ZERO else old_obj,
+                         None if new_obj == ZERO else (new_mode, new_obj))
+        return out
+
+    def _sync_plan(self, old: str, new: str) -> _Sync | None:
+        """How to bring index and work tree from old to new; None when local changes are in the way.
+
+        Each changed path's index entry and work-tree file must already be the old or the new
+        version (an untracked copy identical to the new file, such as a prompt that was just
+        registered, is fine): anything else is the user's work and is never overwritten.
+        """
+        changes = self._changes(old, new)
+        paths = sorted(changes)
+        if not paths:
+            return _Sync(old, new, [], {})
+        text = self.git("ls-files", "-s", "-z", "--", *paths, env=_LITERAL).stdout.decode("utf-8", "replace")
+        index: dict[str, str | None] = {}
+        for entry in text.split("\0"):
+            if entry:
+                meta, path = entry.split("\t", 1)
+                mode, obj, stage = meta.split()
+                index[path] = obj if stage == "0" else "conflict"
+        files, kinds = [], {}
+        for p in paths:
+            full = self.root / p
+            if not os.path.lexists(full):
+                kinds[p] = None
+            elif os.path.isfile(full) and not os.path.islink(full):
+                files.append(p)
+            else:
+                kinds[p] = "other"
+        if files:
+            hashed = self.git("hash-object", "--stdin-paths", input=("\n".join(files) + "\n").encode("utf-8"))
+            kinds.update(zip(files, hashed.stdout.decode().split()))
+        for p in paths:
+            before, after = changes[p]
+            allowed = {before, after[1] if after else None}
+            if index.get(p) not in allowed or kinds.get(p) not in allowed:
                 return None
-            fault("after-push")
-        # local refs: branch (or the new branch), remote-tracking ref, tags, all in one transaction
-        lines = ["start"]
-        local_tip = self.rev(f"refs/heads/{branch_name}")
-        move_local = new_branch is not None or local_tip == base or local_tip is None or (
-            push and local_tip is not None and self._is_ancestor(local_tip, commit))
-        if move_local:
-            lines.append(f"update refs/heads/{branch_name} {commit} {local_tip or ZERO}")
-        if push:
-            lines.append(f"update refs/remotes/{remote}/{branch_name} {commit}")
-        for name, obj in tags:
-            lines.append(f"update refs/tags/{name} {obj}")
-        lines += ["prepare", "commit"]
-        proc = self.git("update-ref", "--stdin", input=("\n".join(lines) + "\n").encode(), check=False)
-        if proc.returncode != 0:
-            if push:  # the remote has it; the local clone catches up at the next fetch
-                return Outcome(commit, [n for n, _ in tags], True, False, plan.result, branch_name)
-            return None  # another writer moved the branch between plan and update: plan again
-        fault("after-local-refs")
-        if move_local and checked_out and local_tip:
-            self._sync_worktree(local_tip, commit, touched)
-        return Outcome(commit, [n for n, _ in tags], push, False, plan.result, branch_name)
+        return _Sync(old, new, paths, {p: changes[p][1] for p in paths if changes[p][1]})
 
-    def _is_ancestor(self, a: str, b: str) -> bool:
-        return self.git("merge-base", "--is-ancestor", a, b, check=False).returncode == 0
+    def _apply_sync(self, sync: _Sync) -> None:
+        if not sync.paths:
+            return
+        info = [f"{sync.entries[p][0]} {sync.entries[p][1]}\t{p}" if p in sync.entries else f"0 {ZERO}\t{p}"
+                for p in sync.paths]
+        self.git("update-index", "--index-info", input=("\n".join(info) + "\n").encode("utf-8"))
+        fault("during-sync")
+        present = [p for p in sync.paths if p in sync.entries]
+        if present:
+            self.git("checkout-index", "-f", "-q", "-z", "--stdin", input=("\0".join(present) + "\0").encode("utf-8"))
+        for p in sync.paths:
+            if p not in sync.entries:
+                try:
+                    (self.root / p).unlink()
+                except FileNotFoundError:
+                    pass
 
-    def _push(self, remote: str, refspecs: list[str]) -> str:
-        """Atomic push of branch and tags; 'ok', 'retry', or raise on a refusal that retrying cannot fix."""
-        proc = self.git("push", "--atomic", "--porcelain", "--no-verify", remote, *refspecs, check=False,
-                        timeout=60)
-        if proc.returncode == 0:
-            return "ok"
-        text = (proc.stdout + proc.stderr).decode("utf-8", "replace")
-        if any(s in text for s in ("non-fast-forward", "fetch first", "already exists", "stale info",
-                                   "cannot lock ref", "failed to update ref", "(atomic push failed)")) \
-                and "hook declined" not in text:
-            return "retry"
-        if "hook declined" in text or "rejected" in text:
-            said = [line[len("remote: "):] for line in text.splitlines() if line.startswith("remote: ")]
-            detail = f": {said[-1].strip()}" if said else ""
-            raise RemoteError(f"the remote refused the push (server hook or policy){detail}",
-                              hint="nothing was written; fix what the remote says and run the command again")
-        last = [line for line in text.strip().splitlines() if line.strip()]
-        raise RemoteError(f"push to {remote!r} failed: {last[-1] if last else proc.returncode}",
-                          hint="check the remote; nothing was written, run the command again")
+    @property
+    def journal_path(self) -> Path:
+        return self.git_dir / JOURNAL_NAME
+
+    def _write_journal(self, branch: str, sync: _Sync) -> None:
+        tmp = self.journal_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"branch": branch, "old": sync.old, "new": sync.new, "paths": sync.paths,
+                                   "pid": os.getpid(), "since": int(time.time())}))
+        os.replace(tmp, self.journal_path)
+
+    def _drop_journal(self) -> None:
+        for p in (self.journal_path, self.journal_path.with_suffix(".tmp")):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+
+    def journal(self) -> dict | None:
+        """The record of a work-tree update that a killed process did not finish, or None."""
+        try:
+            data = json.loads(self.journal_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return data if isinstance(data, dict) and {"branch", "old", "new", "paths"} <= set(data) else None
+
+    def recover(self) -> str | None:
+        """Finish an interrupted work-tree update (call under the lock): 'done', 'stale', 'blocked' or None."""
+        j = self.journal()
+        if j is None:
+            if self.journal_path.with_suffix(".tmp").exists():
+                self._drop_journal()
+            return None
+        if self.rev(f"refs/heads/{j['branch']}") != j["new"] or self.current_branch() != j["branch"]:
+            self._drop_journal()  # the ref never moved, or the user has moved on
+            return "stale"
+        sync = self._sync_plan(j["old"], j["new"])
+        if sync is None:
+            return "blocked"
+        self._apply_sync(sync)
+        self._drop_journal()
+        return "done"
+
+
+def classify_push(stdout: str, stderr: str) -> tuple[str, str]:
+    """Why an atomic push failed: ('retry' | 'refused' | 'error', reason) from its porcelain output.
+
+    Races (another writer moved the branch or took a tag name first, a ref lock held on the
+    server) are retried; a hook or policy refusal is final: retrying cannot change its answer.
+    """
+    reasons = []
+    for line in stdout.splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 3 and parts[0] == "!":
+            reasons.append(parts[2])
+    if not reasons:
+        return "error", "no answer"
+    races = ("non-fast-forward", "fetch first", "already exists", "stale info", "failed to update ref",
+             "cannot lock ref", "failed to lock", "incorrect old value")
+    significant = [r for r in reasons if "atomic push fail" not in r]
+    if not significant:
+        return "retry", reasons[0]
+    for r in significant:
+        if "[remote rejected]" in r and not any(s in r for s in ("failed to update ref", "cannot lock ref",
+                                                                    "failed to lock", "incorrect old value")):
+            return "refused", r.split("(", 1)[-1].rstrip(")") if "(" in r else r
+    if all(any(s in r for s in races) for r in significant):
+        return "retry", significant[0]
+    return "refused", significant[0]
+
+
+def remote_said(stderr: str) -> str:
+    """The remote's own words (hook output) from push stderr, one line, git's boilerplate dropped."""
+    said = []
+    for line in stderr.splitlines():
+        if line.startswith("remote: "):
+            text = line[len("remote: "):].strip()
+            if text and not text.startswith("error: hook declined"):
+                said.append(text)
+    return " ".join(" ".join(said).split())[:300]
+
+
+def _ref_txn(lines: list[str]) -> bytes:
+    return ("\n".join(["start", *lines, "prepare", "commit"]) + "\n").encode("utf-8")
+
+
+def read_lock(path: Path) -> dict:
+    """What a lock file says: held (a live process has it flocked), pid and since (0 when empty)."""
+    info = {"path": str(path), "exists": path.exists(), "held": False, "pid": 0, "since": 0}
+    if not info["exists"]:
+        return info
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return info
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except BlockingIOError:
+            info["held"] = True
+        raw = os.read(fd, 4096).decode("utf-8", "replace").strip()
+    finally:
+        os.close(fd)
+    if raw:
+        try:
+            data = json.loads(raw)
+            info["pid"] = int(data.get("pid", 0))
+            info["since"] = int(data.get("since", 0))
+        except (ValueError, AttributeError, TypeError):
+            info["pid"] = -1  # garbage: treat as a stale record
+    return info
 
 
 class _Lock:
@@ -428,23 +848,24 @@ class _Lock:
 
     def __enter__(self):
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        waited = 0.0
+        deadline = time.monotonic() + self.timeout
         while True:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if waited >= self.timeout:
-                    holder = self.path.read_text(errors="replace").strip() if self.path.exists() else ""
+                if time.monotonic() >= deadline:
+                    info = read_lock(self.path)
                     os.close(self.fd)
                     self.fd = None
-                    raise LockTimeout(f"another modelctl process holds {self.path.name} ({holder or 'unknown'}); "
-                                      f"waited {self.timeout:.0f}s",
-                                      hint="let it finish, or run 'modelctl doctor' if it died") from None
-                time.sleep(0.05)  # waiting for another process, not for a test
-                waited += 0.05
+                    who = f"pid {info['pid']}" if info["pid"] > 0 else "another process"
+                    age = f", writing for {int(time.time()) - info['since']}s" if info["since"] else ""
+                    raise LockTimeout(f"another modelctl process ({who}{age}) is writing to this clone; "
+                                      f"waited {self.timeout:g}s for its lock (MODELCTL_LOCK_TIMEOUT)",
+                                      hint="let it finish and run the command again") from None
+                time.sleep(0.02)  # waiting for another process, not for a test
         os.ftruncate(self.fd, 0)
-        os.write(self.fd, json.dumps({"pid": os.getpid(), "since": int(time.time())}).encode())
+        os.pwrite(self.fd, json.dumps({"pid": os.getpid(), "since": int(time.time())}).encode(), 0)
         return self
 
     def __exit__(self, *exc):

@@ -7,10 +7,11 @@ Rules (`gate.metrics` in modelctl.yaml), one threshold per metric:
 - `better: higher, max_drop: d`   the candidate may be at most `d` below the baseline (absolute);
 - `better: lower,  max_rise: d`   the candidate may be at most `d` above the baseline (absolute);
 - `better: lower,  max_ratio: r`  the candidate may be at most `r` times the baseline (r >= 1);
-- `better: higher, max_ratio: r`  the candidate may be worse by at most a factor `r`, i.e. at
-  least baseline / r (r >= 1).
+- `better: higher, max_ratio: r`  the candidate may be worse by at most a factor `r`: at least
+  baseline / r when r >= 1 (1.25: down to 80%), at least r * baseline when r < 1 (0.8: the same).
 
-`better` may be left out with `max_drop` (higher) or `max_rise` (lower).
+`better` may be left out with `max_drop` (higher) or `max_rise` (lower). `required: false` makes
+a metric optional: when either report lacks it, its row passes with a reason instead of failing.
 
 How a metric is judged:
 
@@ -62,6 +63,14 @@ class Rule:
     better: str  # "higher" | "lower"
     kind: str  # one of RULE_KINDS
     amount: float  # the configured number (margin or ratio)
+    required: bool = True  # False: a metric missing from a report is not judged
+
+    @property
+    def factor(self) -> float:
+        """For max_ratio: the multiplier on the baseline that gives the limit."""
+        if self.better == "lower" or self.amount < 1:
+            return self.amount
+        return 1.0 / self.amount
 
     def describe(self) -> str:
         """The rule in words, e.g. 'drop <= 0.01' or '<= 1.2x baseline'."""
@@ -71,6 +80,8 @@ class Rule:
             return f"rise <= {fmt_number(self.amount)}"
         if self.better == "lower":
             return f"<= {fmt_number(self.amount)}x baseline"
+        if self.amount < 1:
+            return f">= {fmt_number(self.amount)}x baseline"
         return f">= baseline / {fmt_number(self.amount)}"
 
     def limit(self, baseline: float) -> float:
@@ -79,9 +90,7 @@ class Rule:
             return baseline - self.amount
         if self.kind == "max_rise":
             return baseline + self.amount
-        if self.better == "lower":
-            return baseline * self.amount
-        return baseline / self.amount
+        return baseline * self.factor
 
 
 @dataclass(frozen=True)
@@ -163,9 +172,12 @@ def _parse_rule(name: str, spec: Any) -> Rule:
     if not isinstance(spec, Mapping):
         raise ValidationError(f"{where}: expected a mapping such as {{better: higher, max_drop: 0.01}}")
     kinds = [k for k in RULE_KINDS if k in spec]
-    unknown = sorted(str(k) for k in spec if k not in RULE_KINDS and k != "better")
+    unknown = sorted(str(k) for k in spec if k not in RULE_KINDS and k not in ("better", "required"))
     if unknown:
-        raise ValidationError(f"{where}: unknown key {unknown[0]!r}", hint="use better and one of max_drop, max_rise, max_ratio")
+        raise ValidationError(
+            f"{where}: unknown key {unknown[0]!r}",
+            hint="use better, required and one of max_drop, max_rise, max_ratio",
+        )
     if len(kinds) != 1:
         raise ValidationError(f"{where}: give exactly one of max_drop, max_rise, max_ratio")
     kind = kinds[0]
@@ -178,12 +190,16 @@ def _parse_rule(name: str, spec: Any) -> Rule:
     amount = spec[kind]
     if not _is_number(amount) or not math.isfinite(amount) or amount < 0:
         raise ValidationError(f"{where}.{kind}: expected a number >= 0, got {amount!r}")
-    if kind == "max_ratio" and amount < 1:
+    if kind == "max_ratio" and (amount == 0 or (better == "lower" and amount < 1)):
         raise ValidationError(
-            f"{where}.max_ratio: expected a ratio >= 1 (how many times worse is allowed), got {amount!r}",
-            hint="for 10% worse use 1.1",
+            f"{where}.max_ratio: expected a ratio > 0, and >= 1 with better: lower (how many "
+            f"times the baseline is allowed), got {amount!r}",
+            hint="for up to 20% worse use 1.2",
         )
-    return Rule(metric=name, better=better, kind=kind, amount=float(amount))
+    required = spec.get("required", True)
+    if not isinstance(required, bool):
+        raise ValidationError(f"{where}.required: expected true or false, got {required!r}")
+    return Rule(metric=name, better=better, kind=kind, amount=float(amount), required=required)
 
 
 def _dataset(report: Mapping[str, Any], role: str) -> tuple[str, str]:
@@ -277,10 +293,8 @@ def noninferiority_p_value(
         a, b = -rule.amount, 1.0
     elif rule.kind == "max_rise":
         a, b = rule.amount, 1.0
-    elif rule.better == "lower":
-        a, b = 0.0, rule.amount
     else:
-        a, b = 0.0, 1.0 / rule.amount
+        a, b = 0.0, rule.factor
     distance = p_cand - (a + b * p_base)  # > 0 is above the limit line
     worse = -distance if rule.better == "higher" else distance  # > 0 means beyond the limit
     xc, xb = p_cand * n_cand, p_base * n_base
@@ -363,6 +377,9 @@ def _judge(
         base.update(kw)
         return GateRow(verdict=verdict, reason=reason, **base)
 
+    if not rule.required and "missing" in (cproblem, bproblem):
+        side = "candidate" if cproblem == "missing" else "baseline"
+        return row("pass", f"optional metric missing from the {side} report; not judged")
     if cproblem is not None and cv is None:
         return row("fail", f"candidate report: {rule.metric} is {cproblem}")
     if bproblem is not None and bv is None:

@@ -88,6 +88,26 @@ def test_higher_is_better_ratio_allows_worse_by_that_factor():
     assert not gate.evaluate(report(throughput=79.0), base, cfg).passed
 
 
+def test_higher_is_better_ratio_below_one_is_the_floor_ratio():
+    cfg = {"metrics": {"throughput": {"better": "higher", "max_ratio": 0.8}}}
+    base = report("1.0.0", throughput=100.0)
+    result = gate.evaluate(report(throughput=80.0), base, cfg)
+    assert result.passed and result.rows[0].rule == ">= 0.8x baseline"
+    assert not gate.evaluate(report(throughput=79.0), base, cfg).passed
+
+
+def test_optional_metric_missing_from_a_report_passes_with_a_reason():
+    cfg = {"metrics": {"toxicity": {"better": "lower", "max_rise": 0.01, "required": False},
+                       "accuracy": {"better": "higher", "max_drop": 0.01}}}
+    result = gate.evaluate(report(accuracy={"value": 0.942, "n": 1200}), BASE, cfg)
+    assert result.passed
+    assert "optional" in row(result, "toxicity").reason
+    # present in both: judged like any other metric
+    base = report("2.3.1", toxicity=0.1, accuracy={"value": 0.942, "n": 1200})
+    cand = report(toxicity=0.2, accuracy={"value": 0.942, "n": 1200})
+    assert gate.evaluate(cand, base, cfg).failures == ["toxicity"]
+
+
 def test_small_drop_with_small_sample_passes_because_it_is_not_significant():
     # 4 points down is beyond the 1-point margin, but 50 examples cannot tell it from noise
     base = report("2.3.1", accuracy={"value": 0.94, "n": 50})
@@ -230,6 +250,8 @@ def test_metrics_not_in_the_config_are_not_gated():
         {"better": "higher", "max_drop": -1},
         {"better": "higher", "max_drop": 0.01, "max_ratio": 1.1},
         {"better": "higher", "max_dorp": 0.01},
+        {"better": "higher", "max_ratio": 0},
+        {"better": "higher", "max_drop": 0.01, "required": "yes"},
     ],
 )
 def test_bad_rules_are_refused(spec):

@@ -226,6 +226,36 @@ def demo(
     raise typer.Exit(demomod.run(directory))
 
 
+# -- remote and repair --------------------------------------------------------------------------
+
+@app.command()
+@funnel
+def doctor(
+    fix: bool = typer.Option(False, "--fix", help="Repair what is safe: stale locks and temporary files, an interrupted "
+                                                  "work-tree update, unpushed commits and tags, missing tags."),
+    push: Optional[bool] = typer.Option(None, "--push/--no-push", help="Compare with the remote and push repairs to it "
+                                        "(default: modelctl.yaml remote.push).", show_default=False),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+):
+    """Explain what crashes, interrupted writes and merged pull requests left behind; --fix repairs it.
+
+    Checks stale lock files (with their age), leftover temporary files, local commits and tags
+    that never reached the remote, and drift between tags and deployment files. Exits 0 when
+    clean (or repaired), 1 when problems remain, 4 when the remote cannot be reached.
+
+    Example: modelctl doctor --fix
+    """
+    from . import doctor as doctormod
+    from . import render
+
+    doc = doctormod.run(_registry(), fix=fix, push=push)
+    render.emit_json(doc) if json_out else render.doctor(doc)
+    if doc["remote"].get("reachable") is False:
+        raise typer.Exit(4)
+    if not doc["ok"]:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console entry point."""
     if os.environ.get("MODELCTL_DEBUG"):

@@ -150,3 +150,21 @@ def outcome_json(out, extra: dict | None = None) -> dict:
     return {"commit": out.commit, "tags": out.tags, "pushed": out.pushed, "noop": out.noop,
             "branch": out.branch, "attempts": out.attempts, "seconds": round(out.seconds, 3),
             "result": out.result, **(extra or {})}
+
+
+def doctor(doc: dict) -> None:
+    """doctor: what was repaired, what is wrong (with what --fix does), and a summary line."""
+    for text in doc["fixed"]:
+        line(f"fixed: {text}")
+    for f in doc["findings"]:
+        hint = f" (--fix: {f['fix']})" if f["fix"] and not doc["fix"] and f["level"] != "info" else ""
+        line(f"{f['level']}: {f['message']}{hint}")
+    remote = doc["remote"]
+    where = f"{remote['name']}/{remote['branch']}" if remote["push"] and remote.get("remote") else remote["branch"]
+    checked = f" (checked {where} at {remote['checked'][:12]})" if remote.get("checked") else ""
+    if doc["ok"]:
+        line(f"ok: {'repaired, ' if doc['fixed'] else ''}no problems{checked}")
+    elif doc["fix"] or not any(f["fix"] for f in doc["findings"] if f["level"] == "error"):
+        line(f"{doc['problems']} problem(s) remain that need a human{checked}")
+    else:
+        line(f"{doc['problems']} problem(s){checked}; 'modelctl doctor --fix' repairs those marked --fix")

@@ -440,6 +440,14 @@ class Store:
         self.git("update-ref", f"refs/remotes/{remote}/{branch}", tip)
         return True
 
+    def publish_tags(self, remote: str, tags: list[str]) -> bool:
+        """Push local tags the remote lacks, atomically; False when a name was taken meanwhile."""
+        return self._push(remote, [f"refs/tags/{t}:refs/tags/{t}" for t in tags]) == "ok"
+
+    def delete_local_tags(self, names: list[str]) -> None:
+        """Delete local tags in one ref transaction (only ones that never reached a remote)."""
+        self.git("update-ref", "--stdin", input=_ref_txn([f"delete refs/tags/{n}" for n in names]))
+
     def catch_up(self, remote: str, branch: str) -> bool:
         """Fast-forward the local branch (and its clean work tree) to the fetched remote tip."""
         tip = self.rev(f"refs/remotes/{remote}/{branch}")

@@ -1,0 +1,473 @@
+"""`doctor`: explain what interrupted writes, crashes and pull-request merges left behind, and repair it.
+
+What it looks at (DESIGN §3, §4):
+
+- the clone: a stale modelctl lock (with its age), git's own `*.lock` files, temporary index
+  files and the journal of a work-tree update that a killed write did not finish;
+- the remote (when pushing): local commits and tags that never reached it, a local branch that
+  diverged from it or is behind it, an unreachable remote;
+- tags against deployment files: registration tags missing for registered bundles, stage tags
+  that disagree with `deployments/<name>.yaml` (e.g. after a promotion merged through a pull
+  request, where no tags could be made), tags that point outside the branch's history.
+
+`fix=True` repairs what is safe to repair, under the clone's lock: it removes stale lock and
+temporary files, finishes the interrupted work-tree update, pushes unpushed commits and tags
+(fast-forward only, atomically), fast-forwards a clone that is behind, deletes local tags that
+name commits which never landed, and recreates missing tags through the store's tag builder
+(GTO grammar, counters and tagger times increasing). What needs a human (a diverged branch, a
+wrong tag already on the remote, whose removal would need a forced update) stays a problem.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import ModelctlError, RemoteError
+from .names import NAME_RE, VERSION_RE, semver_key
+from .store import (JOURNAL_NAME, LOCK_NAME, TEMP_INDEX_PREFIX, Snapshot, Store, TagSpec, pid_alive,
+                    read_lock)
+from .tags import TagEvent, TagRef, parse as parse_tag, registration_tag
+
+STALE_AFTER = 120.0  # seconds after which a git *.lock file is taken to be left by a dead process
+SLOTS = ("staging", "shadow", "canary")
+
+
+@dataclass
+class Finding:
+    """One thing doctor noticed: what, how bad, and what --fix does about it."""
+
+    kind: str
+    level: str  # error | warning | info
+    message: str
+    fix: str | None = None  # what --fix does; None: needs a human
+    subject: str = ""  # the file, ref or model concerned
+
+
+@dataclass
+class _Context:
+    store: Store
+    push: bool
+    remote: str
+    branch: str
+    now: float
+    stale_after: float
+    me: int  # our pid when we hold the lock (fix mode), else 0
+
+
+def run(reg, *, fix: bool = False, push: bool | None = None, now: float | None = None,
+        stale_after: float = STALE_AFTER) -> dict:
+    """Inspect the clone, its remote and its tags; with fix=True repair what is safe; return the report."""
+    cfg = reg.config()
+    remote_cfg = cfg["remote"]
+    push = remote_cfg["push"] if push is None else push
+    store = reg.store
+    branch = remote_cfg["branch"] if push else (store.current_branch() or remote_cfg["branch"])
+    ctx = _Context(store, push, remote_cfg["name"], branch, time.time() if now is None else now, stale_after, 0)
+    if not fix:
+        findings, info = _inspect(reg, ctx)
+        return _report(findings, info, [], False)
+    before = _local_files(ctx)  # the lock's record is overwritten once we take it
+    fixed: list[str] = []
+    with store.lock():
+        ctx.me = os.getpid()
+        fixed += [f"released the stale modelctl lock ({f.message.split(': ', 1)[-1]})"
+                  for f in before if f.kind == "stale-lock"]
+        fixed += _fix_local(reg, ctx)
+        findings, info = _inspect(reg, ctx)
+        if push and info.get("reachable"):
+            fixed += _fix_remote(reg, ctx, findings, info)
+        fixed += _fix_tags(reg, ctx, float(remote_cfg.get("deadline", 30)))
+        findings, info = _inspect(reg, ctx)
+    return _report(findings, info, fixed, True)
+
+
+def _report(findings: list[Finding], info: dict, fixed: list[str], fix: bool) -> dict:
+    problems = [f for f in findings if f.level == "error"]
+    return {"ok": not problems, "fix": fix, "remote": info, "problems": len(problems), "fixed": fixed,
+            "findings": [asdict(f) for f in findings]}
+
+
+# -- inspection ------------------------------------------------------------------------------
+
+def _inspect(reg, ctx: _Context) -> tuple[list[Finding], dict]:
+    findings = _local_files(ctx)
+    info: dict = {"push": ctx.push, "name": ctx.remote if ctx.push else None, "branch": ctx.branch,
+                  "url": None, "reachable": None, "local": ctx.store.rev(f"refs/heads/{ctx.branch}"),
+                  "remote": None, "ahead": 0, "behind": 0, "checked": None}
+    tip = info["local"]
+    local_only: dict[str, TagRef] = {}
+    all_tags = [t for t in ctx.store.tag_refs() if parse_tag(t.name)]
+    if ctx.push:
+        tip, local_only = _remote(ctx, findings, info, all_tags)
+    info["checked"] = tip
+    if tip:
+        findings += _tag_findings(reg, ctx, tip, all_tags, local_only)
+    return findings, info
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+def _rel(ctx: _Context, path: Path) -> str:
+    try:
+        return str(path.relative_to(ctx.store.root))
+    except ValueError:
+        return str(path)
+
+
+def _local_files(ctx: _Context) -> list[Finding]:
+    """Lock files, temporary indexes and an unfinished work-tree update in the git directory."""
+    git_dir = ctx.store.git_dir
+    out: list[Finding] = []
+    lock = read_lock(git_dir / LOCK_NAME)
+    writer = lock["pid"] if lock["held"] else 0  # a live modelctl write owns its files
+    lock_path = _rel(ctx, git_dir / LOCK_NAME)
+    if lock["held"] and lock["pid"] != ctx.me:
+        out.append(Finding("lock-held", "info", f"a modelctl write is in progress: pid {lock['pid']} has held "
+                           f"{lock_path} for {_age(ctx.now - lock['since'])}", subject=lock_path))
+    elif not lock["held"] and lock["pid"]:
+        since = f"taken {_age(ctx.now - lock['since'])} ago" if lock["since"] else "of unknown age"
+        who = f"pid {lock['pid']}" if lock["pid"] > 0 else "an unreadable record"
+        out.append(Finding("stale-lock", "error", f"stale modelctl lock {lock_path}: {who}, {since}, "
+                           "died without releasing it", fix="clear it", subject=lock_path))
+    for path in sorted(git_dir.glob(TEMP_INDEX_PREFIX + "*")):
+        pid_text = path.name[len(TEMP_INDEX_PREFIX):].split(".", 1)[0]
+        pid = int(pid_text) if pid_text.isdigit() else 0
+        if pid and pid == writer and pid_alive(pid):
+            continue
+        out.append(Finding("temp-index", "error", f"leftover temporary index {_rel(ctx, path)} of a killed write "
+                           f"(pid {pid or '?'}, {_age(ctx.now - _mtime(path))} old)", fix="remove it",
+                           subject=_rel(ctx, path)))
+    journal = ctx.store.journal()
+    if journal is not None and not (journal.get("pid") == writer and pid_alive(writer)):
+        new = str(journal["new"])[:12]
+        out.append(Finding("interrupted-sync", "error",
+                           f"a write killed {_age(ctx.now - journal.get('since', ctx.now))} ago moved {journal['branch']} "
+                           f"to {new} but did not update the work tree ({len(journal['paths'])} file(s)); "
+                           "'git status' shows those changes reversed", fix="finish the work-tree update",
+                           subject=_rel(ctx, ctx.store.journal_path)))
+    for path in _git_locks(git_dir):
+        age = ctx.now - _mtime(path)
+        rel = _rel(ctx, path)
+        if age >= ctx.stale_after:
+            out.append(Finding("git-lock", "error", f"stale git lock file {rel} ({_age(age)} old): git commands "
+                               "that need it fail until it is removed", fix="remove it", subject=rel))
+        else:
+            out.append(Finding("git-lock-fresh", "info", f"git lock file {rel} is {_age(age)} old: a git command "
+                               "is probably running", subject=rel))
+    return out
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return time.time()
+
+
+def _git_locks(git_dir: Path) -> list[Path]:
+    found = []
+    for top, dirs, files in os.walk(git_dir):
+        if Path(top) == git_dir:
+            dirs[:] = [d for d in dirs if d != "objects"]  # large, and git locks nothing there by name
+        for name in files:
+            if name.endswith(".lock") and name != LOCK_NAME and not name.startswith(TEMP_INDEX_PREFIX):
+                found.append(Path(top) / name)
+    return sorted(found)
+
+
+def _remote(ctx: _Context, findings: list[Finding], info: dict, all_tags: list[TagRef]) -> tuple[str | None, dict]:
+    """Compare the local branch and tags with the remote; return the tip to check tags against."""
+    store = ctx.store
+    info["url"] = store.remote_url(ctx.remote)
+    local = info["local"]
+    if info["url"] is None:
+        findings.append(Finding("no-remote", "error", f"pushing is on but there is no git remote named {ctx.remote!r}",
+                                subject=ctx.remote))
+        return local, {}
+    try:
+        remote_tip = store.fetch(ctx.remote, ctx.branch)
+        remote_tags = store.remote_tags(ctx.remote)
+    except RemoteError as exc:
+        info["reachable"] = False
+        findings.append(Finding("remote-unreachable", "error", f"{exc.message}; the comparison with the remote "
+                                "was skipped", subject=ctx.remote))
+        return local, {}
+    except ModelctlError as exc:  # a lock file in the way of the fetch: already reported above
+        info["reachable"] = False
+        findings.append(Finding("fetch-blocked", "error", str(exc), subject=ctx.remote))
+        return local, {}
+    info["reachable"] = True
+    info["remote"] = remote_tip
+    where = f"{ctx.remote}/{ctx.branch}"
+    if remote_tip is None:
+        if local:
+            count = int(store.out("rev-list", "--count", local))
+            findings.append(Finding("unpushed-commits", "error", f"the remote has no branch {ctx.branch!r}: "
+                                    f"{count} local commit(s) never reached it", fix=f"push {ctx.branch}",
+                                    subject=ctx.branch))
+    elif local and local != remote_tip:
+        ahead, behind = (int(x) for x in store.out("rev-list", "--left-right", "--count",
+                                                   f"{local}...{remote_tip}").split())
+        info["ahead"], info["behind"] = ahead, behind
+        subjects = store.out("log", "--format=%h %s", "-n", "3", f"{remote_tip}..{local}").splitlines()
+        listed = "; ".join(subjects) + (" ..." if ahead > 3 else "")
+        if ahead and behind:
+            findings.append(Finding("diverged", "error", f"local {ctx.branch} and {where} diverged: {ahead} local "
+                                    f"commit(s) never reached the remote ({listed}) and {behind} remote commit(s) "
+                                    "are missing locally; re-run those commands (they re-plan on the remote tip), "
+                                    f"then 'git reset --keep {where}'", subject=ctx.branch))
+        elif ahead:
+            findings.append(Finding("unpushed-commits", "error", f"{ahead} local commit(s) on {ctx.branch} never reached "
+                                    f"{where}: {listed}", fix=f"push {ctx.branch} (fast-forward)", subject=ctx.branch))
+        elif behind:
+            findings.append(Finding("behind", "info", f"local {ctx.branch} is {behind} commit(s) behind {where}",
+                                    fix="fast-forward it", subject=ctx.branch))
+    local_only = {t.name: t for t in all_tags if remote_tags.get(t.name) != t.object}
+    return remote_tip or local, local_only
+
+
+def _history(store: Store, tip: str) -> set[str]:
+    return set(store.out("rev-list", tip).split())
+
+
+def _tag_findings(reg, ctx: _Context, tip: str, all_tags: list[TagRef], local_only: dict[str, TagRef]) -> list[Finding]:
+    store = ctx.store
+    out: list[Finding] = []
+    history = _history(store, tip)
+    local_history = history
+    if ctx.push and local_only:
+        local = store.rev(f"refs/heads/{ctx.branch}")
+        local_history = history | (_history(store, local) if local else set())
+    for t in all_tags:
+        if t.name in local_only:
+            if t.commit in history:
+                out.append(Finding("unpushed-tag", "error", f"tag {t.name} never reached the remote",
+                                   fix="push it", subject=t.name))
+            elif t.commit in local_history:
+                out.append(Finding("unpushed-tag", "error", f"tag {t.name} never reached the remote (it names an "
+                                   "unpushed commit)", fix="push it with the branch", subject=t.name))
+            else:
+                out.append(Finding("tag-outside-history", "error", f"local tag {t.name} points at {t.commit[:12]}, "
+                                   f"which is not in the history of {ctx.branch} (a write that never landed)",
+                                   fix="delete the local tag", subject=t.name))
+        elif t.commit not in history:
+            where = f"{ctx.remote}/{ctx.branch}" if ctx.push else ctx.branch
+            out.append(Finding("tag-outside-history", "error", f"tag {t.name} points at {t.commit[:12]}, which is not "
+                               f"in the history of {where}; after review delete it"
+                               + (f" with 'git push {ctx.remote} :refs/tags/{t.name}'" if ctx.push else
+                                  f" with 'git tag -d {t.name}'"), subject=t.name))
+    visible = [t for t in all_tags if t.commit in history and t.name not in local_only]
+    _specs, drift = repairs(reg, Snapshot(store, tip), visible)
+    return out + drift
+
+
+def repairs(reg, snap: Snapshot, tags: list[TagRef]) -> tuple[list[TagSpec], list[Finding]]:
+    """Tags missing at a snapshot (registration tags of its bundles, stage tags its deployment files
+    imply) as specs for the store's tag builder, with one finding each."""
+    store = reg.store
+    specs: list[TagSpec] = []
+    findings: list[Finding] = []
+    registered: dict[tuple[str, str], str] = {}  # (model, version) -> registration commit
+    stage_events: dict[str, list[tuple[int, str, bool, str]]] = {}  # model -> (n, stage, assign, commit)
+    for t in tags:
+        info = parse_tag(t.name)
+        if info["kind"] == "registration":
+            registered[(info["model"], info["version"])] = t.commit
+        else:
+            stage_events.setdefault(info["model"], []).append((info["n"], info["stage"], info["assign"], t.commit))
+    # -- registration tags for every bundle at the tip
+    bundles = [p for p in store.out("ls-tree", "-r", "--name-only", snap.commit, "bundles/").splitlines()
+               if p.count("/") == 2 and p.endswith(".yaml")]
+    missing = []
+    for path in bundles:
+        _, model, file = path.split("/")
+        version = file[:-5]
+        if NAME_RE.match(model) and VERSION_RE.match(version) and (model, version) not in registered:
+            missing.append((model, version, path))
+    if missing:
+        added = _adding_commits(store, snap.commit, [p for _, _, p in missing])
+        for model, version, path in missing:
+            commit = added.get(path)
+            if commit is None:
+                continue
+            registered[(model, version)] = commit
+            findings.append(Finding("missing-tag", "error", f"registration tag {registration_tag(model, version)} is "
+                                    f"missing for {path} (added in {commit[:12]})", fix="create it", subject=model))
+            specs.append(TagSpec(TagEvent(model, version, None, True,
+                                          f"modelctl: register {model} {version}\n\nModelctl-Action: register\n"
+                                          "Modelctl-Repair: doctor"), commit, commit))
+    # -- stage tags against each deployment file
+    by_commit: dict[tuple[str, str], list[str]] = {}
+    for (model, version), commit in registered.items():
+        by_commit.setdefault((model, commit), []).append(version)
+    deployments = [n[:-5] for n in snap.list("deployments") if n.endswith(".yaml") and NAME_RE.match(n[:-5])]
+    for model in deployments:
+        try:
+            dep = reg.deployment(model, snap)
+        except ModelctlError:
+            continue  # an invalid file: 'modelctl check' explains it
+        if not dep:
+            continue
+        events = sorted(stage_events.get(model, []))
+        view = _tag_view(events, model, by_commit)
+        wanted = _deployment_view(dep)
+        fixes: list[tuple[str, str, bool]] = []  # (stage, version, assign)
+        for stage in SLOTS:
+            for v in sorted(view[stage] - wanted[stage], key=semver_key):
+                fixes.append((stage, v, False))
+        for stage in SLOTS:
+            for v in sorted(wanted[stage] - view[stage], key=semver_key):
+                fixes.append((stage, v, True))
+        if wanted["active"] != view["active"]:
+            if wanted["active"]:
+                fixes.append(("active", wanted["active"], True))
+            else:
+                fixes.append(("active", view["active"], False))
+        if not fixes:
+            continue
+        state_commit = store.out("log", "-1", "--format=%H", snap.commit, "--", f"deployments/{model}.yaml")
+        for stage, version, assign in fixes:
+            if (model, version) not in registered:
+                findings.append(Finding("tag-drift", "error", f"deployments/{model}.yaml puts {version} in {stage} but "
+                                        f"{model} {version} has no bundle to tag", subject=model))
+                continue
+            said = _said(view, stage)
+            findings.append(Finding("tag-drift", "error", f"deployments/{model}.yaml says {stage} "
+                                    f"{_said(wanted, stage)} but the tags say {said} (a change merged without tags?)",
+                                    fix=f"create {'an assignment' if assign else 'an unassignment'} tag of {version} "
+                                        f"in {stage}", subject=model))
+            percent = (dep.get(stage) or {}).get("percent") if stage in ("canary", "shadow") and assign else None
+            message = (f"modelctl: {'assign' if assign else 'unassign'} {model} {version} {stage} (repair)\n\n"
+                       f"Modelctl-Action: repair\nModelctl-Stage: {stage}"
+                       + (f"\nModelctl-Percent: {percent}" if percent is not None else ""))
+            specs.append(TagSpec(TagEvent(model, version, stage, assign, message), state_commit,
+                                 registered[(model, version)]))
+    return specs, findings
+
+
+def _said(view: dict, stage: str) -> str:
+    value = view[stage]
+    if isinstance(value, set):
+        return ", ".join(sorted(value, key=semver_key)) or "none"
+    return value or "none"
+
+
+def _tag_view(events, model: str, by_commit: dict) -> dict:
+    """What the stage tags say, the way GTO reads them: last event per version and stage; latest active."""
+    last: dict[tuple[str, str], tuple[int, bool]] = {}
+    for n, stage, assign, commit in events:
+        versions = by_commit.get((model, commit), [])
+        if len(versions) != 1:
+            continue  # no (or an ambiguous) registration on that commit
+        last[(stage, versions[0])] = (n, assign)
+    view: dict = {s: {v for (st, v), (_, a) in last.items() if st == s and a} for s in SLOTS}
+    active = [(n, v) for (st, v), (n, a) in last.items() if st == "active" and a]
+    view["active"] = max(active)[1] if active else None
+    return view
+
+
+def _deployment_view(dep: dict) -> dict:
+    versions = dep.get("versions") or {}
+    view: dict = {s: {v for v, st in versions.items() if st == s} for s in SLOTS}
+    for s in ("canary", "shadow"):
+        if dep.get(s):
+            view[s].add(dep[s]["version"])
+    view["active"] = dep.get("active")
+    return view
+
+
+def _adding_commits(store: Store, tip: str, paths: list[str]) -> dict[str, str]:
+    """The commit in tip's history that added each path (the oldest, if it was added twice)."""
+    text = store.git("log", "--format=%x00%H", "--name-only", "--diff-filter=A", "--no-renames", tip, "--", *paths,
+                     env={"GIT_LITERAL_PATHSPECS": "1"}).stdout.decode("utf-8", "replace")
+    out: dict[str, str] = {}
+    for block in text.split("\0")[1:]:
+        lines = [x for x in block.splitlines() if x.strip()]
+        if not lines:
+            continue
+        commit, files = lines[0], lines[1:]
+        for f in files:
+            out[f] = commit  # log runs newest first: the last seen is the oldest
+    return out
+
+
+# -- repair ----------------------------------------------------------------------------------
+
+def _fix_local(reg, ctx: _Context) -> list[str]:
+    """Remove leftovers of dead processes and finish an interrupted work-tree update (under the lock)."""
+    store = ctx.store
+    done = []
+    for f in _local_files(ctx):
+        path = store.root / f.subject if not os.path.isabs(f.subject) else Path(f.subject)
+        if f.kind in ("temp-index", "git-lock"):
+            try:
+                path.unlink()
+                done.append(f"removed {f.subject}")
+            except FileNotFoundError:
+                pass
+        elif f.kind == "interrupted-sync":
+            result = store.recover()
+            if result == "done":
+                done.append("finished the interrupted work-tree update")
+            elif result == "stale":
+                done.append(f"removed {JOURNAL_NAME}: the interrupted update no longer applies")
+    return done
+
+
+def _fix_remote(reg, ctx: _Context, findings: list[Finding], info: dict) -> list[str]:
+    store = ctx.store
+    done = []
+    kinds = {f.kind for f in findings}
+    unpushed_tags = [f.subject for f in findings if f.kind == "unpushed-tag"]
+    if "unpushed-commits" in kinds:
+        if store.publish(ctx.remote, ctx.branch, unpushed_tags):
+            done.append(f"pushed {ctx.branch} to {ctx.remote}" + (f" with {len(unpushed_tags)} tag(s)"
+                                                                   if unpushed_tags else ""))
+            unpushed_tags = []
+    elif unpushed_tags and "diverged" not in kinds:
+        pushable = [f.subject for f in findings if f.kind == "unpushed-tag" and "unpushed commit" not in f.message]
+        if pushable and store.publish_tags(ctx.remote, pushable):
+            done.append(f"pushed {len(pushable)} tag(s) to {ctx.remote}")
+    if "behind" in kinds:
+        if store.catch_up(ctx.remote, ctx.branch):
+            done.append(f"fast-forwarded {ctx.branch} to {ctx.remote}/{ctx.branch}")
+    stray = [f.subject for f in findings if f.kind == "tag-outside-history" and f.fix]
+    if stray:
+        store.delete_local_tags(stray)
+        done.append(f"deleted {len(stray)} local tag(s) that named commits which never landed: {', '.join(stray)}")
+    return done
+
+
+def _fix_tags(reg, ctx: _Context, deadline: float) -> list[str]:
+    store = ctx.store
+
+    def plan(snap: Snapshot) -> list[TagSpec]:
+        if snap.commit is None:
+            return []
+        history = _history(store, snap.commit)
+        tags = [t for t in store.tag_refs() if parse_tag(t.name) and t.commit in history]
+        if ctx.push:  # only what the remote holds counts; re-read on every attempt
+            on_remote = store.remote_tags(ctx.remote)
+            tags = [t for t in tags if on_remote.get(t.name) == t.object]
+        specs, _ = repairs(reg, snap, tags)
+        return specs
+
+    try:
+        out = store.add_tags(plan, push=ctx.push, remote=ctx.remote, branch=ctx.branch, deadline=deadline,
+                             locked=True)
+    except RemoteError:
+        return []
+    if out.noop or not out.tags:
+        return []
+    return [f"created tag {t}" + (" (pushed)" if out.pushed else "") for t in out.tags]

@@ -27,8 +27,8 @@ How a metric is judged:
   unlike the plain Wald test its variance does not collapse to zero when a proportion is 0 or 1
   (hallucination rates near 0 are common); and it handles the ratio form (p_cand <= r * p_base)
   the same way, with only the standard library.
-- `alpha` is the budget for the whole gate: the chance that a candidate sitting exactly on every
-  limit fails anyway. It is split evenly (Bonferroni) over the metrics that get a test, so adding
+- `alpha` is the budget for the whole gate: the chance that a candidate which meets every limit
+  fails anyway is at most alpha. It is split evenly (Bonferroni) over the metrics that get a test, so adding
   metrics does not make false failures more likely. Each row records the alpha it was judged at.
 - Everything else (no `n`, values outside [0, 1]) uses the point rule: the candidate's value must
   be on the right side of the limit.

@@ -256,6 +256,57 @@ def doctor(
         raise typer.Exit(1)
 
 
+# -- watch ------------------------------------------------------------------------------------
+
+@app.command()
+@funnel
+def watch(
+    name: str = typer.Argument(..., help="Model whose live canary (and shadow) to follow."),
+    interval: Optional[str] = typer.Option(None, "--interval", help="Time between polls: 5, 5s, 2m (default: analysis.interval).",
+                                           show_default=False),
+    max_duration: Optional[str] = typer.Option(None, "--max-duration",
+                                               help="Stop after this long without a decision, changing nothing (exit 0): 90s, 10m.",
+                                               show_default=False),
+    once: bool = typer.Option(False, "--once", help="Poll once and exit (cron, CI); failing streaks carry over between runs."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Judge and report but never write (a rollback verdict still exits 1)."),
+    advance: bool = typer.Option(False, "--advance",
+                                 help="Step a passing canary through canary.steps (canary.min_step_seconds each), then promote it."),
+    provider: Optional[str] = typer.Option(None, "--provider", help="Metrics provider: prometheus or http-json (default: metrics.provider).",
+                                           show_default=False),
+    url: Optional[str] = typer.Option(None, "--url", help="Metrics URL (default: metrics.url); a bearer token only comes from metrics.token_env.",
+                                      show_default=False),
+    push: Optional[bool] = PUSH_OPT,
+    json_out: bool = typer.Option(False, "--json", help="One JSON line per poll and a final result line (the default when stdout is not a terminal)."),
+):
+    """Follow a model's live canary: poll its metrics, judge them against the baseline, roll back on a breach.
+
+    The rollback is the same commit as 'modelctl rollback', with the evidence in Modelctl-Evidence trailers.
+    Exit 1 after a rollback; 0 with no decision, after --advance promoted the canary, or when someone else
+    ended it; 3 when the canary changed underneath the rollback; 4 after the configured number of polls
+    without usable metrics (the hold fail-safe: nothing is written).
+
+    Example: modelctl watch support-agent --interval 10s --max-duration 30m --advance
+    """
+    from . import render
+    from . import watch as watchmod
+    from .errors import MetricsError
+
+    reg = _registry()
+    options = watchmod.WatchOptions(interval=interval, max_duration=max_duration, once=once, dry_run=dry_run,
+                                    advance=advance)
+    view = render.WatchView(json_lines=True if json_out else None)
+    try:
+        watcher = watchmod.Watcher(reg, name, options, provider_name=provider, url=url, on_poll=view.poll,
+                                   on_event=view.event, write_options=_write_opts(push))
+        result = watcher.run()
+    finally:
+        view.close()
+    view.result(result)
+    if result.exit_code == watchmod.EXIT_METRICS:
+        raise MetricsError(result.message, hint="check the metrics endpoint; the canary was left as it is")
+    raise typer.Exit(result.exit_code)
+
+
 def main() -> None:
     """Console entry point."""
     if os.environ.get("MODELCTL_DEBUG"):

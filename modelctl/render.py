@@ -168,3 +168,160 @@ def doctor(doc: dict) -> None:
         line(f"{doc['problems']} problem(s) remain that need a human{checked}")
     else:
         line(f"{doc['problems']} problem(s){checked}; 'modelctl doctor --fix' repairs those marked --fix")
+
+
+# -- watch ------------------------------------------------------------------------------------
+
+_VERDICT_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow", "insufficient_data": "dim",
+                  "error": "magenta"}
+
+
+def _metric_value(value: Any, kind: str | None) -> str:
+    if value is None:
+        return "-"
+    if kind == "rate":
+        return f"{value * 100:.2f}%"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
+def _count(value: Any) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def watch_rows(decision) -> list[list[str]]:
+    """One row per metric: metric, baseline, canary, threshold, samples, statistic, verdict."""
+    rows = []
+    for r in decision.results:
+        base = _metric_value(r.baseline_value, r.type)
+        if r.baseline_source:
+            base += f" ({r.baseline_source})"
+        samples = f"{_count(r.canary_n)} / {_count(r.baseline_n)}"
+        if r.statistic == "sprt_llr" and r.statistic_value is not None:
+            stat = f"llr {r.statistic_value:.2f} / {r.bound:.2f}"
+        elif r.statistic == "ratio" and r.statistic_value is not None:
+            stat = f"ratio {r.statistic_value:.3g} / {r.bound:g}"
+        else:
+            stat = "-"
+        verdict = r.verdict
+        streak = decision.streaks.get(r.metric, 0)
+        if r.verdict == "fail":
+            verdict += f" {streak}x" + ("" if r.action == "rollback" else f" ({r.action})")
+        elif r.verdict in ("error", "insufficient_data") and r.reason:
+            verdict += f": {r.reason}"
+        rows.append([r.metric, base, _metric_value(r.canary_value, r.type),
+                     _metric_value(r.threshold, r.type), samples, stat, verdict])
+    return rows
+
+
+WATCH_COLUMNS = ["metric", "baseline", "canary", "threshold", "samples", "statistic", "verdict"]
+
+
+def _watch_title(report) -> str:
+    parts = [report.model]
+    if report.canary:
+        parts.append(f"canary {report.canary.version} at {_pct(report.canary.percent)}% vs active {report.active}")
+    parts.append(f"poll {report.poll}")
+    parts.append(f"{report.since_seconds:.0f}s window")
+    if report.dry_run:
+        parts.append("dry run")
+    return " · ".join(parts)
+
+
+def _rich_watch_table(title: str, decision, caption: str | None):
+    from rich.table import Table
+    from rich.text import Text
+
+    t = Table(title=title, title_justify="left", header_style="bold", caption=caption, caption_justify="left")
+    for c in WATCH_COLUMNS:
+        t.add_column(c, overflow="fold")
+    if decision is not None:
+        for row, result in zip(watch_rows(decision), decision.results):
+            t.add_row(*row[:-1], Text(row[-1], style=_VERDICT_STYLE.get(result.verdict, "")))
+    return t
+
+
+class WatchView:
+    """What watch prints: a live rich table on a terminal, otherwise one JSON line per poll and event."""
+
+    def __init__(self, json_lines: bool | None = None):
+        self.json_lines = (not is_tty()) if json_lines is None else json_lines
+        self._live = None
+        self._console = None
+
+    def _emit(self, doc: dict) -> None:
+        sys.stdout.write(json.dumps({"schema": API_SCHEMA, **doc}, default=str, allow_nan=False) + "\n")
+        sys.stdout.flush()
+
+    def poll(self, report) -> None:
+        """Show one poll."""
+        if self.json_lines:
+            self._emit(_finite(report.to_json()))
+            return
+        from rich.console import Group
+
+        parts = []
+        if report.decision is not None:
+            caption = f"decision: {report.decision.action} ({report.decision.reason})"
+            if report.error:
+                caption += f"; metrics unavailable: {report.error}"
+            parts.append(_rich_watch_table(_watch_title(report), report.decision, caption))
+        if report.shadow is not None and report.shadow_decision is not None:
+            d = report.shadow_decision
+            title = f"shadow {report.shadow.version} at {_pct(report.shadow.percent)}% (report only, never rolled back)"
+            parts.append(_rich_watch_table(title, d, f"verdict: {d.action} ({d.reason})"))
+        if not parts:
+            return
+        group = Group(*parts)
+        if self._live is None:
+            from rich.live import Live
+
+            self._console = _console()
+            self._live = Live(group, console=self._console, auto_refresh=False, transient=False)
+            self._live.start()
+        self._live.update(group, refresh=True)
+
+    def event(self, event) -> None:
+        """Show an alert, a step or a promotion."""
+        if self.json_lines:
+            self._emit(_finite(event.to_json()))
+            say(event.message)
+        elif self._live is not None:
+            self._live.console.print(event.message)
+        else:
+            line(event.message)
+
+    def result(self, result) -> None:
+        """Show how the watch ended (a hold is left to the error funnel)."""
+        self.close()
+        if self.json_lines:
+            self._emit(_finite(result.to_json()))
+            if result.exit_code != 4:
+                say(result.message)
+            return
+        if result.exit_code == 4:
+            return
+        line(result.message)
+        if result.commit:
+            line(f"  commit {result.commit[:12]}{' (pushed)' if result.pushed else ''}")
+        for tag in result.tags:
+            line(f"  tag {tag}")
+        for ev in result.evidence:
+            line(f"  evidence: {ev}")
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or Infinity: such floats become their names as strings."""
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

@@ -583,7 +583,7 @@ class Store:
         args = ["commit-tree", tree]
         if parent:
             args += ["-p", parent]
-        date = f"{when} +0000"
+        date = f"@{when} +0000"
         env = {"GIT_AUTHOR_DATE": os.environ.get("GIT_AUTHOR_DATE", date),
                "GIT_COMMITTER_DATE": os.environ.get("GIT_COMMITTER_DATE", date)}
         return self.out(*args, input=plan.message().encode("utf-8"), env=env)

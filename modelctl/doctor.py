@@ -76,10 +76,14 @@ def run(reg, *, fix: bool = False, push: bool | None = None, now: float | None =
                   for f in before if f.kind == "stale-lock"]
         fixed += _fix_local(reg, ctx)
         findings, info = _inspect(reg, ctx)
+        repaired = False
         if push and info.get("reachable"):
-            fixed += _fix_remote(reg, ctx, findings, info)
-        fixed += _fix_tags(reg, ctx, float(remote_cfg.get("deadline", 30)))
-        findings, info = _inspect(reg, ctx)
+            done = _fix_remote(reg, ctx, findings, info)
+            fixed += done
+            repaired = bool(done)
+        if repaired or any(f.kind in ("missing-tag", "tag-drift") for f in findings):
+            fixed += _fix_tags(reg, ctx, float(remote_cfg.get("deadline", 30)))
+            findings, info = _inspect(reg, ctx)
     return _report(findings, info, fixed, True)
 
 
@@ -98,9 +102,10 @@ def _inspect(reg, ctx: _Context) -> tuple[list[Finding], dict]:
                   "remote": None, "ahead": 0, "behind": 0, "checked": None}
     tip = info["local"]
     local_only: dict[str, TagRef] = {}
-    all_tags = [t for t in ctx.store.tag_refs() if parse_tag(t.name)]
     if ctx.push:
-        tip, local_only = _remote(ctx, findings, info, all_tags)
+        tip, local_only = _remote(ctx, findings, info)  # fetches: tags are read afterwards
+    all_tags = [t for t in ctx.store.tag_refs() if parse_tag(t.name)]
+    local_only = {t.name: t for t in all_tags if t.name in local_only}
     info["checked"] = tip
     if tip:
         findings += _tag_findings(reg, ctx, tip, all_tags, local_only)
@@ -186,7 +191,7 @@ def _git_locks(git_dir: Path) -> list[Path]:
     return sorted(found)
 
 
-def _remote(ctx: _Context, findings: list[Finding], info: dict, all_tags: list[TagRef]) -> tuple[str | None, dict]:
+def _remote(ctx: _Context, findings: list[Finding], info: dict) -> tuple[str | None, set[str]]:
     """Compare the local branch and tags with the remote; return the tip to check tags against."""
     store = ctx.store
     info["url"] = store.remote_url(ctx.remote)
@@ -194,7 +199,7 @@ def _remote(ctx: _Context, findings: list[Finding], info: dict, all_tags: list[T
     if info["url"] is None:
         findings.append(Finding("no-remote", "error", f"pushing is on but there is no git remote named {ctx.remote!r}",
                                 subject=ctx.remote))
-        return local, {}
+        return local, set()
     try:
         remote_tip = store.fetch(ctx.remote, ctx.branch)
         remote_tags = store.remote_tags(ctx.remote)
@@ -202,11 +207,11 @@ def _remote(ctx: _Context, findings: list[Finding], info: dict, all_tags: list[T
         info["reachable"] = False
         findings.append(Finding("remote-unreachable", "error", f"{exc.message}; the comparison with the remote "
                                 "was skipped", subject=ctx.remote))
-        return local, {}
+        return local, set()
     except ModelctlError as exc:  # a lock file in the way of the fetch: already reported above
         info["reachable"] = False
         findings.append(Finding("fetch-blocked", "error", str(exc), subject=ctx.remote))
-        return local, {}
+        return local, set()
     info["reachable"] = True
     info["remote"] = remote_tip
     where = f"{ctx.remote}/{ctx.branch}"
@@ -233,7 +238,7 @@ def _remote(ctx: _Context, findings: list[Finding], info: dict, all_tags: list[T
         elif behind:
             findings.append(Finding("behind", "info", f"local {ctx.branch} is {behind} commit(s) behind {where}",
                                     fix="fast-forward it", subject=ctx.branch))
-    local_only = {t.name: t for t in all_tags if remote_tags.get(t.name) != t.object}
+    local_only = {t.name for t in store.tag_refs() if parse_tag(t.name) and remote_tags.get(t.name) != t.object}
     return remote_tip or local, local_only
 
 

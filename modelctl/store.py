@@ -526,7 +526,7 @@ class Store:
         moved = self._advance_local(t, commit, tags, cas=True, expect=base)
         if moved == "race":
             return None
-        return Outcome(commit, [n for n, _ in tags], False, False, plan.result, branch_name)
+        return Outcome(commit, [n for n, _ in tags], False, False, plan.result, branch_name, synced=moved != "left")
 
     def _land_new_branch(self, t: _Target, commit: str, plan: Plan) -> Outcome:
         name = t.new_branch
@@ -644,6 +644,11 @@ class Store:
                     raise UsageError("uncommitted changes in the work tree are in the way of this commit",
                                      hint="commit or stash them first (see 'git status')")
                 move = False
+            elif sync.paths and (self.git_dir / "index.lock").exists():
+                # the checkout could not follow: refuse a local write, leave the clone behind a pushed one
+                if cas:
+                    raise _blocked_by_lock(f"Unable to create '{self.git_dir / 'index.lock'}': File exists")
+                move, sync = False, None
         lines = []
         if move and old != new_tip:
             lines.append(f"update refs/heads/{t.branch} {new_tip} {old or ZERO}")
@@ -664,7 +669,10 @@ class Store:
                 return "left"  # the remote has it; the clone catches up at its next write or doctor --fix
             fault("after-local-refs")
             if sync:
-                self._apply_sync(sync)
+                try:
+                    self._apply_sync(sync)
+                except ModelctlError:
+                    return "left"  # the journal stays: doctor explains it, the next write finishes it
                 self._drop_journal()
         return "moved" if move else "left"
 

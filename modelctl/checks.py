@@ -39,8 +39,11 @@ def _files(store, commit: str) -> dict[str, str]:
     return out
 
 
-def run(reg, ref: str = "HEAD", only: set[str] | None = None) -> dict:
-    """Check the registry at `ref`; `only` limits the files checked (e.g. those a PR touched)."""
+def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None) -> dict:
+    """Check the registry at `ref`; `only` limits the files checked (e.g. those a PR touched).
+
+    `today` (a date) is when retirement dates are judged; default: today in UTC.
+    """
     snap = reg.snapshot(ref)
     store = reg.store
     findings: list[Finding] = []
@@ -144,7 +147,7 @@ def run(reg, ref: str = "HEAD", only: set[str] | None = None) -> dict:
             if path not in [f.path for f in findings]:
                 add(path, None, "error", "unexpected file under bundles/")
 
-    extra = _extensions(reg, snap, cfg, files, docs, bundles, want)
+    extra = _extensions(reg, snap, cfg, files, docs, bundles, want, only=only, today=today)
     findings.extend(extra)
     errors = sum(1 for f in findings if f.level == "error")
     return {"commit": snap.commit, "checked": len([p for p in yaml_paths if want(p)]),
@@ -203,6 +206,113 @@ def _msg(problem: str) -> str:
     return problem.split(":", 2)[2].strip() if problem.count(":") >= 2 else problem
 
 
-def _extensions(reg, snap, cfg, files, docs, bundles, want) -> list[Finding]:
+def _extensions(reg, snap, cfg, files, docs, bundles, want, *, only=None, today=None) -> list[Finding]:
     """Checks added by other parts (secrets, deprecations); each returns Findings."""
-    return []
+    import datetime as dt
+
+    if today is None:
+        today = dt.datetime.now(dt.timezone.utc).date()
+    findings = _secret_findings(snap, files, want)
+    statuses = {}
+    for path, doc in docs.items():
+        if path.startswith("deployments/") and isinstance(doc.data, dict) and isinstance(doc.data.get("versions"), dict):
+            statuses[path[len("deployments/"):-5]] = doc.data["versions"]
+    findings += _deprecation_findings(cfg, docs, bundles, statuses, want, only, today)
+    findings += _fallback_findings(docs, bundles, statuses, only)
+    return findings
+
+
+# -- secrets, retired models, fallbacks ------------------------------------------------------
+
+SECRET_SCAN_LIMIT = 1024 * 1024  # bytes; larger files are data, not configuration
+ON_ROUTE = ("active", "canary", "shadow", "staging")  # a retired pin here breaks (or is about to break) traffic
+SERVING = ("active", "canary")  # statuses that answer users' requests
+
+
+def _secret_findings(snap, files: dict[str, str], want) -> list[Finding]:
+    """Provider keys and private keys in any text file of the registry, redacted."""
+    from . import secrets
+
+    paths = [p for p, blob in files.items() if not blob.startswith("symlink:") and want(p)]
+    out = []
+    for path, raw in snap.read_many(paths).items():
+        if raw is None or len(raw) > SECRET_SCAN_LIMIT or b"\0" in raw:
+            continue
+        for found in secrets.scan_text(raw.decode("utf-8", "replace"), path):
+            out.append(Finding(path, found.line, "error",
+                               f"{found.message}: a secret committed to the registry; remove it, rotate the key "
+                               "(git history keeps it), and reference it instead (secretRef: or ${ENV_VAR})"))
+    return out
+
+
+def _in_scope(name: str, version: str, status: str | None, statuses_wanted: tuple, only, also: bool = False) -> bool:
+    """Bundles are immutable, so only those on a route or touched by the change are judged."""
+    path = f"bundles/{name}/{version}.yaml"
+    on_route = status in statuses_wanted
+    if only is None:
+        return on_route
+    return path in only or (on_route and (f"deployments/{name}.yaml" in only or also))
+
+
+def _deprecation_findings(cfg, docs, bundles, statuses, want, only, today) -> list[Finding]:
+    from . import deprecations
+
+    doc = docs.get("deprecations.yaml")
+    if doc is None:
+        return []
+    try:
+        table = deprecations.parse_deprecations(doc.data)
+    except ModelctlError as exc:
+        return [Finding("deprecations.yaml", None, "error", exc.message.split(": ", 1)[-1])] \
+            if want("deprecations.yaml") else []
+    if not table:
+        return []
+    warn_days = (cfg.get("deprecation") or {}).get("warn_days", 30)
+    table_changed = only is not None and "deprecations.yaml" in only
+    out = []
+    for (name, version), data in sorted(bundles.items()):
+        status = statuses.get(name, {}).get(version)
+        if not _in_scope(name, version, status, ON_ROUTE, only, also=table_changed):
+            continue
+        path = f"bundles/{name}/{version}.yaml"
+        bdoc = docs[path]
+        for f in deprecations.check_bundle(data, path, table, today=today, warn_days=warn_days):
+            loc = tuple(int(p) if p.isdigit() else p for p in f.field.replace("[", ".").replace("]", "").split("."))
+            where = f"{status}" if status else "registered"
+            out.append(Finding(path, bdoc.line_of(loc), f.severity, f"{name} {version} ({where}): {f.message}"))
+    return out
+
+
+def _fallback_findings(docs, bundles, statuses, only) -> list[Finding]:
+    out = []
+    for (name, version), data in sorted(bundles.items()):
+        status = statuses.get(name, {}).get(version)
+        if data.get("fallbacks") or not _in_scope(name, version, status, SERVING, only):
+            continue
+        if status not in SERVING:
+            continue
+        path = f"bundles/{name}/{version}.yaml"
+        model = data.get("model") or {}
+        out.append(Finding(path, docs[path].line_of(("model",)), "warning",
+                           f"{name} {version} serves traffic ({status}) with no fallbacks: when "
+                           f"{model.get('provider', 'its provider')} fails there is nothing to fail over to; "
+                           "add fallbacks: [{provider: ..., id: ...}] to the next version"))
+    return out
+
+
+def changed_paths(reg, ref: str) -> set[str]:
+    """Files that differ between HEAD and its merge base with `ref` (what a pull request touches)."""
+    from .errors import UsageError
+
+    if not ref or ref.startswith("-") or any(ch.isspace() or ch == "\0" for ch in ref):
+        raise UsageError(f"invalid --changed-since {ref!r}", hint="pass a branch, tag or commit such as origin/main")
+    store = reg.store
+    proc = store.git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+    base = proc.stdout.decode().strip()
+    if proc.returncode != 0 or not base:
+        raise UsageError(f"--changed-since {ref!r} does not name a commit here",
+                         hint="fetch it first (CI: actions/checkout with fetch-depth: 0), e.g. 'git fetch origin main'")
+    if store.git("merge-base", base, "HEAD", check=False).returncode != 0:
+        raise UsageError(f"{ref} and HEAD share no history", hint="fetch the full history (fetch-depth: 0)")
+    text = store.git("diff", "--name-only", "-z", "--no-renames", f"{base}...HEAD").stdout.decode("utf-8", "replace")
+    return {p for p in text.split("\0") if p}

@@ -77,9 +77,11 @@ def _registry():
     return Registry(_state["registry"])
 
 
-def _write_opts(push: Optional[bool], branch: Optional[str] = None):
+def _write_opts(push: Optional[bool], branch: Optional[str] = None, pr_body: Optional[Path] = None):
     from .ops import WriteOptions
 
+    if pr_body is not None:
+        _check_output_path(pr_body, "--pr-body", needs=("--branch", branch))
     return WriteOptions(push=push, branch=branch)
 
 
@@ -87,6 +89,8 @@ PUSH_OPT = typer.Option(None, "--push/--no-push", help="Push atomically to the r
                         show_default=False)
 BRANCH_OPT = typer.Option(None, "--branch", help="Put the commit on this new branch for review instead (no tags).",
                           show_default=False)
+PR_BODY_OPT = typer.Option(None, "--pr-body", help="With --branch: write the pull-request body to this file "
+                           "instead of stdout.", show_default=False)
 
 
 # -- foundation ------------------------------------------------------------------------------
@@ -123,22 +127,22 @@ def register(
                                           show_default=False),
     push: Optional[bool] = PUSH_OPT,
     branch: Optional[str] = BRANCH_OPT,
+    pr_body: Optional[Path] = PR_BODY_OPT,
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
     """Validate a bundle and commit it as a new immutable version, tagged NAME@vVERSION.
 
-    Example: modelctl register support-agent-2.4.0.yaml --message "shorter system prompt"
+    With --branch the commit goes on a new branch for review (no tags) and the pull-request
+    body is printed. Example: modelctl register support-agent-2.4.0.yaml --message "shorter system prompt"
     """
-    from . import ops, render
+    from . import ops
 
     reg = _registry()
     out = ops.register(reg, file, bump=bump, allow_multi_change=allow_multi_change, message=message,
-                       opts=_write_opts(push, branch))
-    if json_out:
-        render.emit_json(render.outcome_json(out))
-    else:
-        r = out.result
-        render.outcome("registered", out, f"{r['name']} {r['version']}")
+                       opts=_write_opts(push, branch, pr_body))
+    r = out.result
+    _after_write(reg, out, "registered", f"{r['name']} {r['version']}", branch=branch, json_out=json_out,
+                 pr_body=pr_body)
 
 
 @app.command()
@@ -197,16 +201,38 @@ def diff(
 @app.command()
 @funnel
 def check(
-    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Same as --format json."),
+    fmt: str = typer.Option("text", "--format", help="Output: text, json, junit, or github (workflow annotations)."),
+    changed_since: Optional[str] = typer.Option(None, "--changed-since", metavar="REF", show_default=False,
+                                                help="Check only files changed since the merge base with REF "
+                                                     "(what a pull request touches), e.g. origin/main."),
 ):
     """Check every file against its schema, prompt hashes, bundle immutability, deployment consistency.
 
-    Exits 1 when it finds a problem (each is listed). Example: modelctl check
+    Also: secrets anywhere in the registry (errors, redacted), pinned models past their retirement
+    date in deprecations.yaml (errors; warnings within deprecation.warn_days) for bundles on a route
+    or changed, and serving bundles without fallbacks (warnings).
+    Exits 1 when it finds an error (each is listed; warnings alone exit 0).
+    Example: modelctl check --changed-since origin/main --format github
     """
+    import datetime as dt
+
     from . import checks, render
 
-    doc = checks.run(_registry())
-    render.emit_json(doc) if json_out else render.check(doc)
+    fmt = _check_format(fmt, ("text", "json", "junit", "github"), json_out)
+    reg = _registry()
+    only = checks.changed_paths(reg, changed_since) if changed_since is not None else None
+    doc = checks.run(reg, only=only, today=dt.datetime.now(dt.timezone.utc).date())
+    if changed_since is not None:
+        doc["changed_since"] = changed_since
+    if fmt == "json":
+        render.emit_json(doc)
+    elif fmt == "junit":
+        render.line(render.check_junit(doc).rstrip("\n"))
+    elif fmt == "github":
+        render.check_github(doc)
+    else:
+        render.check(doc)
     if not doc["ok"]:
         raise typer.Exit(1)
 
@@ -305,6 +331,311 @@ def watch(
     if result.exit_code == watchmod.EXIT_METRICS:
         raise MetricsError(result.message, hint="check the metrics endpoint; the canary was left as it is")
     raise typer.Exit(result.exit_code)
+
+
+# -- gate and review --------------------------------------------------------------------------
+
+def _check_format(fmt: str, allowed: tuple[str, ...], json_out: bool) -> str:
+    from .errors import UsageError
+
+    if json_out:
+        if fmt not in ("json", allowed[0]):
+            raise UsageError(f"--json and --format {fmt} disagree", hint="pass one of them")
+        return "json"
+    if fmt not in allowed:
+        raise UsageError(f"invalid --format {fmt!r}", hint="use one of " + ", ".join(allowed))
+    return fmt
+
+
+def _check_output_path(path: Path, option: str, needs: tuple[str, Optional[str]] | None = None) -> None:
+    """Refuse an output file that cannot be written, before anything is committed."""
+    from .errors import UsageError
+
+    if needs is not None and needs[1] is None:
+        raise UsageError(f"{option} needs {needs[0]}", hint=f"add {needs[0]} NAME")
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a directory")
+    if not path.absolute().parent.is_dir():
+        raise UsageError(f"{option} {path}: directory {path.absolute().parent} does not exist")
+
+
+def _write_file(path: Path, text: str) -> None:
+    """Write a whole file at once (a reader never sees half of it)."""
+    tmp = path.absolute().with_name(f".{path.name}.modelctl-tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _after_write(reg, out, verb: str, detail: str = "", *, branch: Optional[str] = None, json_out: bool = False,
+                 pr_body: Optional[Path] = None, extra: Optional[dict] = None) -> None:
+    """Report a write. With --branch: the pull-request body on stdout (or in --pr-body FILE, or
+    under "pull_request" with --json) and the outcome line on stderr."""
+    from . import render, review
+
+    body = None
+    base = None
+    if branch is not None and not out.noop and out.commit:
+        cfg = reg.config()
+        base = cfg["remote"]["branch"] if out.pushed else (reg.store.current_branch() or cfg["remote"]["branch"])
+        body = review.pr_body(reg, out.commit, branch=out.branch, base=base)
+        if pr_body is not None:
+            _write_file(pr_body, body)
+    if json_out:
+        doc = render.outcome_json(out, extra)
+        if body is not None:
+            doc["pull_request"] = {"branch": out.branch, "base": base, "body": body,
+                                   "body_file": str(pr_body) if pr_body is not None else None}
+        render.emit_json(doc)
+        return
+    if body is None:
+        render.outcome(verb, out, detail)
+        return
+    if pr_body is not None:
+        render.outcome(verb, out, detail)
+        render.say(f"pull-request body written to {pr_body}")
+    else:
+        render.outcome(verb, out, detail, stream="stderr")
+        render.line(body.rstrip("\n"))
+    where = f"{out.branch} (pushed)" if out.pushed else out.branch
+    render.say(f"next: open a pull request from {where} into {base}; after it merges, "
+               f"'modelctl doctor --fix' on {base} creates the tags")
+
+
+@app.command()
+@funnel
+def gate(
+    name: str = typer.Argument(..., help="Model name."),
+    version: str = typer.Argument(..., help="Candidate version."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Candidate eval report file (default: eval.report "
+                                          "of the version's bundle).", show_default=False),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Compare with this version's report "
+                                           "(default: the serving version's).", show_default=False),
+    json_out: bool = typer.Option(False, "--json", help="Same as --format json."),
+    fmt: str = typer.Option("table", "--format", help="Output: table, json, markdown (a PR comment) or junit."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the output to this file instead of stdout.",
+                                          show_default=False),
+):
+    """Judge a version's eval report against the serving version's under the gate: rules of modelctl.yaml.
+
+    Exit 0 when every metric passes, 1 when one fails, 2 when the reports cannot be compared
+    (a report is missing, or they used different dataset versions). A first version (nothing
+    serves the model yet) has no baseline: it passes with a note when its report carries every
+    configured metric.
+    Example: modelctl gate support-agent 2.4.0 --format markdown --output gate.md
+    """
+    from . import gate as gatemod
+    from . import render, review
+    from .names import check_name, check_version
+
+    fmt = _check_format(fmt, ("table", "json", "markdown", "junit"), json_out)
+    check_name(name), check_version(version)
+    if output is not None:
+        _check_output_path(output, "--output")
+    reg = _registry()
+    snap = reg.snapshot()
+    result = review.run_gate(reg, snap, reg.config(snap), name, version, report=report, baseline=baseline)
+    if fmt == "json":
+        text = render.json_text(result.to_dict())
+    elif fmt == "markdown":
+        text = gatemod.to_markdown(result)
+    elif fmt == "junit":
+        text = gatemod.to_junit(result)
+    elif output is not None:
+        text = render.gate_text(result)
+    else:
+        text = None
+        render.gate_table(result)
+    if text is not None:
+        if output is not None:
+            _write_file(output, text)
+        else:
+            render.line(text.rstrip("\n"))
+    render.say(render.gate_verdict(result) + (f" (written to {output})" if output is not None else ""))
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+# -- lifecycle --------------------------------------------------------------------------------
+
+FORCE_HELP = "Skip a required stage, release a hold or exceed a budget; needs --reason (all on record)."
+REASON_HELP = "Why: one line, recorded in the commit trailers and tag messages."
+
+
+def _write_result(verb: str, out, json_out: bool) -> None:
+    from . import render
+
+    if json_out:
+        render.emit_json(render.outcome_json(out))
+    else:
+        render.lifecycle(verb, out)
+
+
+@app.command()
+@funnel
+def promote(
+    name: str = typer.Argument(..., help="Model name."),
+    version: str = typer.Argument(..., help="Version to move."),
+    to: str = typer.Option(..., "--to", help="Target: staging, shadow, canary, active, deprecated or archived.",
+                           show_default=False),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    reason: Optional[str] = typer.Option(None, "--reason", help=REASON_HELP, show_default=False),
+    push: Optional[bool] = PUSH_OPT,
+    branch: Optional[str] = BRANCH_OPT,
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+):
+    """Move a version to the next stage of the lifecycle, or retire it; one commit plus GTO tags.
+
+    Promoting to active deprecates the old active version and records it as previous.
+    Example: modelctl promote support-agent 2.4.0 --to staging
+    """
+    from . import ops
+
+    out = ops.promote(_registry(), name, version, to, force=force, reason=reason, opts=_write_opts(push, branch))
+    _write_result("promoted", out, json_out)
+
+
+@app.command()
+@funnel
+def shadow(
+    name: str = typer.Argument(..., help="Model name."),
+    version: str = typer.Argument(..., help="Version to mirror traffic to."),
+    pct: Optional[float] = typer.Option(None, "--pct", help="Share of traffic to mirror, in (0, 100] (default 100).",
+                                        show_default=False),
+    requests_per_day: Optional[float] = typer.Option(None, "--requests-per-day",
+                                                     help="Traffic estimate for the cost (default: modelctl.yaml "
+                                                          "shadow.requests_per_day).", show_default=False),
+    cost_per_request: Optional[float] = typer.Option(None, "--cost-per-request",
+                                                     help="USD per call for the cost (default: the bundle's "
+                                                          "baseline.cost_per_request).", show_default=False),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    reason: Optional[str] = typer.Option(None, "--reason", help=REASON_HELP, show_default=False),
+    push: Optional[bool] = PUSH_OPT,
+    branch: Optional[str] = BRANCH_OPT,
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+):
+    """Mirror traffic to a version (never served), or change the mirrored share; prints the daily cost.
+
+    The cost is requests/day x share x cost per call x 2; above shadow.budget_per_day it is refused
+    unless --force --reason. Example: modelctl shadow support-agent 2.4.0 --pct 25
+    """
+    from . import ops
+
+    out = ops.shadow(_registry(), name, version, pct, force=force, reason=reason, requests_per_day=requests_per_day,
+                     cost_per_request=cost_per_request, opts=_write_opts(push, branch))
+    _write_result("shadow", out, json_out)
+
+
+@app.command()
+@funnel
+def canary(
+    name: str = typer.Argument(..., help="Model name."),
+    version: str = typer.Argument(..., help="Version to send a share of live traffic to."),
+    pct: Optional[float] = typer.Option(None, "--pct", help="Percent of traffic: one of canary.steps in "
+                                                             "modelctl.yaml (default: the first step).",
+                                        show_default=False),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    reason: Optional[str] = typer.Option(None, "--reason", help=REASON_HELP, show_default=False),
+    push: Optional[bool] = PUSH_OPT,
+    branch: Optional[str] = BRANCH_OPT,
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+):
+    """Start a canary at an allowed percent, or move the live canary's percent up or down.
+
+    Example: modelctl canary support-agent 2.4.0 --pct 5
+    """
+    from . import ops
+
+    out = ops.canary(_registry(), name, version, pct, force=force, reason=reason, opts=_write_opts(push, branch))
+    _write_result("canary", out, json_out)
+
+
+@app.command()
+@funnel
+def rollback(
+    name: str = typer.Argument(..., help="Model name."),
+    to: Optional[str] = typer.Option(None, "--to", help="Version to serve again (a deprecated one; default: previous).",
+                                     show_default=False),
+    reason: Optional[str] = typer.Option(None, "--reason", help=REASON_HELP, show_default=False),
+    expect_canary: Optional[str] = typer.Option(None, "--expect-canary",
+                                                help="Only roll back if this version is the live canary "
+                                                     "(exit 3 if another one is; exit 0 if it is already rolled back).",
+                                                show_default=False),
+    evidence: Optional[str] = typer.Option(None, "--evidence", help="What showed the problem (recorded as a trailer).",
+                                           show_default=False),
+    push: Optional[bool] = PUSH_OPT,
+    branch: Optional[str] = BRANCH_OPT,
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+):
+    """End the live canary, or return active to the previous version; the pulled version goes on hold.
+
+    A version on hold is refused by canary and promote unless --force --reason.
+    Example: modelctl rollback support-agent --reason "error rate doubled"
+    """
+    from . import ops
+
+    out = ops.rollback(_registry(), name, to=to, reason=reason, expect_canary=expect_canary, evidence=evidence,
+                       opts=_write_opts(push, branch))
+    _write_result("rolled back", out, json_out)
+
+
+@app.command()
+@funnel
+def log(
+    name: str = typer.Argument(..., help="Model name."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Show at most this many events (newest first).",
+                                        show_default=False),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+):
+    """Every event of a model from git history: time, author, action, versions, percent, reason, evidence.
+
+    Example: modelctl log support-agent --limit 20
+    """
+    from . import render
+    from .names import check_name
+
+    doc = _registry().log(check_name(name), limit=limit)
+    render.emit_json(doc) if json_out else render.log(doc)
+
+
+@app.command()
+@funnel
+def which(
+    name: str = typer.Argument(..., help="Model name."),
+    at: str = typer.Option(..., "--at", help="ISO 8601 time (no zone means UTC), @UNIX seconds, or now.",
+                           show_default=False),
+    key: Optional[str] = typer.Option(None, "--key", help="Routing key (user, session...): which version served it.",
+                                      show_default=False),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+):
+    """What served a model at a past time: active, canary and percent, shadow, and who last changed it.
+
+    Example: modelctl which support-agent --at 2026-02-14T09:30:00Z --key user-42
+    """
+    from . import render
+    from .names import check_name
+
+    doc = _registry().which(check_name(name), at, key=key)
+    render.emit_json(doc) if json_out else render.which(doc)
+
+
+@app.command()
+@funnel
+def resolve(
+    name: str = typer.Argument(..., help="Model name."),
+    key: Optional[str] = typer.Option(None, "--key", help="Routing key: print the version that serves it.",
+                                      show_default=False),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+):
+    """The routing document a gateway needs: active, canary and shadow with bundles and percents.
+
+    With --key, the version that serves that key (stable hash into 10,000 buckets, see README).
+    Example: modelctl resolve support-agent --key user-42
+    """
+    from . import render
+    from .names import check_name
+
+    doc = _registry().resolve(check_name(name), key=key)
+    render.emit_json(doc) if json_out else render.resolve(doc)
 
 
 def main() -> None:

@@ -130,6 +130,7 @@ class GateResult:
     baseline: dict[str, str | None]
     alpha: float
     failures: list[str] = field(default_factory=list)  # names of failed metrics
+    note: str | None = None  # why nothing was compared (a first version), shown with the verdict
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document for `gate --json` (stable keys)."""
@@ -141,8 +142,26 @@ class GateResult:
             "dataset": dict(self.dataset),
             "alpha": self.alpha,
             "failures": list(self.failures),
+            "note": self.note,
             "metrics": [asdict(row) for row in self.rows],
         }
+
+    def summary(self) -> str:
+        """One line for a commit trailer: 'pass (accuracy 0.942 vs 0.94, ...)'."""
+        if self.note is not None and self.baseline.get("version") is None:
+            head = "pass" if self.passed else "fail"
+            return f"{head} (no baseline: {self.note}; dataset {self.dataset['name']} {self.dataset['version']})"
+        parts = []
+        for row in self.rows:
+            if row.candidate is None or row.baseline is None:
+                parts.append(f"{row.metric} {row.verdict}")
+            else:
+                parts.append(f"{row.metric} {fmt_number(row.candidate)} vs {fmt_number(row.baseline)}"
+                             + ("" if row.passed else " FAIL"))
+        against = self.baseline.get("version") or "baseline"
+        head = "pass" if self.passed else "fail"
+        detail = ", ".join(parts) or "no metrics configured"
+        return f"{head} vs {against} on {self.dataset['name']} {self.dataset['version']} ({detail})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,6 +371,40 @@ def evaluate(
     )
 
 
+def evaluate_alone(
+    candidate: Mapping[str, Any],
+    gate_config: Mapping[str, Any] | None,
+    note: str,
+) -> GateResult:
+    """The gate with no baseline report (a first version): nothing is compared, but every metric
+    the config requires must be in the candidate report, which becomes the next version's baseline."""
+    alpha, rules = parse_rules(gate_config)
+    cand_ds = _dataset(candidate, "candidate")
+    rows = []
+    for rule in rules:
+        cv, cn, problem = _metric(candidate, rule.metric)
+        base = dict(metric=rule.metric, rule=rule.describe(), better=rule.better, baseline=None, candidate=cv,
+                    n_baseline=None, n_candidate=cn, change=None, change_relative=None, limit=None, test=None,
+                    p_value=None, alpha=None)
+        if problem is not None and (rule.required or problem != "missing"):
+            rows.append(GateRow(verdict="fail", reason=f"candidate report: {rule.metric} is {problem}", **base))
+        elif problem is not None:
+            rows.append(GateRow(verdict="pass", reason="optional metric missing; not judged", **base))
+        else:
+            rows.append(GateRow(verdict="pass", reason=f"no baseline to compare with ({note})", **base))
+    failures = [row.metric for row in rows if not row.passed]
+    return GateResult(
+        passed=not failures,
+        rows=rows,
+        dataset={"name": cand_ds[0], "version": cand_ds[1]},
+        candidate={"name": _str_or_none(candidate.get("name")), "version": _str_or_none(candidate.get("version"))},
+        baseline={"name": None, "version": None},
+        alpha=alpha,
+        failures=failures,
+        note=note,
+    )
+
+
 def _str_or_none(x: Any) -> str | None:
     return None if x is None else str(x)
 
@@ -468,13 +521,13 @@ def to_markdown(result: GateResult) -> str:
     mark, word = ("✅", "passed") if result.passed else ("❌", "failed")
     b = result.baseline
     base = " ".join(x for x in (b.get("name"), b.get("version")) if x) or "baseline"
-    lines = [
-        f"### {mark} Eval gate {word}: {_md(_title(result))}",
-        "",
-        f"Compared with {_md(base)} on dataset {_md(result.dataset['name'])} version "
-        f"{_md(result.dataset['version'])} (alpha {fmt_number(result.alpha)}).",
-        "",
-    ]
+    if result.baseline.get("version") is None and result.note:
+        compared = (f"No baseline: {_md(result.note)}. Dataset {_md(result.dataset['name'])} version "
+                    f"{_md(result.dataset['version'])}.")
+    else:
+        compared = (f"Compared with {_md(base)} on dataset {_md(result.dataset['name'])} version "
+                    f"{_md(result.dataset['version'])} (alpha {fmt_number(result.alpha)}).")
+    lines = [f"### {mark} Eval gate {word}: {_md(_title(result))}", "", compared, ""]
     if not result.rows:
         lines.append("No metrics are configured under `gate.metrics` in modelctl.yaml.")
         return "\n".join(lines) + "\n"
@@ -520,6 +573,8 @@ def to_junit(result: GateResult) -> str:
         ("alpha", fmt_number(result.alpha)),
     ):
         ET.SubElement(props, "property", name=key, value=_x(value))
+    if result.note:
+        ET.SubElement(props, "property", name="note", value=_x(result.note))
     classname = _x(f"modelctl.gate.{result.candidate.get('name') or 'candidate'}")
     for row in result.rows:
         case = ET.SubElement(suite, "testcase", classname=classname, name=_x(row.metric), time="0")

@@ -130,17 +130,18 @@ def check(doc: dict) -> None:
     line(f"{errors} error(s), {warnings} warning(s) in {doc['checked']} files")
 
 
-def outcome(verb: str, out, detail: str = "") -> None:
-    """What a write did, on stdout (data) with a human line on stderr."""
+def outcome(verb: str, out, detail: str = "", stream: str = "stdout") -> None:
+    """What a write did, on stdout (data) with a human line on stderr (stream="stderr": all on stderr)."""
+    emit = say if stream == "stderr" else line
     if out.noop:
         note = out.result.get("note") if isinstance(out.result, dict) else None
-        line(f"already done: {out.result if isinstance(out.result, str) else note or verb}")
+        emit(f"already done: {out.result if isinstance(out.result, str) else note or verb}")
         return
     where = f" on branch {out.branch}" if out.branch else ""
     pushed = " (pushed)" if out.pushed else ""
-    line(f"{verb}{(' ' + detail) if detail else ''}: commit {out.commit[:12]}{where}{pushed}")
+    emit(f"{verb}{(' ' + detail) if detail else ''}: commit {out.commit[:12]}{where}{pushed}")
     for tag in out.tags:
-        line(f"  tag {tag}")
+        emit(f"  tag {tag}")
     if not getattr(out, "synced", True):
         say(f"note: your checkout of {out.branch} was left as it was (uncommitted changes in the way); "
             "'git pull' brings it up to date")
@@ -325,3 +326,136 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
+
+
+# -- gate and check for CI --------------------------------------------------------------------
+
+def json_text(doc: dict) -> str:
+    """The JSON document emit_json prints, as text (for --output files)."""
+    out = {"schema": API_SCHEMA, **{k: v for k, v in doc.items() if k != "schema"}}
+    return json.dumps(out, indent=2, sort_keys=False, default=str) + "\n"
+
+
+def _gate_rows(result) -> list[list[str]]:
+    from .gate import fmt_change, fmt_number, fmt_p
+
+    def with_n(value, n):
+        return fmt_number(value) + (f" (n={n})" if n is not None else "")
+
+    return [[r.metric, with_n(r.baseline, r.n_baseline), with_n(r.candidate, r.n_candidate), fmt_change(r),
+             r.rule, fmt_p(r.p_value), r.verdict] for r in result.rows]
+
+
+GATE_COLUMNS = ["metric", "baseline", "candidate", "change", "rule", "p", "verdict"]
+
+
+def _gate_title(result) -> str:
+    c, b = result.candidate, result.baseline
+    who = " ".join(x for x in (c.get("name"), c.get("version")) if x) or "candidate"
+    ds = f"{result.dataset['name']} {result.dataset['version']}"
+    if b.get("version") is None:
+        return f"gate {who}: no baseline ({result.note}); dataset {ds}"
+    return f"gate {who} vs {b.get('version')} on dataset {ds} (alpha {result.alpha:g})"
+
+
+def gate_text(result) -> str:
+    """The gate as a plain aligned table with failure reasons (for files and pipes)."""
+    rows = _gate_rows(result)
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(GATE_COLUMNS)]
+    out = [_gate_title(result), "  ".join(c.upper().ljust(w) for c, w in zip(GATE_COLUMNS, widths)).rstrip()]
+    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    out += [f"{r.metric}: {r.reason}" for r in result.rows if not r.passed]
+    return "\n".join(out) + "\n"
+
+
+def gate_table(result) -> None:
+    """The gate on stdout: a rich table on a terminal, plain text otherwise."""
+    if not is_tty():
+        sys.stdout.write(gate_text(result))
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    t = Table(title=_gate_title(result), title_justify="left", header_style="bold")
+    for c in GATE_COLUMNS:
+        t.add_column(c)
+    for row, r in zip(_gate_rows(result), result.rows):
+        t.add_row(*row[:-1], Text(row[-1], style="green" if r.passed else "bold red"))
+    console = _console()
+    console.print(t)
+    for r in result.rows:
+        if not r.passed:
+            console.print(f"{r.metric}: {r.reason}", markup=False)
+
+
+def gate_verdict(result) -> str:
+    """One line for stderr: passed, or which metrics failed."""
+    who = " ".join(x for x in (result.candidate.get("name"), result.candidate.get("version")) if x)
+    if result.passed:
+        return f"gate passed: {who}" + (" (no baseline: first version)" if result.baseline.get("version") is None else "")
+    return f"gate failed: {who}: {', '.join(result.failures)}"
+
+
+def check_junit(doc: dict) -> str:
+    """check as JUnit XML: a testcase per file with findings (errors fail it), or one passing case."""
+    import xml.etree.ElementTree as ET
+    import re
+
+    bad = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+    def x(text) -> str:
+        return bad.sub("", str(text))
+
+    by_path: dict[str, list[dict]] = {}
+    for f in doc["findings"]:
+        by_path.setdefault(f["path"], []).append(f)
+    failed = sum(1 for fs in by_path.values() if any(f["level"] == "error" for f in fs))
+    tests = max(1, len(by_path))
+    suites = ET.Element("testsuites", name="modelctl check", tests=str(tests), failures=str(failed), errors="0")
+    suite = ET.SubElement(suites, "testsuite", name="modelctl check", tests=str(tests), failures=str(failed),
+                          errors="0", skipped="0")
+    props = ET.SubElement(suite, "properties")
+    ET.SubElement(props, "property", name="commit", value=x(doc.get("commit") or ""))
+    ET.SubElement(props, "property", name="checked", value=str(doc.get("checked")))
+    if doc.get("changed_since"):
+        ET.SubElement(props, "property", name="changed_since", value=x(doc["changed_since"]))
+    if not by_path:
+        case = ET.SubElement(suite, "testcase", classname="modelctl.check", name="registry", time="0")
+        ET.SubElement(case, "system-out").text = f"{doc['checked']} files checked, no problems"
+    for path, fs in by_path.items():
+        case = ET.SubElement(suite, "testcase", classname="modelctl.check", name=x(path), time="0")
+        text = "\n".join(f"{f['level']}: {f['path']}" + (f":{f['line']}" if f.get("line") else "")
+                         + f": {f['message']}" for f in fs)
+        errors = [f for f in fs if f["level"] == "error"]
+        if errors:
+            failure = ET.SubElement(case, "failure", type="check", message=x(errors[0]["message"]
+                                    + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")))
+            failure.text = x(text)
+        else:
+            ET.SubElement(case, "system-out").text = x(text)
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+def github_escape_data(text: str) -> str:
+    """A workflow command's message: %, CR and LF escaped (GitHub's toolkit rules)."""
+    return str(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def github_escape_property(text: str) -> str:
+    """A workflow command's property value: as data, plus ':' and ','."""
+    return github_escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def check_github(doc: dict) -> None:
+    """check as GitHub workflow annotations (::error file=...,line=...::message) and a summary line."""
+    for f in doc["findings"]:
+        props = [f"file={github_escape_property(f['path'])}"]
+        if f.get("line"):
+            props.append(f"line={int(f['line'])}")
+        props.append(f"title={github_escape_property('modelctl check')}")
+        level = "error" if f["level"] == "error" else "warning"
+        line(f"::{level} {','.join(props)}::{github_escape_data(f['message'])}")
+    errors = doc.get("errors", 0)
+    line(f"modelctl check: {errors} error(s), {doc.get('warnings', 0)} warning(s) in {doc['checked']} files")
+

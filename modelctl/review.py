@@ -1,0 +1,271 @@
+"""What a reviewer needs: the eval gate against the serving version, and the body of a promotion pull request.
+
+`run_gate` finds the two eval reports (the candidate's from its bundle or a file, the baseline's
+from the serving version's bundle or `--baseline`) and hands them to the pure `gate.evaluate`.
+`pull_request` reads back a commit that a `--branch` write left on a review branch and describes
+it: the state change, the bundle diff against the serving version, the gate; `to_markdown`
+renders that (pure), `pr_body` does both.
+
+A first version has no serving version and so no baseline report: the gate then compares
+nothing, but still requires every configured metric in the candidate's report (it becomes the
+baseline of the next version) and passes with a note saying so. This matches the pipeline,
+which waives shadow and canary for a first version for the same reason.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+from . import gate as gatemod
+from . import schema, yamlio
+from .errors import ModelctlError, UsageError, ValidationError
+from .names import check_name, check_version
+
+API_SCHEMA = "modelctl/v1"
+NOT_GATED = ("deprecated", "archived", "rolled-back")  # moves out of service: no gate applies
+
+
+# -- eval reports ---------------------------------------------------------------------------
+
+def _report_doc(doc: yamlio.Document, name: str, version: str | None) -> dict:
+    data = schema.validate(doc, "EvalReport")
+    if data["name"] != name or (version is not None and data["version"] != version):
+        raise ValidationError(
+            f"{doc.path}: the report is for {data['name']} {data['version']}, not {name} {version}",
+            hint="point at the report of that version",
+        )
+    return data
+
+
+def read_report_file(path: str | os.PathLike, name: str, version: str) -> dict:
+    """An eval report from a file on disk (YAML or JSON), schema-checked and for name/version."""
+    return _report_doc(yamlio.load_file(path), name, version)
+
+
+def _bundle_report(reg, snap, name: str, version: str, role: str) -> dict:
+    bundle = reg.bundle(name, version, snap)
+    rel = (bundle.get("eval") or {}).get("report")
+    if not rel:
+        if role == "candidate":
+            raise UsageError(f"{name} {version} has no eval report (eval.report in its bundle)",
+                             hint="pass --report FILE, or register a version that names its report")
+        raise UsageError(f"the baseline {name} {version} has no eval report, so there is nothing to compare with",
+                         hint="pass --baseline VERSION (a version with a report), or promote with --force --reason")
+    raw = snap.read(rel)
+    if raw is None:
+        raise ValidationError(f"bundles/{name}/{version}.yaml: eval.report: {rel} does not exist",
+                              hint="commit the report (modelctl check reports this too)")
+    return _report_doc(yamlio.loads(raw, rel), name, version)
+
+
+def serving_baseline(dep: dict | None, version: str) -> str | None:
+    """The version a candidate is judged against: the active one (or, when the candidate is
+    itself active, as on a promotion branch, the version it replaced); None before any."""
+    if not dep:
+        return None
+    active = dep.get("active")
+    return dep.get("previous") if active == version else active
+
+
+def run_gate(reg, snap, cfg: dict, name: str, version: str, report: str | os.PathLike | None = None,
+             baseline: str | None = None) -> gatemod.GateResult:
+    """The gate for name/version at a snapshot: its report (or `report`) against the serving
+    version's (or `baseline`'s). Raises UsageError (exit 2) when it cannot judge."""
+    check_name(name)
+    check_version(version)
+    if baseline is not None:
+        check_version(baseline)
+        if baseline == version:
+            raise UsageError(f"--baseline {baseline} is the candidate itself", hint="pick another version")
+    if report is not None:
+        candidate = read_report_file(report, name, version)
+    else:
+        candidate = _bundle_report(reg, snap, name, version, "candidate")
+    if baseline is None:
+        baseline = serving_baseline(reg.deployment(name, snap), version)
+        if baseline is None:
+            return gatemod.evaluate_alone(
+                candidate, cfg.get("gate"),
+                f"nothing serves {name} yet, so {version} is a first version; its report becomes the baseline "
+                "of later versions")
+    base = _bundle_report(reg, snap, name, baseline, "baseline")
+    return gatemod.evaluate(candidate, base, cfg.get("gate"))
+
+
+# -- promotion pull requests ------------------------------------------------------------------
+
+def _trailers(store, message: str) -> list[tuple[str, str]]:
+    text = store.git("interpret-trailers", "--parse", input=message.encode("utf-8")).stdout.decode("utf-8", "replace")
+    out = []
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            out.append((key.strip(), value.strip()))
+    return out
+
+
+def _routing(dep: dict | None) -> dict:
+    dep = dep or {}
+    return {"active": dep.get("active"), "previous": dep.get("previous"), "canary": dep.get("canary"),
+            "shadow": dep.get("shadow"), "hold": dep.get("hold")}
+
+
+def pull_request(reg, commit: str, *, branch: str, base: str | None = None) -> dict:
+    """What a review branch's commit does, as data: action, state before/after, diffs, gate."""
+    from .registry import bundle_diff, deployment_path
+
+    store = reg.store
+    message = store.git("log", "-1", "--format=%B", commit).stdout.decode("utf-8", "replace")
+    trailers = _trailers(store, message)
+    first = dict(trailers)
+    parent = store.rev(f"{commit}^")
+    name, version = first.get("Modelctl-Model"), first.get("Modelctl-Version")
+    action = first.get("Modelctl-Action", "")
+    after_snap = reg.store.snapshot(commit)
+    before_snap = reg.store.snapshot(parent) if parent else None
+    files = [line for line in store.out("diff", "--name-status", "--no-renames", parent or _empty_tree(store),
+                                       commit).splitlines() if line]
+    doc: dict[str, Any] = {
+        "schema": API_SCHEMA, "branch": branch, "base": base, "commit": commit, "parent": parent,
+        "subject": message.splitlines()[0] if message else "", "action": action, "name": name,
+        "version": version, "trailers": [list(t) for t in trailers],
+        "files": [{"status": f.split("\t", 1)[0], "path": f.split("\t", 1)[-1]} for f in files],
+        "state": None, "deployment_diff": None, "serving": None, "bundle_diff": None, "gate": None,
+    }
+    if not name or not version:
+        return doc
+    check_name(name)
+    check_version(version)
+    dep_path = deployment_path(name)
+    before = reg.deployment(name, before_snap) if before_snap and before_snap.commit else None
+    after = reg.deployment(name, after_snap)
+    doc["state"] = {
+        "before": {**_routing(before), "status": (before or {}).get("versions", {}).get(version)},
+        "after": {**_routing(after), "status": (after or {}).get("versions", {}).get(version)},
+    }
+    doc["deployment_diff"] = store.git("diff", "--no-color", "--no-ext-diff", "-U3", parent or _empty_tree(store),
+                                       commit, "--", dep_path).stdout.decode("utf-8", "replace")
+    serving = (before or {}).get("active")
+    doc["serving"] = serving
+    candidate = reg.bundle(name, version, after_snap)
+    if serving and serving != version:
+        doc["bundle_diff"] = {"from": serving, "to": version,
+                              **bundle_diff(reg.bundle(name, serving, after_snap), candidate)}
+    to_status = doc["state"]["after"]["status"]
+    if action == "rollback" or to_status in NOT_GATED:
+        doc["gate"] = {"applies": False, "reason": f"{version} leaves service ({to_status or action}): no gate applies"}
+    else:
+        recorded = {k: v for k, v in trailers if k in ("Modelctl-Gate", "Modelctl-Gate-Override")}
+        try:
+            result = run_gate(reg, after_snap, reg.config(after_snap), name, version,
+                              baseline=serving if serving and serving != version else None)
+            doc["gate"] = {"applies": True, "result": result.to_dict(), "error": None, "recorded": recorded}
+        except ModelctlError as exc:
+            doc["gate"] = {"applies": True, "result": None, "error": str(exc), "recorded": recorded}
+    return doc
+
+
+def _empty_tree(store) -> str:
+    """The empty tree (diff base of a root commit)."""
+    return store.out("hash-object", "-t", "tree", "--stdin", input=b"")
+
+
+def _fence(text: str, lang: str = "") -> str:
+    """A code block whose fence no backtick run inside `text` can close."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{lang}\n{text.rstrip()}\n{fence}"
+
+
+def _md(text: Any) -> str:
+    return gatemod._md(text)
+
+
+def _val(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict) and set(value) >= {"version", "percent"}:
+        return f"{value['version']} at {value['percent']}%"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
+def to_markdown(doc: dict) -> str:
+    """The pull-request body (pure): what changes, against what, and the gate's answer."""
+    name, version = doc.get("name"), doc.get("version")
+    lines = [f"## {_md(doc['subject'])}", ""]
+    base = doc.get("base")
+    lines.append(f"Branch `{_md(doc['branch'])}`" + (f" into `{_md(base)}`" if base else "")
+                 + f", commit `{doc['commit'][:12]}`. Made by `modelctl`; review it like any other change.")
+    lines.append("")
+    if doc.get("state"):
+        b, a = doc["state"]["before"], doc["state"]["after"]
+        lines += ["### State change", "",
+                  f"{_md(name)} {_md(version)}: **{_md(b['status'] or 'new')}** → **{_md(a['status'] or '-')}**", "",
+                  "| | before | after |", "| --- | --- | --- |"]
+        for key in ("active", "previous", "canary", "shadow", "hold"):
+            if b[key] != a[key] or key in ("active",):
+                mark = "" if b[key] == a[key] else " (changed)"
+                lines.append(f"| {key} | {_md(_val(b[key]))} | {_md(_val(a[key]))}{mark} |")
+        lines.append("")
+        if doc.get("deployment_diff"):
+            lines += [f"<details><summary>deployments/{_md(name)}.yaml</summary>", "",
+                      _fence(doc["deployment_diff"], "diff"), "", "</details>", ""]
+    if doc.get("files"):
+        lines += ["Files: " + ", ".join(f"`{_md(f['path'])}` ({_md(f['status'])})" for f in doc["files"]), ""]
+    if doc.get("state") is not None:
+        lines += ["### Bundle against the serving version", ""]
+        diff = doc.get("bundle_diff")
+        serving = doc.get("serving")
+        if diff is None:
+            lines.append(f"Nothing serves {_md(name)} yet: {_md(version)} is its first version." if not serving
+                         else f"{_md(version)} is the serving version itself.")
+        elif not diff["changed"]:
+            lines.append(f"{_md(version)} does not differ from the serving {_md(serving)}.")
+        else:
+            what = ", ".join(diff["changed"]) + (f" (a {diff['semver']} change)" if diff.get("semver") else "")
+            lines += [f"{_md(version)} against the serving {_md(serving)}: {_md(what)} changed.", "",
+                      f"| field | {_md(serving)} (serving) | {_md(version)} |", "| --- | --- | --- |"]
+            for section in diff["changed"]:
+                for row in diff["fields"][section]:
+                    lines.append(f"| {_md(row['field'])} | {_md(_val(row['from']))} | {_md(_val(row['to']))} |")
+        lines.append("")
+    g = doc.get("gate")
+    if g is not None:
+        lines += ["### Eval gate", ""]
+        if not g["applies"]:
+            lines.append(_md(g["reason"]) + ".")
+        else:
+            for key, value in g.get("recorded", {}).items():
+                lines.append(f"Recorded in the commit: `{_md(key)}: {_md(value)}`")
+                lines.append("")
+            if g["result"] is not None:
+                body = gatemod.to_markdown(_result_from_dict(g["result"]))
+                lines.append(body.replace("### ", "#### ", 1).rstrip())
+            else:
+                lines.append(f"The gate could not run: {_md(g['error'])}.")
+        lines.append("")
+    trailer_text = "\n".join(f"{k}: {v}" for k, v in doc.get("trailers", []))
+    if trailer_text:
+        lines += ["<details><summary>Commit trailers</summary>", "", _fence(trailer_text), "", "</details>", ""]
+    lines += ["### After merging", "",
+              "Tags cannot be made on a review branch. Once this is merged, run `modelctl doctor --fix` on "
+              + (f"`{_md(base)}`" if base else "the base branch")
+              + " (the registry's CI workflow does this on every push) to create the registration and stage "
+              "tags that GTO and `modelctl log` read.", ""]
+    return "\n".join(lines)
+
+
+def _result_from_dict(data: dict) -> gatemod.GateResult:
+    rows = [gatemod.GateRow(**row) for row in data["metrics"]]
+    return gatemod.GateResult(passed=data["passed"], rows=rows, dataset=data["dataset"], candidate=data["candidate"],
+                              baseline=data["baseline"], alpha=data["alpha"], failures=data["failures"],
+                              note=data.get("note"))
+
+
+def pr_body(reg, commit: str, *, branch: str, base: str | None = None) -> str:
+    """The Markdown pull-request body for a commit a --branch write made."""
+    return to_markdown(pull_request(reg, commit, branch=branch, base=base))

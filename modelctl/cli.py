@@ -461,13 +461,16 @@ FORCE_HELP = "Skip a required stage, release a hold or exceed a budget; needs --
 REASON_HELP = "Why: one line, recorded in the commit trailers and tag messages."
 
 
-def _write_result(verb: str, out, json_out: bool) -> None:
+def _lifecycle_written(reg, out, json_out: bool, branch: Optional[str], pr_body: Optional[Path]) -> None:
     from . import render
 
-    if json_out:
-        render.emit_json(render.outcome_json(out))
-    else:
-        render.lifecycle(verb, out)
+    r = None if out.noop else out.result
+    if r and not json_out:
+        render.lifecycle_before(r, "stderr" if branch else "stdout")
+    verb = r["subject"].removeprefix("modelctl: ") if r else "done"
+    _after_write(reg, out, verb, branch=branch, json_out=json_out, pr_body=pr_body)
+    if r and not json_out:
+        render.lifecycle_after(r)
 
 
 @app.command()
@@ -481,6 +484,7 @@ def promote(
     reason: Optional[str] = typer.Option(None, "--reason", help=REASON_HELP, show_default=False),
     push: Optional[bool] = PUSH_OPT,
     branch: Optional[str] = BRANCH_OPT,
+    pr_body: Optional[Path] = PR_BODY_OPT,
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
     """Move a version to the next stage of the lifecycle, or retire it; one commit plus GTO tags.
@@ -490,8 +494,9 @@ def promote(
     """
     from . import ops
 
-    out = ops.promote(_registry(), name, version, to, force=force, reason=reason, opts=_write_opts(push, branch))
-    _write_result("promoted", out, json_out)
+    reg = _registry()
+    out = ops.promote(reg, name, version, to, force=force, reason=reason, opts=_write_opts(push, branch, pr_body))
+    _lifecycle_written(reg, out, json_out, branch, pr_body)
 
 
 @app.command()
@@ -511,6 +516,7 @@ def shadow(
     reason: Optional[str] = typer.Option(None, "--reason", help=REASON_HELP, show_default=False),
     push: Optional[bool] = PUSH_OPT,
     branch: Optional[str] = BRANCH_OPT,
+    pr_body: Optional[Path] = PR_BODY_OPT,
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
     """Mirror traffic to a version (never served), or change the mirrored share; prints the daily cost.
@@ -520,9 +526,10 @@ def shadow(
     """
     from . import ops
 
-    out = ops.shadow(_registry(), name, version, pct, force=force, reason=reason, requests_per_day=requests_per_day,
-                     cost_per_request=cost_per_request, opts=_write_opts(push, branch))
-    _write_result("shadow", out, json_out)
+    reg = _registry()
+    out = ops.shadow(reg, name, version, pct, force=force, reason=reason, requests_per_day=requests_per_day,
+                     cost_per_request=cost_per_request, opts=_write_opts(push, branch, pr_body))
+    _lifecycle_written(reg, out, json_out, branch, pr_body)
 
 
 @app.command()
@@ -537,6 +544,7 @@ def canary(
     reason: Optional[str] = typer.Option(None, "--reason", help=REASON_HELP, show_default=False),
     push: Optional[bool] = PUSH_OPT,
     branch: Optional[str] = BRANCH_OPT,
+    pr_body: Optional[Path] = PR_BODY_OPT,
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
     """Start a canary at an allowed percent, or move the live canary's percent up or down.
@@ -545,8 +553,9 @@ def canary(
     """
     from . import ops
 
-    out = ops.canary(_registry(), name, version, pct, force=force, reason=reason, opts=_write_opts(push, branch))
-    _write_result("canary", out, json_out)
+    reg = _registry()
+    out = ops.canary(reg, name, version, pct, force=force, reason=reason, opts=_write_opts(push, branch, pr_body))
+    _lifecycle_written(reg, out, json_out, branch, pr_body)
 
 
 @app.command()
@@ -564,6 +573,7 @@ def rollback(
                                            show_default=False),
     push: Optional[bool] = PUSH_OPT,
     branch: Optional[str] = BRANCH_OPT,
+    pr_body: Optional[Path] = PR_BODY_OPT,
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
     """End the live canary, or return active to the previous version; the pulled version goes on hold.
@@ -573,9 +583,10 @@ def rollback(
     """
     from . import ops
 
-    out = ops.rollback(_registry(), name, to=to, reason=reason, expect_canary=expect_canary, evidence=evidence,
-                       opts=_write_opts(push, branch))
-    _write_result("rolled back", out, json_out)
+    reg = _registry()
+    out = ops.rollback(reg, name, to=to, reason=reason, expect_canary=expect_canary, evidence=evidence,
+                       opts=_write_opts(push, branch, pr_body))
+    _lifecycle_written(reg, out, json_out, branch, pr_body)
 
 
 @app.command()

@@ -269,3 +269,235 @@ def ensure_not_conflicting(expected: str | None, actual: str | None, what: str) 
     if expected != actual:
         raise Conflict(f"{what} changed underneath (expected {expected}, found {actual})",
                        hint="nothing was written; look at 'modelctl status' and decide again")
+
+
+# -- lifecycle ------------------------------------------------------------------------------
+
+def _now_iso(clock=None) -> str:
+    import datetime as dt
+    import time
+
+    return dt.datetime.fromtimestamp((clock or time.time)(), dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _load_deployment(snap: Snapshot, name: str) -> tuple[dict, bytes]:
+    """deployments/<name>.yaml at the snapshot (validated) and its raw bytes, or NotFound."""
+    from .errors import NotFound
+
+    path = deployment_path(name)
+    raw = snap.read(path)
+    if raw is None:
+        raise NotFound(f"no model named {name!r} in this registry",
+                       hint="see 'modelctl status' for the models it has, or register a bundle first")
+    return schema.validate(yamlio.loads(raw, path), "Deployment"), raw
+
+
+def _tag_message(transition, ev) -> str:
+    """A stage tag's message: what happened, then the action, percent and reason as trailers."""
+    from .state import fmt_pct
+
+    verb = "assign" if ev.kind == "assign" else "unassign"
+    lines = [f"{transition.subject}", "", f"Modelctl-Action: {transition.action}", f"Modelctl-Event: {verb}"]
+    # the percent belongs to the stage entered (or the canary a rollback ends), not to a stage left
+    own = (ev.kind == "assign" and ev.stage == transition.to_status) or (
+        transition.action == "rollback" and ev.stage == transition.from_status)
+    if transition.percent is not None and ev.stage in ("canary", "shadow") and own:
+        lines.append(f"Modelctl-Percent: {fmt_pct(transition.percent)}")
+    reason = dict(transition.trailers).get("Modelctl-Reason")
+    if reason:
+        lines.append(f"Modelctl-Reason: {reason}")
+    return "\n".join(lines)
+
+
+def _store_tags(name: str, transition) -> list[TagEvent]:
+    """State tag events (stage, version, kind) as store tag events, in the order state gave them."""
+    return [TagEvent(name, ev.version, ev.stage, ev.kind == "assign", _tag_message(transition, ev))
+            for ev in transition.events]
+
+
+def _summary(name: str, transition, **extra) -> dict:
+    dep = transition.deployment
+    return {"name": name, "action": transition.action, "version": transition.version,
+            "from": transition.from_status, "to": transition.to_status, "percent": transition.percent,
+            "subject": transition.subject, "active": dep.get("active"), "previous": dep.get("previous"),
+            "canary": dep.get("canary"), "shadow": dep.get("shadow"), "hold": dep.get("hold"), **extra}
+
+
+def _transition_plan(snap: Snapshot, name: str, raw: bytes, transition, extra_trailers=(), **extra) -> Plan:
+    """One commit that rewrites deployments/<name>.yaml only, plus the transition's tags."""
+    if transition.noop:
+        return Plan(noop=True, result=transition.note)
+    path = deployment_path(name)
+    content = yamlio.dumps(transition.deployment, raw.decode("utf-8")).encode("utf-8")
+    trailers = list(transition.trailers) + list(extra_trailers)
+    said = dict(trailers)
+    extra.update(reason=said.get("Modelctl-Reason"), gate=said.get("Modelctl-Gate"))
+    return Plan(files={path: content}, subject=transition.subject, trailers=trailers,
+                tags=_store_tags(name, transition), result=_summary(name, transition, **extra))
+
+
+def _gate_check(reg: Registry, snap: Snapshot, cfg: dict, name: str, version: str, force: bool,
+                reason: str | None) -> list[tuple[str, str]]:
+    """The eval gate before a version enters canary or active: trailers to record, or a refusal.
+
+    The single call point for gate.required; until the gate is wired in here, a required gate
+    refuses (it cannot be judged), and --force --reason passes on record.
+    """
+    if not (cfg.get("gate") or {}).get("required"):
+        return []
+    if force and clean_text(reason):
+        return [("Modelctl-Gate", "skipped (forced)")]
+    raise UsageError(f"gate required but not yet evaluated for {name} {version}",
+                     hint="run 'modelctl gate', or pass --force --reason to skip it on record")
+
+
+def _enters(transition, *stages: str) -> bool:
+    return not transition.noop and transition.to_status in stages and transition.from_status != transition.to_status
+
+
+def shadow_cost(requests_per_day: float, percent: float, cost_per_request: float, budget_per_day: float) -> dict:
+    """Daily cost of mirrored traffic: requests/day x shadow share x cost per call x 2, against the budget."""
+    per_day = float(requests_per_day) * float(percent) / 100.0 * float(cost_per_request) * 2
+    return {"per_day": round(per_day, 6), "requests_per_day": requests_per_day, "percent": percent,
+            "cost_per_request": cost_per_request, "budget_per_day": budget_per_day,
+            "over_budget": per_day > float(budget_per_day)}
+
+
+def _shadow_cost(reg: Registry, snap: Snapshot, cfg: dict, name: str, transition, *, force: bool,
+                 requests_per_day: float | None, cost_per_request: float | None) -> tuple[dict, list]:
+    """Cost of the shadow a transition starts (or re-sizes); refuses above budget unless --force."""
+    from .state import fmt_pct
+
+    version = transition.version
+    for flag, value in (("--requests-per-day", requests_per_day), ("--cost-per-request", cost_per_request)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+            raise UsageError(f"invalid {flag} {value!r}", hint="use a number >= 0")
+    rpd = requests_per_day if requests_per_day is not None else cfg["shadow"]["requests_per_day"]
+    if cost_per_request is None:
+        cost_per_request = (reg.bundle(name, version, snap).get("baseline") or {}).get("cost_per_request")
+        if cost_per_request is None:
+            raise UsageError(f"{name} {version} has no baseline.cost_per_request, so the shadow cost is unknown",
+                             hint="pass --cost-per-request USD")
+    budget = cfg["shadow"]["budget_per_day"]
+    cost = shadow_cost(rpd, transition.percent, cost_per_request, budget)
+    if cost["over_budget"] and not force:
+        raise UsageError(
+            f"shadow of {name} {version} at {fmt_pct(transition.percent)}% would cost ${cost['per_day']:.2f}/day "
+            f"({rpd:g} requests/day x {fmt_pct(transition.percent)}% x ${cost_per_request:g} x 2), above "
+            f"shadow.budget_per_day ${budget:.2f}",
+            hint="lower --pct, raise the budget in modelctl.yaml, or pass --force --reason")
+    trailers = [("Modelctl-Shadow-Cost", f"{cost['per_day']:.2f} USD/day")]
+    if cost["over_budget"]:
+        trailers.append(("Modelctl-Budget", f"{budget:.2f} USD/day exceeded (forced)"))
+    return cost, trailers
+
+
+def promote(reg: Registry, name: str, version: str, to: str, *, force: bool = False, reason: str | None = None,
+            opts: WriteOptions | None = None) -> Outcome:
+    """Move a version to a stage (staging, shadow, canary, active) or retire it (deprecated, archived)."""
+    from . import state
+    from .names import PROMOTE_TARGETS, check_stage
+
+    check_name(name), check_version(version), check_stage(to, PROMOTE_TARGETS)
+    opts = opts or WriteOptions()
+
+    def plan(snap: Snapshot) -> Plan:
+        cfg = configmod.load(snap)
+        dep, raw = _load_deployment(snap, name)
+        t = state.promote(dep, version, to, cfg, force=force, reason=reason, now=_now_iso())
+        extra, more = [], {}
+        if _enters(t, "canary", "active"):
+            extra += _gate_check(reg, snap, cfg, name, version, force, reason)
+        if t.to_status == "shadow" and not t.noop:
+            cost, trailers = _shadow_cost(reg, snap, cfg, name, t, force=force, requests_per_day=None,
+                                          cost_per_request=None)
+            extra += trailers
+            more["cost"] = cost
+        return _transition_plan(snap, name, raw, t, extra, **more)
+
+    return _land(reg, plan, opts)
+
+
+def shadow(reg: Registry, name: str, version: str, percent: float | None = None, *, force: bool = False,
+           reason: str | None = None, requests_per_day: float | None = None, cost_per_request: float | None = None,
+           opts: WriteOptions | None = None) -> Outcome:
+    """Mirror a share of traffic (default 100 %) to a version, or change that share; costed against the budget."""
+    from . import state
+
+    check_name(name), check_version(version)
+    opts = opts or WriteOptions()
+
+    def plan(snap: Snapshot) -> Plan:
+        cfg = configmod.load(snap)
+        dep, raw = _load_deployment(snap, name)
+        t = state.shadow(dep, version, percent, cfg, force=force, reason=reason, now=_now_iso())
+        if t.noop:
+            return Plan(noop=True, result=t.note)
+        cost, trailers = _shadow_cost(reg, snap, cfg, name, t, force=force, requests_per_day=requests_per_day,
+                                      cost_per_request=cost_per_request)
+        return _transition_plan(snap, name, raw, t, trailers, cost=cost)
+
+    return _land(reg, plan, opts)
+
+
+def canary(reg: Registry, name: str, version: str, percent: float | None, *, force: bool = False,
+           reason: str | None = None, opts: WriteOptions | None = None) -> Outcome:
+    """Start a canary at one of canary.steps, or move a live canary's percent."""
+    from . import state
+
+    check_name(name), check_version(version)
+    opts = opts or WriteOptions()
+
+    def plan(snap: Snapshot) -> Plan:
+        cfg = configmod.load(snap)
+        dep, raw = _load_deployment(snap, name)
+        t = state.canary(dep, version, percent, cfg, force=force, reason=reason, now=_now_iso())
+        extra = _gate_check(reg, snap, cfg, name, version, force, reason) if _enters(t, "canary") else []
+        return _transition_plan(snap, name, raw, t, extra)
+
+    return _land(reg, plan, opts)
+
+
+def rollback(reg: Registry, name: str, *, to: str | None = None, reason: str | None = None,
+             expect_canary: str | None = None, evidence: str | None = None, force: bool = False,
+             opts: WriteOptions | None = None) -> Outcome:
+    """Pull the live canary, or return active to previous (or `to`); the pulled version goes on hold.
+
+    The target is decided once, on the first evaluation (or named by `expect_canary`): a retry
+    after a concurrent rollback finds it already rolled back and does nothing (exit 0, saying who
+    did it) instead of rolling back a second step; if it was replaced instead, Conflict (exit 3).
+    `force` is accepted for uniform callers; pulling traffic never needs it.
+    """
+    from . import history, state
+    from .errors import NotFound
+
+    check_name(name)
+    if to is not None:
+        check_version(to)
+    if expect_canary is not None:
+        check_version(expect_canary)
+    decided: dict = {}
+    opts = opts or WriteOptions()
+
+    def plan(snap: Snapshot) -> Plan:
+        cfg = configmod.load(snap)
+        dep, raw = _load_deployment(snap, name)
+        if expect_canary is not None:
+            if expect_canary not in (dep.get("versions") or {}):
+                raise NotFound(f"version {expect_canary} of {name} is not registered",
+                               hint=f"see 'modelctl show {name}'")
+            expect = ("canary", expect_canary)
+        else:
+            if "expect" not in decided:
+                decided["expect"] = state.rollback_target(dep)
+            expect = decided["expect"]
+        t = state.rollback(dep, cfg, reason=reason, now=_now_iso(), to=to, expect=expect, evidence=evidence)
+        if t.noop:
+            who = history.last_event(reg.store, snap.commit, name, action="rollback", version=t.version)
+            note = t.note
+            if who:
+                note += f" by {who['author']} at {who['time']} (commit {who['commit'][:12]})"
+            return Plan(noop=True, result=note)
+        return _transition_plan(snap, name, raw, t)
+
+    return _land(reg, plan, opts)

@@ -182,6 +182,92 @@ class Registry:
         a, b = self.bundle(name, v1, snap), self.bundle(name, v2, snap)
         return {"schema": API_SCHEMA, "name": name, "from": v1, "to": v2, **bundle_diff(a, b)}
 
+    # -- routing and history ------------------------------------------------------------------
+    def resolve(self, name: str, key: str | None = None, ref: str = "HEAD") -> dict:
+        """The routing document a gateway needs; with `key`, also the version that serves that key."""
+        from . import routing
+
+        check_name(name)
+        snap = self.snapshot(ref)
+        dep = self.deployment(name, snap)
+        if dep is None:
+            raise NotFound(f"no model named {name!r} in this registry",
+                           hint="see 'modelctl status' for the models it has")
+        named = [dep.get("active")] + [(dep.get(s) or {}).get("version") for s in ("canary", "shadow")]
+        bundles = {v: self.bundle(name, v, snap) for v in named if v}
+        doc = {**routing.routing_document(dep, bundles), "commit": snap.commit}
+        if key is not None:
+            served = routing.assign(dep, key)
+            live = dep.get("canary") or None
+            role = None if served is None else (
+                "canary" if live and live.get("version") == served else "active")
+            doc["key"] = {"key": key, "bucket": routing.bucket(name, key), "version": served, "role": role}
+        return doc
+
+    def log(self, name: str, limit: int | None = None, ref: str = "HEAD") -> dict:
+        """Every event of a model from git history, newest first: who, when, what, why, on what evidence."""
+        from . import history
+
+        check_name(name)
+        self.snapshot(ref)
+        return {"schema": API_SCHEMA, **history.log(self.store, name, ref, limit)}
+
+    def which(self, name: str, at: str | int, key: str | None = None, ref: str = "HEAD") -> dict:
+        """What served a model at a time (ISO 8601 or unix seconds), and with `key`, which version served it."""
+        from . import history
+
+        check_name(name)
+        self.snapshot(ref)
+
+        def read(commit: str) -> dict | None:
+            return self.deployment(name, self.store.snapshot(commit))
+
+        return {"schema": API_SCHEMA, **history.which(self.store, read, name, at, key, ref)}
+
+    # -- writing (the CLI's write commands, for scripts) --------------------------------------
+    # Each takes the command's options as keywords, plus push=True/False and branch="name".
+    def register(self, file: str | os.PathLike, **kwargs):
+        """Register a bundle file (see `ops.register` for the keyword arguments); returns the Outcome."""
+        from . import ops
+
+        return ops.register(self, file, **_write_kwargs(kwargs))
+
+    def promote(self, name: str, version: str, to: str, **kwargs):
+        """Move a version to a stage or retire it (`ops.promote`)."""
+        from . import ops
+
+        return ops.promote(self, name, version, to, **_write_kwargs(kwargs))
+
+    def shadow(self, name: str, version: str, percent: float | None = None, **kwargs):
+        """Mirror a share of traffic to a version (`ops.shadow`)."""
+        from . import ops
+
+        return ops.shadow(self, name, version, percent, **_write_kwargs(kwargs))
+
+    def canary(self, name: str, version: str, percent: float | None = None, **kwargs):
+        """Start a canary or change its percent (`ops.canary`)."""
+        from . import ops
+
+        return ops.canary(self, name, version, percent, **_write_kwargs(kwargs))
+
+    def rollback(self, name: str, **kwargs):
+        """Pull the canary, or return active to previous (`ops.rollback`)."""
+        from . import ops
+
+        return ops.rollback(self, name, **_write_kwargs(kwargs))
+
+
+def _write_kwargs(kwargs: dict) -> dict:
+    """`push=` and `branch=` keywords folded into the WriteOptions the ops take."""
+    from .ops import WriteOptions
+
+    push, branch = kwargs.pop("push", None), kwargs.pop("branch", None)
+    if push is not None or branch is not None:
+        if kwargs.get("opts") is not None:
+            raise UsageError("pass either opts= or push=/branch=, not both")
+        kwargs["opts"] = WriteOptions(push=push, branch=branch)
+    return kwargs
+
 
 def bundle_diff(a: dict, b: dict) -> dict:
     """Which of model, prompt, config, data, eval, baseline, fallbacks changed, field by field."""

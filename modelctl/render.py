@@ -459,3 +459,94 @@ def check_github(doc: dict) -> None:
     errors = doc.get("errors", 0)
     line(f"modelctl check: {errors} error(s), {doc.get('warnings', 0)} warning(s) in {doc['checked']} files")
 
+
+
+# -- lifecycle --------------------------------------------------------------------------------
+
+def _money(x) -> str:
+    return f"${x:,.2f}"
+
+
+def shadow_cost(cost: dict, stream: str = "stdout") -> None:
+    """The daily cost line of a shadow (data: stdout, or stderr when stdout is a pull-request body)."""
+    over = " OVER BUDGET (forced)" if cost["over_budget"] else ""
+    (line if stream == "stdout" else say)(f"shadow cost: {_money(cost['per_day'])}/day = {cost['requests_per_day']:g} requests/day x "
+         f"{_pct(cost['percent'])}% x ${cost['cost_per_request']:g} per call x 2 "
+         f"(budget {_money(cost['budget_per_day'])}/day){over}")
+
+
+def lifecycle_before(r: dict, stream: str = "stdout") -> None:
+    """What precedes a lifecycle write's outcome line: the shadow cost."""
+    if r.get("cost"):
+        shadow_cost(r["cost"], stream)
+
+
+def lifecycle_after(r: dict) -> None:
+    """Talk after a lifecycle write: what a rollback put on hold."""
+    if r.get("hold") and r["action"] == "rollback":
+        say(f"{r['hold']['version']} is on hold: canary and promote refuse it unless --force --reason")
+
+
+def log(doc: dict) -> None:
+    """A model's events, newest first."""
+    rows = []
+    for e in doc["events"]:
+        change = f"{e['from'] or ''} -> {e['to']}" if e.get("to") else None
+        pct = e.get("percent")
+        if pct is not None and e.get("from_percent") is not None:
+            pct = f"{_pct(e['from_percent'])} -> {_pct(pct)}"
+        rows.append([e["time"], e["author"], e["action"], e["version"], change, pct,
+                     e.get("restored") or e.get("replaces"), e.get("reason"), e.get("evidence")])
+    table(f"{doc['name']}: {len(rows)} event(s), newest first",
+          ["time", "by", "action", "version", "status", "percent", "restored/replaced", "reason", "evidence"], rows)
+
+
+def which(doc: dict) -> None:
+    """What served at a time."""
+    if doc["commit"] is None:
+        line(f"{doc['name']} at {doc['at']}: nothing served yet (its first event is {doc['first_event']})")
+        return
+    e = doc["event"]
+    line(f"{doc['name']} at {doc['at']}:")
+    live = doc["canary"]
+    share = live["percent"] if live else 0
+    active_pct = 100 - share if doc["active"] else None
+    line(f"  active  {fmt(doc['active'])}" + (f" ({_pct(active_pct)}%)" if doc["active"] else ""))
+    line(f"  canary  {fmt(live)}")
+    line(f"  shadow  {fmt(doc['shadow'])} (mirrored, never served)" if doc["shadow"] else "  shadow  -")
+    if doc.get("key") is not None:
+        line(f"  key {doc['key']!r} (bucket {doc['bucket']}) was served by {fmt(doc['served_by'])}"
+             + (f" ({doc['role']})" if doc.get("role") else ""))
+    why = f", reason: {e['reason']}" if e.get("reason") else ""
+    say(f"state since {doc['since']}: {e['subject']} by {e['author']} <{e['email']}> "
+        f"(commit {doc['commit'][:12]}){why}")
+
+
+def resolve(doc: dict) -> None:
+    """The routing document as a table; with a key, just the version that serves it on stdout."""
+    if doc.get("key"):
+        k = doc["key"]
+        line(fmt(k["version"]))
+        canary = doc.get("canary")
+        if canary and k["version"] is not None:
+            edge = round(canary["percent"] * 100)
+            rel = "<" if k["role"] == "canary" else ">="
+            say(f"key {k['key']!r}: bucket {k['bucket']} {rel} {edge} -> {k['role']} {k['version']}")
+        elif k["version"] is not None:
+            say(f"key {k['key']!r}: bucket {k['bucket']}, no canary -> active {k['version']}")
+        else:
+            say(f"{doc['name']} has no active version yet; nothing serves key {k['key']!r}")
+        return
+    rows = []
+    for role in ("active", "canary", "shadow"):
+        e = doc.get(role)
+        if e:
+            model = e["model"]
+            rows.append([role, e["version"], f"{_pct(e['percent'])}%",
+                         f"{model.get('provider')}/{model.get('id')}" + (f"+{model['adapter']}" if model.get("adapter") else ""),
+                         e["prompt"].get("template"), (e["prompt"].get("sha256") or "")[:12]])
+    if not rows:
+        say(f"{doc['name']} has no active version yet; promote one to active")
+        return
+    table(f"{doc['name']} (commit {doc['commit'][:12]}; shadow traffic is mirrored, never served)",
+          ["role", "version", "traffic", "model", "prompt", "sha256"], rows)

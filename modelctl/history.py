@@ -1,0 +1,192 @@
+"""A model's history from git: `log` (every event) and `which` (what served at a time).
+
+Both read only the history of the model's own files (`deployments/<name>.yaml` and
+`bundles/<name>/`), through path-limited `git log`, never every commit of the repository: the
+commit trailers (DESIGN §3) say what happened, the deployment file as of a commit says what served.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from .errors import NotFound, UsageError
+from .names import check_name
+
+# One record per commit: fields split by \x1f, records by NUL (`git log -z`). Trailer values are
+# cleaned of control characters when written, so neither separator can occur inside one.
+_FIELDS = ["%H", "%ct", "%an", "%ae", "%s", "%(trailers:only,unfold)"]
+_FORMAT = "%x1f".join(_FIELDS)
+
+_TRAILER_KEYS = {
+    "Modelctl-Action": "action",
+    "Modelctl-Version": "version",
+    "Modelctl-From": "from",
+    "Modelctl-To": "to",
+    "Modelctl-Percent": "percent",
+    "Modelctl-From-Percent": "from_percent",
+    "Modelctl-Replaces": "replaces",
+    "Modelctl-Restored": "restored",
+    "Modelctl-Reason": "reason",
+    "Modelctl-Evidence": "evidence",
+    "Modelctl-Force": "force",
+    "Modelctl-Skipped": "skipped",
+    "Modelctl-Waived": "waived",
+    "Modelctl-Override": "override",
+    "Modelctl-Shadow-Cost": "shadow_cost",
+    "Modelctl-Gate": "gate",
+}
+_TRAILER_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9-]*):\s?(.*)$")
+
+
+def iso(ts: int) -> str:
+    """A unix time as UTC ISO 8601 with a Z."""
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str) -> int:
+    """`--at` as a unix time: ISO 8601 date or date-time (no zone means UTC), `@UNIX`, or `now`."""
+    raw = (text or "").strip()
+    if raw == "now":
+        return int(dt.datetime.now(dt.timezone.utc).timestamp())
+    if raw.startswith("@") and raw[1:].isdigit():
+        return int(raw[1:])
+    try:
+        when = dt.datetime.fromisoformat(raw.replace(" ", "T", 1) if len(raw) > 10 else raw)
+    except ValueError:
+        raise UsageError(f"invalid time {text!r}",
+                         hint="use ISO 8601 such as 2026-02-14, 2026-02-14T10:30:00Z or "
+                              "2026-02-14T11:30:00+01:00 (no zone means UTC)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return int(when.timestamp())
+
+
+def _paths(name: str) -> list[str]:
+    return [f"deployments/{name}.yaml", f"bundles/{name}/"]
+
+
+def _parse_record(record: str) -> dict | None:
+    parts = record.strip("\n").split("\x1f")
+    if len(parts) != len(_FIELDS):
+        return None
+    sha, at, author, email, subject, trailer_text = parts
+    trailers: dict[str, str] = {}
+    for line in trailer_text.splitlines():
+        m = _TRAILER_LINE.match(line)
+        if m and m.group(1).startswith("Modelctl-"):
+            trailers.setdefault(m.group(1), m.group(2).strip())
+    event = {
+        "commit": sha,
+        "time": iso(int(at)),
+        "author": author,
+        "email": email,
+        "subject": subject,
+        "action": trailers.get("Modelctl-Action") or "edit",  # a hand edit of the model's files
+    }
+    for key, field in _TRAILER_KEYS.items():
+        if field != "action":
+            event[field] = trailers.get(key)
+    event["percent"] = _number(event["percent"])
+    event["from_percent"] = _number(event["from_percent"])
+    event["trailers"] = trailers
+    return event
+
+
+def _number(text: str | None):
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return int(value) if value.is_integer() else value
+
+
+def events(store, name: str, ref: str | None = "HEAD", *, limit: int | None = None, before: int | None = None,
+           action: str | None = None, grep: str | None = None, first_parent: bool = False) -> list[dict]:
+    """The model's events, newest first, from the history of its own files only (commit times)."""
+    check_name(name)
+    if ref is None:
+        return []
+    args = ["log", "-z", f"--format={_FORMAT}"]
+    if first_parent:
+        args.append("--first-parent")
+    if limit is not None:
+        args.append(f"--max-count={int(limit)}")
+    if before is not None:
+        args.append(f"--before={iso(before)}")
+    if grep is not None:
+        args += ["--fixed-strings", f"--grep={grep}"]
+    args += [ref, "--", *_paths(name)]
+    text = store.git(*args).stdout.decode("utf-8", "replace")
+    out = []
+    for record in text.split("\0"):
+        if not record.strip():
+            continue
+        event = _parse_record(record)
+        if event and (action is None or event["action"] == action):
+            out.append(event)
+    return out
+
+
+def last_event(store, ref: str | None, name: str, *, action: str, version: str) -> dict | None:
+    """The newest commit with this action on this version (e.g. who rolled a canary back)."""
+    # --grep narrows the walk to commits naming the version; the trailers decide.
+    for event in events(store, name, ref, grep=f"Modelctl-Version: {version}"):
+        if event["action"] == action and event["version"] == version:
+            return event
+    return None
+
+
+def log(store, name: str, ref: str = "HEAD", limit: int | None = None) -> dict:
+    """Every lifecycle event of a model: time, author, action, versions, percent, reason, evidence."""
+    commit = store.rev(ref)
+    found = events(store, name, commit, limit=limit)
+    if not found:
+        raise NotFound(f"no model named {name!r} in this registry",
+                       hint="see 'modelctl status' for the models it has")
+    return {"name": name, "commit": commit, "events": found}
+
+
+def which(store, read_deployment, name: str, at: str | int, key: str | None = None, ref: str = "HEAD") -> dict:
+    """What served `name` at a time: active, canary and percent, shadow; with a key, who served it.
+
+    `read_deployment(commit)` loads deployments/<name>.yaml at a commit (validated).
+    """
+    from . import routing
+
+    check_name(name)
+    when = parse_time(at) if isinstance(at, str) else int(at)
+    tip = store.rev(ref)
+    # First parent: a change merged through a pull request counts from the merge, not from when
+    # its branch commit was written.
+    found = events(store, name, tip, limit=1, before=when, first_parent=True)
+    doc: dict = {"name": name, "at": iso(when), "key": key}
+    if not found:
+        first = events(store, name, tip)
+        if not first:
+            raise NotFound(f"no model named {name!r} in this registry",
+                           hint="see 'modelctl status' for the models it has")
+        doc.update({"commit": None, "since": None, "event": None, "active": None, "canary": None,
+                    "shadow": None, "first_event": first[-1]["time"]})
+        if key is not None:
+            doc.update({"bucket": routing.bucket(name, key), "served_by": None, "role": None})
+        return doc
+    event = found[0]
+    dep = read_deployment(event["commit"])
+    doc.update({
+        "commit": event["commit"],
+        "since": event["time"],
+        "event": {k: event[k] for k in ("action", "version", "author", "email", "subject", "reason", "evidence")},
+        "active": dep.get("active") if dep else None,
+        "canary": (dep.get("canary") or None) if dep else None,
+        "shadow": (dep.get("shadow") or None) if dep else None,
+    })
+    if key is not None:
+        served = routing.assign(dep, key) if dep else None
+        live = doc["canary"]
+        role = None
+        if served is not None:
+            role = "canary" if live and live.get("version") == served else "active"
+        doc.update({"bucket": routing.bucket(name, key), "served_by": served, "role": role})
+    return doc

@@ -360,8 +360,9 @@ class OpsActions:
     def rollback(self, target: Target, *, reason: str, evidence: list[str]) -> Any:
         from . import ops
 
+        # one Modelctl-Evidence trailer; metrics are separated by " | " (each line uses "; " inside)
         return ops.rollback(self.reg, target.name, reason=reason, expect_canary=target.canary.version,
-                            evidence=evidence, opts=self.opts)
+                            evidence=" | ".join(evidence), opts=self.opts)
 
     def step(self, target: Target, percent: float, *, reason: str, evidence: list[str]) -> Any:
         from . import ops
@@ -515,7 +516,8 @@ class Watcher:
         if decision is None:
             return None
         result = self._act(target, decision, poll_start, now)
-        self._save_once_state(target)
+        if result is None:
+            self._save_once_state(target)
         return result
 
     # -- following ---------------------------------------------------------------------------
@@ -593,10 +595,11 @@ class Watcher:
         seconds = self.monotonic() - poll_start
         self._clear_once_state()
         if getattr(out, "noop", False):
-            who = who_rolled_back(self.reg, self.name, version)
-            return self._end(ALREADY_ROLLED_BACK, EXIT_DONE,
-                             f"canary {version} of {self.name} was already rolled back"
-                             f"{' (' + who + ')' if who else ''}; nothing to do", version=version,
+            note = out.result if isinstance(getattr(out, "result", None), str) else None
+            if not note:
+                who = who_rolled_back(self.reg, self.name, version)
+                note = f"canary {version} of {self.name} was already rolled back{' (' + who + ')' if who else ''}"
+            return self._end(ALREADY_ROLLED_BACK, EXIT_DONE, f"{note}; nothing to do", version=version,
                              evidence=evidence, reason=reason, decision=decision)
         pushed = bool(getattr(out, "pushed", False))
         where = "commit and push" if pushed else "commit"

@@ -74,13 +74,17 @@ class SimProvider:
         return out
 
 
-def set_deployment(path, **fields) -> None:
+def set_deployment_of(path, name: str, **fields) -> None:
     """Commit a deployment state directly (what the lifecycle commands would have produced)."""
     reg = Registry(path)
-    dep = reg.deployment(NAME)
+    dep = reg.deployment(name)
     dep.update(fields)
-    reg.store.transact(lambda snap: Plan(files={f"deployments/{NAME}.yaml": yamlio.dumps(dep).encode()},
+    reg.store.transact(lambda snap: Plan(files={f"deployments/{name}.yaml": yamlio.dumps(dep).encode()},
                                          subject="test: set deployment"), branch="main")
+
+
+def set_deployment(path, **fields) -> None:
+    set_deployment_of(path, NAME, **fields)
 
 
 @pytest.fixture

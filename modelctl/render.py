@@ -187,6 +187,13 @@ def _metric_value(value: Any, kind: str | None) -> str:
     return f"{value:.4g}"
 
 
+def _span(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
 def _count(value: Any) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
@@ -224,7 +231,7 @@ def _watch_title(report) -> str:
     if report.canary:
         parts.append(f"canary {report.canary.version} at {_pct(report.canary.percent)}% vs active {report.active}")
     parts.append(f"poll {report.poll}")
-    parts.append(f"{report.since_seconds:.0f}s window")
+    parts.append(f"{_span(report.since_seconds)} window")
     if report.dry_run:
         parts.append("dry run")
     return " · ".join(parts)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import shutil
 import time
 
 import pytest
@@ -19,9 +20,6 @@ from modelctl.analysis import Sample
 from modelctl.errors import Conflict, MetricsError, UsageError
 from modelctl.registry import Registry
 from modelctl.store import Plan
-
-# removed once the lifecycle operations land in modelctl.ops
-needs_lifecycle = pytest.mark.skipif(not hasattr(ops, "rollback"), reason="ops.rollback not there yet")
 
 NAME = "support-agent"
 ACTIVE, CANARY, SHADOW = "1.0.0", "1.0.1", "1.0.2"
@@ -87,18 +85,44 @@ def set_deployment(path, **fields) -> None:
     set_deployment_of(path, NAME, **fields)
 
 
+@pytest.fixture(scope="module")
+def canary_template(tmp_path_factory):
+    """A registry serving 1.0.0 with 1.0.1 in canary at 10 %, built once per module."""
+    from conftest import bundle_text
+
+    base = tmp_path_factory.mktemp("canary")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(base))
+        mp.setenv("GIT_CONFIG_NOSYSTEM", "1")
+        mp.setenv("GIT_CONFIG_GLOBAL", str(base / ".gitconfig"))
+        for key, value in {"GIT_AUTHOR_NAME": "Ada Tester", "GIT_AUTHOR_EMAIL": "ada@example.com",
+                           "GIT_COMMITTER_NAME": "Ada Tester", "GIT_COMMITTER_EMAIL": "ada@example.com"}.items():
+            mp.setenv(key, value)
+        path = base / "reg"
+        ops.init(path)
+        (path / "prompts" / "p1.txt").write_text("You are helpful.\n")
+        (path / "prompts" / "p2.txt").write_text("You are very helpful.\n")
+        git(path, "add", "prompts")
+        git(path, "commit", "-q", "-m", "prompts")
+        reg = Registry(path)
+        for filename, fields in (("a.yaml", dict(version=ACTIVE)),
+                                 ("b.yaml", dict(version=CANARY, parent=ACTIVE, prompt="prompts/p2.txt")),
+                                 ("c.yaml", dict(version=SHADOW, parent=CANARY, temperature=0.5,
+                                                 prompt="prompts/p2.txt"))):
+            (base / filename).write_text(bundle_text(**fields))
+            ops.register(reg, base / filename)
+        set_deployment(path, active=ACTIVE,
+                       canary={"version": CANARY, "percent": 10, "started": watch.iso(time.time())},
+                       versions={ACTIVE: "active", CANARY: "canary", SHADOW: "registered"})
+    return path
+
+
 @pytest.fixture
-def canary_registry(registry, write_bundle):
-    """A registry serving 1.0.0 with 1.0.1 in canary at 10 % (started now)."""
-    reg = Registry(registry)
-    ops.register(reg, write_bundle("a.yaml", version=ACTIVE))
-    ops.register(reg, write_bundle("b.yaml", version=CANARY, parent=ACTIVE, prompt="prompts/p2.txt"))
-    ops.register(reg, write_bundle("c.yaml", version=SHADOW, parent=CANARY, temperature=0.5,
-                                   prompt="prompts/p2.txt"))
-    set_deployment(registry, active=ACTIVE,
-                   canary={"version": CANARY, "percent": 10, "started": watch.iso(time.time())},
-                   versions={ACTIVE: "active", CANARY: "canary", SHADOW: "registered"})
-    return registry
+def canary_registry(canary_template, tmp_path):
+    """A fresh copy of the canary registry for one test."""
+    dest = tmp_path / "reg"
+    shutil.copytree(canary_template, dest, symlinks=True)
+    return dest
 
 
 def make_watcher(path, clock, provider, options=watch.WatchOptions(interval=5), config_patch=None, **kw):
@@ -154,7 +178,6 @@ def test_healthy_canary_is_left_alone_for_the_whole_duration(canary_registry):
     assert repo_state(canary_registry) == before
 
 
-@needs_lifecycle
 def test_regressed_canary_is_rolled_back_with_evidence(canary_registry):
     clock = FakeClock()
     provider = SimProvider(clock, {ACTIVE: 0.01, CANARY: 0.03}, rps={ACTIVE: 900, CANARY: 100})
@@ -174,7 +197,6 @@ def test_regressed_canary_is_rolled_back_with_evidence(canary_registry):
     assert result.commit == git(canary_registry, "rev-parse", "HEAD").strip()
 
 
-@needs_lifecycle
 def test_a_single_failing_poll_does_not_roll_back(canary_registry):
     clock = FakeClock()
     provider = SimProvider(clock, {ACTIVE: 0.01, CANARY: 0.03}, rps={ACTIVE: 900, CANARY: 100})
@@ -220,7 +242,6 @@ def test_unexpected_provider_exceptions_are_error_polls_not_crashes(canary_regis
     assert all(r.verdict == "error" for p in polls for r in p.decision.results)
 
 
-@needs_lifecycle
 def test_on_errors_rollback_is_the_fail_safe_rollback(canary_registry):
     clock = FakeClock()
     provider = SimProvider(clock, {ACTIVE: 0.01, CANARY: 0.01})
@@ -272,7 +293,6 @@ def test_alert_metrics_are_reported_once_and_never_roll_back(canary_registry):
     assert repo_state(canary_registry) == before
 
 
-@needs_lifecycle
 def test_latency_regression_rolls_back(canary_registry):
     clock = FakeClock()
     provider = SimProvider(clock, {ACTIVE: 0.01, CANARY: 0.01}, rps={ACTIVE: 900, CANARY: 100},
@@ -283,7 +303,6 @@ def test_latency_regression_rolls_back(canary_registry):
     assert any(line.startswith("latency_p95_ms fail") for line in trailers(canary_registry, "Modelctl-Evidence"))
 
 
-@needs_lifecycle
 def test_once_polls_once_and_carries_streaks_to_the_next_run(canary_registry):
     clock = FakeClock()
     provider = SimProvider(clock, {ACTIVE: 0.01, CANARY: 0.05}, rps={ACTIVE: 900, CANARY: 100})
@@ -409,7 +428,6 @@ def test_shadow_alone_is_watched_for_the_report(canary_registry):
 # --------------------------------------------------------------------------- --advance
 
 
-@needs_lifecycle
 def test_advance_steps_through_the_canary_steps_then_promotes(canary_registry):
     clock = FakeClock()
     provider = SimProvider(clock, {ACTIVE: 0.01, CANARY: 0.002}, rps={ACTIVE: 900, CANARY: 300})
@@ -459,7 +477,6 @@ def test_advance_in_dry_run_only_says_what_it_would_do(canary_registry):
 # --------------------------------------------------------------------------- races
 
 
-@needs_lifecycle
 def test_second_watcher_finds_the_rollback_done_and_exits_0(canary_registry):
     clock = FakeClock()
     provider = SimProvider(clock, {ACTIVE: 0.01, CANARY: 0.05}, rps={ACTIVE: 900, CANARY: 100})
@@ -492,7 +509,6 @@ def first_decision(w, clock):
     return decide(results, w.judge.state, w.analysis)
 
 
-@needs_lifecycle
 def test_rollback_of_a_replaced_canary_is_a_conflict(canary_registry):
     clock = FakeClock()
     provider = SimProvider(clock, {ACTIVE: 0.01, CANARY: 0.05}, rps={ACTIVE: 900, CANARY: 100})

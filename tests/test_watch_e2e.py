@@ -30,8 +30,6 @@ from test_watch import set_deployment_of
 pytestmark = pytest.mark.e2e
 
 ACTIVE, CANARY = "1.0.0", "1.0.1"
-needs_lifecycle = pytest.mark.skipif(not hasattr(ops, "rollback"), reason="ops.rollback not there yet")
-
 
 def make_registry(path: Path, name: str, write_bundle, config_edits: dict[str, str] | None = None) -> Path:
     """A registry serving ACTIVE with CANARY at 10 % started now (and config tweaks committed)."""
@@ -130,7 +128,6 @@ def test_prometheus_healthy_canary_is_not_rolled_back(prometheus, tmp_path, writ
     assert repo_state(registry) == before
 
 
-@needs_lifecycle
 def test_prometheus_tripled_error_rate_is_rolled_back_within_30s(prometheus, tmp_path, write_bundle):
     prom, exporters = prometheus
     name = "regressed-agent"
@@ -189,7 +186,6 @@ def test_http_json_healthy_canary_is_not_rolled_back(tmp_path, write_bundle):
     assert repo_state(registry) == before
 
 
-@needs_lifecycle
 def test_http_json_tripled_error_rate_is_rolled_back_within_30s(tmp_path, write_bundle):
     name = "support-agent"
     registry = make_registry(tmp_path / "reg", name, write_bundle)

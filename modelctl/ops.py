@@ -36,7 +36,18 @@ def _land(reg: Registry, plan_fn, opts: WriteOptions) -> Outcome:
     if opts.branch is not None:
         _check_branch_name(reg.store, opts.branch)
     base = remote["branch"] if push else None
-    return reg.store.transact(plan_fn, push=push, remote=remote["name"], branch=base,
+
+    def scanned(snap: Snapshot) -> Plan:
+        # every write passes here: files, commit message and tag messages are scanned before
+        # anything becomes a git object (a reason or message can carry a pasted key too)
+        plan = plan_fn(snap)
+        if not plan.noop:
+            _scan_secrets(plan.files)
+            _scan_secrets({"the commit message": plan.message().encode("utf-8"),
+                           "a tag message": "\n".join(ev.message for ev in plan.tags).encode("utf-8")}, text=True)
+        return plan
+
+    return reg.store.transact(scanned, push=push, remote=remote["name"], branch=base,
                               new_branch=opts.branch, deadline=float(remote.get("deadline", 30)))
 
 
@@ -247,8 +258,9 @@ def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None,
     return _land(reg, plan, opts)
 
 
-def _scan_secrets(files: dict[str, bytes | None]) -> None:
-    """Refuse to turn a secret into a git object (the value is never echoed)."""
+def _scan_secrets(files: dict[str, bytes | None], text: bool = False) -> None:
+    """Refuse to turn a secret into a git object (the value is never echoed); text=True: the keys
+    name messages (commit, tags) rather than files."""
     try:
         from . import secrets
     except ImportError:  # pragma: no cover - shipped with the package
@@ -259,9 +271,10 @@ def _scan_secrets(files: dict[str, bytes | None]) -> None:
         found = secrets.scan_text(content.decode("utf-8", "replace"), path)
         if found:
             first = found[0]
-            raise ValidationError(f"{first.path}:{first.line}: looks like a {first.kind} ({first.redacted}); "
-                                  "refusing to commit a secret",
-                                  hint="reference it instead (secretRef: or ${ENV_VAR})")
+            where = path if text else f"{first.path}:{first.line}"
+            raise ValidationError(f"{where}: looks like a secret ({first.message}); refusing to commit it",
+                                  hint="take it out of --reason/--message" if text else
+                                  "reference it instead (secretRef: or ${ENV_VAR})")
 
 
 def ensure_not_conflicting(expected: str | None, actual: str | None, what: str) -> None:
@@ -340,15 +353,33 @@ def _gate_check(reg: Registry, snap: Snapshot, cfg: dict, name: str, version: st
                 reason: str | None) -> list[tuple[str, str]]:
     """The eval gate before a version enters canary or active: trailers to record, or a refusal.
 
-    The single call point for gate.required; until the gate is wired in here, a required gate
-    refuses (it cannot be judged), and --force --reason passes on record.
+    The single call point for gate.required: the candidate's eval report against the serving
+    version's (review.run_gate). A failing gate refuses (exit 1), a gate that cannot judge (no
+    report, different datasets) refuses (exit 2); --force --reason passes either, on record as
+    Modelctl-Gate-Override. The result itself is always recorded as Modelctl-Gate.
     """
     if not (cfg.get("gate") or {}).get("required"):
         return []
-    if force and clean_text(reason):
-        return [("Modelctl-Gate", "skipped (forced)")]
-    raise UsageError(f"gate required but not yet evaluated for {name} {version}",
-                     hint="run 'modelctl gate', or pass --force --reason to skip it on record")
+    from . import review
+    from .errors import VerdictFailed
+    from .state import clean_text as trailer_text
+
+    why = trailer_text(reason) if force else None
+    override = "re-run with --force --reason to override it (on record)"
+    try:
+        result = review.run_gate(reg, snap, cfg, name, version)
+    except UsageError as exc:
+        if not why:
+            raise UsageError(f"gate.required is set and the eval gate cannot judge {name} {version}: {exc.message}",
+                             hint=f"{exc.hint or 'fix the eval reports'}; or {override}") from None
+        return [("Modelctl-Gate", trailer_text(f"not judged ({exc.message})")), ("Modelctl-Gate-Override", why)]
+    if result.passed:
+        return [("Modelctl-Gate", trailer_text(result.summary()))]
+    if not why:
+        failed = "; ".join(f"{row.metric}: {row.reason}" for row in result.rows if not row.passed)
+        raise VerdictFailed(f"the eval gate failed for {name} {version}: {failed}",
+                            hint=f"see 'modelctl gate {name} {version}'; {override}")
+    return [("Modelctl-Gate", trailer_text(result.summary())), ("Modelctl-Gate-Override", why)]
 
 
 def _enters(transition, *stages: str) -> bool:

@@ -28,9 +28,11 @@ Each poll:
    served, so a bad shadow hurts no user and never rolls anything back (its verdicts say whether
    to promote it; its errors never count towards the canary's fail-safe).
 
-`--once` makes one poll; the tracker state (failing/error streaks) is kept between `--once` runs
-of the same canary in the clone's git directory (never committed), so `consecutive_failures`
-means the same from cron as from a long-running watch. `--dry-run` judges and reports what it
+`--once` makes one poll; the tracker state (failing/error streaks, and for http-json the counter
+values the increases start from) is kept between `--once` runs of the same canary in the clone's
+git directory (`modelctl-watch/<name>.json`, never committed), so `consecutive_failures` means
+the same from cron as from a long-running watch, and an http-json endpoint's counters count from
+the first run. `--dry-run` judges and reports what it
 would do without writing anything (a rollback decision still exits 1: the verdict is negative).
 
 The watch ends when the canary it follows ends (rolled back or promoted by someone else: exit 0),
@@ -689,6 +691,9 @@ class Watcher:
             return  # a damaged state file is a fresh start, never an error
         self.judge = Judge(self.analysis, state)
         self.ok_streak = ok_streak
+        restore = getattr(self.provider, "restore_state", None)
+        if restore is not None and data.get("provider") is not None:
+            restore(data["provider"])  # http-json: counter increases continue from the last run
 
     def _save_once_state(self, target: Target) -> None:
         if not self.options.once or self.options.dry_run or self.judge is None or target.canary is None:
@@ -696,6 +701,9 @@ class Watcher:
         state = self.judge.state
         doc = {"key": self._state_key(target), "failures": dict(state.failures), "errors": state.errors,
                "polls": state.polls, "ok_streak": self.ok_streak}
+        export = getattr(self.provider, "export_state", None)
+        if export is not None:
+            doc["provider"] = export()
         path = self._state_path()
         try:
             path.parent.mkdir(exist_ok=True)

@@ -583,3 +583,23 @@ def test_terminal_table_shows_every_column(monkeypatch):
     for column in render.WATCH_COLUMNS:
         assert column in text
     assert "error_rate" in text and "1.00% (live)" in text and "3.00%" in text and "llr" in text
+
+
+def test_http_json_counters_continue_in_a_new_process_and_garbage_is_a_fresh_start():
+    from metrics_servers import JsonMetricsServer
+    from modelctl.metrics import HttpJsonProvider
+
+    with JsonMetricsServer(NAME) as server:
+        server.traffic(CANARY, 1000, 0.01)
+        first = HttpJsonProvider(server.url)
+        assert first.fetch(NAME, [CANARY])[CANARY].requests == 0
+        saved = json.loads(json.dumps(first.export_state()))
+        server.traffic(CANARY, 500, 0.02)
+        later = HttpJsonProvider(server.url)
+        assert later.restore_state(saved)
+        sample = later.fetch(NAME, [CANARY])[CANARY]
+        assert (sample.requests, sample.errors) == (500, 10)
+        for bad in ({"url": saved["url"], "tracker": {"counters": [[1, 2]]}}, {"url": "http://elsewhere/x"}, None):
+            fresh = HttpJsonProvider(server.url)
+            assert not fresh.restore_state(bad)
+            assert fresh.fetch(NAME, [CANARY])[CANARY].requests == 0

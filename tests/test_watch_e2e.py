@@ -332,3 +332,30 @@ def test_watch_refuses_bad_flags_before_polling(template_registry):
         proc = run_cli("watch", "support-agent", *args, cwd=template_registry)
         assert proc.returncode == 2, (args, proc.stderr)
         assert proc.stderr.startswith(f"error: {message}") and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_once_from_cron_counts_from_the_first_run_and_rolls_back_on_the_second_failure(template_registry, tmp_path):
+    registry = tmp_path / "reg"
+    shutil.copytree(template_registry, registry, symlinks=True)
+    text = (registry / "modelctl.yaml").read_text().replace("consecutive_failures: 1", "consecutive_failures: 2")
+    (registry / "modelctl.yaml").write_text(text)
+    git(registry, "commit", "-q", "-am", "two failing polls before acting")
+    with JsonMetricsServer("support-agent") as server:
+        for version in (ACTIVE, CANARY):
+            server.set(version, latency_p95_ms=820.0, cost_per_request=0.001)
+        server.traffic(ACTIVE, 50_000, 0.01)  # history before the first run is not the canary's
+        server.traffic(CANARY, 5_000, 0.01)
+        runs = []
+        for _ in range(3):
+            proc = run_cli("watch", "support-agent", "--once", "--url", server.url, cwd=registry)
+            runs.append((proc.returncode, [json.loads(line) for line in proc.stdout.splitlines()], proc.stderr))
+            server.traffic(ACTIVE, 18_000, 0.01)  # the traffic between two cron runs
+            server.traffic(CANARY, 2_000, 0.05)
+    first, second, third = runs
+    assert first[0] == 0 and first[1][0]["metrics"][0]["canary_n"] == 0
+    assert second[0] == 0 and second[1][0]["metrics"][0]["verdict"] == "fail"
+    assert second[1][0]["metrics"][0]["canary_n"] == 2_000
+    assert second[1][-1]["outcome"] == "no-decision"
+    assert third[0] == 1, third[2]
+    assert third[1][0]["metrics"][0]["canary_n"] == 4_000 and third[1][-1]["outcome"] == "rolled-back"
+    assert git(registry, "log", "-1", "--format=%s").startswith(f"modelctl: rollback support-agent {CANARY}")

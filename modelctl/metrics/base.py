@@ -242,3 +242,25 @@ class CounterTracker:
     def reset(self) -> None:
         """Forget everything: the next poll is a new start."""
         self.__init__()
+
+    def export(self) -> dict:
+        """The tracker as JSON-ready data (watch --once keeps it between runs)."""
+        return {"started": self._started, "seen": sorted(self._seen),
+                "counters": [[v, n, self._last[(v, n)], self._total[(v, n)]] for v, n in sorted(self._last)]}
+
+    def restore(self, data: Any) -> bool:
+        """Continue from exported data; False (and a fresh start) when it is not usable."""
+        self.reset()
+        try:
+            last, total = {}, {}
+            for version, name, value, increase in data["counters"]:
+                if not all(isinstance(x, str) for x in (version, name)):
+                    raise ValueError
+                last[(version, name)] = float(value)
+                total[(version, name)] = float(increase)
+            seen = {str(v) for v in data["seen"]}
+            started = bool(data["started"])
+        except (KeyError, TypeError, ValueError):
+            return False
+        self._started, self._seen, self._last, self._total = started, seen, last, total
+        return True

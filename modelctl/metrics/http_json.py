@@ -58,6 +58,16 @@ class HttpJsonProvider:
         """Start counting increases afresh at the next poll."""
         self._tracker.reset()
 
+    def export_state(self) -> dict:
+        """Where the counters started (for a later process to continue: watch --once)."""
+        return {"url": where(self.url), "tracker": self._tracker.export()}
+
+    def restore_state(self, data: Any) -> bool:
+        """Continue counting from export_state() of the same URL; False when it does not fit."""
+        if not isinstance(data, dict) or data.get("url") != where(self.url):
+            return False
+        return self._tracker.restore(data.get("tracker"))
+
     def fetch(self, model: str, versions: Sequence[str], since_seconds: float = 0) -> dict[str, Sample]:
         """One Sample per version (increases since the first poll); MetricsError if the endpoint fails."""
         url = self.url.replace("{model}", check_name(model))

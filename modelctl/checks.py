@@ -39,10 +39,12 @@ def _files(store, commit: str) -> dict[str, str]:
     return out
 
 
-def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None) -> dict:
+def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None, base: str | None = None) -> dict:
     """Check the registry at `ref`; `only` limits the files checked (e.g. those a PR touched).
 
-    `today` (a date) is when retirement dates are judged; default: today in UTC.
+    `today` (a date) is when retirement dates are judged; default: today in UTC. `base` (with
+    `only`): the commit the change started from, so that a touched deployment file is judged on
+    the versions it moves onto a route, not on what already served before.
     """
     snap = reg.snapshot(ref)
     store = reg.store
@@ -147,7 +149,7 @@ def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None) -> dic
             if path not in [f.path for f in findings]:
                 add(path, None, "error", "unexpected file under bundles/")
 
-    extra = _extensions(reg, snap, cfg, files, docs, bundles, want, only=only, today=today)
+    extra = _extensions(reg, snap, cfg, files, docs, bundles, want, only=only, today=today, base=base)
     findings.extend(extra)
     errors = sum(1 for f in findings if f.level == "error")
     return {"commit": snap.commit, "checked": len([p for p in yaml_paths if want(p)]),
@@ -206,7 +208,7 @@ def _msg(problem: str) -> str:
     return problem.split(":", 2)[2].strip() if problem.count(":") >= 2 else problem
 
 
-def _extensions(reg, snap, cfg, files, docs, bundles, want, *, only=None, today=None) -> list[Finding]:
+def _extensions(reg, snap, cfg, files, docs, bundles, want, *, only=None, today=None, base=None) -> list[Finding]:
     """Checks added by other parts (secrets, deprecations); each returns Findings."""
     import datetime as dt
 
@@ -217,8 +219,10 @@ def _extensions(reg, snap, cfg, files, docs, bundles, want, *, only=None, today=
     for path, doc in docs.items():
         if path.startswith("deployments/") and isinstance(doc.data, dict) and isinstance(doc.data.get("versions"), dict):
             statuses[path[len("deployments/"):-5]] = doc.data["versions"]
-    findings += _deprecation_findings(cfg, docs, bundles, statuses, want, only, today)
-    findings += _fallback_findings(docs, bundles, statuses, only)
+    before = _statuses_at(reg, base, [p for p in (only or ()) if p.startswith("deployments/")]) \
+        if only is not None else {}
+    findings += _deprecation_findings(cfg, docs, bundles, statuses, before, want, only, today)
+    findings += _fallback_findings(docs, bundles, statuses, before, only)
     return findings
 
 
@@ -245,16 +249,40 @@ def _secret_findings(snap, files: dict[str, str], want) -> list[Finding]:
     return out
 
 
-def _in_scope(name: str, version: str, status: str | None, statuses_wanted: tuple, only, also: bool = False) -> bool:
-    """Bundles are immutable, so only those on a route or touched by the change are judged."""
+def _statuses_at(reg, commit: str | None, paths: list[str]) -> dict[str, dict]:
+    """model -> {version: status} of deployment files at `commit` (unreadable ones count as empty)."""
+    out = {}
+    if commit is None or not paths:
+        return out
+    for path, raw in reg.store.read_many(commit, paths).items():
+        try:
+            data = yamlio.loads(raw, path).data if raw is not None else None
+        except ModelctlError:
+            data = None
+        versions = data.get("versions") if isinstance(data, dict) else None
+        out[path[len("deployments/"):-5]] = versions if isinstance(versions, dict) else {}
+    return out
+
+
+def _in_scope(name: str, version: str, status: str | None, statuses_wanted: tuple, only, before: dict,
+              also: bool = False) -> bool:
+    """Bundles are immutable, so only those on a route are judged; with `only` (a pull request),
+    those it adds or changes, or moves onto a route (or all on a route when `also`)."""
     path = f"bundles/{name}/{version}.yaml"
     on_route = status in statuses_wanted
     if only is None:
         return on_route
-    return path in only or (on_route and (f"deployments/{name}.yaml" in only or also))
+    if path in only:
+        return True
+    if not on_route:
+        return False
+    if also:
+        return True
+    # a touched deployment file: what it moves (what served before is not this change's doing)
+    return f"deployments/{name}.yaml" in only and (before.get(name) or {}).get(version) != status
 
 
-def _deprecation_findings(cfg, docs, bundles, statuses, want, only, today) -> list[Finding]:
+def _deprecation_findings(cfg, docs, bundles, statuses, before, want, only, today) -> list[Finding]:
     from . import deprecations
 
     doc = docs.get("deprecations.yaml")
@@ -272,7 +300,7 @@ def _deprecation_findings(cfg, docs, bundles, statuses, want, only, today) -> li
     out = []
     for (name, version), data in sorted(bundles.items()):
         status = statuses.get(name, {}).get(version)
-        if not _in_scope(name, version, status, ON_ROUTE, only, also=table_changed):
+        if not _in_scope(name, version, status, ON_ROUTE, only, before, also=table_changed):
             continue
         path = f"bundles/{name}/{version}.yaml"
         bdoc = docs[path]
@@ -283,13 +311,11 @@ def _deprecation_findings(cfg, docs, bundles, statuses, want, only, today) -> li
     return out
 
 
-def _fallback_findings(docs, bundles, statuses, only) -> list[Finding]:
+def _fallback_findings(docs, bundles, statuses, before, only) -> list[Finding]:
     out = []
     for (name, version), data in sorted(bundles.items()):
         status = statuses.get(name, {}).get(version)
-        if data.get("fallbacks") or not _in_scope(name, version, status, SERVING, only):
-            continue
-        if status not in SERVING:
+        if data.get("fallbacks") or status not in SERVING or not _in_scope(name, version, status, SERVING, only, before):
             continue
         path = f"bundles/{name}/{version}.yaml"
         model = data.get("model") or {}
@@ -300,19 +326,25 @@ def _fallback_findings(docs, bundles, statuses, only) -> list[Finding]:
     return out
 
 
-def changed_paths(reg, ref: str) -> set[str]:
-    """Files that differ between HEAD and its merge base with `ref` (what a pull request touches)."""
+def merge_base(reg, ref: str) -> str:
+    """The commit a pull request against `ref` started from: the merge base of `ref` and HEAD."""
     from .errors import UsageError
 
     if not ref or ref.startswith("-") or any(ch.isspace() or ch == "\0" for ch in ref):
         raise UsageError(f"invalid --changed-since {ref!r}", hint="pass a branch, tag or commit such as origin/main")
     store = reg.store
     proc = store.git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
-    base = proc.stdout.decode().strip()
-    if proc.returncode != 0 or not base:
+    commit = proc.stdout.decode().strip()
+    if proc.returncode != 0 or not commit:
         raise UsageError(f"--changed-since {ref!r} does not name a commit here",
                          hint="fetch it first (CI: actions/checkout with fetch-depth: 0), e.g. 'git fetch origin main'")
-    if store.git("merge-base", base, "HEAD", check=False).returncode != 0:
+    proc = store.git("merge-base", commit, "HEAD", check=False)
+    if proc.returncode != 0:
         raise UsageError(f"{ref} and HEAD share no history", hint="fetch the full history (fetch-depth: 0)")
-    text = store.git("diff", "--name-only", "-z", "--no-renames", f"{base}...HEAD").stdout.decode("utf-8", "replace")
+    return proc.stdout.decode().strip()
+
+
+def changed_paths(reg, base: str) -> set[str]:
+    """Files that differ between commit `base` and HEAD (`git diff --name-only base...HEAD`)."""
+    text = reg.store.git("diff", "--name-only", "-z", "--no-renames", f"{base}...HEAD").stdout.decode("utf-8", "replace")
     return {p for p in text.split("\0") if p}

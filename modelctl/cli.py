@@ -221,8 +221,9 @@ def check(
 
     fmt = _check_format(fmt, ("text", "json", "junit", "github"), json_out)
     reg = _registry()
-    only = checks.changed_paths(reg, changed_since) if changed_since is not None else None
-    doc = checks.run(reg, only=only, today=dt.datetime.now(dt.timezone.utc).date())
+    base = checks.merge_base(reg, changed_since) if changed_since is not None else None
+    only = checks.changed_paths(reg, base) if base is not None else None
+    doc = checks.run(reg, only=only, base=base, today=dt.datetime.now(dt.timezone.utc).date())
     if changed_since is not None:
         doc["changed_since"] = changed_since
     if fmt == "json":

@@ -1,6 +1,7 @@
 """`modelctl demo`: build a registry and walk through modelctl with the real commands."""
 from __future__ import annotations
 
+import datetime as _dt
 import os
 import shlex
 import subprocess
@@ -47,6 +48,10 @@ class Demo:
         self.env = env
         self.step = 0
 
+    def at(self, when: str) -> None:
+        """Date the next commits (a story over two weeks rather than two seconds)."""
+        self.env["GIT_AUTHOR_DATE"] = self.env["GIT_COMMITTER_DATE"] = when
+
     def title(self, text: str) -> None:
         self.step += 1
         print(f"\n== {self.step}. {text}", flush=True)
@@ -64,6 +69,42 @@ class Demo:
         return proc
 
 
+def _canary_key(name: str, percent: float) -> str:
+    """A routing key that falls inside the canary's share (to show one being served by it)."""
+    from .routing import bucket, threshold
+
+    return next(f"user-{i}" for i in range(100_000) if bucket(name, f"user-{i}") < threshold(percent))
+
+
+def _lifecycle(d: Demo, reg: Path, day) -> None:
+    """The lifecycle over two weeks: first version live, a candidate through shadow and canary, a rollback."""
+    m = "support-agent"
+    d.title("Serve the first version: staging, then active (shadow and canary are waived: nothing to compare yet)")
+    d.at(day(1))
+    d.run("modelctl", "promote", m, "1.0.0", "--to", "staging", cwd=reg)
+    d.at(day(2))
+    d.run("modelctl", "promote", m, "1.0.0", "--to", "active", cwd=reg)
+    d.title("The candidate goes through the pipeline; a shadow's daily cost is printed and held to the budget")
+    d.at(day(7))
+    d.run("modelctl", "promote", m, "1.0.1", "--to", "staging", cwd=reg)
+    d.at(day(8))
+    d.run("modelctl", "shadow", m, "1.0.1", "--pct", "25", cwd=reg)
+    d.title("Canary: 10% of live traffic; what a gateway reads, and where one key goes")
+    d.at(day(11))
+    d.run("modelctl", "canary", m, "1.0.1", "--pct", "10", cwd=reg)
+    key = _canary_key(m, 10)
+    d.run("modelctl", "resolve", m, cwd=reg)
+    d.run("modelctl", "resolve", m, "--key", key, cwd=reg)
+    d.title("A manual rollback with a reason: the canary ends, 1.0.0 keeps serving, 1.0.1 goes on hold")
+    d.at(day(13))
+    d.run("modelctl", "rollback", m, "--reason", "reviewers found answers too terse", cwd=reg)
+    d.title("Automation cannot re-promote what was just pulled (exit 2) without --force --reason")
+    d.run("modelctl", "canary", m, "1.0.1", "--pct", "10", cwd=reg, ok=(2,))
+    d.title("History, from git alone: every event, and what served a key on a past day")
+    d.run("modelctl", "log", m, cwd=reg)
+    d.run("modelctl", "which", m, "--at", day(12), "--key", key, cwd=reg)
+
+
 def run(directory: Path | None) -> int:
     """Run the demo; returns the exit code."""
     base = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="modelctl-demo-"))
@@ -77,6 +118,12 @@ def run(directory: Path | None) -> int:
     env.pop("MODELCTL_REGISTRY", None)
     env["NO_COLOR"] = "1"
     d = Demo(base, env)
+    start = _dt.datetime.now(_dt.timezone.utc).replace(minute=0, second=0, microsecond=0) - _dt.timedelta(days=14)
+
+    def day(n: float) -> str:
+        return (start + _dt.timedelta(days=n)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    d.at(day(0))
     print(f"modelctl demo in {base}")
     d.title("Create a registry (a git repository laid out from the template)")
     d.run("modelctl", "init", str(reg))
@@ -101,6 +148,7 @@ def run(directory: Path | None) -> int:
     d.run("modelctl", "show", "support-agent", cwd=reg)
     d.title("Check every file (what CI runs on pull requests)")
     d.run("modelctl", "check", cwd=reg)
+    _lifecycle(d, reg, day)
     d.title("It is all plain git: commits with trailers, GTO-readable tags")
     d.run("git", "log", "--format=%h %s%n%(trailers:only,unfold)", cwd=reg)
     d.run("git", "tag", "-l", "-n1", cwd=reg)

@@ -287,10 +287,18 @@ def ensure_not_conflicting(expected: str | None, actual: str | None, what: str) 
 # -- lifecycle ------------------------------------------------------------------------------
 
 def _now_iso(clock=None) -> str:
-    import datetime as dt
+    """The time a lifecycle change records (hold.at, canary started): the commit's own date."""
     import time
 
-    return dt.datetime.fromtimestamp((clock or time.time)(), dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    from .history import iso, parse_time
+
+    pinned = os.environ.get("GIT_COMMITTER_DATE")
+    if pinned:  # the commit is dated this way too (store): keep file and commit in one timeline
+        try:
+            return iso(parse_time(pinned))
+        except UsageError:
+            pass  # a git-only date format: fall back to the clock
+    return iso(int((clock or time.time)()))
 
 
 def _load_deployment(snap: Snapshot, name: str) -> tuple[dict, bytes]:

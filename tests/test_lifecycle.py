@@ -438,3 +438,13 @@ def test_reason_is_one_line_without_trailer_lookalikes(in_canary):
     t = trailers(repo)
     assert t["Modelctl-Action"] == "rollback"
     assert "\n" not in t["Modelctl-Reason"] and "\x1b" not in t["Modelctl-Reason"]
+
+
+def test_the_demo_walks_the_lifecycle(tmp_path):
+    proc = run_cli("demo", "--dir", tmp_path / "demo", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    out = proc.stdout
+    for fragment in ("shadow cost: $60.00/day", "canary support-agent 1.0.1 at 10%",
+                     "rollback support-agent 1.0.1 (canary at 10%), 1.0.0 keeps serving",
+                     "is on hold after a rollback", "was served by 1.0.1 (canary)", "support-agent#canary!#9"):
+        assert fragment in out, fragment

@@ -122,7 +122,9 @@ def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None, base: 
                 add(path, doc.line_of(("eval", "report")), "error", f"eval report {report} does not exist")
             tag_commit = reg_commits.get((name, version))
             if tag_commit is None:
-                add(path, None, "warning", f"no registration tag {name}@v{version} (run 'modelctl doctor --fix')")
+                # a bundle new in a pull request cannot have its tag before the merge
+                if base is None or store.read_many(base, [path])[path] is not None:
+                    add(path, None, "warning", f"no registration tag {name}@v{version} (run 'modelctl doctor --fix')")
             else:
                 then = store.git("rev-parse", "--verify", "--quiet", f"{tag_commit}:{path}", check=False)
                 if then.stdout.decode().strip() != files[path]:
@@ -223,7 +225,63 @@ def _extensions(reg, snap, cfg, files, docs, bundles, want, *, only=None, today=
         if only is not None else {}
     findings += _deprecation_findings(cfg, docs, bundles, statuses, before, want, only, today)
     findings += _fallback_findings(docs, bundles, statuses, before, only)
+    if only is not None and (cfg.get("gate") or {}).get("required"):
+        findings += _gate_findings(reg, snap, cfg, docs, statuses, before, only, base)
     return findings
+
+
+def _gate_findings(reg, snap, cfg, docs, statuses, before, only, base) -> list[Finding]:
+    """gate.required in a pull request: every version it moves into canary or active must pass the
+    gate against what was active before, unless one of its commits records a Gate-Override."""
+    from . import review
+
+    overrides = _gate_overrides(reg, base)
+    out = []
+    for name, versions in sorted(statuses.items()):
+        path = f"deployments/{name}.yaml"
+        if path not in only:
+            continue
+        was = before.get(name) or {}
+        serving = next((v for v, st in was.items() if st == "active"), None)
+        for version, status in versions.items():
+            if status not in ("canary", "active") or was.get(version) == status:
+                continue
+            line = docs[path].line_of(("versions", version))
+            what = f"{name} {version} moves to {status}"
+            try:
+                result = review.run_gate(reg, snap, cfg, name, version,
+                                         baseline=serving if serving and serving != version else None)
+                failed = None if result.passed else "; ".join(f"{r.metric}: {r.reason}" for r in result.rows
+                                                              if not r.passed)
+            except ModelctlError as exc:
+                failed = f"the gate cannot judge it: {exc}"
+            if failed is None:
+                continue
+            reason = overrides.get((name, version))
+            if reason:
+                out.append(Finding(path, line, "warning", f"{what} with the eval gate overridden ({reason}): {failed}"))
+            else:
+                out.append(Finding(path, line, "error",
+                                   f"{what} but gate.required is set and the eval gate fails: {failed}; promote "
+                                   "a version that passes, or with --force --reason (recorded as Modelctl-Gate-Override)"))
+    return out
+
+
+def _gate_overrides(reg, base: str | None) -> dict[tuple[str, str], str]:
+    """(model, version) -> reason of every Modelctl-Gate-Override in the commits base..HEAD."""
+    if base is None:
+        return {}
+    text = reg.store.out("log", "--format=%x1e%(trailers:only,unfold)", f"{base}..HEAD")
+    out = {}
+    for entry in text.split("\x1e"):
+        fields = {}
+        for row in entry.splitlines():
+            key, sep, value = row.partition(": ")
+            if sep:
+                fields.setdefault(key.strip(), value.strip())
+        if fields.get("Modelctl-Gate-Override") and fields.get("Modelctl-Model") and fields.get("Modelctl-Version"):
+            out.setdefault((fields["Modelctl-Model"], fields["Modelctl-Version"]), fields["Modelctl-Gate-Override"])
+    return out
 
 
 # -- secrets, retired models, fallbacks ------------------------------------------------------

@@ -219,3 +219,31 @@ def test_secrets_never_become_git_objects(served, tmp_path):
     assert state["refs"] == before["refs"] and state["head"] == before["head"]
     everything = objects(served)
     assert KEY not in everything and GH_TOKEN not in everything
+
+
+def test_changed_since_holds_promotions_made_by_hand_to_the_gate(served, tmp_path):
+    worse = {"accuracy": (0.90, 1200), "hallucination_rate": (0.011, 1200), "latency_p95_ms": (870, None)}
+    register(served, tmp_path, "1.2.0", "1.1.0", metrics=worse, fallbacks=True)
+    configure(served, gate_required=True)
+    git(served, "checkout", "-q", "-b", "forced")
+    proc = run_cli("canary", NAME, "1.2.0", "--pct", "5", "--force", "--reason", "try it on 5%", cwd=served)
+    assert proc.returncode == 0, proc.stderr
+    proc, found = findings(served, "--changed-since", "main")
+    assert proc.returncode == 0
+    assert [(f["path"], f["level"]) for f in found] == [("deployments/support-agent.yaml", "warning")]
+    assert "eval gate overridden (try it on 5%)" in found[0]["message"]
+    # the same change made by hand (no override on record) is an error
+    git(served, "commit", "-q", "--amend", "-m", "move 1.2.0 to canary")
+    proc, found = findings(served, "--changed-since", "main")
+    assert proc.returncode == 1
+    [f] = found
+    assert f["path"] == "deployments/support-agent.yaml" and f["level"] == "error"
+    assert f["line"] == int(next(i for i, line in enumerate(
+        (served / "deployments/support-agent.yaml").read_text().splitlines(), 1) if line.strip().startswith('"1.2.0"')))
+    assert "support-agent 1.2.0 moves to canary but gate.required is set and the eval gate fails: accuracy" in f["message"]
+    # a version that passes needs nothing
+    git(served, "checkout", "-q", "main")
+    git(served, "checkout", "-q", "-b", "good")
+    assert run_cli("canary", NAME, "1.1.0", "--pct", "5", cwd=served).returncode == 0
+    proc, found = findings(served, "--changed-since", "main")
+    assert proc.returncode == 0 and found == []

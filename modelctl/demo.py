@@ -2,19 +2,21 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import shlex
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 PROMPT_V1 = "You are a support agent for Acme. Answer briefly and cite the help centre.\n"
 PROMPT_V2 = "You are a support agent for Acme. Answer in at most three sentences; cite the help centre.\n"
 
 
-def _bundle(version: str, parent: str | None, prompt: str, error_rate: float) -> str:
+def _bundle(version: str, parent: str | None, prompt: str, error_rate: float, temperature: float = 0.3) -> str:
     lines = [
         "apiVersion: modelctl/v1",
         "kind: Bundle",
@@ -27,7 +29,7 @@ def _bundle(version: str, parent: str | None, prompt: str, error_rate: float) ->
         "prompt:",
         f"  template: {prompt}",
         "config:                 # inference config, recorded as given",
-        "  temperature: 0.3",
+        f"  temperature: {temperature}",
         "  max_tokens: 1024",
         "baseline:               # production figures this version is judged against",
         f"  error_rate: {error_rate}",
@@ -105,6 +107,96 @@ def _lifecycle(d: Demo, reg: Path, day) -> None:
     d.run("modelctl", "which", m, "--at", day(12), "--key", key, cwd=reg)
 
 
+def _remote(d: Demo, base: Path, reg: Path) -> Path:
+    """A bare repository stands in for GitHub; with remote.push every write fetches, checks, pushes atomically."""
+    remote = base / "remote.git"
+    d.title("Share it: a bare repository stands in for GitHub; remote.push makes every write an atomic push")
+    d.run("git", "init", "--quiet", "--bare", "--initial-branch=main", str(remote))
+    d.run("git", "remote", "add", "origin", str(remote), cwd=reg)
+    config = reg / "modelctl.yaml"
+    config.write_text(config.read_text().replace("  push: false", "  push: true", 1))
+    d.run("git", "commit", "--quiet", "-m", "registry: push every write to origin", "modelctl.yaml", cwd=reg)
+    d.run("git", "push", "--quiet", "--set-upstream", "origin", "main", cwd=reg)
+    return remote
+
+
+def _watch(d: Demo, base: Path, reg: Path, remote: Path, day) -> dict:
+    """A second candidate in canary; the embedded endpoint simulates a regression; watch rolls it back."""
+    from .demo_metrics import DemoMetrics
+
+    m = "support-agent"
+    d.title("A second candidate, 1.0.2 (one config change), through staging, shadow and a 10% canary")
+    (base / "support-agent-1.0.2.yaml").write_text(
+        _bundle("1.0.2", "1.0.0", "prompts/support/v1.txt", 0.010, temperature=0.2))
+    d.at(day(13.2))
+    d.run("modelctl", "register", str(base / "support-agent-1.0.2.yaml"), "-m", "cooler sampling", cwd=reg)
+    d.at(day(13.4))
+    d.run("modelctl", "promote", m, "1.0.2", "--to", "staging", cwd=reg)
+    d.at(day(13.6))
+    d.run("modelctl", "shadow", m, "1.0.2", "--pct", "25", cwd=reg)
+    for var in ("GIT_AUTHOR_DATE", "GIT_COMMITTER_DATE"):
+        d.env.pop(var, None)  # from here on, now: watch judges live traffic
+    d.run("modelctl", "canary", m, "1.0.2", "--pct", "10", cwd=reg)
+    regress_after = 3.0
+    with DemoMetrics(m, rps=3000) as metrics:
+        metrics.set("1.0.0", share=0.9, error_rate=0.01, latency_p95_ms=850, cost_per_request=0.0011)
+        metrics.set("1.0.2", share=0.1, error_rate=0.01, latency_p95_ms=860, cost_per_request=0.0011)
+        metrics.at(regress_after, "1.0.2", error_rate=0.033)
+        regressed_at = time.monotonic() + regress_after
+        d.title("watch: an embedded http-json endpoint serves live traffic; 3 s in, the canary's error rate "
+                "triples (1% -> 3.3%)")
+        result = _stream_watch(d, reg, ["modelctl", "watch", m, "--url", metrics.url, "--interval", "1s",
+                                        "--max-duration", "40s"])
+        seen = time.monotonic()
+    if result is None or result.get("outcome") != "rolled-back":
+        raise SystemExit("demo step failed: watch did not roll back the regressed canary")
+    print(f"\n  detection to rollback commit (and push): {result['detect_to_commit_seconds']:.2f}s "
+          f"after the deciding poll; {seen - regressed_at:.1f}s after the regression began", flush=True)
+    d.title("The rollback is an ordinary commit on the remote, with the evidence in its trailers")
+    d.run("git", "--git-dir", str(remote), "log", "-1", "--format=%h %an %s%n%(trailers:only,unfold)")
+    return result
+
+
+def _poll_line(doc: dict) -> str:
+    """One watch JSON line, condensed for the demo's reader."""
+    if doc.get("event") != "poll":
+        return doc.get("message", "")
+    if doc.get("error"):
+        return f"poll {doc['poll']:>2}  no data: {doc['error']}"
+    rate = next((r for r in doc["metrics"] if r["metric"] == "error_rate"), None)
+    if rate is None or rate["canary"] is None:
+        return f"poll {doc['poll']:>2}  waiting for traffic"
+    stat = f"llr {rate['value']:+.2f} (fails at {rate['bound']:.2f})" if rate["value"] is not None else ""
+    return (f"poll {doc['poll']:>2}  error_rate canary {rate['canary'] * 100:.2f}% of {rate['canary_n']:,.0f} "
+            f"vs {rate['baseline'] * 100:.2f}% ({rate['baseline_source']}), threshold {rate['threshold'] * 100:.2f}%  "
+            f"{stat}  {rate['verdict']}  -> {doc['action']}")
+
+
+def _stream_watch(d: Demo, reg: Path, args: list[str]) -> dict | None:
+    """Run watch, printing each poll as it happens (condensed from its JSON lines); the result line."""
+    print(f"$ {' '.join(shlex.quote(a) for a in args)}", flush=True)
+    proc = subprocess.Popen([sys.executable, "-m", "modelctl", *args[1:]], cwd=reg, env=d.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    result = None
+    for raw in proc.stdout:
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            print(textwrap.indent(raw.rstrip(), "  "), flush=True)
+            continue
+        if doc.get("event") == "result":
+            result = doc
+        else:
+            print(f"  {_poll_line(doc)}", flush=True)
+    err = proc.stderr.read()
+    proc.wait()
+    if err.strip():
+        print(textwrap.indent(err.rstrip(), "  "), flush=True)
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"demo step failed with exit {proc.returncode}: {' '.join(args)}")
+    return result
+
+
 def run(directory: Path | None) -> int:
     """Run the demo; returns the exit code."""
     base = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="modelctl-demo-"))
@@ -127,6 +219,7 @@ def run(directory: Path | None) -> int:
     print(f"modelctl demo in {base}")
     d.title("Create a registry (a git repository laid out from the template)")
     d.run("modelctl", "init", str(reg))
+    remote = _remote(d, base, reg)
     (reg / "prompts" / "support").mkdir(parents=True, exist_ok=True)
     (reg / "prompts" / "support" / "v1.txt").write_text(PROMPT_V1)
     (reg / "prompts" / "support" / "v2.txt").write_text(PROMPT_V2)
@@ -149,8 +242,13 @@ def run(directory: Path | None) -> int:
     d.title("Check every file (what CI runs on pull requests)")
     d.run("modelctl", "check", cwd=reg)
     _lifecycle(d, reg, day)
-    d.title("It is all plain git: commits with trailers, GTO-readable tags")
-    d.run("git", "log", "--format=%h %s%n%(trailers:only,unfold)", cwd=reg)
+    watched = _watch(d, base, reg, remote, day)
+    d.title("It is all plain git: one commit per action (with trailers, as above), GTO-readable tags")
+    d.run("git", "log", "--format=%h %ad %s%d", "--date=short", cwd=reg)
     d.run("git", "tag", "-l", "-n1", cwd=reg)
+    d.title("What serves now")
+    d.run("modelctl", "status", cwd=reg)
+    print(f"\nwatch rolled back canary 1.0.2 and pushed the commit {watched['detect_to_commit_seconds']:.2f}s "
+          "after the poll that saw the breach.", flush=True)
     print(f"\nThe registry is in {reg}; explore it with modelctl or git.")
     return 0

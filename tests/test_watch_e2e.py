@@ -11,6 +11,7 @@ Timing: polls every 0.5 s; a regression (three times the error rate) must be rol
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -53,11 +54,9 @@ def make_registry(path: Path, name: str, write_bundle, config_edits: dict[str, s
     return path
 
 
-def start_watch(registry: Path, name: str, *args: str) -> subprocess.Popen:
-    env = {"PYTHONPATH": str(ROOT)}
-    import os
-
-    full = {**os.environ, **env}
+def start_watch(registry: Path, name: str, *args: str, env: dict | None = None) -> subprocess.Popen:
+    """`modelctl watch NAME --json ARGS` as a real process."""
+    full = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "modelctl", "watch", name, "--json", *args], cwd=registry,
                             env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -359,3 +358,35 @@ def test_once_from_cron_counts_from_the_first_run_and_rolls_back_on_the_second_f
     assert third[0] == 1, third[2]
     assert third[1][0]["metrics"][0]["canary_n"] == 4_000 and third[1][-1]["outcome"] == "rolled-back"
     assert git(registry, "log", "-1", "--format=%s").startswith(f"modelctl: rollback support-agent {CANARY}")
+
+
+def test_two_watchers_on_two_clones_make_one_rollback_and_the_second_says_who(template_registry, tmp_path):
+    from gitremote import bare_remote, clone
+
+    registry = tmp_path / "first"
+    shutil.copytree(template_registry, registry, symlinks=True)
+    text = (registry / "modelctl.yaml").read_text().replace("consecutive_failures: 1", "consecutive_failures: 2")
+    (registry / "modelctl.yaml").write_text(text)
+    git(registry, "commit", "-q", "-am", "two failing polls before acting")
+    url = bare_remote(registry, tmp_path / "remote.git")
+    second = clone(url, tmp_path / "second")
+    with JsonMetricsServer("support-agent") as server, \
+            DrivenTraffic(server, {ACTIVE: 0.01, CANARY: 0.05}, {ACTIVE: 4500, CANARY: 500}):
+        procs = [start_watch(registry, "support-agent", "--push", "--url", server.url, "--interval", "0.5s",
+                             "--max-duration", "30s"),
+                 start_watch(second, "support-agent", "--push", "--url", server.url, "--interval", "0.5s",
+                             "--max-duration", "30s",
+                             env={"GIT_AUTHOR_NAME": "Bob Oncall", "GIT_COMMITTER_NAME": "Bob Oncall"})]
+        results = [finish(proc) for proc in procs]
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0, 1], results
+    outcomes = sorted(lines[-1]["outcome"] for _, lines, _ in results)
+    assert outcomes == ["already-rolled-back", "rolled-back"]
+    winner = next(lines[-1] for _, lines, _ in results if lines[-1]["outcome"] == "rolled-back")
+    loser_err = next(err for _, lines, err in results if lines[-1]["outcome"] == "already-rolled-back")
+    assert winner["pushed"] is True
+    remote = tmp_path / "remote.git"
+    subjects = git(remote, "log", "--format=%s").splitlines()
+    assert sum(s.startswith("modelctl: rollback support-agent") for s in subjects) == 1
+    author = git(remote, "log", "-1", "--format=%an").strip()
+    assert "already rolled back" in loser_err and author in loser_err

@@ -31,6 +31,7 @@ import re
 import signal
 import subprocess
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -61,9 +62,14 @@ def fault(point: str) -> None:
         os.kill(os.getpid(), signal.SIGSTOP if how == "stop" else signal.SIGKILL)
 
 
-def backoff(attempt: int, rand: float) -> float:
-    """Seconds to wait before retry `attempt` (1-based): capped exponential with full jitter, rand in [0, 1)."""
-    cap = min(2.0, 0.05 * 2 ** min(attempt, 6))
+def backoff(attempt: int, rand: float, unit: float = 0.05) -> float:
+    """Seconds to wait before retry `attempt` (1-based): capped exponential with full jitter, rand in [0, 1).
+
+    `unit` is how long one attempt takes here: the window grows in attempts, not in fixed
+    milliseconds, so the same writers spread out as well on a slow remote as on a fast one.
+    """
+    unit = min(max(unit, 0.02), 0.5)
+    cap = min(1.5, unit * 2 ** min(attempt, 8))
     # full jitter spreads racing writers over the whole window instead of bunching them again
     return 0.01 + cap * rand
 
@@ -203,6 +209,9 @@ class Store:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         self._git_dir: Path | None = None
+        self._ident: str | None = None
+        self._cat: subprocess.Popen | None = None
+        self._cat_pid = 0
 
     # -- plumbing ---------------------------------------------------------------------------
     def git(self, *args: str, input: bytes | None = None, check: bool = True, env: dict | None = None,
@@ -245,6 +254,14 @@ class Store:
 
     def current_branch(self) -> str | None:
         """The checked-out branch name, or None when HEAD is detached."""
+        try:  # one file read instead of a process on every write
+            head = (self.git_dir / "HEAD").read_text().strip()
+            if head.startswith("ref: refs/heads/"):
+                return head[len("ref: refs/heads/"):]
+            if len(head) in (40, 64) and all(c in "0123456789abcdef" for c in head):
+                return None
+        except OSError:
+            pass
         proc = self.git("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
         return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
 
@@ -252,26 +269,67 @@ class Store:
         """Contents of paths at a commit through one `cat-file --batch` (blob ids into `ids`)."""
         if commit is None or not paths:
             return {p: None for p in paths}
+        if len(paths) <= 16 and not any("\n" in p for p in paths):
+            return self._read_small(commit, paths, ids)
         request = "".join(f"{commit}:{p}\n" for p in paths).encode("utf-8")
-        data = self.git("cat-file", "--batch", input=request).stdout
+        return self._parse_batch(self.git("cat-file", "--batch", input=request).stdout, paths, ids)
+
+    @staticmethod
+    def _parse_batch(data: bytes, paths: list[str], ids: dict | None) -> dict[str, bytes | None]:
         out: dict[str, bytes | None] = {}
         pos = 0
         for path in paths:
             end = data.index(b"\n", pos)
             header = data[pos:end].split()
             pos = end + 1
-            if len(header) == 3 and header[1] in (b"blob",):
+            if len(header) == 3 and header[-1] not in (b"missing", b"ambiguous"):
                 size = int(header[2])
-                if ids is not None:
-                    ids[path] = header[0].decode()
-                out[path] = data[pos:pos + size]
+                if header[1] == b"blob":
+                    out[path] = data[pos:pos + size]
+                    if ids is not None:
+                        ids[path] = header[0].decode()
+                else:  # a tree or other object: not a file
+                    out[path] = None
                 pos += size + 1
-            elif len(header) == 3:  # a tree or other object: not a file
-                pos += int(header[2]) + 1
-                out[path] = None
             else:
                 out[path] = None
         return out
+
+    def _read_small(self, commit: str, paths: list[str], ids: dict | None) -> dict[str, bytes | None]:
+        """A few files through one long-lived `cat-file --batch` (a write reads a handful per attempt).
+
+        The requests are small enough never to fill the pipe, so writing them all before reading
+        cannot deadlock; bigger batches use a one-shot process.
+        """
+        if self._cat is None or self._cat_pid != os.getpid() or self._cat.poll() is not None:
+            self._cat = subprocess.Popen(["git", "-c", "core.hooksPath=/dev/null", "cat-file", "--batch"], cwd=self.root,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                         env=_base_env())
+            self._cat_pid = os.getpid()
+            weakref.finalize(self, _close_batch, self._cat)
+        proc = self._cat
+        try:
+            proc.stdin.write("".join(f"{commit}:{p}\n" for p in paths).encode("utf-8"))
+            proc.stdin.flush()
+            out: dict[str, bytes | None] = {}
+            for path in paths:
+                header = proc.stdout.readline().split()
+                if not header:
+                    raise BrokenPipeError
+                if len(header) == 3 and header[-1] not in (b"missing", b"ambiguous"):
+                    body = proc.stdout.read(int(header[2]) + 1)[:-1]
+                    if header[1] == b"blob":
+                        out[path] = body
+                        if ids is not None:
+                            ids[path] = header[0].decode()
+                        continue
+                out[path] = None
+            return out
+        except (BrokenPipeError, OSError, ValueError):
+            _close_batch(proc)  # the reader died or lost step: fall back to a one-shot process
+            self._cat = None
+            request = "".join(f"{commit}:{p}\n" for p in paths).encode("utf-8")
+            return self._parse_batch(self.git("cat-file", "--batch", input=request).stdout, paths, ids)
 
     def list_dir(self, commit: str | None, directory: str) -> list[str]:
         """Entry names directly under a directory at a commit."""
@@ -348,6 +406,9 @@ class Store:
             blocked = _blocked_by_lock(err)
             if blocked:
                 raise blocked
+            if self.remote_url(remote) is None:
+                raise UsageError(f"no git remote named {remote!r}",
+                                 hint=f"add it with 'git remote add {remote} URL' or use --no-push")
             last = err.strip().splitlines()[-1] if err.strip() else f"exit {proc.returncode}"
             raise RemoteError(f"cannot fetch from remote {remote!r}: {last}",
                               hint="check the network and 'git remote -v', or use --no-push")
@@ -460,12 +521,13 @@ class Store:
         tries = 0
         while True:
             tries += 1
+            began = time.monotonic()
             outcome = attempt()
             if outcome is not None:
                 outcome.attempts = tries
                 outcome.seconds = clock() - started
                 return outcome
-            delay = backoff(tries, random.random())
+            delay = backoff(tries, random.random(), time.monotonic() - began)
             if clock() + delay - started > deadline:
                 raise Conflict(f"other writers kept changing the registry; gave up after {tries} attempts "
                                f"in {clock() - started:.0f}s, nothing was written", hint="run the command again")
@@ -474,9 +536,6 @@ class Store:
     def _target(self, push: bool, remote: str, branch: str | None, new_branch: str | None) -> _Target:
         current = self.current_branch()
         base_branch = branch or current or "main"
-        if push and self.remote_url(remote) is None:
-            raise UsageError(f"no git remote named {remote!r}",
-                             hint=f"add it with 'git remote add {remote} URL' or use --no-push")
         checked_out = new_branch is None and current == base_branch and not self.is_bare()
         return _Target(push, remote, base_branch, new_branch, checked_out)
 
@@ -520,7 +579,7 @@ class Store:
             if self._push(t.remote, refspecs) == "retry":
                 return None
             fault("after-push")
-            moved = self._advance_local(t, commit, tags)
+            moved = self._advance_local(t, commit, tags, parent=base)
             return Outcome(commit, [n for n, _ in tags], True, False, plan.result, branch_name,
                            synced=moved != "left")
         moved = self._advance_local(t, commit, tags, cas=True, expect=base)
@@ -589,8 +648,10 @@ class Store:
         return self.out(*args, input=plan.message().encode("utf-8"), env=env)
 
     def _tagger(self) -> str:
-        ident = self.out("var", "GIT_COMMITTER_IDENT")
-        return ident.rsplit(" ", 2)[0]  # drop the date: we set our own
+        if self._ident is None:
+            ident = self.out("var", "GIT_COMMITTER_IDENT")
+            self._ident = ident.rsplit(" ", 2)[0]  # drop the date: we set our own
+        return self._ident
 
     def _build_tags(self, specs: list[TagSpec], model_tags: Callable[[str], list[TagRef]],
                     now: int) -> list[tuple[str, str]]:
@@ -625,7 +686,7 @@ class Store:
 
     # -- the local clone after a write ------------------------------------------------------
     def _advance_local(self, t: _Target, new_tip: str, tags: list[tuple[str, str]], *, cas: bool = False,
-                       expect: str | None = None) -> str:
+                       expect: str | None = None, parent: str | None = None) -> str:
         """Move local refs (and a clean checkout) to new_tip: 'moved', 'left' (checkout kept), or 'race'.
 
         With `cas` (local writes) the branch must still be at `expect`, the tip the commit was
@@ -635,7 +696,7 @@ class Store:
             move, old = True, expect
         else:
             old = self.rev(f"refs/heads/{t.branch}")
-            move = old is None or old == new_tip or self.is_ancestor(old, new_tip)
+            move = old is None or old in (new_tip, parent) or self.is_ancestor(old, new_tip)
         sync = None
         if move and t.checked_out and old and old != new_tip:
             sync = self._sync_plan(old, new_tip)
@@ -786,6 +847,16 @@ class Store:
         return "done"
 
 
+def _close_batch(proc: subprocess.Popen) -> None:
+    """End a long-lived `cat-file --batch` (EOF on its input makes it exit)."""
+    try:
+        if proc.stdin:
+            proc.stdin.close()
+        proc.wait(timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        proc.kill()
+
+
 def classify_push(stdout: str, stderr: str) -> tuple[str, str]:
     """Why an atomic push failed: ('retry' | 'refused' | 'error', reason) from its porcelain output.
 
@@ -799,14 +870,15 @@ def classify_push(stdout: str, stderr: str) -> tuple[str, str]:
             reasons.append(parts[2])
     if not reasons:
         return "error", "no answer"
-    races = ("non-fast-forward", "fetch first", "already exists", "stale info", "failed to update ref",
-             "cannot lock ref", "failed to lock", "incorrect old value")
+    # the server's own ref transaction lost to a concurrent push (same ref, same moment)
+    server_races = ("failed to update ref", "cannot lock ref", "failed to lock", "incorrect old value",
+                    "atomic transaction failed")
+    races = ("non-fast-forward", "fetch first", "already exists", "stale info") + server_races
     significant = [r for r in reasons if "atomic push fail" not in r]
     if not significant:
         return "retry", reasons[0]
     for r in significant:
-        if "[remote rejected]" in r and not any(s in r for s in ("failed to update ref", "cannot lock ref",
-                                                                    "failed to lock", "incorrect old value")):
+        if "[remote rejected]" in r and not any(s in r for s in server_races):
             return "refused", r.split("(", 1)[-1].rstrip(")") if "(" in r else r
     if all(any(s in r for s in races) for r in significant):
         return "retry", significant[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -81,7 +82,7 @@ def test_leftover_temp_index_and_stale_git_locks(registry):
     gd = registry / ".git"
     pid = dead_pid()
     (gd / f"modelctl-index-{pid}").write_bytes(b"DIRC")
-    age(gd / f"modelctl-index-{pid}", 90)
+    age(gd / f"modelctl-index-{pid}", 1800)
     (gd / "index.lock").write_bytes(b"")
     age(gd / "index.lock", 7200)
     (gd / "refs/heads/main.lock").write_text("x\n")
@@ -90,9 +91,9 @@ def test_leftover_temp_index_and_stale_git_locks(registry):
     code, doc = doctor_json(registry)
     assert code == 1 and kinds(doc) == ["git-lock", "git-lock", "git-lock-fresh", "temp-index"]
     text = run_cli("doctor", cwd=registry).stdout
-    assert f"leftover temporary index .git/modelctl-index-{pid} of a killed write (pid {pid}, 90s old)" in text
+    assert f"leftover temporary index .git/modelctl-index-{pid} of a killed write (pid {pid}, 30m old)" in text
     assert "stale git lock file .git/index.lock (2h old)" in text and "stale git lock file .git/refs/heads/main.lock (10m old)" in text
-    assert "info: git lock file .git/packed-refs.lock is 0s old: a git command is probably running" in text
+    assert re.search(r"info: git lock file \.git/packed-refs\.lock is \d+s old: a git command is probably running", text)
     code, doc = doctor_json(registry, "--fix")
     assert code == 0 and kinds(doc) == ["git-lock-fresh"]
     assert not (gd / "index.lock").exists() and not (gd / "refs/heads/main.lock").exists()

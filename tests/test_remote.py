@@ -332,7 +332,9 @@ def test_backoff_is_capped_exponential_with_full_jitter():
 
     assert backoff(1, 0.0) == pytest.approx(0.01) and backoff(1, 0.999) < 0.12
     assert backoff(3, 0.999) < backoff(4, 0.999) < backoff(5, 0.999)
-    assert max(backoff(n, 0.999) for n in range(1, 50)) <= 2.01
+    assert max(backoff(n, 0.999) for n in range(1, 50)) <= 1.51
+    # the window is measured in attempts: slower attempts, proportionally wider spread
+    assert backoff(1, 0.5, unit=0.4) == pytest.approx(0.01 + 4 * (backoff(1, 0.5, unit=0.1) - 0.01))
 
 
 @pytest.mark.parametrize("stdout, verdict", [
@@ -340,6 +342,8 @@ def test_backoff_is_capped_exponential_with_full_jitter():
     ("!\tHEAD:refs/heads/main\t[rejected] (atomic push failed)\n!\trefs/tags/t:refs/tags/t\t[rejected] (already exists)\n",
      "retry"),
     ("!\tx:refs/heads/main\t[remote rejected] (failed to update ref)\n", "retry"),
+    ("!\tx:refs/heads/main\t[remote rejected] (atomic transaction failed)\n"
+     "!\tt:refs/tags/t\t[remote rejected] (atomic transaction failed)\n", "retry"),
     ("!\tx:refs/heads/main\t[remote rejected] (pre-receive hook declined)\n", "refused"),
     ("!\tx:refs/heads/main\t[remote rejected] (atomic push failure)\n!\tt:refs/tags/t\t[remote rejected] (hook declined)\n",
      "refused"),

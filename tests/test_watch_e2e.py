@@ -211,17 +211,19 @@ def regressed(**canary) -> dict:
                                                    CANARY: entry}}
 
 
+# case -> (the answer, what the poll must say about it)
 HOSTILE = {
-    "nan": Reply(200, json.dumps(regressed(errors=float("nan")))),
-    "inf": Reply(200, json.dumps(regressed(requests=float("inf")))),
-    "errors-over-requests": Reply(200, regressed(errors=50_000)),
-    "empty": Reply(200, b""),
-    "http-500-with-a-body": Reply(500, regressed()),
-    "timeout": Reply(200, regressed(), delay=3),
-    "slow-drip": Reply(200, regressed(), drip=0.05),
-    "huge-body": Reply(200, json.dumps(regressed()) + " " * 2_000_000),
-    "broken-json": Reply(200, b'{"model": "support-agent", "versions": {"1.0.1": {"requests": 30'),
-    "redirect-elsewhere": Reply(302, b"", headers={"Location": "http://203.0.113.9/metrics/support-agent"}),
+    "nan": (Reply(200, json.dumps(regressed(errors=float("nan")))), "errors: nan"),
+    "inf": (Reply(200, json.dumps(regressed(requests=float("inf")))), "requests: inf"),
+    "errors-over-requests": (Reply(200, regressed(errors=50_000)), "exceed requests"),
+    "empty": (Reply(200, b""), "invalid JSON"),
+    "http-500-with-a-body": (Reply(500, regressed()), "HTTP 500"),
+    "timeout": (Reply(200, regressed(), delay=3), "within"),
+    "slow-drip": (Reply(200, regressed(), drip=0.05), "no complete answer within"),
+    "huge-body": (Reply(200, json.dumps(regressed()) + " " * 2_000_000), "more than"),
+    "broken-json": (Reply(200, b'{"model": "support-agent", "versions": {"1.0.1": {"requests": 30'), "invalid JSON"),
+    "redirect-elsewhere": (Reply(302, b"", headers={"Location": "http://203.0.113.9/metrics/support-agent"}),
+                           "another host"),
 }
 
 FAST_CONFIG = {
@@ -247,53 +249,48 @@ def template_registry(tmp_path_factory):
 
 
 def test_hostile_answers_cause_no_rollback_no_crash_no_traceback(template_registry, tmp_path):
-    cases = dict(HOSTILE)
-    cases["unreachable"] = None
-    servers, procs, registries = [], {}, {}
-    try:
-        for case, reply in cases.items():
-            registry = tmp_path / case
-            shutil.copytree(template_registry, registry, symlinks=True)
-            registries[case] = registry
-            if reply is None:
-                url = f"http://127.0.0.1:{free_port()}/metrics/{{model}}"
-            else:
-                first: list = []
+    """One real watch process meets every hostile answer in turn (an unreachable endpoint: next test)."""
+    registry = tmp_path / "reg"
+    shutil.copytree(template_registry, registry, symlinks=True)
+    cases = list(HOSTILE.items())
+    served = threading.Event()
+    count = {"n": 0}
+    lock = threading.Lock()
 
-                def answer(request, reply=reply, first=first):
-                    # the first answer is sound, so later figures would count as increases
-                    if not first:
-                        first.append(True)
-                        return Reply(200, HEALTHY)
-                    return reply
+    def answer(request):
+        with lock:
+            n = count["n"]
+            count["n"] += 1
+        if n == 0:
+            return Reply(200, HEALTHY)  # sound, so that later figures would count as increases
+        if n >= len(cases):
+            served.set()
+        return cases[(n - 1) % len(cases)][1][0]
 
-                server = LocalServer(answer).start()
-                servers.append(server)
-                url = f"{server.base_url}/metrics/{{model}}"
-            # every case at once: each is a real CLI process with its own server and registry
-            procs[case] = start_watch(registry, "support-agent", "--url", url, "--interval", "0.2s",
-                                      "--max-duration", "2.5s")
-        before = {case: repo_state(template_registry) for case in cases}
-        for case, proc in procs.items():
+    with LocalServer(answer) as server:
+        proc = start_watch(registry, "support-agent", "--url", f"{server.base_url}/metrics/{{model}}",
+                           "--interval", "0.1s", "--max-duration", "60s")
+        try:
+            assert served.wait(60), "the watch stopped polling"
+            # end the canary: the watch sees it at its next poll and stops (exit 0)
+            set_deployment_of(registry, "support-agent", canary=None,
+                              versions={ACTIVE: "active", CANARY: "deprecated"})
             code, lines, err = finish(proc)
-            assert code == 0, (case, err)
-            assert "Traceback" not in err and "internal error" not in err, (case, err)
-            polls = [d for d in lines if d["event"] == "poll"]
-            assert len(polls) >= 2, case
-            assert all(p["action"] != "rollback" for p in polls), case
-            # the counts behind the error rate are what each answer corrupts: never a pass
-            assert all(p["metrics"][0]["verdict"] == "error" for p in polls[1:]), case
-            assert polls[-1]["error"] or any(m["verdict"] == "error" for m in polls[-1]["metrics"]), case
-            assert lines[-1]["outcome"] == "no-decision", case
-            assert git(registries[case], "log", "-1", "--format=%s") == \
-                git(template_registry, "log", "-1", "--format=%s"), case
-            assert repo_state(registries[case])["refs"] == before[case]["refs"], case
-    finally:
-        for proc in procs.values():
+        finally:
             if proc.poll() is None:
                 proc.kill()
-        for server in servers:
-            server.stop()
+    assert code == 0, err
+    assert "Traceback" not in err and "internal error" not in err, err
+    polls = [d for d in lines if d["event"] == "poll"]
+    assert len(polls) >= len(cases) + 1
+    assert all(p["action"] != "rollback" for p in polls)
+    for poll, (case, (_, says)) in zip(polls[1:], cases):
+        rate = poll["metrics"][0]
+        assert rate["verdict"] == "error", (case, poll)  # never a pass, never a fail
+        assert says in (poll["error"] or rate["reason"]), (case, poll["error"], rate["reason"])
+    assert lines[-1]["outcome"] == "canary-ended"
+    assert git(registry, "log", "-1", "--format=%s").strip() == "test: set deployment"
+    assert "rollback" not in git(registry, "log", "--format=%s")
 
 
 def test_endpoint_down_holds_with_one_line_and_exit_4(template_registry, tmp_path):

@@ -353,3 +353,58 @@ def test_push_outcomes_are_classified(stdout, verdict):
     from modelctl.store import classify_push
 
     assert classify_push(stdout, "")[0] == verdict
+
+
+# -- racing rollbacks (DESIGN §4: one rollback commit, the second says who did it) ------------
+
+@pytest.fixture
+def canary_clones(registry, daemon, write_bundle, tmp_path):
+    """support-agent 1.0.0 active and 1.1.0 in canary at 5%, served by git daemon; two clones."""
+    from modelctl import ops
+    from modelctl.registry import Registry
+
+    reg = Registry(registry)
+    ops.register(reg, write_bundle(version="1.0.0"))
+    ops.promote(reg, "support-agent", "1.0.0", "active", force=True, reason="first version")
+    ops.register(reg, write_bundle("b.yaml", version="1.1.0", parent="1.0.0", temperature=0.5))
+    ops.canary(reg, "support-agent", "1.1.0", 5, force=True, reason="try it")
+    served = tmp_path / "served" / "registry.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(registry), str(served)], check=True)
+    url = daemon.url("registry.git")
+    return clone(url, tmp_path / "a"), clone(url, tmp_path / "b"), served
+
+
+def test_two_processes_rolling_back_one_canary_make_one_rollback(canary_clones):
+    a, b, served = canary_clones
+    before = set(tags(served))
+    first = Stopped(["rollback", "support-agent", "--expect-canary", "1.1.0", "--reason", "watcher a", "--push"], a)
+    second = run_cli("rollback", "support-agent", "--expect-canary", "1.1.0", "--reason", "watcher b", "--push", cwd=b,
+                     env={"GIT_AUTHOR_NAME": "Bea Watcher", "GIT_COMMITTER_NAME": "Bea Watcher",
+                          "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z"})
+    assert second.returncode == 0, second.stderr
+    code, out, err = first.finish()
+    assert code == 0, err
+    assert first.stops == 1  # its re-plan found the canary already rolled back: nothing more to push
+    assert "already" in out and "rolled back by Bea Watcher" in out
+    rollbacks = [c for c in commits(served) if c["trailers"].get("Modelctl-Action") == "rollback"]
+    assert len(rollbacks) == 1 and rollbacks[0]["trailers"]["Modelctl-Reason"] == "watcher b"
+    new_tags = set(tags(served)) - before
+    assert new_tags == {n for n in new_tags if n.startswith("support-agent#canary!#")} and len(new_tags) == 1
+    assert_tags_in_history(served)
+    dep = git(served, "show", "main:deployments/support-agent.yaml")
+    assert "canary: null" in dep and '"1.1.0": rolled-back' in dep
+    assert git(a, "rev-parse", "main") == git(served, "rev-parse", "main") and index_consistent(a)
+
+
+def test_a_rollback_whose_canary_was_replaced_exits_3_and_writes_nothing(canary_clones):
+    a, b, served = canary_clones
+    first = Stopped(["rollback", "support-agent", "--expect-canary", "1.1.0", "--push"], a)
+    promoted = run_cli("promote", "support-agent", "1.1.0", "--to", "active", "--push", cwd=b)
+    assert promoted.returncode == 0, promoted.stderr
+    after_promotion = git(served, "for-each-ref")
+    code, _, err = first.finish()
+    assert code == 3
+    assert "1.1.0 is no longer the canary version of support-agent (it is active); nothing was rolled back" in err
+    assert git(served, "for-each-ref") == after_promotion
+    assert not [c for c in commits(served) if c["trailers"].get("Modelctl-Action") == "rollback"]
+    assert leftovers(a) == []

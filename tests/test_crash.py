@@ -158,3 +158,44 @@ def test_the_real_command_killed_then_doctor_then_rerun(registry, tmp_path, writ
     assert list(tags(remote)) == ["support-agent@v1.0.0"]
     assert git(registry, "status", "--porcelain") == "" and leftovers(registry) == []
     assert run_cli("doctor", "--push", cwd=registry).returncode == 0
+
+
+def test_kill_during_canary_moves_then_rerun_lands_once(registry, tmp_path, write_bundle):
+    """Lifecycle writes are crash-safe too: a killed canary move is completed (or found done) by its re-run."""
+    from modelctl import doctor, ops
+    from modelctl.registry import Registry
+
+    remote = tmp_path / "remote.git"
+    reg = Registry(registry)
+    ops.register(reg, write_bundle(version="1.0.0"))
+    ops.promote(reg, "support-agent", "1.0.0", "active", force=True, reason="first")
+    ops.register(reg, write_bundle("b.yaml", version="1.1.0", parent="1.0.0", temperature=0.5))
+    ops.canary(reg, "support-agent", "1.1.0", 5, force=True, reason="start")
+    bare_remote(registry, remote)
+    percent = 5
+    for n, point in enumerate(["before-fetch", "during-index", "after-commit-object", "after-tag-objects",
+                               "before-push", "after-push", "after-local-refs", "during-sync"]):
+        percent = 10 if percent == 5 else 5
+        reason = f"step-{n}"
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.environ["MODELCTL_FAULT"] = point
+                ops.canary(Registry(registry), "support-agent", "1.1.0", percent, reason=reason,
+                           opts=ops.WriteOptions(push=True))
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, point
+        landed = [c for c in commits(remote) if c["trailers"].get("Modelctl-Reason") == reason]
+        assert len(landed) == (1 if point in LANDED_AFTER else 0), point
+        assert doctor.run(Registry(registry), push=True, fix=True)["ok"], point
+        out = ops.canary(Registry(registry), "support-agent", "1.1.0", percent, reason=reason,
+                         opts=ops.WriteOptions(push=True))
+        assert out.noop == (point in LANDED_AFTER), point
+        once = [c for c in commits(remote) if c["trailers"].get("Modelctl-Reason") == reason]
+        assert len(once) == 1 and once[0]["trailers"]["Modelctl-Percent"] == str(percent), point
+        stage_tags = [t for t, commit in tags(remote).items() if t.startswith("support-agent#canary#")]
+        assert len(stage_tags) == n + 2, point  # the start, then exactly one per move
+    assert_tags_in_history(remote)
+    assert doctor.run(Registry(registry), push=True)["findings"] == []

@@ -380,7 +380,11 @@ def _after_write(reg, out, verb: str, detail: str = "", *, branch: Optional[str]
         base = cfg["remote"]["branch"] if out.pushed else (reg.store.current_branch() or cfg["remote"]["branch"])
         body = review.pr_body(reg, out.commit, branch=out.branch, base=base)
         if pr_body is not None:
-            _write_file(pr_body, body)
+            try:
+                _write_file(pr_body, body)
+            except OSError as exc:  # the branch exists by now: never lose the body
+                render.say(f"warning: cannot write {pr_body} ({exc.strerror}); the pull-request body follows on stdout")
+                pr_body = None
     if json_out:
         doc = render.outcome_json(out, extra)
         if body is not None:

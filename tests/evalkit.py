@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import git, run_cli
+from conftest import git
 
 NAME = "support-agent"
 
@@ -78,13 +78,14 @@ def bundle_file(tmp: Path, version: str, parent: str | None = None, temperature:
 
 def register(registry: Path, tmp: Path, version: str, parent: str | None = None, metrics: dict | None = None,
              dataset: str = "3", report: bool = True, **kw) -> None:
-    """Write the version's eval report (unless report=False) and register its bundle."""
+    """Write the version's eval report (unless report=False) and register its bundle (set-up: in process)."""
+    from modelctl import ops
+    from modelctl.registry import Registry
+
     if report:
         write_report(registry, version, dataset=dataset, **(metrics or {}))
     temperature = kw.pop("temperature", round(0.3 + 0.01 * int(version.split(".")[1]), 2))
-    proc = run_cli("register", bundle_file(tmp, version, parent, temperature=temperature, report=report, **kw),
-                   cwd=registry)
-    assert proc.returncode == 0, proc.stderr
+    ops.register(Registry(registry), bundle_file(tmp, version, parent, temperature=temperature, report=report, **kw))
 
 
 def configure(registry: Path, *, gate_required: bool | None = None, pipeline: list[str] | None = None,
@@ -100,9 +101,12 @@ def configure(registry: Path, *, gate_required: bool | None = None, pipeline: li
     git(registry, "commit", "-q", "-am", "configure")
 
 
-def promote(registry: Path, version: str, to: str = "active", *args: str) -> None:
-    proc = run_cli("promote", NAME, version, "--to", to, *args, cwd=registry)
-    assert proc.returncode == 0, proc.stderr
+def promote(registry: Path, version: str, to: str = "active") -> None:
+    """Set-up: promote in process (the CLI is what the tests exercise)."""
+    from modelctl import ops
+    from modelctl.registry import Registry
+
+    ops.promote(Registry(registry), NAME, version, to)
 
 
 def trailers(repo: Path, rev: str = "HEAD") -> dict:

@@ -211,8 +211,9 @@ def check(
 
     Also: secrets anywhere in the registry (errors, redacted), pinned models past their retirement
     date in deprecations.yaml (errors; warnings within deprecation.warn_days) for bundles on a route
-    or changed, and serving bundles without fallbacks (warnings).
-    Exits 1 when it finds an error (each is listed; warnings alone exit 0).
+    or changed, and serving bundles without fallbacks (warnings). With --changed-since and
+    gate.required, a version the change moves into canary or active must pass the eval gate (or
+    record an override). Exits 1 when it finds an error (each is listed; warnings alone exit 0).
     Example: modelctl check --changed-since origin/main --format github
     """
     import datetime as dt
@@ -420,7 +421,7 @@ def gate(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the output to this file instead of stdout.",
                                           show_default=False),
 ):
-    """Judge a version's eval report against the serving version's under the gate: rules of modelctl.yaml.
+    """Judge a version's eval report against the serving version's, under the gate rules of modelctl.yaml.
 
     Exit 0 when every metric passes, 1 when one fails, 2 when the reports cannot be compared
     (a report is missing, or they used different dataset versions). A first version (nothing

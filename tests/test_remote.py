@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import weakref
 
 import pytest
 
@@ -64,6 +65,7 @@ class Stopped:
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.stops = 0
         self.returncode = None
+        weakref.finalize(self, _reap, self.proc)  # a failing test must not leave a stopped writer behind
         assert self._wait(), "the writer exited before reaching its stop point"
 
     def _wait(self) -> bool:
@@ -82,6 +84,15 @@ class Stopped:
                 break
         out, err = self.proc.communicate(timeout=60)
         return self.returncode, out, err
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    if proc.returncode is None:
+        try:
+            proc.kill()
+            proc.communicate(timeout=10)
+        except (OSError, subprocess.TimeoutExpired, ValueError):
+            pass
 
 
 def remote_register_commits(repo, version, model="support-agent"):

@@ -28,7 +28,7 @@ class WriteOptions:
     branch: str | None = None  # --branch: commit on a new branch, no tags
 
 
-def _land(reg: Registry, plan_fn, opts: WriteOptions) -> Outcome:
+def _land(reg: Registry, plan_fn, opts: WriteOptions, model: str | None = None) -> Outcome:
     """Run a plan through the store with the remote settings of modelctl.yaml."""
     cfg = reg.config()
     remote = cfg["remote"]
@@ -48,7 +48,8 @@ def _land(reg: Registry, plan_fn, opts: WriteOptions) -> Outcome:
         return plan
 
     return reg.store.transact(scanned, push=push, remote=remote["name"], branch=base,
-                              new_branch=opts.branch, deadline=float(remote.get("deadline", 30)))
+                              new_branch=opts.branch, deadline=float(remote.get("deadline", 30)),
+                              models=(model,) if model else None)
 
 
 def _check_branch_name(store: Store, name: str) -> None:
@@ -255,7 +256,7 @@ def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None,
                     result={"name": name, "version": version, "path": path, "change": change.kinds if change else [],
                             "semver": change.level if change else None})
 
-    return _land(reg, plan, opts)
+    return _land(reg, plan, opts, name)
 
 
 def _scan_secrets(files: dict[str, bytes | None], text: bool = False) -> None:
@@ -454,7 +455,7 @@ def promote(reg: Registry, name: str, version: str, to: str, *, force: bool = Fa
             more["cost"] = cost
         return _transition_plan(snap, name, raw, t, extra, **more)
 
-    return _land(reg, plan, opts)
+    return _land(reg, plan, opts, name)
 
 
 def shadow(reg: Registry, name: str, version: str, percent: float | None = None, *, force: bool = False,
@@ -476,7 +477,7 @@ def shadow(reg: Registry, name: str, version: str, percent: float | None = None,
                                       cost_per_request=cost_per_request)
         return _transition_plan(snap, name, raw, t, trailers, cost=cost)
 
-    return _land(reg, plan, opts)
+    return _land(reg, plan, opts, name)
 
 
 def canary(reg: Registry, name: str, version: str, percent: float | None, *, force: bool = False,
@@ -494,7 +495,7 @@ def canary(reg: Registry, name: str, version: str, percent: float | None, *, for
         extra = _gate_check(reg, snap, cfg, name, version, force, reason) if _enters(t, "canary") else []
         return _transition_plan(snap, name, raw, t, extra)
 
-    return _land(reg, plan, opts)
+    return _land(reg, plan, opts, name)
 
 
 def rollback(reg: Registry, name: str, *, to: str | None = None, reason: str | None = None,
@@ -539,4 +540,4 @@ def rollback(reg: Registry, name: str, *, to: str | None = None, reason: str | N
             return Plan(noop=True, result=note)
         return _transition_plan(snap, name, raw, t)
 
-    return _land(reg, plan, opts)
+    return _land(reg, plan, opts, name)

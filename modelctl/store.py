@@ -32,7 +32,7 @@ import signal
 import subprocess
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -163,6 +163,7 @@ class _Target:
     branch: str  # the branch the write extends
     new_branch: str | None
     checked_out: bool  # `branch` is checked out in a work tree whose files must follow
+    models: tuple[str, ...] | None = None  # whose tags the write needs (None: every tag)
 
 
 @dataclass
@@ -394,11 +395,17 @@ class Store:
         return read_lock(self.git_dir / LOCK_NAME)
 
     # -- the remote -------------------------------------------------------------------------
-    def fetch(self, remote: str, branch: str, timeout: float = 30) -> str | None:
-        """Fetch the branch and every tag from the remote; return the remote tip (None if empty)."""
+    def fetch(self, remote: str, branch: str, timeout: float = 30, models: tuple[str, ...] | None = None) -> str | None:
+        """Fetch the branch and the tags (of `models` only, when given); return the remote tip (None if empty)."""
+        if models:
+            # a write needs only its model's tags (counters, tagger times, registration commits):
+            # fetching every tag costs seconds on registries with tens of thousands of them
+            tagspecs = [f"+refs/tags/{m}{sep}*:refs/tags/{m}{sep}*" for m in models for sep in ("@", "#")]
+        else:
+            tagspecs = ["+refs/tags/*:refs/tags/*"]
         proc = self.git("fetch", "--quiet", "--no-write-fetch-head", "--no-recurse-submodules", remote,
                         f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}",
-                        "+refs/tags/*:refs/tags/*", check=False, timeout=timeout)
+                        *tagspecs, check=False, timeout=timeout)
         if proc.returncode != 0:
             err = proc.stderr.decode("utf-8", "replace")
             if "couldn't find remote ref" in err:
@@ -450,12 +457,16 @@ class Store:
     # -- writing ----------------------------------------------------------------------------
     def transact(self, plan_fn: Callable[[Snapshot], Plan], *, push: bool = False, remote: str = "origin",
                  branch: str | None = None, new_branch: str | None = None, deadline: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time) -> Outcome:
-        """Evaluate plan_fn on the tip and land its commit and tags atomically (retrying on races)."""
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time,
+                 models: tuple[str, ...] | None = None) -> Outcome:
+        """Evaluate plan_fn on the tip and land its commit and tags atomically (retrying on races).
+
+        `models` names the models whose tags the plan creates; when pushing, only their tags are
+        fetched."""
         started = clock()
         with self.lock():
             self.recover()
-            target = self._target(push, remote, branch, new_branch)
+            target = replace(self._target(push, remote, branch, new_branch), models=models)
             return self._retry(lambda: self._attempt(plan_fn, target, clock), deadline, sleep, clock, started)
 
     def add_tags(self, plan_fn: Callable[[Snapshot], list[TagSpec]], *, push: bool = False, remote: str = "origin",
@@ -543,7 +554,7 @@ class Store:
         if not t.push:
             return self.rev(f"refs/heads/{t.branch}")
         fault("before-fetch")
-        base = self.fetch(t.remote, t.branch)
+        base = self.fetch(t.remote, t.branch, models=t.models)
         if base is None:
             raise UsageError(f"remote {t.remote!r} has no branch {t.branch!r}",
                              hint=f"publish the registry first ('git push {t.remote} {t.branch}' "

@@ -148,9 +148,15 @@ class Registry:
         if not versions:
             raise NotFound(f"no model named {name!r} in this registry",
                            hint="see 'modelctl status' for the models it has")
-        dep = self.deployment(name, snap) or {}
+        dep_path = deployment_path(name)
         paths = [bundlemod.bundle_path(name, v) for v in versions]
-        raw = snap.read_many(paths)
+        ids: dict[str, str] = {}
+        raw = self.store.read_many(snap.commit, [dep_path] + paths, ids)
+        # validate-once caches: an unchanged file is not re-validated (nor jsonschema imported)
+        dep_cache = schema.ValidCache(self.store.git_dir, "Deployment")
+        cache = schema.ValidCache(self.store.git_dir, "Bundle")
+        dep = dep_cache.validate(yamlio.loads(raw[dep_path], dep_path), ids.get(dep_path)) if raw[dep_path] else {}
+        dep_cache.save()
         registered = {}
         for ref_ in snap.model_tags(name):
             info = parse_tag(ref_.name)
@@ -158,7 +164,7 @@ class Registry:
                 registered[info["version"]] = {"at": ref_.time, "by": ref_.tagger}
         rows = []
         for v, path in zip(versions, paths):
-            data = schema.validate(yamlio.loads(raw[path], path), "Bundle")
+            data = cache.validate(yamlio.loads(raw[path], path), ids.get(path))
             reg = registered.get(v, {})
             rows.append({
                 "version": v,
@@ -172,6 +178,7 @@ class Registry:
                 "registered_at": _iso(reg["at"]) if reg.get("at") else None,
                 "registered_by": reg.get("by"),
             })
+        cache.save()
         return {"schema": API_SCHEMA, "name": name, "active": dep.get("active"), "canary": dep.get("canary"),
                 "shadow": dep.get("shadow"), "versions": rows}
 

@@ -29,6 +29,11 @@ app = typer.Typer(
 _state = {"debug": False, "registry": None}
 
 JSON_HELP = "Print one JSON document (stable keys, \"schema\": \"modelctl/v1\")."
+JSON_OPT = typer.Option(False, "--json", help=JSON_HELP)
+FORCE_OPT = typer.Option(False, "--force",
+                         help="Skip a required stage, release a hold or exceed a budget; needs --reason (all on record).")
+REASON_OPT = typer.Option(None, "--reason", help="Why: one line, recorded in the commit trailers and tag messages.",
+                          show_default=False)
 REGISTRY_HELP = "Registry directory (default: the git work tree around the current directory)."
 
 
@@ -99,7 +104,7 @@ PR_BODY_OPT = typer.Option(None, "--pr-body", help="With --branch: write the pul
 @funnel
 def init(
     directory: Path = typer.Argument(Path("."), help="Directory to create the registry in (new or empty)."),
-    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    json_out: bool = JSON_OPT,
 ):
     """Create a registry: a git repository laid out from the template, with a first commit.
 
@@ -128,7 +133,7 @@ def register(
     push: Optional[bool] = PUSH_OPT,
     branch: Optional[str] = BRANCH_OPT,
     pr_body: Optional[Path] = PR_BODY_OPT,
-    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    json_out: bool = JSON_OPT,
 ):
     """Validate a bundle and commit it as a new immutable version, tagged NAME@vVERSION.
 
@@ -149,7 +154,7 @@ def register(
 @funnel
 def status(
     name: Optional[str] = typer.Argument(None, help="Only this model.", show_default=False),
-    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    json_out: bool = JSON_OPT,
 ):
     """What serves: every model's active version, canary and percent, shadow, newest registered.
 
@@ -165,7 +170,7 @@ def status(
 @funnel
 def show(
     ref: str = typer.Argument(..., help="NAME (all versions) or NAME@VERSION (one bundle)."),
-    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    json_out: bool = JSON_OPT,
 ):
     """A model's versions with status, model id, prompt hash and who registered them; or one bundle.
 
@@ -185,7 +190,7 @@ def diff(
     name: str = typer.Argument(..., help="Model name."),
     v1: str = typer.Argument(..., help="From version."),
     v2: str = typer.Argument(..., help="To version."),
-    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    json_out: bool = JSON_OPT,
 ):
     """Which of model, prompt, config, data and baseline changed between two versions, field by field.
 
@@ -263,7 +268,7 @@ def doctor(
                                                   "work-tree update, unpushed commits and tags, missing tags."),
     push: Optional[bool] = typer.Option(None, "--push/--no-push", help="Compare with the remote and push repairs to it "
                                         "(default: modelctl.yaml remote.push).", show_default=False),
-    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    json_out: bool = JSON_OPT,
 ):
     """Explain what crashes, interrupted writes and merged pull requests left behind; --fix repairs it.
 
@@ -463,8 +468,6 @@ def gate(
 
 # -- lifecycle --------------------------------------------------------------------------------
 
-FORCE_HELP = "Skip a required stage, release a hold or exceed a budget; needs --reason (all on record)."
-REASON_HELP = "Why: one line, recorded in the commit trailers and tag messages."
 
 
 def _lifecycle_written(reg, out, json_out: bool, branch: Optional[str], pr_body: Optional[Path]) -> None:
@@ -486,12 +489,12 @@ def promote(
     version: str = typer.Argument(..., help="Version to move."),
     to: str = typer.Option(..., "--to", help="Target: staging, shadow, canary, active, deprecated or archived.",
                            show_default=False),
-    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
-    reason: Optional[str] = typer.Option(None, "--reason", help=REASON_HELP, show_default=False),
+    force: bool = FORCE_OPT,
+    reason: Optional[str] = REASON_OPT,
     push: Optional[bool] = PUSH_OPT,
     branch: Optional[str] = BRANCH_OPT,
     pr_body: Optional[Path] = PR_BODY_OPT,
-    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    json_out: bool = JSON_OPT,
 ):
     """Move a version to the next stage of the lifecycle, or retire it; one commit plus GTO tags.
 
@@ -518,12 +521,12 @@ def shadow(
     cost_per_request: Optional[float] = typer.Option(None, "--cost-per-request",
                                                      help="USD per call for the cost (default: the bundle's "
                                                           "baseline.cost_per_request).", show_default=False),
-    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
-    reason: Optional[str] = typer.Option(None, "--reason", help=REASON_HELP, show_default=False),
+    force: bool = FORCE_OPT,
+    reason: Optional[str] = REASON_OPT,
     push: Optional[bool] = PUSH_OPT,
     branch: Optional[str] = BRANCH_OPT,
     pr_body: Optional[Path] = PR_BODY_OPT,
-    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    json_out: bool = JSON_OPT,
 ):
     """Mirror traffic to a version (never served), or change the mirrored share; prints the daily cost.
 
@@ -546,12 +549,12 @@ def canary(
     pct: Optional[float] = typer.Option(None, "--pct", help="Percent of traffic: one of canary.steps in "
                                                              "modelctl.yaml (default: the first step).",
                                         show_default=False),
-    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
-    reason: Optional[str] = typer.Option(None, "--reason", help=REASON_HELP, show_default=False),
+    force: bool = FORCE_OPT,
+    reason: Optional[str] = REASON_OPT,
     push: Optional[bool] = PUSH_OPT,
     branch: Optional[str] = BRANCH_OPT,
     pr_body: Optional[Path] = PR_BODY_OPT,
-    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    json_out: bool = JSON_OPT,
 ):
     """Start a canary at an allowed percent, or move the live canary's percent up or down.
 
@@ -570,7 +573,7 @@ def rollback(
     name: str = typer.Argument(..., help="Model name."),
     to: Optional[str] = typer.Option(None, "--to", help="Version to serve again (a deprecated one; default: previous).",
                                      show_default=False),
-    reason: Optional[str] = typer.Option(None, "--reason", help=REASON_HELP, show_default=False),
+    reason: Optional[str] = REASON_OPT,
     expect_canary: Optional[str] = typer.Option(None, "--expect-canary",
                                                 help="Only roll back if this version is the live canary "
                                                      "(exit 3 if another one is; exit 0 if it is already rolled back).",
@@ -580,7 +583,7 @@ def rollback(
     push: Optional[bool] = PUSH_OPT,
     branch: Optional[str] = BRANCH_OPT,
     pr_body: Optional[Path] = PR_BODY_OPT,
-    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    json_out: bool = JSON_OPT,
 ):
     """End the live canary, or return active to the previous version; the pulled version goes on hold.
 
@@ -601,7 +604,7 @@ def log(
     name: str = typer.Argument(..., help="Model name."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Show at most this many events (newest first).",
                                         show_default=False),
-    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    json_out: bool = JSON_OPT,
 ):
     """Every event of a model from git history: time, author, action, versions, percent, reason, evidence.
 
@@ -622,7 +625,7 @@ def which(
                            show_default=False),
     key: Optional[str] = typer.Option(None, "--key", help="Routing key (user, session...): which version served it.",
                                       show_default=False),
-    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    json_out: bool = JSON_OPT,
 ):
     """What served a model at a past time: active, canary and percent, shadow, and who last changed it.
 
@@ -641,7 +644,7 @@ def resolve(
     name: str = typer.Argument(..., help="Model name."),
     key: Optional[str] = typer.Option(None, "--key", help="Routing key: print the version that serves it.",
                                       show_default=False),
-    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    json_out: bool = JSON_OPT,
 ):
     """The routing document a gateway needs: active, canary and shadow with bundles and percents.
 

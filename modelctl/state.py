@@ -531,26 +531,8 @@ def shadow(
             f"{name} has no active version, so there is no traffic to mirror; promote {version} to "
             "active (shadow and canary are waived for the first version)"
         )
-    override = _check_movable(dep, version, status, "shadow", force, what="shadow")
-    skipped: list[str] = []
-    if status != "rolled-back":
-        _, skipped = _gap(dep, version, status, "shadow", required_stages(config), force)
-    new = copy.deepcopy(dep)
-    events: list[TagEvent] = []
-    _leave(dep, new, version, status, events)
-    new["versions"][version] = "shadow"
-    new["shadow"] = _split(version, percent, now)
-    _release_hold(new, version)
-    events.append(TagEvent("shadow", version, "assign"))
-    return Transition(
-        deployment=new, action=action, version=version, from_status=status, to_status="shadow",
-        percent=percent, events=events,
-        trailers=_trailers(action, name, version, from_status=status, to_status="shadow",
-                           percent=percent, skipped=skipped, force=force and bool(skipped or override),
-                           override="hold" if override else None, reason=reason),
-        subject=_subject(action, name, version,
-                         ("to shadow " if action == "promote" else "") + f"at {fmt_pct(percent)}%"),
-    )
+    return _enter_split(dep, name, version, status, "shadow", percent, config, force=force, reason=reason,
+                        now=now, action=action)
 
 
 def _hold_gate(dep: dict, version: str, force: bool, *, what: str) -> bool:
@@ -619,25 +601,32 @@ def canary(
             f"{name} has no active version, so there is nothing to compare a canary against; promote "
             f"{version} to active (shadow and canary are waived for the first version)"
         )
-    override = _check_movable(dep, version, status, "canary", force, what="canary")
+    return _enter_split(dep, name, version, status, "canary", percent, config, force=force, reason=reason,
+                        now=now, action=action)
+
+
+def _enter_split(dep: dict, name: str, version: str, status: str, stage: str, percent, config, *, force: bool,
+                 reason: str | None, now: str | None, action: str) -> Transition:
+    """Start a shadow or canary of `version` at `percent` (the checks common to both are done)."""
+    override = _check_movable(dep, version, status, stage, force, what=stage)
     skipped: list[str] = []
     if status != "rolled-back":
-        _, skipped = _gap(dep, version, status, "canary", required_stages(config), force)
+        _, skipped = _gap(dep, version, status, stage, required_stages(config), force)
     new = copy.deepcopy(dep)
     events: list[TagEvent] = []
     _leave(dep, new, version, status, events)
-    new["versions"][version] = "canary"
-    new["canary"] = _split(version, percent, now)
+    new["versions"][version] = stage
+    new[stage] = _split(version, percent, now)
     _release_hold(new, version)
-    events.append(TagEvent("canary", version, "assign"))
+    events.append(TagEvent(stage, version, "assign"))
     return Transition(
-        deployment=new, action=action, version=version, from_status=status, to_status="canary",
+        deployment=new, action=action, version=version, from_status=status, to_status=stage,
         percent=percent, events=events,
-        trailers=_trailers(action, name, version, from_status=status, to_status="canary",
+        trailers=_trailers(action, name, version, from_status=status, to_status=stage,
                            percent=percent, skipped=skipped, force=force and bool(skipped or override),
                            override="hold" if override else None, reason=reason),
         subject=_subject(action, name, version,
-                         ("to canary " if action == "promote" else "") + f"at {fmt_pct(percent)}%"),
+                         (f"to {stage} " if action == "promote" else "") + f"at {fmt_pct(percent)}%"),
     )
 
 

@@ -121,3 +121,11 @@ def test_not_a_registry(tmp_path):
     git(tmp_path, "commit", "-q", "--allow-empty", "-m", "x")
     proc = run_cli("status", cwd=tmp_path)
     assert proc.returncode == 2 and "not a modelctl registry" in proc.stderr
+
+
+def test_rich_table_on_a_terminal_and_no_colour_codes_with_no_color(two_versions):
+    forced = run_cli("status", cwd=two_versions, env={"FORCE_COLOR": "1", "NO_COLOR": ""})
+    assert forced.returncode == 0
+    assert "┃" in forced.stdout or "│" in forced.stdout  # a rich table, as on a terminal
+    plain = run_cli("status", cwd=two_versions)  # piped, NO_COLOR=1 from the fixture
+    assert "│" not in plain.stdout and "\x1b[" not in plain.stdout

@@ -82,3 +82,27 @@ def test_rewrite_keeps_comments():
     text = yamlio.dumps({"name": "a", "active": "1.0.0"}, before)
     assert "# who owns this" in text and "# the model" in text
     assert pyyaml.safe_load(text) == {"name": "a", "active": "1.0.0"}
+
+
+def test_every_file_modelctl_writes_reads_back_identically_with_pyyaml(registry, write_bundle):
+    """After a lifecycle with a rollback, every YAML file in the registry means the same to PyYAML."""
+    from modelctl import Registry
+
+    reg = Registry(registry)
+    reg.register(write_bundle(version="1.0.0"))
+    reg.register(write_bundle("b2.yaml", version="1.0.1", parent="1.0.0", prompt="prompts/p2.txt"))
+    reg.promote("support-agent", "1.0.0", "staging")
+    reg.promote("support-agent", "1.0.0", "active")
+    for to in ("staging",):
+        reg.promote("support-agent", "1.0.1", to)
+    reg.shadow("support-agent", "1.0.1", 10)
+    reg.canary("support-agent", "1.0.1", 5)
+    reg.rollback("support-agent", reason="yes: on 1.10 at 12:30")
+    checked = 0
+    for path in sorted(registry.rglob("*.yaml")):
+        if ".git" in path.parts:
+            continue
+        text = path.read_text()
+        assert pyyaml.safe_load(text) == yamlio.loads(text, str(path)).data, path
+        checked += 1
+    assert checked >= 4

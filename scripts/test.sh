@@ -19,4 +19,4 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
-exec python3 -m pytest -q -p no:cacheprovider -n 2 "$@"
+exec python3 -m pytest -q -p no:cacheprovider -p no:benchmark -n 2 "$@"

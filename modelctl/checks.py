@@ -39,14 +39,29 @@ def _files(store, commit: str) -> dict[str, str]:
     return out
 
 
-def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None, base: str | None = None) -> dict:
+def staged_snapshot(reg):
+    """What the index is about to commit, as a snapshot of its tree (for pre-commit hooks)."""
+    from .errors import UsageError
+    from .store import Snapshot
+
+    proc = reg.store.git("write-tree", check=False)
+    if proc.returncode != 0:
+        raise UsageError("the index has unmerged paths", hint="resolve the merge, then run check again")
+    snap = Snapshot(reg.store, proc.stdout.decode().strip())
+    if snap.read(configmod.CONFIG_FILE) is None:
+        raise UsageError("the index holds no modelctl.yaml: this is not a modelctl registry")
+    return snap
+
+
+def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None, base: str | None = None,
+        staged: bool = False) -> dict:
     """Check the registry at `ref`; `only` limits the files checked (e.g. those a PR touched).
 
     `today` (a date) is when retirement dates are judged; default: today in UTC. `base` (with
     `only`): the commit the change started from, so that a touched deployment file is judged on
     the versions it moves onto a route, not on what already served before.
     """
-    snap = reg.snapshot(ref)
+    snap = staged_snapshot(reg) if staged else reg.snapshot(ref)
     store = reg.store
     findings: list[Finding] = []
     files = _files(store, snap.commit)
@@ -171,11 +186,13 @@ def deployment_problems(dep: dict, name: str, registered: set[str]) -> list[tupl
     for v in sorted(registered - set(versions)):
         out.append((f"registered version {v} is missing from versions", ("versions",)))
     if dep.get("active") and versions.get(dep["active"]) != "active":
-        out.append((f"active is {dep['active']} but its status is {versions.get(dep['active'])}", ("active",)))
+        status = versions.get(dep["active"]) or "missing (not a listed version)"
+        out.append((f"active is {dep['active']} but its status is {status}", ("active",)))
     for key in ("canary", "shadow"):
         split = dep.get(key)
         if split and versions.get(split["version"]) != key:
-            out.append((f"{key} is {split['version']} but its status is {versions.get(split['version'])}", (key,)))
+            out.append((f"{key} is {split['version']} but its status is "
+                        f"{versions.get(split['version']) or 'missing (not a listed version)'}", (key,)))
     for v, st in versions.items():
         if st == "active" and dep.get("active") != v:
             out.append((f"{v} has status active but active is {dep.get('active')}", ("versions", v)))

@@ -211,6 +211,8 @@ def check(
     changed_since: Optional[str] = typer.Option(None, "--changed-since", metavar="REF", show_default=False,
                                                 help="Check only files changed since the merge base with REF "
                                                      "(what a pull request touches), e.g. origin/main."),
+    staged: bool = typer.Option(False, "--staged", help="Check what the index is about to commit instead of HEAD "
+                                                         "(what a pre-commit hook needs)."),
 ):
     """Check every file against its schema, prompt hashes, bundle immutability, deployment consistency.
 
@@ -229,7 +231,7 @@ def check(
     reg = _registry()
     base = checks.merge_base(reg, changed_since) if changed_since is not None else None
     only = checks.changed_paths(reg, base) if base is not None else None
-    doc = checks.run(reg, only=only, base=base, today=dt.datetime.now(dt.timezone.utc).date())
+    doc = checks.run(reg, only=only, base=base, today=dt.datetime.now(dt.timezone.utc).date(), staged=staged)
     if changed_since is not None:
         doc["changed_since"] = changed_since
     if fmt == "json":

@@ -82,14 +82,15 @@ def semver_key(version: str) -> tuple:
     return (major, minor, patch, 0, ids)
 
 
-_BIDI = dict.fromkeys(map(ord, "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff"), None)
-
-
 def clean_text(text: str | None, limit: int = 500) -> str:
-    """User text for a trailer or tag message: one line, no control or bidi characters."""
+    """User text for a trailer or tag message: one line, no control, bidi or invisible characters."""
+    import unicodedata
+
     if not text:
         return ""
-    text = text.translate(_BIDI)
-    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    # format characters (bidi overrides, zero-width spaces) vanish: they can hide or reorder text
+    # and split a secret so the scanner misses it; other non-printables become spaces
+    text = "".join("" if unicodedata.category(ch) == "Cf" else (ch if ch.isprintable() else " ")
+                   for ch in str(text))
     text = " ".join(text.split())
     return text[:limit]

@@ -142,6 +142,11 @@ def _referenced(reg: Registry, snap: Snapshot, rel: str, source: str, field_name
             raise ValidationError(f"{source}: {field_name}: {rel} is a symlink in the registry; use a real file")
         content = snap.read(rel)
         if content is not None:
+            if reg.store.dirty([rel]):
+                # the bundle would pin the committed text while the user reviewed another one
+                raise ValidationError(f"{source}: {field_name}: {rel} has uncommitted changes",
+                                      hint="commit the prompt first (a bundle pins what is committed), "
+                                           "or restore it with 'git restore'")
             return content, False
     content = _worktree_file(reg.root, rel, source, field_name)
     if content is None:

@@ -491,7 +491,7 @@ def lifecycle_before(r: dict, stream: str = "stdout") -> None:
 def lifecycle_after(r: dict) -> None:
     """Talk after a lifecycle write: what a rollback put on hold."""
     if r.get("hold") and r["action"] == "rollback":
-        say(f"{r['hold']['version']} is on hold: canary and promote refuse it unless --force --reason")
+        say(f"{r['hold']['version']} is on hold: canary, shadow and promote refuse it unless --force --reason")
 
 
 def log(doc: dict) -> None:

@@ -48,8 +48,15 @@ def _bundle_report(reg, snap, name: str, version: str, role: str) -> dict:
     bundle = reg.bundle(name, version, snap)
     rel = (bundle.get("eval") or {}).get("report")
     if not rel:
+        # the registry layout's place for a version's report, when the bundle names none
+        for conventional in (f"evals/{name}/{version}.yaml", f"evals/{name}/{version}.json"):
+            if snap.read(conventional) is not None:
+                rel = conventional
+                break
+    if not rel:
         if role == "candidate":
-            raise UsageError(f"{name} {version} has no eval report (eval.report in its bundle)",
+            raise UsageError(f"{name} {version} has no eval report (eval.report in its bundle, or "
+                             f"evals/{name}/{version}.yaml)",
                              hint="pass --report FILE, or register a version that names its report")
         raise UsageError(f"the baseline {name} {version} has no eval report, so there is nothing to compare with",
                          hint="pass --baseline VERSION (a version with a report), or promote with --force --reason")

@@ -9,6 +9,8 @@ What is found (`Finding.kind`):
 - `huggingface-token`    hf_...
 - `github-token`         ghp_, gho_, ghu_, ghs_, ghr_, github_pat_
 - `private-key`          a PEM block -----BEGIN ... PRIVATE KEY----- with a body
+- `slack-token`          xoxb-, xoxp-, xoxa-, xoxr-, xoxs-, xoxe- tokens
+- `google-api-key`       AIza + 35 characters
 
 What passes: references (`secretRef:` values, `${ENV}`, `$ENV`, `*_env: NAME`) never look like a
 key, and every token must look random (upper and lower case letters, and a digit where the format
@@ -29,6 +31,8 @@ KIND_LABELS = {
     "huggingface-token": "Hugging Face token",
     "github-token": "GitHub token",
     "private-key": "private key",
+    "slack-token": "Slack token",
+    "google-api-key": "Google API key",
 }
 
 
@@ -115,6 +119,16 @@ _DETECTORS: list[tuple[str, re.Pattern[str], _Check]] = [
         lambda text, m: _starts_token(text, m.start(1)) and _mixed(m.group(1)[11:]),
     ),
     (
+        "slack-token",
+        re.compile(r"(xox[abeprs]-[0-9]{6,}-[A-Za-z0-9-]{10,})(?![A-Za-z0-9_-])"),
+        lambda text, m: _starts_token(text, m.start(1)),
+    ),
+    (
+        "google-api-key",
+        re.compile(r"(AIza[0-9A-Za-z_-]{30,40})(?![A-Za-z0-9_-])"),
+        lambda text, m: _starts_token(text, m.start(1)) and _mixed(m.group(1)[4:]),
+    ),
+    (
         "private-key",
         re.compile(r"(-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----)"),
         # a header alone (prose about keys) is not a key; a base64 body or PEM header follows one
@@ -152,8 +166,14 @@ def _aws_secrets(text: str) -> list[tuple[int, str, str]]:
     return found
 
 
+_INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+
+
 def scan_text(text: str, path: str) -> list[Finding]:
     """Every secret in `text` (the contents of `path`), in order of position."""
+    # invisible characters (zero-width, bidi, soft hyphen) can split a key so no pattern sees it;
+    # dropping them keeps every newline, so line numbers stay right
+    text = _INVISIBLE.sub("", text)
     found: list[tuple[int, str, str]] = _aws_secrets(text)
     for kind, pattern, check in _DETECTORS:
         for m in pattern.finditer(text):

@@ -56,6 +56,7 @@ from typing import NamedTuple
 
 from .errors import Conflict, NotFound, TransitionError, UsageError
 from .names import PROMOTE_TARGETS, check_stage, check_version, semver_key
+from . import names
 
 PIPELINE = ("staging", "shadow", "canary")
 DEFAULT_REQUIRED = PIPELINE
@@ -119,8 +120,7 @@ def clean_text(text: object, limit: int = _REASON_LIMIT) -> str | None:
     """One line of user text for a trailer: controls become spaces, whitespace collapses."""
     if text is None:
         return None
-    one_line = " ".join(_CONTROL.sub(" ", str(text)).split())
-    one_line = _TRAILER_LIKE.sub(r"\1 -", one_line)
+    one_line = _TRAILER_LIKE.sub(r"\1 -", names.clean_text(_CONTROL.sub(" ", str(text)), limit=10 * limit))
     if len(one_line) > limit:
         one_line = one_line[: limit - 3] + "..."
     return one_line or None
@@ -710,6 +710,8 @@ def rollback(
         )
     restore_status = _status(dep, restore)
     if restore == version:
+        if to is not None:  # a re-run of `rollback --to V` after it landed: V already serves
+            return _noop(dep, "rollback", version, "active", f"{version} of {name} is already active")
         raise TransitionError(f"{restore} of {name} is already active; nothing to roll back to")
     if restore_status != "deprecated":
         raise TransitionError(

@@ -380,8 +380,9 @@ class Store:
         """Paths with uncommitted changes in the work tree (tracked files only)."""
         if not paths or self.is_bare():
             return []
-        text = self.out("status", "--porcelain", "--untracked-files=no", "--", *paths, env=_LITERAL)
-        return [line[3:] for line in text.splitlines() if line.strip()]
+        # -z: no stripping or quoting, so the "XY " status prefix is always three characters
+        raw = self.git("status", "--porcelain", "-z", "--untracked-files=no", "--", *paths, env=_LITERAL).stdout
+        return [entry[3:] for entry in raw.decode("utf-8", "replace").split("\0") if len(entry) > 3]
 
     # -- locking ----------------------------------------------------------------------------
     def lock(self, timeout: float | None = None) -> "_Lock":

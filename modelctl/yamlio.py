@@ -22,6 +22,7 @@ from typing import Any
 from .errors import ValidationError
 
 MAX_BYTES = 256 * 1024
+MAX_DEPTH = 32  # no registry file nests deeper; a deeper one is an attack on the reader
 
 _NULL = {"", "~", "null", "Null", "NULL"}
 _TRUE = {"true", "True", "TRUE"}
@@ -164,12 +165,16 @@ def loads(text: str | bytes, path: str = "<input>") -> Document:
                 if kind == "ScalarEvent":
                     plain = event.implicit[0] and event.style in (None, "")
                     value = _resolve_plain(event.value) if plain else event.value
+                    if isinstance(value, float) and not math.isfinite(value):
+                        fail(event, f"{event.value} is not a usable number; write a finite value")
                     if plain and event.value == "<<" and stack and stack[-1][2] is _NOKEY and isinstance(stack[-1][0], dict):
                         fail(event, "merge keys (<<) are not allowed; write the keys out")
                     sub = attach(value, event, False)
                     if plain and sub is not None and not isinstance(value, str):
                         raw[sub] = event.value
                 else:
+                    if len(stack) >= MAX_DEPTH:
+                        fail(event, f"nesting deeper than {MAX_DEPTH} levels")
                     container: Any = {} if kind == "MappingStartEvent" else []
                     loc = attach(container, event, True)
                     stack.append([container, loc, _NOKEY, set()])

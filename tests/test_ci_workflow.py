@@ -169,7 +169,14 @@ def test_pre_commit_hook_runs_check(registry):
     entry = hook["entry"].split()
     assert entry[0] == "modelctl"
     assert run_cli(*entry[1:], cwd=registry).returncode == 0
+    # the hook runs before the commit exists: what is staged must be judged, not HEAD
     (registry / "deployments" / "broken.yaml").write_text("apiVersion: modelctl/v1\nkind: Deployment\n")
     git(registry, "add", "deployments/broken.yaml")
-    git(registry, "commit", "-q", "-m", "broken")
-    assert run_cli(*entry[1:], cwd=registry).returncode == 1
+    staged = run_cli(*entry[1:], cwd=registry)
+    assert staged.returncode == 1 and "deployments/broken.yaml" in staged.stdout
+    assert run_cli("check", cwd=registry).returncode == 0  # HEAD itself is still fine
+    git(registry, "rm", "-q", "--cached", "deployments/broken.yaml")
+    (registry / "evals" / "leak.yaml").write_text("key: sk-proj-aB3dE5fG7hJ9kL1mN2pQ4rS6tU8vW0xY2zA4bC6d\n")
+    git(registry, "add", "evals/leak.yaml")
+    leak = run_cli(*entry[1:], cwd=registry)
+    assert leak.returncode == 1 and "evals/leak.yaml" in leak.stdout and "aB3dE5fG7h" not in leak.stdout

@@ -158,5 +158,14 @@ def test_dirty_deployment_file_is_not_overwritten(registry, write_bundle):
     dep.write_text(dep.read_text() + "# my local note\n")
     before = repo_state(registry)
     proc = run_cli("register", write_bundle("c.yaml", version="1.0.1", parent="1.0.0", temperature=0.5), cwd=registry)
-    assert proc.returncode == 2 and "uncommitted changes" in proc.stderr
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: deployments/support-agent.yaml has uncommitted changes")
+    assert repo_state(registry) == before
+
+
+def test_prompt_with_uncommitted_edits_is_refused(registry, write_bundle):
+    (registry / "prompts" / "p1.txt").write_text("edited but not committed\n")
+    before = repo_state(registry)
+    proc = run_cli("register", write_bundle(), cwd=registry)
+    assert proc.returncode == 2 and "prompts/p1.txt has uncommitted changes" in proc.stderr
     assert repo_state(registry) == before

@@ -163,3 +163,13 @@ def test_messages_name_the_kind_for_humans():
     f = scan_text("k: " + FAKES["anthropic-api-key"][0], "x.yaml")[0]
     assert f.message.startswith("Anthropic API key sk-a…(")
     assert f.to_dict()["message"] == f.message and f.to_dict()["line"] == 1
+
+
+@pytest.mark.parametrize("text, kind", [
+    ("token: xoxb-123456789012-1234567890123-aB3dE5fG7hJ9kL1mN2pQ4rS6\n", "slack-token"),
+    ("key: AIzaSyA1234567890abcdefghijklmnopqrstu\n", "google-api-key"),
+    ("reason: sk-proj-\u200baB3dE5fG7hJ9kL1mN2pQ4rS6tU8vW0xY2zA4bC6d\n", "openai-api-key"),
+])
+def test_more_key_kinds_and_keys_split_by_invisible_characters(text, kind):
+    found = scan_text("a: 1\n" + text, "f.yaml")
+    assert [(f.kind, f.line) for f in found] == [(kind, 2)]

@@ -597,7 +597,6 @@ def test_a_second_rollback_needs_to_and_lists_candidates():
     "to,exc,match",
     [
         ("4.0.0", TransitionError, "4.0.0 of support-agent is staging; rollback returns to a version"),
-        ("2.0.0", TransitionError, "already active"),
         ("9.9.9", NotFound, "not registered"),
         ("v1.0.0", InvalidName, "without 'v'"),
     ],
@@ -799,3 +798,12 @@ def test_any_sequence_of_actions_keeps_the_file_sound_and_the_tags_in_step(ops, 
         assert all(k.startswith("Modelctl-") and "\n" not in v for k, v in t.trailers)
         if dep["canary"] or dep["shadow"]:
             assert dep["active"]
+
+
+def test_rollback_to_the_version_already_serving_is_already_done():
+    from modelctl import state as st
+
+    dep = st.new_deployment("m")
+    dep.update(active="1.1.0", previous=None, versions={"1.0.0": "deprecated", "1.1.0": "active"})
+    t = st.rollback(dep, None, to="1.1.0", reason="re-run", now="2026-01-01T00:00:00Z")
+    assert t.noop and "already active" in t.note and t.deployment == dep

@@ -1,5 +1,4 @@
 """Strict YAML: what is refused, and what is written reads back identically with YAML 1.1 readers."""
-import math
 
 import pytest
 import yaml as pyyaml
@@ -47,13 +46,24 @@ def test_refuses_non_utf8():
 
 
 def test_yaml_12_core_resolution_never_coerces_versions():
-    doc = yamlio.loads('v: 1.10\nq: "1.10"\nyes_word: yes\nt: true\nn: ~\nh: 0x1F\ninf: .inf\n', "f")
+    doc = yamlio.loads('v: 1.10\nq: "1.10"\nyes_word: yes\nt: true\nn: ~\nh: 0x1F\n', "f")
     assert doc.data["v"] == 1.1 and isinstance(doc.data["v"], float)
     assert doc.raw[("v",)] == "1.10"  # kept for the error message
     assert doc.data["q"] == "1.10"
     assert doc.data["yes_word"] == "yes"  # YAML 1.2: a string, not a boolean
     assert doc.data["t"] is True and doc.data["n"] is None and doc.data["h"] == 31
-    assert math.isinf(doc.data["inf"])
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("a: .nan\n", ".nan is not a usable number"),
+    ("a: [1, -.inf]\n", "-.inf is not a usable number"),
+    ("d: " + "{a: " * 200 + "1" + "}" * 200 + "\n", "nesting deeper than 32"),
+    ("d: " + "[" * 2000 + "]" * 2000 + "\n", "nesting deeper than 32"),
+])
+def test_refuses_non_finite_numbers_and_deep_nesting(text, fragment):
+    with pytest.raises(ValidationError) as exc:
+        yamlio.loads(text, "f.yaml")
+    assert str(exc.value).startswith("f.yaml:1: ") and fragment in str(exc.value)
 
 
 TRICKY = {

@@ -105,7 +105,11 @@ def _token(var: Any, env: Mapping[str, str]) -> str | None:
 
 
 def _check_url(url: str, token: str | None) -> None:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises on a port that is not a number
+    except ValueError as exc:
+        raise UsageError(f"invalid metrics url {url[:80]!r}: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(f"metrics url must be http:// or https:// with a host (got {url[:80]!r})")
     if parts.username or parts.password:

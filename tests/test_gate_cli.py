@@ -193,3 +193,16 @@ def test_first_version_promotion_records_the_waiver(registry, tmp_path):
     register(registry, tmp_path, "1.0.0")
     promote(registry, "1.0.0")
     assert trailers(registry)["Modelctl-Gate"].startswith("pass (no baseline: nothing serves support-agent yet")
+
+
+def test_report_at_the_layout_path_is_found_without_eval_report_in_the_bundle(served, tmp_path):
+    from conftest import git
+    from evalkit import report_text
+
+    register(served, tmp_path, "1.1.0", "1.0.0", report=False)
+    (served / "evals" / NAME / "1.1.0.yaml").write_text(report_text("1.1.0", **BETTER))
+    git(served, "add", "evals")
+    git(served, "commit", "-q", "-m", "eval report for 1.1.0")
+    proc, doc = gate_json(served, "1.1.0")
+    assert proc.returncode == 0, proc.stderr
+    assert doc["passed"] is True and doc["candidate"]["version"] == "1.1.0"

@@ -10,7 +10,7 @@ Spec (README "Routing"):
    stable version while a canary ramps up.
 
 Shadow traffic is mirrored, never served: it never changes what a key is served by. Python's
-``hash()`` is never used here; it is salted per process.
+built-in hash function is never used here: it is salted per process.
 """
 from __future__ import annotations
 

@@ -273,15 +273,15 @@ def _yaml_rt():
 
 def dumps(data: Any, previous_text: str | None = None) -> str:
     """Serialise data as YAML; with `previous_text`, keep that file's comments and key order."""
-    yaml = _yaml_rt()
+    rt = _yaml_rt()
     existing = None
     if previous_text:
+        # only to carry comments over: the text was already read strictly, and ruamel's
+        # round-trip mode builds plain maps, lists and scalars, never arbitrary objects
         try:
-            existing = yaml.load(previous_text)
+            existing = rt.load(previous_text)
         except Exception:  # an unreadable previous file is simply replaced
             existing = None
-    node = _prepare(data, existing)
     out = io.StringIO()
-    yaml.dump(node, out)
-    text = out.getvalue()
-    return text
+    rt.dump(_prepare(data, existing), out)
+    return out.getvalue()

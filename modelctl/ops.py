@@ -13,7 +13,7 @@ from pathlib import Path
 from . import bundle as bundlemod
 from . import config as configmod
 from . import schema, yamlio
-from .errors import Conflict, UsageError, ValidationError
+from .errors import UsageError, ValidationError
 from .names import check_name, check_version, clean_text
 from .registry import Registry, deployment_path
 from .store import Outcome, Plan, Snapshot, Store
@@ -254,7 +254,6 @@ def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None,
         transition = state.register(dep, version)
         files[path] = yamlio.dumps(work, text).encode("utf-8")
         files[dep_path] = yamlio.dumps(transition.deployment, dep_raw.decode() if dep_raw else None).encode("utf-8")
-        _scan_secrets(files)
         subject = f"modelctl: register {name} {version}"
         return Plan(files=files, subject=subject, body=body, trailers=trailers,
                     tags=[TagEvent(name, version, None, True, f"{subject}\n\nModelctl-Action: register")],
@@ -282,12 +281,6 @@ def _scan_secrets(files: dict[str, bytes | None], text: bool = False) -> None:
                                   hint="take it out of --reason/--message" if text else
                                   "reference it instead (secretRef: or ${ENV_VAR})")
 
-
-def ensure_not_conflicting(expected: str | None, actual: str | None, what: str) -> None:
-    """Raise Conflict when the state a command was judged on is gone."""
-    if expected != actual:
-        raise Conflict(f"{what} changed underneath (expected {expected}, found {actual})",
-                       hint="nothing was written; look at 'modelctl status' and decide again")
 
 
 # -- lifecycle ------------------------------------------------------------------------------

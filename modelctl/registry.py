@@ -11,7 +11,7 @@ from pathlib import Path
 from . import bundle as bundlemod
 from . import config as configmod
 from . import schema, yamlio
-from .errors import NotFound, UsageError, ValidationError
+from .errors import NotFound, UsageError
 from .names import NAME_RE, check_name, check_version, semver_key
 from .store import Snapshot, Store
 from .tags import parse as parse_tag

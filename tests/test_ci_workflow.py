@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, git, run_cli
-from evalkit import NAME, bundle_file, configure, promote, register, write_report
+from evalkit import bundle_file, configure, promote, register, write_report
 from gitremote import bare_remote, clone
 
 WORKFLOW = ROOT / "registry-template" / ".github" / "workflows" / "modelctl.yml"

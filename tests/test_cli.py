@@ -1,8 +1,4 @@
 """CLI contract: help everywhere with an example, one-line errors, tracebacks only with --debug, init."""
-import subprocess
-import sys
-
-import pytest
 
 from conftest import git, repo_state, run_cli
 

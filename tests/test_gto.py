@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import bundle_text, git, run_cli
+from conftest import git, run_cli
 from modelctl.registry import Registry
 
 NAME = "support-agent"

@@ -46,7 +46,7 @@ def test_promote_on_a_branch_leaves_the_base_and_tags_alone(served):
     # stdout is the pull-request body; the outcome goes to stderr
     body = proc.stdout
     assert body.startswith("## modelctl: canary support-agent 1.1.0 at 5%")
-    assert f"Branch `promote/support-agent-1.1.0` into `main`" in body
+    assert "Branch `promote/support-agent-1.1.0` into `main`" in body
     assert "### State change" in body and "**registered** → **canary**" in body
     assert '+canary:' in body or '+  version: "1.1.0"' in body  # the deployment diff
     assert "### Bundle against the serving version" in body

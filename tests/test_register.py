@@ -1,5 +1,4 @@
 """register: every rule of DESIGN §2, one commit with trailers and a registration tag, nothing written on refusal."""
-import subprocess
 
 import pytest
 import yaml as pyyaml

@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from fastimport import FastImport, head
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -56,50 +58,23 @@ def build(path: Path, models: int) -> int:
     from modelctl import ops
 
     ops.init(path)
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True,
-                          check=True).stdout.strip()
-    out = bytearray()
-    mark = 0
+    fi = FastImport(head(path))
     when = 1_700_000_000
-
-    def blob(data: bytes) -> int:
-        nonlocal mark
-        mark += 1
-        out.extend(b"blob\nmark :%d\ndata %d\n" % (mark, len(data)) + data + b"\n")
-        return mark
-
-    def data(text: str) -> bytes:
-        raw = text.encode()
-        return b"data %d\n%s\n" % (len(raw), raw)
-
-    prompt = blob(PROMPT)
+    prompt = fi.blob(PROMPT)
     tags = 0
     for m in range(models):
         name = f"model-{m:05d}"
-        files = [(f"bundles/{name}/1.0.0.yaml", blob(_bundle(name, "1.0.0", None))),
-                 (f"bundles/{name}/1.0.1.yaml", blob(_bundle(name, "1.0.1", "1.0.0"))),
-                 (f"deployments/{name}.yaml", blob(_deployment(name)))]
+        files = [(f"bundles/{name}/1.0.0.yaml", fi.blob(_bundle(name, "1.0.0", None))),
+                 (f"bundles/{name}/1.0.1.yaml", fi.blob(_bundle(name, "1.0.1", "1.0.0"))),
+                 (f"deployments/{name}.yaml", fi.blob(_deployment(name)))]
         if m == 0:
             files.append(("prompts/p.txt", prompt))
-        mark += 1
-        commit = mark
-        out.extend(b"commit refs/heads/main\nmark :%d\ncommitter Bench <bench@example.com> %d +0000\n"
-                   % (commit, when + m))
-        out.extend(data(f"modelctl: register {name} 1.0.0 and 1.0.1 (benchmark)"))
-        if m == 0:
-            out.extend(f"from {head}\n".encode())
-        for file_path, blob_mark in files:
-            out.extend(f"M 100644 :{blob_mark} {file_path}\n".encode())
-        out.extend(b"\n")
+        commit = fi.commit(f"modelctl: register {name} 1.0.0 and 1.0.1 (benchmark)", files, when + m)
         names = [f"{name}@v1.0.0", f"{name}@v1.0.1"] + [f"{name}#{t}" for t in STAGE_TAGS]
         for i, tag in enumerate(names):
-            out.extend(f"tag {tag}\nfrom :{commit}\n".encode())
-            out.extend(b"tagger Bench <bench@example.com> %d +0000\n" % (when + m * 20 + i))
-            out.extend(data(f"{tag} (benchmark)"))
+            fi.tag(tag, commit, f"{tag} (benchmark)", when + m * 20 + i)
             tags += 1
-    subprocess.run(["git", "fast-import", "--quiet"], cwd=path, input=bytes(out), check=True)
-    subprocess.run(["git", "pack-refs", "--all"], cwd=path, check=True)
-    subprocess.run(["git", "read-tree", "-u", "--reset", "HEAD"], cwd=path, check=True)
+    fi.run(path)
     return tags
 
 

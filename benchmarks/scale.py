@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from fastimport import FastImport, head
+
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = b"You are a helpful assistant.\n"
 ENV = {**os.environ, "GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
@@ -51,47 +53,25 @@ def build(path: Path, models: int, versions: int = 10) -> None:
     """Create a registry with `models` x `versions` bundles, their tags and deployment files."""
     subprocess.run([sys.executable, "-m", "modelctl", "init", str(path)], env=ENV, check=True,
                    capture_output=True)
-    out = bytearray()
-    mark = 0
+    fi = FastImport(head(path))
     when = 1_700_000_000
-
-    def blob(data: bytes) -> int:
-        nonlocal mark
-        mark += 1
-        out.extend(b"blob\nmark :%d\ndata %d\n" % (mark, len(data)) + data + b"\n")
-        return mark
-
-    prompt_mark = blob(PROMPT)
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True).stdout.strip()
+    prompt_mark = fi.blob(PROMPT)
     commit_marks = []
     vers = [f"1.{i}.0" for i in range(versions)]
     for m in range(models):
         name = f"model-{m:05d}"
-        files = []
-        for i, v in enumerate(vers):
-            files.append((f"bundles/{name}/{v}.yaml", blob(bundle(name, v, vers[i - 1] if i else None, 0.1 + i / 100))))
-        files.append((f"deployments/{name}.yaml", blob(deployment(name, vers))))
+        files = [(f"bundles/{name}/{v}.yaml", fi.blob(bundle(name, v, vers[i - 1] if i else None, 0.1 + i / 100)))
+                 for i, v in enumerate(vers)]
+        files.append((f"deployments/{name}.yaml", fi.blob(deployment(name, vers))))
         if m == 0:
             files.append(("prompts/p.txt", prompt_mark))
-        mark += 1
-        msg = f"register {name} (benchmark)".encode()
-        out.extend(b"commit refs/heads/main\nmark :%d\ncommitter Bench <bench@example.com> %d +0000\n" % (mark, when))
-        out.extend(b"data %d\n%s\n" % (len(msg), msg))
-        if m == 0:
-            out.extend(f"from {head}\n".encode())
-        for p, bm in files:
-            out.extend(f"M 100644 :{bm} {p}\n".encode())
-        commit_marks.append((name, mark))
+        commit_marks.append((name, fi.commit(f"register {name} (benchmark)", files, when)))
         when += 1
     for name, cm in commit_marks:
         for v in vers:
-            msg = f"modelctl: register {name} {v}".encode()
-            out.extend(f"tag {name}@v{v}\nfrom :{cm}\n".encode())
-            out.extend(b"tagger Bench <bench@example.com> %d +0000\ndata %d\n%s\n" % (when, len(msg), msg))
+            fi.tag(f"{name}@v{v}", cm, f"modelctl: register {name} {v}", when)
             when += 1
-    subprocess.run(["git", "fast-import", "--quiet"], cwd=path, input=bytes(out), check=True)
-    subprocess.run(["git", "reset", "--quiet", "--hard", "main"], cwd=path, check=True)
-    subprocess.run(["git", "pack-refs", "--all"], cwd=path, check=True)
+    fi.run(path)
 
 
 def timed(args: list[str], cwd: Path, runs: int = 5, setup=None) -> float:

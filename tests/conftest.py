@@ -41,19 +41,26 @@ def bundle_text(name="support-agent", version="1.0.0", parent=None, provider="op
                          error_rate=error_rate)
 
 
+IDENTITY = {"GIT_AUTHOR_NAME": "Ada Tester", "GIT_AUTHOR_EMAIL": "ada@example.com",
+            "GIT_COMMITTER_NAME": "Ada Tester", "GIT_COMMITTER_EMAIL": "ada@example.com"}
+
+
+def pin_env(mp, home) -> None:
+    """Pin identities, isolate HOME and git config, never read the developer's settings."""
+    mp.setenv("HOME", str(home))
+    mp.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    mp.setenv("GIT_CONFIG_GLOBAL", str(home / ".gitconfig"))
+    for key, value in IDENTITY.items():
+        mp.setenv(key, value)
+    for key in ("MODELCTL_REGISTRY", "MODELCTL_FAULT", "MODELCTL_DEBUG", "FORCE_COLOR", "GIT_DIR", "GIT_INDEX_FILE",
+                "GIT_AUTHOR_DATE", "GIT_COMMITTER_DATE"):
+        mp.delenv(key, raising=False)
+    mp.setenv("NO_COLOR", "1")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path_factory, monkeypatch):
-    """Pin identities, isolate HOME and git config, never read the developer's settings."""
-    home = tmp_path_factory.mktemp("home")
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(home / ".gitconfig"))
-    for key, value in {"GIT_AUTHOR_NAME": "Ada Tester", "GIT_AUTHOR_EMAIL": "ada@example.com",
-                       "GIT_COMMITTER_NAME": "Ada Tester", "GIT_COMMITTER_EMAIL": "ada@example.com"}.items():
-        monkeypatch.setenv(key, value)
-    for key in ("MODELCTL_REGISTRY", "MODELCTL_FAULT", "MODELCTL_DEBUG", "FORCE_COLOR", "GIT_DIR", "GIT_INDEX_FILE"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("NO_COLOR", "1")
+    pin_env(monkeypatch, tmp_path_factory.mktemp("home"))
 
 
 def run_cli(*args, cwd=None, env=None, input=None) -> subprocess.CompletedProcess:
@@ -87,9 +94,13 @@ def repo_state(repo) -> dict:
 @pytest.fixture
 def registry(tmp_path):
     """A fresh registry (modelctl init) with two prompt files committed."""
+    return new_registry(tmp_path / "reg")
+
+
+def new_registry(path):
+    """`modelctl init` plus the two prompt files the bundles here use, committed."""
     from modelctl import ops
 
-    path = tmp_path / "reg"
     ops.init(path)
     (path / "prompts" / "p1.txt").write_text("You are helpful.\n")
     (path / "prompts" / "p2.txt").write_text("You are very helpful.\n")

@@ -4,8 +4,8 @@ import shutil
 
 import pytest
 
-from conftest import bundle_text, git, run_cli
-from lifecyclekit import isolated_env, new_registry
+from conftest import bundle_text, git, new_registry, run_cli
+from lifecyclekit import isolated_env
 from modelctl import history, routing
 from modelctl.registry import Registry
 

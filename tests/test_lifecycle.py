@@ -6,8 +6,8 @@ import subprocess
 import pytest
 import yaml as pyyaml
 
-from conftest import git, repo_state, run_cli
-from lifecyclekit import isolated_env, new_registry
+from conftest import git, new_registry, repo_state, run_cli
+from lifecyclekit import isolated_env
 from modelctl.registry import Registry
 
 NAME = "support-agent"

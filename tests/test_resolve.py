@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from conftest import bundle_text, git, run_cli
-from lifecyclekit import isolated_env, new_registry
+from conftest import bundle_text, git, new_registry, run_cli
+from lifecyclekit import isolated_env
 import modelctl
 from modelctl import routing
 from modelctl.registry import Registry

@@ -90,20 +90,12 @@ def canary_template(tmp_path_factory):
     """A registry serving 1.0.0 with 1.0.1 in canary at 10 %, built once per module."""
     from conftest import bundle_text
 
+    from conftest import new_registry
+    from lifecyclekit import isolated_env
+
     base = tmp_path_factory.mktemp("canary")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HOME", str(base))
-        mp.setenv("GIT_CONFIG_NOSYSTEM", "1")
-        mp.setenv("GIT_CONFIG_GLOBAL", str(base / ".gitconfig"))
-        for key, value in {"GIT_AUTHOR_NAME": "Ada Tester", "GIT_AUTHOR_EMAIL": "ada@example.com",
-                           "GIT_COMMITTER_NAME": "Ada Tester", "GIT_COMMITTER_EMAIL": "ada@example.com"}.items():
-            mp.setenv(key, value)
-        path = base / "reg"
-        ops.init(path)
-        (path / "prompts" / "p1.txt").write_text("You are helpful.\n")
-        (path / "prompts" / "p2.txt").write_text("You are very helpful.\n")
-        git(path, "add", "prompts")
-        git(path, "commit", "-q", "-m", "prompts")
+    with isolated_env(tmp_path_factory):
+        path = new_registry(base / "reg")
         reg = Registry(path)
         for filename, fields in (("a.yaml", dict(version=ACTIVE)),
                                  ("b.yaml", dict(version=CANARY, parent=ACTIVE, prompt="prompts/p2.txt")),

@@ -18,9 +18,9 @@ from .errors import EXIT_INTERRUPTED, ModelctlError
 app = typer.Typer(
     name="modelctl",
     help="A git-backed model registry: validated lifecycle commits, GTO-readable tags, automatic rollback.\n\n"
-         "Example: modelctl init registry && cd registry && modelctl register bundle.yaml",
+         "\b\nExample:\n  modelctl init registry && cd registry && modelctl register bundle.yaml",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -66,10 +66,21 @@ def funnel(fn):
     return wrapper
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        sys.stdout.write(f"modelctl {__version__}\n")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _main(
-    registry: Optional[Path] = typer.Option(None, "--registry", "-C", help=REGISTRY_HELP, show_default=False),
+    registry: Optional[Path] = typer.Option(None, "--registry", "-C", help=REGISTRY_HELP, show_default=False,
+                                            envvar="MODELCTL_REGISTRY"),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
+                                 callback=_print_version),
 ):
     """modelctl: a git-backed model registry."""
     _state["debug"] = debug
@@ -108,7 +119,9 @@ def init(
 ):
     """Create a registry: a git repository laid out from the template, with a first commit.
 
-    Example: modelctl init ./model-registry
+    \b
+    Example:
+      modelctl init ./model-registry
     """
     from . import ops, render
 
@@ -138,7 +151,11 @@ def register(
     """Validate a bundle and commit it as a new immutable version, tagged NAME@vVERSION.
 
     With --branch the commit goes on a new branch for review (no tags) and the pull-request
-    body is printed. Example: modelctl register support-agent-2.4.0.yaml --message "shorter system prompt"
+    body is printed.
+
+    \b
+    Example:
+      modelctl register support-agent-2.4.0.yaml -m "shorter system prompt"
     """
     from . import ops
 
@@ -158,7 +175,9 @@ def status(
 ):
     """What serves: every model's active version, canary and percent, shadow, newest registered.
 
-    Example: modelctl status --json
+    \b
+    Example:
+      modelctl status --json
     """
     from . import render
 
@@ -174,7 +193,9 @@ def show(
 ):
     """A model's versions with status, model id, prompt hash and who registered them; or one bundle.
 
-    Example: modelctl show support-agent@2.4.0
+    \b
+    Example:
+      modelctl show support-agent@2.4.0
     """
     from . import render
     from .names import parse_ref
@@ -194,7 +215,9 @@ def diff(
 ):
     """Which of model, prompt, config, data and baseline changed between two versions, field by field.
 
-    Example: modelctl diff support-agent 2.3.1 2.4.0
+    \b
+    Example:
+      modelctl diff support-agent 2.3.1 2.4.0
     """
     from . import render
     from .names import check_name, check_version
@@ -221,7 +244,10 @@ def check(
     or changed, and serving bundles without fallbacks (warnings). With --changed-since and
     gate.required, a version the change moves into canary or active must pass the eval gate (or
     record an override). Exits 1 when it finds an error (each is listed; warnings alone exit 0).
-    Example: modelctl check --changed-since origin/main --format github
+
+    \b
+    Example:
+      modelctl check --changed-since origin/main --format github
     """
     import datetime as dt
 
@@ -254,7 +280,9 @@ def demo(
 ):
     """Build a registry in a temporary directory and walk through what modelctl does, with the real commands.
 
-    Example: modelctl demo --dir /tmp/modelctl-demo
+    \b
+    Example:
+      modelctl demo --dir /tmp/modelctl-demo
     """
     from . import demo as demomod
 
@@ -278,7 +306,9 @@ def doctor(
     that never reached the remote, and drift between tags and deployment files. Exits 0 when
     clean (or repaired), 1 when problems remain, 4 when the remote cannot be reached.
 
-    Example: modelctl doctor --fix
+    \b
+    Example:
+      modelctl doctor --fix
     """
     from . import doctor as doctormod
     from . import render
@@ -320,7 +350,9 @@ def watch(
     ended it; 3 when the canary changed underneath the rollback; 4 after the configured number of polls
     without usable metrics (the hold fail-safe: nothing is written).
 
-    Example: modelctl watch support-agent --interval 10s --max-duration 30m --advance
+    \b
+    Example:
+      modelctl watch support-agent --interval 10s --max-duration 30m --advance
     """
     from . import render
     from . import watch as watchmod
@@ -434,7 +466,10 @@ def gate(
     (a report is missing, or they used different dataset versions). A first version (nothing
     serves the model yet) has no baseline: it passes with a note when its report carries every
     configured metric.
-    Example: modelctl gate support-agent 2.4.0 --format markdown --output gate.md
+
+    \b
+    Example:
+      modelctl gate support-agent 2.4.0 --format markdown --output gate.md
     """
     from . import gate as gatemod
     from . import render, review
@@ -501,7 +536,10 @@ def promote(
     """Move a version to the next stage of the lifecycle, or retire it; one commit plus GTO tags.
 
     Promoting to active deprecates the old active version and records it as previous.
-    Example: modelctl promote support-agent 2.4.0 --to staging
+
+    \b
+    Example:
+      modelctl promote support-agent 2.4.0 --to staging
     """
     from . import ops
 
@@ -533,7 +571,11 @@ def shadow(
     """Mirror traffic to a version (never served), or change the mirrored share; prints the daily cost.
 
     The cost is requests/day x share x cost per call x 2; above shadow.budget_per_day it is refused
-    unless --force --reason. Example: modelctl shadow support-agent 2.4.0 --pct 25
+    unless --force --reason.
+
+    \b
+    Example:
+      modelctl shadow support-agent 2.4.0 --pct 25
     """
     from . import ops
 
@@ -560,7 +602,9 @@ def canary(
 ):
     """Start a canary at an allowed percent, or move the live canary's percent up or down.
 
-    Example: modelctl canary support-agent 2.4.0 --pct 5
+    \b
+    Example:
+      modelctl canary support-agent 2.4.0 --pct 5
     """
     from . import ops
 
@@ -590,7 +634,10 @@ def rollback(
     """End the live canary, or return active to the previous version; the pulled version goes on hold.
 
     A version on hold is refused by canary and promote unless --force --reason.
-    Example: modelctl rollback support-agent --reason "error rate doubled"
+
+    \b
+    Example:
+      modelctl rollback support-agent --reason "error rate doubled"
     """
     from . import ops
 
@@ -610,7 +657,9 @@ def log(
 ):
     """Every event of a model from git history: time, author, action, versions, percent, reason, evidence.
 
-    Example: modelctl log support-agent --limit 20
+    \b
+    Example:
+      modelctl log support-agent --limit 20
     """
     from . import render
     from .names import check_name
@@ -631,7 +680,9 @@ def which(
 ):
     """What served a model at a past time: active, canary and percent, shadow, and who last changed it.
 
-    Example: modelctl which support-agent --at 2026-02-14T09:30:00Z --key user-42
+    \b
+    Example:
+      modelctl which support-agent --at 2026-02-14T09:30:00Z --key user-42
     """
     from . import render
     from .names import check_name
@@ -651,7 +702,10 @@ def resolve(
     """The routing document a gateway needs: active, canary and shadow with bundles and percents.
 
     With --key, the version that serves that key (stable hash into 10,000 buckets, see README).
-    Example: modelctl resolve support-agent --key user-42
+
+    \b
+    Example:
+      modelctl resolve support-agent --key user-42
     """
     from . import render
     from .names import check_name

@@ -184,6 +184,10 @@ def loads(text: str | bytes, path: str = "<input>") -> Document:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = f"{mark.line + 1}:" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if "nesting depth" in problem:
+            # PyYAML >= 6.0.3 has its own (deeper) limit, hit while scanning ahead of our own check:
+            # the same refusal either way, whichever PyYAML is installed
+            raise ValidationError(f"{path}:{line} nesting deeper than {MAX_DEPTH} levels") from None
         raise ValidationError(f"{path}:{line} invalid YAML: {problem}") from None
     if documents == 0:
         root = None

@@ -1,6 +1,8 @@
 """CLI contract: help everywhere with an example, one-line errors, tracebacks only with --debug, init."""
 
-from conftest import git, repo_state, run_cli
+import re
+
+from conftest import ROOT, git, repo_state, run_cli
 
 
 def _commands():
@@ -24,11 +26,45 @@ def test_every_command_and_option_has_help_and_an_example():
                 assert getattr(param, "help", None), f"{name} argument {param.name} has no help"
 
 
-def test_help_runs_for_every_command():
-    _, names = _commands()
-    for name in names:
-        proc = run_cli(name, "--help")
-        assert proc.returncode == 0 and "Example:" in proc.stdout, name
+def test_help_examples_survive_copy_and_paste_at_80_columns():
+    group, names = _commands()
+    for name in ["", *names]:
+        written = (group.help if not name else group.commands[name].help).split("Example:")[1].strip()
+        assert written.startswith("modelctl ") and "\n" not in written, name
+        proc = run_cli(*([name] if name else []), "--help", env={"COLUMNS": "80"})
+        assert proc.returncode == 0, name
+        lines = proc.stdout.splitlines()
+        shown = lines[lines.index("  Example:") + 1]
+        assert shown.strip() == written, (name, shown)  # whole, on one line: pasted as it is
+        assert all(len(line) <= 80 for line in lines), name
+        assert not [line for line in lines if re.search(r"\w-$", line)], name  # no name split at a hyphen
+
+
+def test_version_and_shell_completion(tmp_path):
+    import modelctl
+
+    proc = run_cli("--version", cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout == f"modelctl {modelctl.__version__}\n"
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert 'version = {attr = "modelctl.__version__"}' in pyproject  # one place for the version
+    script = run_cli("--show-completion", "bash", cwd=tmp_path)
+    assert script.returncode == 0 and "complete -o default -F _modelctl_completion modelctl" in script.stdout
+    # what the installed script answers when bash asks for completions
+    words = run_cli(cwd=tmp_path, env={"_MODELCTL_COMPLETE": "complete_bash", "COMP_WORDS": "modelctl pro",
+                                       "COMP_CWORD": "1"})
+    assert words.stdout.split() == ["promote"]
+    opts = run_cli(cwd=tmp_path, env={"_MODELCTL_COMPLETE": "complete_bash",
+                                      "COMP_WORDS": "modelctl canary support-agent 2.4.0 --p", "COMP_CWORD": "4"})
+    assert sorted(opts.stdout.split()) == ["--pct", "--pr-body", "--push"]
+
+
+def test_registry_from_the_environment(registry, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert run_cli("status", cwd=elsewhere).returncode == 2
+    proc = run_cli("status", cwd=elsewhere, env={"MODELCTL_REGISTRY": str(registry)})
+    assert proc.returncode == 0, proc.stderr
+    assert "MODELCTL_REGISTRY" in run_cli("--help", env={"COLUMNS": "80"}).stdout
 
 
 def test_python_dash_m_and_version_of_errors(tmp_path):

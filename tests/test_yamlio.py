@@ -58,12 +58,20 @@ def test_yaml_12_core_resolution_never_coerces_versions():
     ("a: .nan\n", ".nan is not a usable number"),
     ("a: [1, -.inf]\n", "-.inf is not a usable number"),
     ("d: " + "{a: " * 200 + "1" + "}" * 200 + "\n", "nesting deeper than 32"),
-    ("d: " + "[" * 2000 + "]" * 2000 + "\n", "nesting deeper than 32"),
+    ("d: " + "[" * 2000 + "]" * 2000 + "\n", "nesting deeper than 32"),  # PyYAML >= 6.0.3 stops first
+    ("d: " + "[" * 999 + "]" * 999 + "\n", "nesting deeper than 32"),    # just below PyYAML's own limit
 ])
 def test_refuses_non_finite_numbers_and_deep_nesting(text, fragment):
     with pytest.raises(ValidationError) as exc:
         yamlio.loads(text, "f.yaml")
     assert str(exc.value).startswith("f.yaml:1: ") and fragment in str(exc.value)
+
+
+def test_deep_block_nesting_names_the_line():
+    text = "".join("  " * i + f"k{i}:\n" for i in range(40)) + "  " * 40 + "v: 1\n"
+    with pytest.raises(ValidationError) as exc:
+        yamlio.loads(text, "f.yaml")
+    assert str(exc.value) == "f.yaml:33: nesting deeper than 32 levels"
 
 
 TRICKY = {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the tests need on a fresh machine, then run the whole suite.
 #   bash scripts/test.sh [pytest args...]
+# Run it inside a virtualenv (the README's quick start): it installs the project with pip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,4 +20,23 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
-exec python3 -m pytest -q -p no:cacheprovider -p no:benchmark -n 2 "$@"
+
+# A run that collected nothing is a failure, and under CI (CI=true) so is a skipped test: a missing
+# Prometheus or an unreachable PyPI must not turn into a green build.
+report="$(mktemp -d)/junit.xml"
+status=0
+python3 -m pytest -q -p no:cacheprovider -p no:benchmark -n 2 --junitxml="$report" "$@" || status=$?
+if [ "$status" = 0 ]; then
+  python3 - "$report" <<'EOF' || status=1
+import os, sys, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+suites = [root] if root.tag == "testsuite" else list(root)
+ran = sum(int(s.get("tests", 0)) for s in suites)
+skipped = sum(int(s.get("skipped", 0)) for s in suites)
+if ran == 0:
+    sys.exit("error: no tests ran")
+if skipped and os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    sys.exit(f"error: {skipped} test(s) skipped under CI; every test must run here (see the skip reasons above)")
+EOF
+fi
+exit "$status"

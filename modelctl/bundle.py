@@ -17,6 +17,7 @@ LEVELS = ("patch", "minor", "major")
 # Snapshot suffixes that pin a model id within its family (dates, numeric revisions).
 _SNAPSHOT_SUFFIX = re.compile(r"([-@:](\d{4}-\d{2}-\d{2}|\d{8}|\d{3,4}|v\d+|\d{4}-\d{2})|-preview)$")
 _PATH_OK = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def sha256(data: bytes) -> str:
@@ -57,16 +58,50 @@ def parse(text: bytes | str, source: str) -> yamlio.Document:
     return doc
 
 
+# The model line is the id's leading word: gpt, o (OpenAI's o1/o3/o4 reasoning line), claude, gemini,
+# llama, mistral, mixtral, codestral, qwen, deepseek, command. Sizes, tiers and versions (mini, sonnet,
+# 70b, 4.1, 3-5) follow it and do not change the line. Hosting prefixes are dropped first:
+# "meta-llama/Llama-3.1-8B" (Hugging Face, OpenRouter), "us.anthropic.claude-..." (Bedrock),
+# "open-mistral-7b" (Mistral's open-weight ids), "Meta-Llama-3-8B", "ft:gpt-4o-mini-...:org::id" (OpenAI
+# fine-tunes belong to their base model's line).
+_HOST_PREFIX = re.compile(r"^(?:[a-z0-9-]+\.)+(?=[a-z])")  # bedrock: vendor. and region. before the name
+_OWNER_PREFIX = re.compile(r"^(?:ft:|open-|meta-)(?=[a-z])")
+_LINE = re.compile(r"[a-z]+")
+# Lines that share a leading word with another line of the same vendor but are different models.
+_REASONING = {"deepseek": re.compile(r"(^|[-_])(reasoner|r1)([-_:]|$)")}
+
+
+def derived_family(ident: str) -> str:
+    """The model line of a provider model id: 'gpt-4.1-mini-2025-04-14' -> 'gpt', 'o3' -> 'o'."""
+    name = ident.strip().lower().rsplit("/", 1)[-1]
+    name = _OWNER_PREFIX.sub("", _HOST_PREFIX.sub("", name))
+    line = _LINE.match(name)
+    if not line:  # no leading word: the id without its snapshot suffix, as before
+        previous = None
+        while previous != name:
+            previous, name = name, _SNAPSHOT_SUFFIX.sub("", name)
+        return name
+    family = line.group(0)
+    reasoning = _REASONING.get(family)
+    if reasoning and reasoning.search(name[len(family):]):
+        family += "-reasoner"
+    return family
+
+
+def check_prompt_digest(doc: yamlio.Document, source: str) -> None:
+    """A `prompt.sha256` the user wrote must be a whole digest; a placeholder such as `9f2c...` is refused."""
+    prompt = doc.data.get("prompt") if isinstance(doc.data, dict) else None
+    given = prompt.get("sha256") if isinstance(prompt, dict) else None
+    if given is not None and not (isinstance(given, str) and _DIGEST.fullmatch(given)):
+        raise ValidationError(f"{source}:{doc.line_of(('prompt', 'sha256')) or 1}: prompt.sha256 is filled in by "
+                              "register: remove it or give the full hex digest")
+
+
 def family(model: dict) -> str:
-    """The model family: explicit `family`, or the id without its snapshot suffix."""
+    """The model family: explicit `model.family`, else the model line derived from the id."""
     if model.get("family"):
         return str(model["family"])
-    ident = str(model["id"])
-    previous = None
-    while previous != ident:
-        previous = ident
-        ident = _SNAPSHOT_SUFFIX.sub("", ident)
-    return ident
+    return derived_family(str(model["id"]))
 
 
 def check_pinned(model: dict, pinning: dict, source: str, line: int | None = None) -> None:
@@ -154,12 +189,13 @@ def bump_level(parent: str, child: str) -> str | None:
     return "patch"
 
 
-def check_semver(parent: str, child: str, required: str | None, source: str) -> None:
-    """The child's version must rise at least at the level the change requires."""
+def check_semver(parent: str, child: str, required: str | None, source: str, why: str = "") -> None:
+    """The child's version must rise at least at the level the change requires (`why`: the change)."""
     got = bump_level(parent, child)
     if got is None:
         raise ValidationError(f"{source}: version {child} must be greater than its parent {parent}")
     if required and LEVELS.index(got) < LEVELS.index(required):
         raise ValidationError(
-            f"{source}: version {child} is a {got} bump of {parent}, but the change needs a {required} bump",
+            f"{source}: version {child} is a {got} bump of {parent}, but the change"
+            f"{f' ({why})' if why else ''} needs a {required} bump",
             hint=f"use version {bump(parent, required)} or --bump {required}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -27,6 +28,8 @@ app = typer.Typer(
 )
 
 _state = {"debug": False, "registry": None}
+_default_showwarning = warnings.showwarning
+_notes_shown: set[str] = set()
 
 JSON_HELP = "Print one JSON document (stable keys, \"schema\": \"modelctl/v1\")."
 JSON_OPT = typer.Option(False, "--json", help=JSON_HELP)
@@ -714,10 +717,23 @@ def resolve(
     render.emit_json(doc) if json_out else render.resolve(doc)
 
 
+def _show_note(message, category, filename, lineno, file=None, line=None):
+    # the library signals "using the committed modelctl.yaml / eval report" as a warning; users see a note
+    if category.__name__ == "UncommittedNote":
+        if str(message) not in _notes_shown:  # once per process, however often the file is read
+            _notes_shown.add(str(message))
+            sys.stderr.write(f"note: {message}\n")
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
 def main() -> None:
     """Console entry point."""
     if os.environ.get("MODELCTL_DEBUG"):
         _state["debug"] = True
+    global _default_showwarning
+    _default_showwarning = warnings.showwarning
+    warnings.showwarning = _show_note
     app(prog_name="modelctl")
 
 

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import copy
+import warnings
+from pathlib import Path
 
 from . import schema, yamlio
-from .errors import UsageError
+from .errors import ModelctlError, UsageError
 
 CONFIG_FILE = "modelctl.yaml"
 
@@ -50,10 +52,45 @@ def parse(text: bytes | str, path: str = CONFIG_FILE) -> dict:
     return _merge(DEFAULTS, data)
 
 
+class UncommittedNote(UserWarning):
+    """A file modelctl reads from git differs in the work tree: the committed version is used."""
+
+
+def uncommitted(snapshot, path: str) -> bool:
+    """Whether the work tree's copy of `path` has changes that are not in the snapshot's commit."""
+    store = getattr(snapshot, "store", None)
+    root = getattr(store, "root", None)
+    if root is None:
+        return False
+    try:
+        here = (Path(root) / path).read_bytes()
+    except OSError:
+        return False
+    committed = snapshot.read(path)
+    if here == committed:  # the common case costs one file read, no git process
+        return False
+    return committed is None or bool(store.dirty([path]))
+
+
+def read_committed(snapshot, path: str, parse_fn):
+    """parse_fn(committed bytes), saying so when the work tree's copy differs: a note (UncommittedNote
+    warning) on success, the error extended on failure, since it is about a file the user is not looking at."""
+    dirty = uncommitted(snapshot, path)
+    try:
+        value = parse_fn(snapshot.read(path))
+    except ModelctlError as exc:
+        if dirty:
+            exc.message = f"{exc.message} (in the committed {path}; yours has uncommitted changes: commit them)"
+        raise
+    if dirty:
+        warnings.warn(f"{path} has uncommitted changes; using the committed version (commit it first)",
+                      UncommittedNote, stacklevel=2)
+    return value
+
+
 def load(snapshot) -> dict:
     """The registry config at a snapshot; a registry without modelctl.yaml is refused."""
-    raw = snapshot.read(CONFIG_FILE)
-    if raw is None:
+    if snapshot.read(CONFIG_FILE) is None:
         raise UsageError("this is not a modelctl registry (no modelctl.yaml at HEAD)",
                          hint="run 'modelctl init' or pass --registry DIR")
-    return parse(raw)
+    return read_committed(snapshot, CONFIG_FILE, parse)

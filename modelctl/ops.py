@@ -182,6 +182,7 @@ def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None,
             raise ValidationError(f"{source}:{doc.line_of(('version',)) or 1}: version: {exc}") from None
     elif not isinstance(data.get("parent"), str):
         raise ValidationError(f"{source}: --bump needs a 'parent' version to bump from")
+    bundlemod.check_prompt_digest(doc, source)
     text = raw.decode("utf-8")
     body = clean_text(message, 2000)
 
@@ -228,7 +229,7 @@ def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None,
                     f"{source}: {version} changes {' and '.join(change.kinds)} against its parent {work['parent']} "
                     f"({'; '.join(change.detail)})",
                     hint="change one variable at a time, or pass --allow-multi-change")
-            bundlemod.check_semver(work["parent"], version, change.level, source)
+            bundlemod.check_semver(work["parent"], version, change.level, source, "; ".join(change.detail))
             trailers.append(("Modelctl-Parent", work["parent"]))
             trailers.append(("Modelctl-Change", ",".join(change.kinds) or "none"))
             if change.level:

@@ -18,6 +18,7 @@ import os
 import re
 from typing import Any
 
+from . import config as configmod
 from . import gate as gatemod
 from . import schema, yamlio
 from .errors import ModelctlError, UsageError, ValidationError
@@ -62,9 +63,12 @@ def _bundle_report(reg, snap, name: str, version: str, role: str) -> dict:
                          hint="pass --baseline VERSION (a version with a report), or promote with --force --reason")
     raw = snap.read(rel)
     if raw is None:
+        if configmod.uncommitted(snap, rel):
+            raise ValidationError(f"bundles/{name}/{version}.yaml: eval.report: {rel} is only in your work tree, "
+                                  "not committed", hint="commit it first")
         raise ValidationError(f"bundles/{name}/{version}.yaml: eval.report: {rel} does not exist",
                               hint="commit the report (modelctl check reports this too)")
-    return _report_doc(yamlio.loads(raw, rel), name, version)
+    return configmod.read_committed(snap, rel, lambda data: _report_doc(yamlio.loads(data, rel), name, version))
 
 
 def serving_baseline(dep: dict | None, version: str) -> str | None:

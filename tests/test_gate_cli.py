@@ -206,3 +206,13 @@ def test_report_at_the_layout_path_is_found_without_eval_report_in_the_bundle(se
     proc, doc = gate_json(served, "1.1.0")
     assert proc.returncode == 0, proc.stderr
     assert doc["passed"] is True and doc["candidate"]["version"] == "1.1.0"
+
+
+def test_uncommitted_eval_report_says_the_committed_one_is_used(served, tmp_path):
+    register(served, tmp_path, "1.1.0", "1.0.0", metrics=BETTER)
+    report = served / "evals" / NAME / "1.1.0.yaml"
+    report.write_text(report.read_text().replace("0.95", "0.96"))
+    proc = run_cli("gate", NAME, "1.1.0", cwd=served)
+    assert proc.returncode == 0, proc.stderr
+    assert (f"note: evals/{NAME}/1.1.0.yaml has uncommitted changes; using the committed version (commit it first)"
+            in proc.stderr.splitlines())

@@ -59,6 +59,9 @@ def _check_branch_name(store: Store, name: str) -> None:
 
 # -- init -----------------------------------------------------------------------------------
 
+CI_PIN = ".github/modelctl-requirements.txt"
+
+
 def init(directory: str | os.PathLike) -> dict:
     """Create a registry in an empty (or new) directory from the shipped template."""
     from .schema import data_path
@@ -91,6 +94,10 @@ def init(directory: str | os.PathLike) -> dict:
                 files[rel] = child.read_bytes()
 
     collect(template)
+    if CI_PIN in files:  # the registry's CI installs exactly the modelctl that made it
+        from . import __version__
+
+        files[CI_PIN] = files[CI_PIN].replace(b"{modelctl_version}", __version__.encode())
     branch = store.current_branch() or "main"
     plan = Plan(files=files, subject="modelctl: init registry", trailers=[("Modelctl-Action", "init")])
     outcome = store.transact(lambda snap: plan, branch=branch)

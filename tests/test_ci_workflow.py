@@ -28,7 +28,7 @@ def step(job: str, name: str) -> dict:
 
 @pytest.fixture
 def tools(tmp_path) -> dict:
-    """PATH with `modelctl` and `python` as a runner would have them after `pip install modelctl`."""
+    """PATH with `modelctl` and `python` as a runner would have them after the install step."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     shim = bin_dir / "modelctl"
@@ -145,6 +145,40 @@ def test_pull_request_job_fails_a_worse_bundle_and_a_committed_secret(shared, tm
     assert summary.read_text() == text
 
 
+PIN = ".github/modelctl-requirements.txt"
+
+
+def test_ci_installs_the_modelctl_init_ran_with_from_one_pinned_place(registry):
+    import modelctl
+
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    installs = [s for job in workflow["jobs"].values() for s in job["steps"] if "pip install" in s.get("run", "")]
+    assert len(installs) == 2  # the pull-request job and the main job
+    for s in installs:
+        # never a bare package name: the name is not published, whoever claims it would run with write access
+        assert re.findall(r"pip install .*", s["run"]) == [f"pip install -r {PIN}"], s["run"]
+    lines = [line for line in (registry / PIN).read_text().splitlines() if line and not line.startswith("#")]
+    assert lines == [f"modelctl @ git+https://modelctl-source.invalid/modelctl@v{modelctl.__version__}"]
+    assert git(registry, "ls-files", PIN).strip() == PIN  # committed by init
+
+
+def test_the_install_step_refuses_until_the_source_is_set(registry, tmp_path, tools):
+    bin_dir = Path(tools["PATH"].split(os.pathsep)[0])
+    calls = tmp_path / "pip-calls"
+    (bin_dir / "pip").write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\n')
+    (bin_dir / "pip").chmod(0o755)
+    for job in ("pull-request", "main"):
+        proc = run_step(job, "Install modelctl", registry, tools)
+        assert proc.returncode == 1 and not calls.exists()
+        assert proc.stdout.startswith(f"::error file={PIN}::set the source modelctl is installed from")
+    pin = registry / PIN
+    pin.write_text(pin.read_text().replace("modelctl-source.invalid", "git.example.com/platform"))
+    for job in ("pull-request", "main"):
+        proc = run_step(job, "Install modelctl", registry, tools)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert calls.read_text().splitlines() == [f"install -r {PIN}"] * 2
+
+
 def test_the_wheel_ships_the_ci_templates(tmp_path):
     dist = tmp_path / "dist"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
@@ -154,6 +188,7 @@ def test_the_wheel_ships_the_ci_templates(tmp_path):
     data = "modelctl/data/registry-template/"
     assert wheel.read(data + ".github/workflows/modelctl.yml") == WORKFLOW.read_bytes()
     assert wheel.read(data + "CODEOWNERS") == (ROOT / "registry-template" / "CODEOWNERS").read_bytes()
+    assert wheel.read(data + PIN) == (ROOT / "registry-template" / PIN).read_bytes()
     assert data + "modelctl.yaml" in names
 
 

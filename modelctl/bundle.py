@@ -15,6 +15,7 @@ from .names import check_name, check_version, semver_key
 from .secrets import shown
 
 LEVELS = ("patch", "minor", "major")
+MAX_PROMPT_BYTES = 10 * 1024 * 1024  # every prompt read, new or already committed
 # Snapshot suffixes that pin a model id within its family (dates, numeric revisions).
 _SNAPSHOT_SUFFIX = re.compile(r"([-@:](\d{4}-\d{2}-\d{2}|\d{8}|\d{3,4}|v\d+|\d{4}-\d{2})|-preview)$")
 _PATH_OK = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\Z")  # \Z: `$` would let "x.txt\n" through

@@ -169,6 +169,10 @@ def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None, base: 
     extra = _extensions(reg, snap, cfg, files, docs, bundles, want, only=only, today=today, base=base)
     findings.extend(extra)
     errors = sum(1 for f in findings if f.level == "error")
+    from .secrets import redact_text
+
+    for f in findings:  # messages echo values from the files (ids, fields): never a key whole
+        f.message = redact_text(f.message)
     return {"commit": snap.commit, "checked": len([p for p in yaml_paths if want(p)]),
             "ok": errors == 0, "errors": errors, "warnings": len(findings) - errors,
             "findings": [asdict(f) for f in findings]}

@@ -87,7 +87,10 @@ def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None, base: 
                 docs[path] = yamlio.loads(raw[path], path)
         except (ModelctlError, ValueError) as exc:
             if want(path):
-                add(path, None, "error", str(exc).split(": ", 1)[-1] if isinstance(exc, ModelctlError) else str(exc))
+                text = str(exc)
+                line = _line(text) if isinstance(exc, ModelctlError) else None
+                add(path, line, "error", _msg(text) if line is not None else
+                    text.split(": ", 1)[-1] if isinstance(exc, ModelctlError) else text)
 
     cfg = configmod.DEFAULTS
     if "modelctl.yaml" not in files:
@@ -129,7 +132,10 @@ def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None, base: 
                 add(path, doc.line_of(("prompt", "template")), "error", f"prompt {tpl} is a symlink")
             else:
                 content = snap.read(tpl)
-                if bundlemod.sha256(content) != data["prompt"].get("sha256"):
+                if len(content) > bundlemod.MAX_PROMPT_BYTES:
+                    add(path, doc.line_of(("prompt", "template")), "error",
+                        f"prompt {tpl} is larger than 10 MiB (the limit for every prompt)")
+                elif bundlemod.sha256(content) != data["prompt"].get("sha256"):
                     add(path, doc.line_of(("prompt", "sha256")), "error",
                         f"prompt {tpl} changed since registration (sha256 mismatch)")
             report = (data.get("eval") or {}).get("report")

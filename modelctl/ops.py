@@ -95,6 +95,9 @@ def init(directory: str | os.PathLike) -> dict:
                              hint="run 'modelctl init' in a new or empty directory")
         if (target / ".git").exists() and Store(target).rev("HEAD"):
             raise UsageError(f"{target} is a git repository with commits", hint="pick a new or empty directory")
+        if (target / ".git").exists() and Store(target).out("rev-parse", "--show-object-format") not in ("sha1", ""):
+            raise UsageError(f"{target} is a git repository with sha256 object names, which modelctl does not support",
+                             hint="pick a new directory, or 'git init --object-format=sha1' it again")
     target.mkdir(parents=True, exist_ok=True)
     store = Store(target)
     if not (target / ".git").exists():
@@ -255,7 +258,8 @@ def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None,
             bundlemod.check_pinned(fb, cfg["pinning"], source, doc.line_of(("fallbacks",)))
         files: dict[str, bytes | None] = {}
         prompt_rel = work["prompt"]["template"]
-        prompt, new_prompt = _referenced(reg, snap, prompt_rel, source, "prompt.template")
+        prompt, new_prompt = _referenced(reg, snap, prompt_rel, f"{source}:{doc.line_of(('prompt', 'template')) or 1}",
+                                         "prompt.template")
         digest = bundlemod.sha256(prompt)
         given = work["prompt"].get("sha256")
         if given and given != digest:
@@ -267,7 +271,8 @@ def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None,
             files[prompt_rel] = prompt
         if work.get("eval", {}).get("report"):
             report_rel = work["eval"]["report"]
-            report, new_report = _referenced(reg, snap, report_rel, source, "eval.report")
+            report, new_report = _referenced(reg, snap, report_rel, f"{source}:{doc.line_of(('eval', 'report')) or 1}",
+                                             "eval.report")
             if new_report:
                 files[report_rel] = report
         trailers = [("Modelctl-Action", "register"), ("Modelctl-Model", name), ("Modelctl-Version", version)]
@@ -278,7 +283,13 @@ def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None,
                     f"{source}: {version} changes {' and '.join(change.kinds)} against its parent {work['parent']} "
                     f"({'; '.join(change.detail)})",
                     hint="change one variable at a time, or pass --allow-multi-change")
-            bundlemod.check_semver(work["parent"], version, change.level, source)
+            try:
+                bundlemod.check_semver(work["parent"], version, change.level, source)
+            except ValidationError as exc:
+                if bump is None:
+                    raise
+                # the user chose the level: say which one the change needs, not "set version or --bump"
+                raise ValidationError(exc.message, hint=f"use --bump {change.level}") from None
             trailers.append(("Modelctl-Parent", work["parent"]))
             trailers.append(("Modelctl-Change", ",".join(change.kinds) or "none"))
             if change.level:
@@ -294,8 +305,13 @@ def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None,
                                            "note": f"{name} {version} is already registered with this bundle "
                                                    f"(commit {commit[:12]})"})
         if stored is not None or reg.store.rev(f"refs/tags/{registration_tag(name, version)}"):
-            raise ValidationError(f"version {version} of {name} exists; registered bundles are immutable",
-                                  hint="pick a new version or use --bump")
+            if bump is not None:
+                raise ValidationError(f"version {version} of {name} (--bump {bump} from parent {work['parent']}) exists; "
+                                      "registered bundles are immutable",
+                                      hint=f"set 'parent' to {name}'s newest version, or drop --bump and set 'version' "
+                                           "in the file")
+            raise ValidationError(f"{source}:{doc.line_of(('version',)) or 1}: version {version} of {name} exists; "
+                                  "registered bundles are immutable", hint="pick a new version or use --bump")
         from . import state  # the lifecycle owns the deployment file
 
         dep_path = deployment_path(name)

@@ -196,10 +196,20 @@ def loads(text: str | bytes, path: str = "<input>") -> Document:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = f"{mark.line + 1}:" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if mark and _tab_indented(text, mark.line):
+            problem = "a tab in the indentation; indent with spaces (YAML does not allow tabs there)"
         raise ValidationError(f"{path}:{line} invalid YAML: {problem}") from None
     if documents == 0:
         root = None
     return Document(root, path, lines, raw)
+
+
+def _tab_indented(text: str, index: int) -> bool:
+    lines = text.splitlines()
+    if not 0 <= index < len(lines):
+        return False
+    row = lines[index]
+    return "\t" in row[: len(row) - len(row.lstrip(" \t"))]
 
 
 def load_file(path, display: str | None = None) -> Document:

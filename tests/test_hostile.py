@@ -403,7 +403,7 @@ def test_a_draft_at_its_own_final_path_gets_a_plain_message(registry):
                      "move the draft elsewhere")
 
 
-def test_the_tip_of_a_stale_git_dir_does_not_matter_for_a_draft_outside_bundles(registry):
+def test_a_draft_inside_the_registry_but_outside_bundles_registers(registry):
     # a draft kept in the registry but outside bundles/ is fine (and is not committed by register)
     draft = registry / "drafts" / "b.yaml"
     draft.parent.mkdir()

@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from . import schema, yamlio
 from .errors import ValidationError
 from .names import check_name, check_version, semver_key
+from .secrets import shown
 
 LEVELS = ("patch", "minor", "major")
+MAX_PROMPT_BYTES = 10 * 1024 * 1024  # every prompt read, new or already committed
 # Snapshot suffixes that pin a model id within its family (dates, numeric revisions).
 _SNAPSHOT_SUFFIX = re.compile(r"([-@:](\d{4}-\d{2}-\d{2}|\d{8}|\d{3,4}|v\d+|\d{4}-\d{2})|-preview)$")
-_PATH_OK = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$")
+_PATH_OK = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\Z")  # \Z: `$` would let "x.txt\n" through
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
@@ -35,7 +37,7 @@ def check_repo_path(path: str, field_name: str, source: str) -> str:
     parts = path.split("/")
     if (not _PATH_OK.match(path) or path.startswith("/") or any(p in ("", ".", "..") for p in parts)
             or path.startswith(".git/") or ".git" in parts):
-        raise ValidationError(f"{source}: {field_name}: {path!r} must be a relative path inside the registry "
+        raise ValidationError(f"{source}: {field_name}: {shown(path)} must be a relative path inside the registry "
                               "(no '..', no absolute path)")
     return path
 
@@ -110,11 +112,11 @@ def check_pinned(model: dict, pinning: dict, source: str, line: int | None = Non
     where = f"{source}:{line or 1}: model.id"
     for pattern in pinning.get("forbid", []):
         if fnmatch.fnmatchcase(ident.lower(), pattern.lower()):
-            raise ValidationError(f"{where}: {ident!r} is an alias (matches {pattern!r}), not a pinned model",
+            raise ValidationError(f"{where}: {shown(ident)} is an alias (matches {pattern!r}), not a pinned model",
                                   hint="use a dated snapshot id such as gpt-4.1-mini-2025-04-14")
     rule = pinning.get("providers", {}).get(model["provider"])
     if rule and not re.fullmatch(rule, ident):
-        raise ValidationError(f"{where}: {ident!r} is not a pinned {model['provider']} snapshot "
+        raise ValidationError(f"{where}: {shown(ident)} is not a pinned {model['provider']} snapshot "
                               f"(modelctl.yaml pinning.providers.{model['provider']}: {rule})")
 
 

@@ -87,7 +87,10 @@ def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None, base: 
                 docs[path] = yamlio.loads(raw[path], path)
         except (ModelctlError, ValueError) as exc:
             if want(path):
-                add(path, None, "error", str(exc).split(": ", 1)[-1] if isinstance(exc, ModelctlError) else str(exc))
+                text = str(exc)
+                line = _line(text) if isinstance(exc, ModelctlError) else None
+                add(path, line, "error", _msg(text) if line is not None else
+                    text.split(": ", 1)[-1] if isinstance(exc, ModelctlError) else text)
 
     cfg = configmod.DEFAULTS
     if "modelctl.yaml" not in files:
@@ -129,7 +132,10 @@ def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None, base: 
                 add(path, doc.line_of(("prompt", "template")), "error", f"prompt {tpl} is a symlink")
             else:
                 content = snap.read(tpl)
-                if bundlemod.sha256(content) != data["prompt"].get("sha256"):
+                if len(content) > bundlemod.MAX_PROMPT_BYTES:
+                    add(path, doc.line_of(("prompt", "template")), "error",
+                        f"prompt {tpl} is larger than 10 MiB (the limit for every prompt)")
+                elif bundlemod.sha256(content) != data["prompt"].get("sha256"):
                     add(path, doc.line_of(("prompt", "sha256")), "error",
                         f"prompt {tpl} changed since registration (sha256 mismatch)")
             report = (data.get("eval") or {}).get("report")
@@ -169,6 +175,10 @@ def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None, base: 
     extra = _extensions(reg, snap, cfg, files, docs, bundles, want, only=only, today=today, base=base)
     findings.extend(extra)
     errors = sum(1 for f in findings if f.level == "error")
+    from .secrets import redact_text
+
+    for f in findings:  # messages echo values from the files (ids, fields): never a key whole
+        f.message = redact_text(f.message)
     return {"commit": snap.commit, "checked": len([p for p in yaml_paths if want(p)]),
             "ok": errors == 0, "errors": errors, "warnings": len(findings) - errors,
             "findings": [asdict(f) for f in findings]}

@@ -46,13 +46,14 @@ def funnel(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
+            _check_arguments(kwargs)
             return fn(*args, **kwargs)
         except ModelctlError as exc:
             if _state["debug"]:
                 import traceback
 
                 traceback.print_exc()
-            sys.stderr.write(f"error: {exc}\n")
+            sys.stderr.write(f"error: {_redacted(str(exc))}\n")
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             sys.stderr.write("error: interrupted\n")
@@ -62,7 +63,7 @@ def funnel(fn):
         except Exception as exc:  # a bug: still one line unless --debug
             if _state["debug"]:
                 raise
-            sys.stderr.write(f"error: internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
+            sys.stderr.write(f"error: internal error: {type(exc).__name__}: {_redacted(' '.join(str(exc).split()))} "
                              "(run with --debug for a traceback)\n")
             raise typer.Exit(4) from None
 
@@ -75,6 +76,29 @@ def _print_version(value: bool) -> None:
 
         sys.stdout.write(f"modelctl {__version__}\n")
         raise typer.Exit(0)
+
+
+def _redacted(text: str) -> str:
+    """The last line of defence: no message reaches the terminal with a key in it."""
+    from .secrets import redact_text
+
+    return redact_text(text)
+
+
+def _check_arguments(kwargs: dict) -> None:
+    """Refuse what no command can use, before it reaches one: text that is not UTF-8 (surrogate
+    escapes from argv) and numbers that are not finite (`--cost-per-request nan` compares false
+    with every budget)."""
+    import math
+
+    from .errors import UsageError
+
+    for key, value in kwargs.items():
+        option = "--" + key.replace("_", "-")
+        if isinstance(value, str) and any("\udc80" <= ch <= "\udcff" for ch in value):
+            raise UsageError(f"{option} is not valid UTF-8 text", hint="pass it as UTF-8")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{option} must be a finite number (got {value})", hint="pass a number such as 0.002")
 
 
 @app.callback()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import warnings
 from pathlib import Path
 
@@ -43,6 +44,53 @@ def _merge(base: dict, override: dict, path: tuple = ()) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def problems(doc: yamlio.Document) -> list[str]:
+    """Rules of modelctl.yaml beyond its schema (run by schema.problems), as 'file:line: field: message'.
+
+    Everything a write or `watch` would trip over later is found here, so `check` reports it and
+    every command refuses the file up front instead of crashing half-way.
+    """
+    from .secrets import shown
+
+    out = []
+    providers = (doc.data.get("pinning") or {}).get("providers") or {}
+    for provider, rule in providers.items():
+        try:
+            re.compile(rule)
+        except (re.error, RecursionError, OverflowError) as exc:
+            line = doc.line_of(("pinning", "providers", provider)) or 1
+            reason = getattr(exc, "msg", None) or type(exc).__name__
+            out.append(f"{doc.path}:{line}: pinning.providers.{provider}: {shown(rule)} is not a valid regular "
+                       f"expression ({reason}); write one such as '^.+-\\d{{4}}-\\d{{2}}-\\d{{2}}$'")
+    return out
+
+
+def metrics_url_warning(before: bytes | str | None, after: bytes | str | None) -> tuple[int, str] | None:
+    """(line, message) when a change points metrics.url or metrics.token_env somewhere new.
+
+    `watch` sends the bearer token from metrics.token_env to metrics.url: a pull request that
+    changes either deserves a reviewer's second look (check --changed-since shows this warning).
+    """
+    if before is None or after is None:
+        return None
+    try:
+        old, new = parse(before), parse(after)
+        doc = yamlio.loads(after, CONFIG_FILE)
+    except UsageError:
+        return None  # an invalid file is reported as an error elsewhere
+    was, now = old["metrics"], new["metrics"]
+    if was.get("url") == now.get("url") and was.get("token_env") == now.get("token_env"):
+        return None
+    from .secrets import shown
+
+    changed = "url" if was.get("url") != now.get("url") else "token_env"
+    line = doc.line_of(("metrics", changed)) or doc.line_of(("metrics",)) or 1
+    token = f" with the token from {now['token_env']}" if now.get("token_env") else ""
+    return line, (f"metrics.{changed} changes from {shown(was.get(changed), 100)} to {shown(now.get(changed), 100)}: "
+                  f"watch will query {shown(now.get('url'), 100)}{token}; make sure that host is yours "
+                  "before merging")
 
 
 def parse(text: bytes | str, path: str = CONFIG_FILE) -> dict:

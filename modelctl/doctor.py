@@ -200,6 +200,9 @@ def _remote(ctx: _Context, findings: list[Finding], info: dict) -> tuple[str | N
         findings.append(Finding("no-remote", "error", f"pushing is on but there is no git remote named {ctx.remote!r}",
                                 subject=ctx.remote))
         return local, set()
+    # what this clone last saw on the remote: if the remote has gone back since, someone dropped
+    # those commits on purpose, and pushing them again would undo that
+    seen = store.rev(f"refs/remotes/{ctx.remote}/{ctx.branch}")
     try:
         remote_tip = store.fetch(ctx.remote, ctx.branch)
         remote_tags = store.remote_tags(ctx.remote)
@@ -215,7 +218,15 @@ def _remote(ctx: _Context, findings: list[Finding], info: dict) -> tuple[str | N
     info["reachable"] = True
     info["remote"] = remote_tip
     where = f"{ctx.remote}/{ctx.branch}"
-    if remote_tip is None:
+    if (seen and local and seen != remote_tip and store.is_ancestor(seen, local)
+            and (remote_tip is None or not store.is_ancestor(seen, remote_tip))):
+        dropped = int(store.out("rev-list", "--count", seen if remote_tip is None else f"{remote_tip}..{seen}"))
+        gone = f"no longer has branch {ctx.branch!r}" if remote_tip is None else f"no longer has {dropped} commit(s)"
+        findings.append(Finding("remote-dropped", "error", f"{where} {gone} that it had when this clone last fetched; "
+                                "someone removed them from the remote, so doctor will not push them back: if they "
+                                f"belong there, 'git push {ctx.remote} {ctx.branch}' yourself, else 'git reset --keep "
+                                f"{where}'", subject=ctx.branch))
+    elif remote_tip is None:
         if local:
             count = int(store.out("rev-list", "--count", local))
             findings.append(Finding("unpushed-commits", "error", f"the remote has no branch {ctx.branch!r}: "
@@ -440,7 +451,7 @@ def _fix_remote(reg, ctx: _Context, findings: list[Finding], info: dict) -> list
             done.append(f"pushed {ctx.branch} to {ctx.remote}" + (f" with {len(unpushed_tags)} tag(s)"
                                                                    if unpushed_tags else ""))
             unpushed_tags = []
-    elif unpushed_tags and "diverged" not in kinds:
+    elif unpushed_tags and "diverged" not in kinds and "remote-dropped" not in kinds:
         pushable = [f.subject for f in findings if f.kind == "unpushed-tag" and "unpushed commit" not in f.message]
         if pushable and store.publish_tags(ctx.remote, pushable):
             done.append(f"pushed {len(pushable)} tag(s) to {ctx.remote}")

@@ -39,8 +39,15 @@ _TRAILER_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9-]*):\s?(.*)$")
 
 
 def iso(ts: int) -> str:
-    """A unix time as UTC ISO 8601 with a Z."""
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """A unix time as UTC ISO 8601 with a Z (always a 4-digit year: strftime drops zeros on year 1)."""
+    d = dt.datetime.fromtimestamp(ts, dt.timezone.utc)
+    return f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}Z"
+
+
+# what a UTC datetime can hold: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z
+_MIN_TS, _MAX_TS = -62135596800, 253402300799
+_TIME_HINT = ("use ISO 8601 such as 2026-02-14, 2026-02-14T10:30:00Z or 2026-02-14T11:30:00+01:00 "
+              "(no zone means UTC), between years 0001 and 9999")
 
 
 def parse_time(text: str) -> int:
@@ -49,16 +56,21 @@ def parse_time(text: str) -> int:
     if raw == "now":
         return int(dt.datetime.now(dt.timezone.utc).timestamp())
     if raw.startswith("@") and raw[1:].isdigit():
-        return int(raw[1:])
-    try:
-        when = dt.datetime.fromisoformat(raw.replace(" ", "T", 1) if len(raw) > 10 else raw)
-    except ValueError:
-        raise UsageError(f"invalid time {text!r}",
-                         hint="use ISO 8601 such as 2026-02-14, 2026-02-14T10:30:00Z or "
-                              "2026-02-14T11:30:00+01:00 (no zone means UTC)") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return int(when.timestamp())
+        ts = int(raw[1:]) if len(raw) < 20 else _MAX_TS + 1
+    else:
+        try:
+            when = dt.datetime.fromisoformat(raw.replace(" ", "T", 1) if len(raw) > 10 else raw)
+        except ValueError:
+            raise UsageError(f"invalid time {text!r}", hint=_TIME_HINT) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.timezone.utc)
+        try:
+            ts = int(when.timestamp())
+        except (OverflowError, ValueError):
+            ts = _MAX_TS + 1
+    if not _MIN_TS <= ts <= _MAX_TS:
+        raise UsageError(f"time {text!r} is outside years 0001-9999 in UTC", hint=_TIME_HINT)
+    return ts
 
 
 def _paths(name: str) -> list[str]:

@@ -5,11 +5,12 @@ import re
 
 from .errors import InvalidName
 
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# \Z, not $: `$` also matches before a final newline, and these are used with .match elsewhere
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 # SemVer 2.0 core plus optional pre-release; no build metadata, no leading zeros.
 _NUM = r"(0|[1-9][0-9]*)"
 _PRE_ID = r"(0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
-VERSION_RE = re.compile(rf"^{_NUM}\.{_NUM}\.{_NUM}(-{_PRE_ID}(\.{_PRE_ID})*)?$")
+VERSION_RE = re.compile(rf"^{_NUM}\.{_NUM}\.{_NUM}(-{_PRE_ID}(\.{_PRE_ID})*)?\Z")
 
 STAGES = ("staging", "shadow", "canary", "active")
 STATUSES = (
@@ -26,8 +27,9 @@ PROMOTE_TARGETS = ("staging", "shadow", "canary", "active", "deprecated", "archi
 
 
 def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "...'"
+    from .secrets import shown  # a pasted key is never echoed whole
+
+    return shown(value)
 
 
 def check_name(name: object) -> str:

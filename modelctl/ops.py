@@ -34,7 +34,7 @@ def _land(reg: Registry, plan_fn, opts: WriteOptions, model: str | None = None) 
     remote = cfg["remote"]
     push = remote["push"] if opts.push is None else opts.push
     if opts.branch is not None:
-        _check_branch_name(reg.store, opts.branch)
+        _check_branch_name(reg.store, opts.branch, remote["name"])
     base = remote["branch"] if push else None
 
     def scanned(snap: Snapshot) -> Plan:
@@ -42,6 +42,8 @@ def _land(reg: Registry, plan_fn, opts: WriteOptions, model: str | None = None) 
         # anything becomes a git object (a reason or message can carry a pasted key too)
         plan = plan_fn(snap)
         if not plan.noop:
+            # a path becomes a tree entry name: a key in a file name is as public as one inside it
+            _scan_secrets({"a file name": "\n".join(plan.files).encode("utf-8")}, text=True)
             _scan_secrets(plan.files)
             _scan_secrets({"the commit message": plan.message().encode("utf-8"),
                            "a tag message": "\n".join(ev.message for ev in plan.tags).encode("utf-8")}, text=True)
@@ -52,9 +54,27 @@ def _land(reg: Registry, plan_fn, opts: WriteOptions, model: str | None = None) 
                               models=(model,) if model else None)
 
 
-def _check_branch_name(store: Store, name: str) -> None:
-    if not name or name.startswith("-") or store.git("check-ref-format", "--branch", name, check=False).returncode:
-        raise UsageError(f"invalid branch name {name!r}", hint="use a plain git branch name such as promote/support-agent-2.4.0")
+def _check_branch_name(store: Store, name: str, remote: str = "origin") -> None:
+    """--branch must be a plain new branch name: no secret, nothing git would read as another ref."""
+    from . import secrets
+
+    hint = "use a plain git branch name such as promote/support-agent-2.4.0"
+    found = secrets.scan_text(name, "--branch")
+    if found:
+        # a branch name is pushed and shown everywhere; the value itself is never echoed
+        raise ValidationError(f"--branch looks like a secret ({found[0].message}); refusing to make it a branch name",
+                              hint=hint)
+    shown = secrets.shown(name)
+    # `refs/heads/NAME` without --branch: check-ref-format --branch would expand @{-1} to another branch
+    if not name or name.startswith("-") or store.git("check-ref-format", f"refs/heads/{name}", check=False).returncode:
+        raise UsageError(f"invalid branch name {shown}", hint=hint)
+    first = name.split("/", 1)[0]
+    remotes = set(store.out("remote").split()) | {remote}
+    if name in ("HEAD", "@") or name.startswith("refs/") or first in remotes or first == "HEAD":
+        raise UsageError(f"branch name {shown} would shadow another ref ({'a remote' if first in remotes else 'HEAD or refs/'})",
+                         hint=hint)
+    if store.rev(f"refs/tags/{name}"):
+        raise UsageError(f"branch name {shown} is also a tag name", hint=hint)
 
 
 # -- init -----------------------------------------------------------------------------------
@@ -78,6 +98,9 @@ def init(directory: str | os.PathLike) -> dict:
                              hint="run 'modelctl init' in a new or empty directory")
         if (target / ".git").exists() and Store(target).rev("HEAD"):
             raise UsageError(f"{target} is a git repository with commits", hint="pick a new or empty directory")
+        if (target / ".git").exists() and Store(target).out("rev-parse", "--show-object-format") not in ("sha1", ""):
+            raise UsageError(f"{target} is a git repository with sha256 object names, which modelctl does not support",
+                             hint="pick a new directory, or 'git init --object-format=sha1' it again")
     target.mkdir(parents=True, exist_ok=True)
     store = Store(target)
     if not (target / ".git").exists():
@@ -121,6 +144,19 @@ def _read_input(path: str | os.PathLike) -> tuple[bytes, str]:
         return fh.read(), shown
 
 
+def _refuse_draft_in_place(reg: Registry, file: str | os.PathLike) -> None:
+    """A draft written where register puts bundles (bundles/NAME/VERSION.yaml, uncommitted) would
+    collide with the file register writes: say so plainly instead of a confusing conflict."""
+    try:
+        rel = Path(os.path.realpath(file)).relative_to(os.path.realpath(reg.root)).as_posix()
+    except ValueError:
+        return  # outside the registry: the usual place for a draft
+    if rel.startswith("bundles/") and (reg.store.dirty([rel]) or not reg.store.out("ls-files", "--", rel)):
+        raise UsageError(f"{rel}: register reads your draft from anywhere; it writes bundles/NAME/VERSION.yaml "
+                         "itself: move the draft elsewhere",
+                         hint=f"for example 'mv {rel} drafts/' (or outside the registry) and register that file")
+
+
 def _worktree_file(root: Path, rel: str, source: str, field_name: str) -> bytes | None:
     """A file in the work tree at `rel`, refusing symlinks anywhere on the way."""
     cur = root
@@ -135,7 +171,7 @@ def _worktree_file(root: Path, rel: str, source: str, field_name: str) -> bytes 
                                   "commit the real file instead")
     if not stat.S_ISREG(st.st_mode):
         raise ValidationError(f"{source}: {field_name}: {rel} is not a regular file")
-    if st.st_size > 10 * 1024 * 1024:
+    if st.st_size > bundlemod.MAX_PROMPT_BYTES:
         raise ValidationError(f"{source}: {field_name}: {rel} is larger than 10 MiB")
     return cur.read_bytes()
 
@@ -143,11 +179,24 @@ def _worktree_file(root: Path, rel: str, source: str, field_name: str) -> bytes 
 def _referenced(reg: Registry, snap: Snapshot, rel: str, source: str, field_name: str) -> tuple[bytes, bool]:
     """Content of a file a bundle references: committed at the tip, or new in the work tree."""
     bundlemod.check_repo_path(rel, field_name, source)
-    mode = reg.store.out("ls-tree", snap.commit, "--", rel) if snap.commit else ""
+    mode = reg.store.out("ls-tree", "-l", snap.commit, "--", rel) if snap.commit else ""
     if mode:
         if mode.startswith("120000"):
             raise ValidationError(f"{source}: {field_name}: {rel} is a symlink in the registry; use a real file")
+        size = mode.split("\t", 1)[0].split()[-1]
+        if size.isdigit() and int(size) > bundlemod.MAX_PROMPT_BYTES:
+            # committed before the cap, or by hand: still not something a bundle may pin
+            raise ValidationError(f"{source}: {field_name}: {rel} is larger than 10 MiB")
         content = snap.read(rel)
+        head = reg.store.rev("HEAD")
+        if content is not None and snap.commit != head and not reg.store.is_bare():
+            # with --push the tip is the remote's: the user sees (and committed) their own copy
+            local = Snapshot(reg.store, head).read(rel) if head else None
+            if local is not None and local != content:
+                raise ValidationError(f"{source}: {field_name}: {rel} differs between your branch and the remote; "
+                                      "the bundle would pin the remote's copy",
+                                      hint="push the prompt first ('git push'), or pull the remote's copy, "
+                                           "then register again")
         if content is not None:
             if reg.store.dirty([rel]):
                 # the bundle would pin the committed text while the user reviewed another one
@@ -167,6 +216,10 @@ def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None,
     """Validate a bundle file and commit it as a new immutable version with its registration tag."""
     opts = opts or WriteOptions()
     raw, source = _read_input(file)
+    # first, on the user's own file: a key is reported at their path and line, never echoed by a
+    # later message (schema, pinning), and never turned into the bundle register would write
+    _scan_secrets({source: raw})
+    _refuse_draft_in_place(reg, file)
     doc = yamlio.loads(raw, source)
     data = doc.data
     if not isinstance(data, dict):
@@ -213,7 +266,8 @@ def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None,
             bundlemod.check_pinned(fb, cfg["pinning"], source, doc.line_of(("fallbacks",)))
         files: dict[str, bytes | None] = {}
         prompt_rel = work["prompt"]["template"]
-        prompt, new_prompt = _referenced(reg, snap, prompt_rel, source, "prompt.template")
+        prompt, new_prompt = _referenced(reg, snap, prompt_rel, f"{source}:{doc.line_of(('prompt', 'template')) or 1}",
+                                         "prompt.template")
         digest = bundlemod.sha256(prompt)
         given = work["prompt"].get("sha256")
         if given and given != digest:
@@ -225,7 +279,8 @@ def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None,
             files[prompt_rel] = prompt
         if work.get("eval", {}).get("report"):
             report_rel = work["eval"]["report"]
-            report, new_report = _referenced(reg, snap, report_rel, source, "eval.report")
+            report, new_report = _referenced(reg, snap, report_rel, f"{source}:{doc.line_of(('eval', 'report')) or 1}",
+                                             "eval.report")
             if new_report:
                 files[report_rel] = report
         trailers = [("Modelctl-Action", "register"), ("Modelctl-Model", name), ("Modelctl-Version", version)]
@@ -236,7 +291,13 @@ def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None,
                     f"{source}: {version} changes {' and '.join(change.kinds)} against its parent {work['parent']} "
                     f"({'; '.join(change.detail)})",
                     hint="change one variable at a time, or pass --allow-multi-change")
-            bundlemod.check_semver(work["parent"], version, change.level, source, "; ".join(change.detail))
+            try:
+                bundlemod.check_semver(work["parent"], version, change.level, source, "; ".join(change.detail))
+            except ValidationError as exc:
+                if bump is None:
+                    raise
+                # the user chose the level: say which one the change needs, not "set version or --bump"
+                raise ValidationError(exc.message, hint=f"use --bump {change.level}") from None
             trailers.append(("Modelctl-Parent", work["parent"]))
             trailers.append(("Modelctl-Change", ",".join(change.kinds) or "none"))
             if change.level:
@@ -252,8 +313,13 @@ def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None,
                                            "note": f"{name} {version} is already registered with this bundle "
                                                    f"(commit {commit[:12]})"})
         if stored is not None or reg.store.rev(f"refs/tags/{registration_tag(name, version)}"):
-            raise ValidationError(f"version {version} of {name} exists; registered bundles are immutable",
-                                  hint="pick a new version or use --bump")
+            if bump is not None:
+                raise ValidationError(f"version {version} of {name} (--bump {bump} from parent {work['parent']}) exists; "
+                                      "registered bundles are immutable",
+                                      hint=f"set 'parent' to {name}'s newest version, or drop --bump and set 'version' "
+                                           "in the file")
+            raise ValidationError(f"{source}:{doc.line_of(('version',)) or 1}: version {version} of {name} exists; "
+                                  "registered bundles are immutable", hint="pick a new version or use --bump")
         from . import state  # the lifecycle owns the deployment file
 
         dep_path = deployment_path(name)
@@ -285,9 +351,11 @@ def _scan_secrets(files: dict[str, bytes | None], text: bool = False) -> None:
         if found:
             first = found[0]
             where = path if text else f"{first.path}:{first.line}"
-            raise ValidationError(f"{where}: looks like a secret ({first.message}); refusing to commit it",
-                                  hint="take it out of --reason/--message" if text else
-                                  "reference it instead (secretRef: or ${ENV_VAR})")
+            if path == "a file name":
+                hint = "rename the file"
+            else:
+                hint = "take it out of --reason/--message" if text else "reference it instead (secretRef: or ${ENV_VAR})"
+            raise ValidationError(f"{where}: looks like a secret ({first.message}); refusing to commit it", hint=hint)
 
 
 

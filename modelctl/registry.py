@@ -50,6 +50,10 @@ class Registry:
         if snap.commit is None:
             raise UsageError(f"{ref} does not name a commit in {self.root}",
                              hint="run 'modelctl init' first" if ref == "HEAD" else "pass an existing ref")
+        if len(snap.commit) != 40:  # free to check: a sha256 repository names commits with 64 hex digits
+            raise UsageError(f"{self.root} is a git repository with sha256 object names, which modelctl does not "
+                             "support",
+                             hint="keep the registry in a sha1 repository ('git init --object-format=sha1')")
         if snap.read(configmod.CONFIG_FILE) is None:
             raise UsageError(f"{self.root} is not a modelctl registry (no modelctl.yaml at {ref})",
                              hint="run 'modelctl init' in an empty directory, or pass --registry DIR")

@@ -8,6 +8,9 @@ from importlib import resources
 from .errors import ValidationError
 from .yamlio import Document
 
+# Bumped when validation changes beyond the schema files (ValidCache keys include it).
+RULES_VERSION = b"whole-string-patterns-1"
+
 KINDS = {
     "Registry": "registry.schema.json",
     "Bundle": "bundle.schema.json",
@@ -35,12 +38,26 @@ def _validator(kind: str):
             ref = node.get("$ref", "")
             if ref.startswith("#/$defs/") and len(node) == 1:
                 return inline(defs[ref[len("#/$defs/"):]])
-            return {k: inline(v) for k, v in node.items() if k != "$defs"}
+            return {k: (whole_string(v) if k == "pattern" and isinstance(v, str) else inline(v))
+                    for k, v in node.items() if k != "$defs"}
         if isinstance(node, list):
             return [inline(v) for v in node]
         return node
 
     return Draft202012Validator(inline(schema))
+
+
+def whole_string(pattern: str) -> str:
+    """A schema pattern as Python must run it to match the whole string.
+
+    JSON Schema patterns are ECMA-262, where `$` (no multiline flag) matches only at the very end;
+    Python's `$` also matches before a final newline, so `id: "gpt-4o\\n"` passed `^...$`. Every
+    pattern in schemas/*.json is anchored `^...$` (tests/test_hostile.py checks it); the end anchor
+    becomes `\\Z`, which is what the schema means.
+    """
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        return pattern[:-1] + "\\Z"
+    return pattern
 
 
 def _field(path) -> str:
@@ -56,22 +73,57 @@ def problems(doc: Document, kind: str) -> list[str]:
     if not isinstance(data, dict):
         return [f"{doc.path}:1: expected a mapping of {kind} fields, found {type(data).__name__}"]
     validator = _validator(kind)
-    if validator.is_valid(data):
-        return []
+    from .secrets import redact_text, shown
+
     out = []
-    for err in sorted(validator.iter_errors(data), key=lambda e: (list(e.path), e.message)):
-        loc = tuple(err.path)
-        line = doc.line_of(loc) or 1
-        message = err.message
-        if err.validator == "additionalProperties":
-            message = message.replace("Additional properties are not allowed", "unknown field(s)")
-        elif err.validator == "pattern" and isinstance(err.instance, str):
-            message = f"{err.instance!r} has the wrong form"
-        elif err.validator == "type" and loc and loc[-1] in ("version", "parent", "active", "previous"):
-            shown = doc.raw.get(loc, str(err.instance))
-            message = f"{shown} is read as a {type(err.instance).__name__}; quote it: \"{shown}\""
-        out.append(f"{doc.path}:{line}: {_field(loc)}: {message}")
+    if not validator.is_valid(data):
+        for err in sorted(validator.iter_errors(data), key=lambda e: (list(e.path), e.message)):
+            loc = tuple(err.path)
+            line = doc.line_of(loc) or 1
+            message = err.message
+            if err.validator == "additionalProperties":
+                message = message.replace("Additional properties are not allowed", "unknown field(s)")
+            elif err.validator == "pattern" and isinstance(err.instance, str):
+                message = f"{shown(err.instance)} {_PATTERN_HINTS.get(_last_key(loc), 'has the wrong form')}"
+            elif err.validator == "type" and loc and loc[-1] in ("version", "parent", "active", "previous"):
+                raw = doc.raw.get(loc, str(err.instance))
+                message = f"{raw} is read as a {type(err.instance).__name__}; quote it: \"{raw}\""
+            elif err.validator == "type" and isinstance(err.instance, (dict, list, str)):
+                # jsonschema echoes the whole value: a mapping can be long, a string can be a key
+                message = f"{shown(err.instance)} is not of type {err.validator_value!r}"
+            # every message echoes the user's value somewhere: a pasted key is never printed whole
+            message = redact_text(message)
+            if len(message) > 300:
+                message = message[:297] + "..."
+            out.append(f"{doc.path}:{line}: {_field(loc)}: {message}")
+    elif kind in _RULES:
+        out.extend(_RULES[kind](doc))
     return out
+
+
+def _last_key(loc: tuple) -> str:
+    return next((str(p) for p in reversed(loc) if not isinstance(p, int)), "")
+
+
+_PATH_HINT = "must be a relative path inside the registry (no '..', no absolute path, no spaces or line breaks)"
+_PATTERN_HINTS = {
+    "template": _PATH_HINT,
+    "report": _PATH_HINT,
+    "id": "has the wrong form: a model id is letters, digits and . _ : / @ + - on one line",
+    "provider": "has the wrong form: a provider is lowercase letters, digits and . _ - on one line",
+    "token_env": "is not allowed: the variable's name must start with MODELCTL_METRICS_ (for example "
+                 "MODELCTL_METRICS_TOKEN), so a change to modelctl.yaml cannot send another secret to the metrics url",
+}
+
+
+def _registry_rules(doc: Document) -> list[str]:
+    from .config import problems as config_problems
+
+    return config_problems(doc)
+
+
+# Rules JSON Schema cannot say, run once a document matches its schema (same message form).
+_RULES = {"Registry": _registry_rules}
 
 
 class ValidCache:
@@ -84,7 +136,8 @@ class ValidCache:
     def __init__(self, git_dir, kind: str):
         import hashlib
 
-        digest = hashlib.sha256(data_path("schemas", KINDS[kind]).read_bytes()).hexdigest()[:12]
+        # the rules version is part of the key: a blob valid under older rules is checked again
+        digest = hashlib.sha256(data_path("schemas", KINDS[kind]).read_bytes() + RULES_VERSION).hexdigest()[:12]
         self.path = git_dir / f"modelctl-valid-{kind.lower()}-{digest}"
         self.kind = kind
         try:

@@ -388,7 +388,7 @@ class Store:
     def lock(self, timeout: float | None = None) -> "_Lock":
         """Serialize writers of this clone (a process that dies releases it with its file descriptor)."""
         if timeout is None:
-            timeout = float(os.environ.get("MODELCTL_LOCK_TIMEOUT", "60"))
+            timeout = lock_timeout(os.environ.get("MODELCTL_LOCK_TIMEOUT"))
         return _Lock(self.git_dir / LOCK_NAME, timeout)
 
     def lock_status(self) -> dict:
@@ -938,6 +938,22 @@ def read_lock(path: Path) -> dict:
         except (ValueError, AttributeError, TypeError):
             info["pid"] = -1  # garbage: treat as a stale record
     return info
+
+
+def lock_timeout(text: str | None) -> float:
+    """MODELCTL_LOCK_TIMEOUT in seconds (default 60); UsageError for anything but 0..86400."""
+    import math
+
+    if text is None or not text.strip():
+        return 60.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0 <= value <= 86400):  # also refuses nan
+        raise UsageError(f"MODELCTL_LOCK_TIMEOUT={text[:20]!r} is not a number of seconds",
+                         hint="set it to a number between 0 and 86400, or unset it")
+    return value
 
 
 class _Lock:

@@ -22,20 +22,23 @@ from typing import Any
 from .errors import ValidationError
 
 MAX_BYTES = 256 * 1024
+# Numbers beyond this are refused at load: nothing a registry counts comes near it, and a 310-digit
+# integer would pass the schema only to overflow a float in shadow, watch or gate later.
+MAX_NUMBER = 10**18
 MAX_DEPTH = 32  # no registry file nests deeper; a deeper one is an attack on the reader
 
 _NULL = {"", "~", "null", "Null", "NULL"}
 _TRUE = {"true", "True", "TRUE"}
 _FALSE = {"false", "False", "FALSE"}
-_INT10 = re.compile(r"^[-+]?[0-9]+$")
-_INT8 = re.compile(r"^0o[0-7]+$")
-_INT16 = re.compile(r"^0x[0-9a-fA-F]+$")
-_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
-_INF = re.compile(r"^[-+]?\.(inf|Inf|INF)$")
-_NAN = re.compile(r"^\.(nan|NaN|NAN)$")
+_INT10 = re.compile(r"^[-+]?[0-9]+\Z")
+_INT8 = re.compile(r"^0o[0-7]+\Z")
+_INT16 = re.compile(r"^0x[0-9a-fA-F]+\Z")
+_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?\Z")
+_INF = re.compile(r"^[-+]?\.(inf|Inf|INF)\Z")
+_NAN = re.compile(r"^\.(nan|NaN|NAN)\Z")
 
 # A string may be written plain only if no YAML 1.1 or 1.2 reader can take it for anything else.
-_PLAIN_SAFE = re.compile(r"^[A-Za-z_/][A-Za-z0-9_./@+-]*$")
+_PLAIN_SAFE = re.compile(r"^[A-Za-z_/][A-Za-z0-9_./@+-]*\Z")
 _YAML11_WORDS = {
     "y", "n", "yes", "no", "on", "off", "true", "false", "null", "~",
 }
@@ -80,6 +83,10 @@ def _resolve_plain(value: str) -> Any:
     if _NAN.match(value):
         return math.nan
     return value
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 24 else f"{text[:20]}...({len(text)} characters)"
 
 
 def _events(text: str):
@@ -164,9 +171,14 @@ def loads(text: str | bytes, path: str = "<input>") -> Document:
                     fail(event, f"explicit tag {event.tag} is not allowed")
                 if kind == "ScalarEvent":
                     plain = event.implicit[0] and event.style in (None, "")
-                    value = _resolve_plain(event.value) if plain else event.value
+                    try:
+                        value = _resolve_plain(event.value) if plain else event.value
+                    except ValueError:  # an integer past Python's digit limit
+                        value = math.inf
                     if isinstance(value, float) and not math.isfinite(value):
-                        fail(event, f"{event.value} is not a usable number; write a finite value")
+                        fail(event, f"{_short(event.value)} is not a usable number; write a finite value")
+                    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
+                        fail(event, f"{_short(event.value)} is too large a number (the limit is 1e18)")
                     if plain and event.value == "<<" and stack and stack[-1][2] is _NOKEY and isinstance(stack[-1][0], dict):
                         fail(event, "merge keys (<<) are not allowed; write the keys out")
                     sub = attach(value, event, False)
@@ -188,10 +200,20 @@ def loads(text: str | bytes, path: str = "<input>") -> Document:
             # PyYAML >= 6.0.3 has its own (deeper) limit, hit while scanning ahead of our own check:
             # the same refusal either way, whichever PyYAML is installed
             raise ValidationError(f"{path}:{line} nesting deeper than {MAX_DEPTH} levels") from None
+        if mark and _tab_indented(text, mark.line):
+            problem = "a tab in the indentation; indent with spaces (YAML does not allow tabs there)"
         raise ValidationError(f"{path}:{line} invalid YAML: {problem}") from None
     if documents == 0:
         root = None
     return Document(root, path, lines, raw)
+
+
+def _tab_indented(text: str, index: int) -> bool:
+    lines = text.splitlines()
+    if not 0 <= index < len(lines):
+        return False
+    row = lines[index]
+    return "\t" in row[: len(row) - len(row.lstrip(" \t"))]
 
 
 def load_file(path, display: str | None = None) -> Document:

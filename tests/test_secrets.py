@@ -173,3 +173,114 @@ def test_messages_name_the_kind_for_humans():
 def test_more_key_kinds_and_keys_split_by_invisible_characters(text, kind):
     found = scan_text("a: 1\n" + text, "f.yaml")
     assert [(f.kind, f.line) for f in found] == [(kind, 2)]
+
+
+# -- the keys most likely in an LLM registry (issue 11) -------------------------------------------
+
+HEX = "0123456789abcdef"
+LOWER_ALNUM = string.ascii_lowercase + string.digits
+
+
+def _jwt():
+    import base64
+    import json
+
+    def part(obj):
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+    return part({"alg": "HS256", "typ": "JWT"}) + "." + part({"sub": "user-42", "iat": 1760000000}) + "." + rnd(43)
+
+
+MORE_FAKES = [
+    ("openrouter-api-key", "api_key: {}", "sk-or-v1-" + rnd(64, HEX)),
+    ("deepseek-api-key", "api_key: {}", "sk-" + rnd(32, HEX)),
+    ("groq-api-key", "api_key: {}", "gsk_" + rnd(52)),
+    ("xai-api-key", "api_key: {}", "xai-" + rnd(80)),
+    ("perplexity-api-key", "api_key: {}", "pplx-" + rnd(48, LOWER_ALNUM)),
+    ("replicate-token", "token: {}", "r8_" + rnd(37)),
+    ("pinecone-api-key", "api_key: {}", "pcsk_" + rnd(6) + "_" + rnd(63)),
+    ("langsmith-api-key", "api_key: {}", "lsv2_pt_" + rnd(32, HEX) + "_" + rnd(10, HEX)),
+    ("langsmith-api-key", "api_key: {}", "lsv2_sk_" + rnd(32, HEX) + "_" + rnd(10, HEX)),
+    ("langfuse-secret-key", "secret_key: {}", "sk-lf-" + "-".join(rnd(n, HEX) for n in (8, 4, 4, 4, 12))),
+    ("azure-openai-key", "api_key: {}", rnd(32, HEX)),
+    ("azure-openai-key", "api-key: '{}'", rnd(32, HEX)),
+    ("azure-openai-key", "AZURE_OPENAI_API_KEY={}", rnd(32, HEX)),
+    ("azure-openai-key", '"key": "{}"', rnd(32, HEX)),
+    ("azure-openai-key", "client_secret: {}", rnd(32, HEX)),
+    ("azure-openai-key", "token: {}", rnd(32, HEX).upper()),
+    ("stripe-key", "stripe: {}", "sk_live_" + rnd(99)),
+    ("stripe-key", "stripe: {}", "rk_live_" + rnd(99)),
+    ("stripe-key", "stripe: {}", "sk_test_" + rnd(24)),
+    ("slack-webhook", "alerts: {}",
+     "https://hooks.slack.com/services/T" + rnd(8, string.ascii_uppercase + "0123456789") + "/B"
+     + rnd(10, string.ascii_uppercase + "0123456789") + "/" + rnd(24)),
+    ("jwt", "authorization: Bearer {}", _jwt()),
+    ("url-credentials", "url: {}/metrics", "https://svc:" + rnd(20) + "@prometheus.example.com"),
+    ("url-credentials", "dsn: {}", "postgres://admin:" + rnd(16) + "@db.internal:5432/registry"),
+]
+
+
+@pytest.mark.parametrize("kind,template,value", MORE_FAKES, ids=[f"{k}-{i}" for i, (k, _, _) in enumerate(MORE_FAKES)])
+def test_llm_registry_key_kinds_are_found_and_redacted(kind, template, value):
+    text = "name: x\nconfig:\n  " + template.format(value) + "\n"
+    findings = scan_text(text, "bundles/x/1.0.0.yaml")
+    assert [(f.kind, f.line) for f in findings] == [(kind, 3)]
+    secret = value.split("://", 1)[-1].split(":", 1)[-1].split("@")[0] if kind == "url-credentials" else value
+    assert secret not in str(findings[0].to_dict())
+    assert secret[4:] not in findings[0].message
+
+
+def test_url_credentials_redaction_hides_the_whole_password():
+    password = rnd(20)
+    f = scan_text(f"url: https://svc:{password}@metrics.example.com/q\n", "modelctl.yaml")[0]
+    assert f.redacted.startswith("http…(") and password[:4] not in f.redacted
+
+
+@pytest.mark.parametrize("line", [
+    "sha256: " + hashlib.sha256(b"prompt").hexdigest(),
+    "prompt_sha256: sk-" + hashlib.sha256(b"x").hexdigest(),
+    "data_key: " + hashlib.sha256(b"data").hexdigest(),
+    "commit: " + hashlib.sha1(b"x").hexdigest(),
+    "token: " + hashlib.sha1(b"x").hexdigest(),
+    "run_id: 3f2b8c1e-9a4d-4e7b-8c2a-1d5e6f7a8b9c",
+    "key: 3f2b8c1e-9a4d-4e7b-8c2a-1d5e6f7a8b9c",
+    "md5: " + hashlib.md5(b"x").hexdigest(),
+    "cache: " + hashlib.md5(b"x").hexdigest(),
+    "api_key: " + "0" * 32,
+    "api_key: " + "abcdef" * 6,
+    "stripe: sk_test_XXXXXXXXXXXXXXXXXXXXXXXX",
+    "url: https://user:${METRICS_PASSWORD}@prom.example.com",
+    "url: postgres://user:password@localhost/db",
+    "url: https://user:<password>@host.example.com",
+    "url: https://prom.example.com/api/v1/query?q=a:b",
+    "hook: https://hooks.slack.com/services/TXXXXXXXX/BXXXXXXXX/XXXXXXXXXXXXXXXXXXXXXXXX",
+    "note: eyJhbGciOiJub25lIn0 is a header alone",
+    "pk: pk-lf-" + "-".join(hashlib.sha256(b"y").hexdigest()[:n] for n in (8, 4, 4, 4, 12)),
+])
+def test_digests_uuids_and_placeholders_are_not_llm_keys(line):
+    assert scan_text(line + "\n", "bundles/x/1.0.0.yaml") == []
+
+
+def test_a_registered_bundle_with_prompt_and_data_hashes_is_clean():
+    text = "\n".join([
+        "apiVersion: modelctl/v1", "kind: Bundle", "name: support-agent", 'version: "2.4.0"',
+        "model: {provider: openai, id: gpt-4.1-mini-2025-04-14}",
+        "prompt:", "  template: prompts/support.txt", "  sha256: " + hashlib.sha256(b"p").hexdigest(),
+        "data:", "  dataset: s3://bucket/evals.jsonl", "  sha256: " + hashlib.sha256(b"d").hexdigest(),
+        "  version_key: " + hashlib.sha256(b"v").hexdigest(), "",
+    ])
+    assert scan_text(text, "bundles/support-agent/2.4.0.yaml") == []
+
+
+def test_redact_text_replaces_every_secret_and_keeps_the_rest():
+    from modelctl.secrets import redact_text, shown
+
+    a, b = "gsk_" + rnd(52), "sk-proj-" + rnd(60)
+    text = f"unknown field(s) ({a!r} was unexpected) and {b}"
+    out = redact_text(text)
+    assert a not in out and b not in out and a[4:12] not in out
+    assert out.startswith("unknown field(s) ('gsk_…(56 chars)' was unexpected) and sk-p…(")
+    assert redact_text("gpt-4o") == "gpt-4o"
+    assert shown("gpt-4o\n") == "'gpt-4o\\n'"
+    assert b[4:] not in shown(b) and len(shown("x" * 500)) == 60
+    url = "https://x-access-token:ghs_" + rnd(36) + "@github.com/o/r"
+    assert "ghs_" not in redact_text(url) and redact_text(url).endswith("github.com/o/r")

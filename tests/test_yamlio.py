@@ -80,8 +80,9 @@ TRICKY = {
     "words": ["yes", "no", "on", "off", "y", "n", "null", "~", "true", "False"],
     "numbers_as_strings": ["1.10", "010", "0x1F", "1e3", "12:30", "1_000", ".5", "+1", "0o17"],
     "odd": ["", " lead", "trail ", "a: b", "#hash", "- dash", "[x]", "{y}", "*star", "&amp", "!bang",
-            "%pct", "@at", "`tick", "quote\"d", "multi\nline", "tab\tbed", "ünïcode"],
-    "floats": [0.01, 1e-05, 1e20, 3.0, -2.5],
+            "%pct", "@at", "`tick", "quote\"d", "multi\nline", "tab\tbed", "ünïcode",
+            "gpt-4o\n", "x.txt\n", "\n"],
+    "floats": [0.01, 1e-05, 1e17, 3.0, -2.5],
     "ints": [0, 7, -3, 12500],
     "null": None,
     "bools": [True, False],
@@ -124,3 +125,28 @@ def test_every_file_modelctl_writes_reads_back_identically_with_pyyaml(registry,
         assert pyyaml.safe_load(text) == yamlio.loads(text, str(path)).data, path
         checked += 1
     assert checked >= 4
+
+
+@pytest.mark.parametrize("text", [
+    "n: " + "9" * 310 + "\n",
+    "n: -" + "1" * 19 + "\n",
+    "n: " + "7" * 5000 + "\n",
+    "n: 1.5e19\n",
+    "n: 0x" + "f" * 20 + "\n",
+])
+def test_numbers_past_the_bound_are_refused_with_file_and_line(text):
+    with pytest.raises(ValidationError) as exc:
+        yamlio.loads("a: 1\n" + text, "b.yaml")
+    message = str(exc.value)
+    assert message.startswith("b.yaml:2: ") and ("too large a number" in message or "not a usable number" in message)
+    assert len(message) < 120  # the 5000 digits are not echoed
+
+
+def test_numbers_up_to_the_bound_load():
+    assert yamlio.loads("a: 1000000000000000000\nb: -1.0e18\n", "b.yaml").data == {"a": 10**18, "b": -1e18}
+
+
+def test_a_string_ending_in_a_newline_is_written_quoted():
+    text = yamlio.dumps({"id": "gpt-4o\n"})
+    assert text == 'id: "gpt-4o\\n"\n'
+    assert yamlio.loads(text, "x.yaml").data == {"id": "gpt-4o\n"}

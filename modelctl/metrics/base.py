@@ -96,7 +96,7 @@ class HttpSession:
     def __enter__(self) -> "HttpSession":
         import httpx  # lazily: watch is the only command that needs it
 
-        headers = {"Accept": "application/json", "User-Agent": "modelctl"}
+        headers = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate", "User-Agent": "modelctl"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         self._client = httpx.Client(headers=headers, verify=_tls_context(), follow_redirects=False)
@@ -153,7 +153,7 @@ class HttpSession:
                     raise self._too_big(url)
                 chunks: list[bytes] = []
                 size = 0
-                for chunk in response.iter_bytes():
+                for chunk in _decoded(response.iter_raw(), response.headers.get("content-encoding"), url):
                     size += len(chunk)
                     if size > self._limits.max_bytes:
                         raise self._too_big(url)
@@ -183,6 +183,45 @@ class HttpSession:
             f"metrics endpoint {where(url)} answered with more than {self._limits.max_bytes} bytes; refusing",
             hint="narrow the query, or raise metrics.max_bytes",
         )
+
+
+_DECODE_STEP = 65536  # bytes of decompressed output per step: memory stays flat whatever the ratio
+
+
+def _decoded(raw: Any, encoding: str | None, url: str):
+    """The body as a stream of decompressed chunks of at most _DECODE_STEP bytes each.
+
+    httpx's own decoder inflates a whole network chunk at once (a 64 KiB gzip bomb chunk becomes
+    64 MiB in memory before the size cap can look at it); here zlib's max_length bounds each step,
+    so the cap is checked every 64 KiB of output.
+    """
+    import zlib
+
+    name = (encoding or "identity").strip().lower()
+    if name in ("", "identity"):
+        yield from raw
+        return
+    if name in ("gzip", "x-gzip"):
+        wbits = 16 + zlib.MAX_WBITS
+    elif name == "deflate":
+        wbits = zlib.MAX_WBITS
+    else:
+        raise MetricsError(f"metrics endpoint {where(url)} answered with content-encoding {name[:20]!r}, "
+                           "which modelctl does not read", hint="serve the response plain or gzip-compressed")
+    decoder = zlib.decompressobj(wbits)
+    try:
+        for chunk in raw:
+            data = chunk
+            while data:
+                out = decoder.decompress(data, _DECODE_STEP)
+                if out:
+                    yield out
+                data = decoder.unconsumed_tail
+        tail = decoder.flush()
+        if tail:
+            yield tail
+    except zlib.error as exc:
+        raise MetricsError(f"metrics endpoint {where(url)} sent a corrupt {name} body ({exc})") from None
 
 
 def parse_json(body: bytes, url: str) -> Any:

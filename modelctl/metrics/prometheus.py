@@ -121,6 +121,12 @@ class PrometheusProvider:
             return None, None, _one_line(f"Prometheus {kind}: {doc.get('error', doc.get('status'))}")
         if status >= 300:
             raise MetricsError(f"Prometheus at {where(endpoint)} answered HTTP {status}")
+        warnings = doc.get("warnings")
+        if warnings:
+            # a partial response (a store or shard missing): judging on part of the traffic could
+            # roll back, or pass, on numbers that are not the canary's
+            first = warnings[0] if isinstance(warnings, list) else warnings
+            return None, None, _one_line(f"Prometheus warning (partial response): {first}", 200)
         data = doc.get("data")
         if not isinstance(data, dict):
             return None, None, "response has no data"

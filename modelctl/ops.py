@@ -16,7 +16,7 @@ from . import schema, yamlio
 from .errors import UsageError, ValidationError
 from .names import check_name, check_version, clean_text
 from .registry import Registry, deployment_path
-from .store import Outcome, Plan, Snapshot, Store
+from .store import Outcome, Plan, Snapshot, Store, require_identity
 from .tags import TagEvent, registration_tag
 
 
@@ -75,6 +75,8 @@ def init(directory: str | os.PathLike) -> dict:
                              hint="run 'modelctl init' in a new or empty directory")
         if (target / ".git").exists() and Store(target).rev("HEAD"):
             raise UsageError(f"{target} is a git repository with commits", hint="pick a new or empty directory")
+    # no identity: refuse before the directory or its .git exists (store.require_identity)
+    require_identity(next(p for p in (target.absolute(), *target.absolute().parents) if p.is_dir()))
     target.mkdir(parents=True, exist_ok=True)
     store = Store(target)
     if not (target / ".git").exists():

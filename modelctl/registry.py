@@ -48,6 +48,9 @@ class Registry:
         """The registry at a ref; refuses a repository that is not a registry."""
         snap = self.store.snapshot(ref)
         if snap.commit is None:
+            why = self.store.unborn() if ref == "HEAD" else None
+            if why:
+                raise UsageError(why)
             raise UsageError(f"{ref} does not name a commit in {self.root}",
                              hint="run 'modelctl init' first" if ref == "HEAD" else "pass an existing ref")
         if snap.read(configmod.CONFIG_FILE) is None:
@@ -217,6 +220,7 @@ class Registry:
 
         check_name(name)
         self.snapshot(ref)
+        self.store.require_full_history(f"the history of {name}")
         return {"schema": API_SCHEMA, **history.log(self.store, name, ref, limit)}
 
     def which(self, name: str, at: str | int, key: str | None = None, ref: str = "HEAD") -> dict:
@@ -225,6 +229,7 @@ class Registry:
 
         check_name(name)
         self.snapshot(ref)
+        self.store.require_full_history(f"what served {name} at a time")
 
         def read(commit: str) -> dict | None:
             return self.deployment(name, self.store.snapshot(commit))

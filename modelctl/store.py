@@ -258,8 +258,10 @@ class Store:
             full_env.update(env)
         cmd = ["git", "-c", "core.hooksPath=/dev/null", "-c", "gc.auto=0", *args]
         try:
-            proc = subprocess.run(cmd, cwd=self.root, input=input, capture_output=True, env=full_env,
-                                  timeout=timeout)
+            if timeout is None:
+                proc = subprocess.run(cmd, cwd=self.root, input=input, capture_output=True, env=full_env)
+            else:
+                proc = _run_group(cmd, self.root, input, full_env, timeout)
         except FileNotFoundError:
             raise GitFailed("git is not installed; install git and try again") from None
         except subprocess.TimeoutExpired:
@@ -1056,6 +1058,26 @@ class Store:
         self._apply_sync(sync)
         self._drop_journal()
         return "done"
+
+
+def _run_group(cmd: list[str], cwd, input: bytes | None, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """Run a command with a time limit that ends its helpers too (ssh, a local receive-pack).
+
+    Killing only `git` would leave its children holding our pipes, and waiting for them would
+    outlast the limit.
+    """
+    proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, start_new_session=True)
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except BaseException:  # the time limit, or an interrupt: the whole group goes
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def _close_batch(proc: subprocess.Popen) -> None:

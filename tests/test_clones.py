@@ -222,3 +222,166 @@ def test_log_piped_to_head_exits_0(published):
                           text=True)
     assert (proc.returncode, proc.stderr) == (0, "")
     assert len(proc.stdout.splitlines()) == 1
+
+
+# -- linked worktrees -----------------------------------------------------------------------------
+
+def consistent(tree) -> None:
+    """`git status` clean and the index exactly HEAD's tree."""
+    assert git(tree, "status", "--porcelain", "--untracked-files=no") == ""
+    assert subprocess.run(["git", "diff-index", "--cached", "--quiet", "HEAD"], cwd=tree).returncode == 0
+
+
+@pytest.mark.parametrize("push", ["--push", "--no-push"])
+def test_a_write_from_a_linked_worktree_keeps_every_worktree_consistent(published, tmp_path, push):
+    registry, remote = published
+    linked = tmp_path / "linked"
+    git(registry, "worktree", "add", "-q", "--detach", str(linked))  # main stays checked out in `registry`
+    ok(run_cli("promote", "support-agent", "1.1.0", "--to", "active", push, cwd=linked))
+    head = git(registry, "rev-parse", "main").strip()
+    assert git(registry, "log", "-1", "--format=%s", "main").startswith("modelctl: promote support-agent 1.1.0")
+    if push == "--push":
+        assert git(remote, "rev-parse", "main").strip() == head
+    consistent(registry)
+    consistent(linked)
+    assert "active: \"1.1.0\"" in (registry / "deployments" / "support-agent.yaml").read_text()
+    doc = run_cli("doctor", "--json", "--no-push", cwd=registry)
+    assert "staged-revert" not in doc.stdout
+
+
+def test_a_write_refuses_when_the_worktree_with_the_branch_has_changes_in_the_way(published, tmp_path):
+    registry, remote = published
+    linked = tmp_path / "linked"
+    git(registry, "worktree", "add", "-q", "--detach", str(linked))
+    dep = registry / "deployments" / "support-agent.yaml"
+    dep.write_text(dep.read_text() + "# a local note\n")
+    before, remote_before = repo_state(registry), git(remote, "for-each-ref")
+    linked_before = repo_state(linked)
+    refused(run_cli("promote", "support-agent", "1.1.0", "--to", "active", "--push", cwd=linked),
+            "uncommitted changes", str(registry))
+    assert repo_state(registry) == before and repo_state(linked) == linked_before
+    assert git(remote, "for-each-ref") == remote_before
+
+
+def test_doctor_sees_a_staged_revert_in_this_and_other_worktrees(published, tmp_path):
+    registry, remote = published
+    linked = tmp_path / "linked"
+    git(registry, "worktree", "add", "-q", "--detach", str(linked))
+    other = tmp_path / "other"
+    subprocess.run(["git", "clone", "-q", f"file://{remote}", str(other)], check=True)
+    ok(run_cli("promote", "support-agent", "1.1.0", "--to", "active", "--push", cwd=other))
+    # what older versions (or a hand-run update-ref) did: move main under the worktree that has it
+    git(registry, "fetch", "-q", "origin")
+    git(registry, "update-ref", "refs/heads/main", "refs/remotes/origin/main")
+    assert git(registry, "diff", "--cached", "--name-only").split() == ["deployments/support-agent.yaml"]
+    for where in (registry, linked):
+        proc = run_cli("doctor", "--no-push", cwd=where)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        text = proc.stdout + proc.stderr
+        assert "staged revert" in text and "promote support-agent 1.1.0" in text and str(registry) in text
+        assert f"git -C {registry} restore --source=HEAD --staged --worktree -- deployments/support-agent.yaml" in text
+    git(registry, "restore", "--source=HEAD", "--staged", "--worktree", "--", "deployments/support-agent.yaml")
+    assert run_cli("doctor", "--no-push", cwd=registry).returncode == 0
+
+
+# -- a push that lands after its time limit ------------------------------------------------------
+
+WAIT_HOOK = """#!/bin/sh
+# a slow remote: hold the push until the test releases it (bounded, so nothing hangs forever)
+touch "{started}"
+i=0
+while [ ! -e "{release}" ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i + 1)); done
+"""
+
+
+def slow_hook(bare: Path, hook: str, tmp_path: Path) -> tuple[Path, Path]:
+    started, release = tmp_path / "hook-started", tmp_path / "hook-release"
+    path = bare / "hooks" / hook
+    path.write_text(WAIT_HOOK.format(started=started, release=release))
+    path.chmod(0o755)
+    return started, release
+
+
+def test_a_push_whose_post_receive_outlasts_the_timeout_answers_0(published, tmp_path):
+    registry, remote = published
+    started, release = slow_hook(remote, "post-receive", tmp_path)
+    try:
+        proc = run_cli("promote", "support-agent", "1.1.0", "--to", "active", "--push", cwd=registry,
+                       env={"MODELCTL_PUSH_TIMEOUT": "1"})
+    finally:
+        release.touch()
+    assert started.exists()  # the push did reach the hook and was cut off by the time limit
+    assert proc.returncode == 0, proc.stderr
+    assert "promoted support-agent 1.1.0" in proc.stdout + proc.stderr or "1.1.0" in proc.stdout
+    head = git(remote, "rev-parse", "main").strip()
+    assert git(registry, "rev-parse", "main").strip() == head
+    assert git(remote, "log", "-1", "--format=%s", "main").startswith("modelctl: promote support-agent 1.1.0")
+    assert_tags_in_history(remote)
+    consistent(registry)
+
+
+@pytest.fixture
+def daemon_remote(published, tmp_path):
+    """The published registry served by a real git daemon (the server outlives a killed client)."""
+    from gitremote import GitDaemon
+
+    registry, remote = published
+    served = tmp_path / "served"
+    served.mkdir()
+    subprocess.run(["git", "clone", "-q", "--bare", str(remote), str(served / "r.git")], check=True)
+    d = GitDaemon(served)
+    git(registry, "remote", "set-url", "origin", d.url("r.git"))
+    git(registry, "fetch", "-q", "origin")
+    yield registry, served / "r.git"
+    d.stop()
+
+
+def test_a_push_that_lands_after_the_timeout_answers_0(daemon_remote, tmp_path):
+    from test_remote import Stopped
+
+    registry, bare = daemon_remote
+    started, release = slow_hook(bare, "pre-receive", tmp_path)
+    old = git(bare, "rev-parse", "main").strip()
+    writer = Stopped(["promote", "support-agent", "1.1.0", "--to", "active", "--push"], registry,
+                     point="after-push-timeout", MODELCTL_PUSH_TIMEOUT="1")
+    # the client gave up on its push; the server still holds it in pre-receive. Let it land now.
+    assert started.exists() and git(bare, "rev-parse", "main").strip() == old
+    release.touch()
+    for _ in range(600):  # until the server has moved main (an event, bounded)
+        if git(bare, "rev-parse", "main").strip() != old:
+            break
+        subprocess.run(["sleep", "0.05"])
+    code, out, err = writer.finish()
+    assert code == 0, err
+    head = git(bare, "rev-parse", "main").strip()
+    assert head != old and git(registry, "rev-parse", "main").strip() == head
+    assert git(bare, "log", "-1", "--format=%s", "main").startswith("modelctl: promote support-agent 1.1.0")
+    assert_tags_in_history(bare)
+    consistent(registry)
+    # the re-run a user would make is already done
+    again = run_cli("promote", "support-agent", "1.1.0", "--to", "active", "--push", cwd=registry)
+    assert again.returncode == 0 and "already" in again.stdout + again.stderr
+
+
+def test_a_push_that_has_not_landed_by_the_deadline_exits_4_and_the_rerun_is_already_done(daemon_remote, tmp_path):
+    registry, bare = daemon_remote
+    cfg = registry / "modelctl.yaml"
+    cfg.write_text(cfg.read_text().replace("  deadline: 30 ", "  deadline: 3 "))
+    git(registry, "commit", "-qam", "a short write deadline")
+    git(registry, "push", "-q", "origin", "main")
+    started, release = slow_hook(bare, "pre-receive", tmp_path)
+    old = git(bare, "rev-parse", "main").strip()
+    try:
+        proc = run_cli("promote", "support-agent", "1.1.0", "--to", "active", "--push", cwd=registry,
+                       env={"MODELCTL_PUSH_TIMEOUT": "1"})
+    finally:
+        release.touch()
+    assert proc.returncode == 4, proc.stderr
+    assert "timed out" in proc.stderr and "run the command again" in proc.stderr
+    assert git(registry, "rev-parse", "main").strip() == old  # nothing claimed locally
+    for _ in range(600):
+        if git(bare, "rev-parse", "main").strip() != old:
+            break
+        subprocess.run(["sleep", "0.05"])
+    again = run_cli("promote", "support-agent", "1.1.0", "--to", "active", "--push", cwd=registry)
+    assert again.returncode == 0 and "already" in again.stdout + again.stderr, again.stderr

@@ -132,8 +132,10 @@ def test_kill_during_a_local_write(registry, tmp_path):
 def test_fault_points_are_all_exercised():
     from modelctl.store import FAULT_POINTS
 
+    # after-push-timeout is reached only after a push timed out: test_clones stops a writer there
     assert set(FAULT_POINTS) == {"before-fetch", "during-index", "after-commit-object", "after-tag-objects",
-                                 "before-push", "after-push", "after-local-refs", "during-sync"}
+                                 "before-push", "after-push-timeout", "after-push", "after-local-refs",
+                                 "during-sync"}
 
 
 @pytest.mark.parametrize("point, explained, rerun", [

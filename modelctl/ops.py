@@ -15,7 +15,7 @@ from . import config as configmod
 from . import schema, yamlio
 from .errors import UsageError, ValidationError
 from .names import check_name, check_version, clean_text
-from .registry import Registry, deployment_path
+from .registry import Registry, deployment_path, dump_deployment, load_deployment
 from .store import Outcome, Plan, Snapshot, Store, require_identity
 from .tags import TagEvent, registration_tag
 
@@ -252,10 +252,10 @@ def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None,
 
         dep_path = deployment_path(name)
         dep_raw = snap.read(dep_path)
-        dep = schema.validate(yamlio.loads(dep_raw, dep_path), "Deployment") if dep_raw else state.new_deployment(name)
+        dep = load_deployment(snap, name, dep_raw) if dep_raw else state.new_deployment(name)
         transition = state.register(dep, version)
         files[path] = yamlio.dumps(work, text).encode("utf-8")
-        files[dep_path] = yamlio.dumps(transition.deployment, dep_raw.decode() if dep_raw else None).encode("utf-8")
+        files[dep_path] = dump_deployment(transition.deployment, dep_raw, dep_path)
         subject = f"modelctl: register {name} {version}"
         return Plan(files=files, subject=subject, body=body, trailers=trailers,
                     tags=[TagEvent(name, version, None, True, f"{subject}\n\nModelctl-Action: register")],
@@ -311,7 +311,7 @@ def _load_deployment(snap: Snapshot, name: str) -> tuple[dict, bytes]:
     if raw is None:
         raise NotFound(f"no model named {name!r} in this registry",
                        hint="see 'modelctl status' for the models it has, or register a bundle first")
-    return schema.validate(yamlio.loads(raw, path), "Deployment"), raw
+    return load_deployment(snap, name, raw), raw
 
 
 def _tag_message(transition, ev) -> str:
@@ -350,7 +350,7 @@ def _transition_plan(snap: Snapshot, name: str, raw: bytes, transition, extra_tr
     if transition.noop:
         return Plan(noop=True, result=transition.note)
     path = deployment_path(name)
-    content = yamlio.dumps(transition.deployment, raw.decode("utf-8")).encode("utf-8")
+    content = dump_deployment(transition.deployment, raw, path)
     trailers = list(transition.trailers) + list(extra_trailers)
     said = dict(trailers)
     extra.update(reason=said.get("Modelctl-Reason"), gate=said.get("Modelctl-Gate"))

@@ -424,6 +424,61 @@ class Store:
         prefix = directory.rstrip("/") + "/"
         return [p[len(prefix):] for p in proc.stdout.decode("utf-8").split("\0") if p]
 
+    def list_ids(self, commit: str | None, directory: str) -> dict[str, str]:
+        """Blob entries directly under a directory at a commit: name -> blob id (one `ls-tree`)."""
+        if commit is None:
+            return {}
+        proc = self.git("ls-tree", "-z", commit, directory.rstrip("/") + "/", check=False)
+        if proc.returncode != 0:
+            return {}
+        prefix = directory.rstrip("/") + "/"
+        out = {}
+        for entry in proc.stdout.decode("utf-8", "replace").split("\0"):
+            meta, _, path = entry.partition("\t")
+            parts = meta.split()
+            if len(parts) == 3 and parts[1] == "blob" and path.startswith(prefix):
+                out[path[len(prefix):]] = parts[2]
+        return out
+
+    def list_files(self, commit: str | None, directory: str) -> list[str]:
+        """Every file path under a directory at a commit, recursively (one `ls-tree -r`)."""
+        if commit is None:
+            return []
+        proc = self.git("ls-tree", "-r", "-z", "--name-only", commit, directory.rstrip("/") + "/", check=False)
+        return [p for p in proc.stdout.decode("utf-8", "replace").split("\0") if p] if proc.returncode == 0 else []
+
+    def read_blobs(self, oids: list[str]) -> dict[str, bytes | None]:
+        """Blob contents by id through one `cat-file --batch`.
+
+        By id, not by path: git finds `commit:dir/file` by scanning the directory's tree, which
+        is quadratic over a directory of ten thousand bundles.
+        """
+        if not oids:
+            return {}
+        request = "".join(f"{o}\n" for o in oids).encode()
+        return self._parse_batch(self.git("cat-file", "--batch", input=request).stdout, list(oids), None)
+
+    def tag_clock(self, model: str) -> tuple[int, int]:
+        """(next stage-tag counter, newest tagger time) of one model's tags.
+
+        Stage tags are read whole (their counters); registration tags only for their tagger
+        time: a model with ten thousand versions has ten thousand of them.
+        """
+        refs = self.tag_refs(f"refs/tags/{model}#*", f"refs/tags/{model}@v*#*")  # any tag with a counter
+        newest = self.out("for-each-ref", "--sort=-taggerdate", "--count=1", "--format=%(taggerdate:unix)",
+                          f"refs/tags/{model}@v*")
+        return next_counter(refs), max(last_time(refs), int(newest) if newest.isdigit() else 0)
+
+    def registrations(self, model: str) -> dict[str, tuple[int, str]]:
+        """Tag name -> (tagger time, tagger) of one model's registration tags (no messages read)."""
+        text = self.out("for-each-ref", "--format=%(refname:strip=2)%00%(taggerdate:unix)%00%(taggername) %(taggeremail)",
+                        f"refs/tags/{model}@v*")
+        out = {}
+        for line in text.splitlines():
+            name, when, who = (line.split("\0") + ["", ""])[:3]
+            out[name] = (int(when) if when.isdigit() else 0, who.strip())
+        return out
+
     def model_tags(self, model: str) -> list[TagRef]:
         """Registration and stage tags of one model (pattern-matched, never every tag)."""
         return self.tag_refs(f"refs/tags/{model}@v*", f"refs/tags/{model}#*")
@@ -632,7 +687,7 @@ class Store:
             specs = plan_fn(Snapshot(self, base))
             if not specs:
                 return Outcome(None, [], False, True, None, target.branch)
-            tags = self._build_tags(specs, Snapshot(self, base).model_tags, int(clock()))
+            tags = self._build_tags(specs, int(clock()))
             if push:
                 fault("before-push")
                 if self._push(remote, [f"{obj}:refs/tags/{name}" for name, obj in tags]) == "retry":
@@ -751,7 +806,7 @@ class Store:
         fault("after-commit-object")
         if t.new_branch:
             return self._land_new_branch(t, commit, plan)
-        tags = self._build_tags([TagSpec(ev, commit) for ev in plan.tags], snap.model_tags, now)
+        tags = self._build_tags([TagSpec(ev, commit) for ev in plan.tags], now)
         fault("after-tag-objects")
         if t.push:
             refspecs = [f"{commit}:refs/heads/{t.branch}"] + [f"{obj}:refs/tags/{name}" for name, obj in tags]
@@ -864,8 +919,7 @@ class Store:
             self._ident = ident.rsplit(" ", 2)[0]  # drop the date: we set our own
         return self._ident
 
-    def _build_tags(self, specs: list[TagSpec], model_tags: Callable[[str], list[TagRef]],
-                    now: int) -> list[tuple[str, str]]:
+    def _build_tags(self, specs: list[TagSpec], now: int) -> list[tuple[str, str]]:
         """Annotated tag objects: counters and tagger seconds strictly increase per model."""
         made: list[tuple[str, str]] = []
         tagger = self._tagger() if specs else ""
@@ -874,8 +928,8 @@ class Store:
         for spec in specs:
             ev = spec.event
             if ev.model not in state:
-                existing = model_tags(ev.model)
-                state[ev.model] = [next_counter(existing), max(now, last_time(existing) + 1)]
+                counter, newest = self.tag_clock(ev.model)
+                state[ev.model] = [counter, max(now, newest + 1)]
             counter, when = state[ev.model]
             if ev.stage is None:
                 name = registration_tag(ev.model, ev.version)

@@ -528,12 +528,12 @@ class Store:
         old files): the next innocent commit there would silently undo the promotion. Each finding:
         worktree, paths, the commit being undone, and a message saying what to do.
         """
-        trees = {str(p): b for b, p in self.worktrees().items()}
+        trees = {str(p.resolve()): b or "detached HEAD" for p, b in self.worktree_list()}
         if not self.is_bare():
-            trees.setdefault(str(self.root), self.current_branch() or "HEAD")
+            trees.setdefault(str(self.root.resolve()), self.current_branch() or "detached HEAD")
         found = []
         for path, branch in sorted(trees.items()):
-            tree = self if Path(path) == self.root else Store(path)
+            tree = self if Path(path) == self.root.resolve() else Store(path)
             proc = tree.git("diff-index", "--cached", "--raw", "-z", "--no-renames", "--no-abbrev", "HEAD", "--",
                             "deployments", "bundles", check=False, env=_LITERAL)
             if proc.returncode != 0:
@@ -758,18 +758,24 @@ class Store:
                 tree = Store(path) if path else None
         return _Target(push, remote, base_branch, new_branch, tree is not None, tree)
 
-    def worktrees(self) -> dict[str, Path]:
-        """Branch name -> the (non-bare) work tree that has it checked out, over every linked worktree."""
+    def worktree_list(self) -> list[tuple[Path, str | None]]:
+        """Every (non-bare) work tree of this repository with its checked-out branch (None: detached)."""
         proc = self.git("worktree", "list", "--porcelain", check=False)
+        out: list[tuple[Path, str | None]] = []
+        for block in proc.stdout.decode("utf-8", "replace").split("\n\n"):
+            lines = block.splitlines()
+            if not lines or not lines[0].startswith("worktree ") or "bare" in lines:
+                continue
+            branch = next((ln[len("branch refs/heads/"):] for ln in lines if ln.startswith("branch refs/heads/")), None)
+            out.append((Path(lines[0][len("worktree "):]), branch))
+        return out
+
+    def worktrees(self) -> dict[str, Path]:
+        """Branch name -> the work tree that has it checked out, over every linked worktree."""
         out: dict[str, Path] = {}
-        path = None
-        for line in proc.stdout.decode("utf-8", "replace").splitlines():
-            if line.startswith("worktree "):
-                path = Path(line[len("worktree "):])
-            elif line.startswith("branch refs/heads/") and path is not None:
-                out.setdefault(line[len("branch refs/heads/"):], path)
-            elif line == "bare":
-                path = None
+        for path, branch in self.worktree_list():
+            if branch:
+                out.setdefault(branch, path)
         return out
 
 

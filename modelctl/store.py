@@ -539,10 +539,12 @@ class Store:
             if proc.returncode != 0:
                 continue  # an unborn branch, a worktree that is gone
             fields = proc.stdout.decode("utf-8", "replace").split("\0")
+            journal = tree.journal()  # an interrupted update of this worktree: doctor explains and finishes it
+            pending = set(journal["paths"]) if journal else set()
             undone: dict[str, list[str]] = {}
             for meta, rel in zip(fields[0::2], fields[1::2]):
-                if not meta.startswith(":") or not (rel.startswith("bundles/") or
-                                                    (rel.startswith("deployments/") and rel.endswith(".yaml"))):
+                if rel in pending or not meta.startswith(":") or not (
+                        rel.startswith("bundles/") or (rel.startswith("deployments/") and rel.endswith(".yaml"))):
                     continue
                 index_blob = meta[1:].split()[3]
                 last = tree.out("log", "-1", "--format=%H%x00%(trailers:key=Modelctl-Action,valueonly)", "HEAD",

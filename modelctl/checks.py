@@ -193,8 +193,10 @@ def deployment_problems(dep: dict, name: str, registered: set[str]) -> list[tupl
     for v in versions:
         if v not in registered:
             out.append((f"version {v} is listed but has no bundle bundles/{name}/{v}.yaml", ("versions", v)))
-    for v in sorted(registered - set(versions)):
-        out.append((f"registered version {v} is missing from versions", ("versions",)))
+    # a bundle not listed in versions is `registered` (or archived, in `archived:`): README "Many versions"
+    from .registry import expand_versions
+
+    versions = expand_versions(dep, sorted(registered))["versions"]
     if dep.get("active") and versions.get(dep["active"]) != "active":
         status = versions.get(dep["active"]) or "missing (not a listed version)"
         out.append((f"active is {dep['active']} but its status is {status}", ("active",)))

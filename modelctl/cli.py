@@ -55,6 +55,11 @@ def funnel(fn):
                 traceback.print_exc()
             sys.stderr.write(f"error: {_redacted(str(exc))}\n")
             raise typer.Exit(exc.exit_code) from None
+        except BrokenPipeError:
+            # the reader went away (`modelctl log NAME | head -1`): not an error, and a write that
+            # already landed stays landed and answers 0
+            _stdout_gone()
+            raise typer.Exit(0) from None
         except KeyboardInterrupt:
             sys.stderr.write("error: interrupted\n")
             raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -751,6 +756,20 @@ def _show_note(message, category, filename, lineno, file=None, line=None):
         _default_showwarning(message, category, filename, lineno, file, line)
 
 
+def _stdout_gone() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush cannot fail again.
+
+    What the Python documentation recommends for SIGPIPE/EPIPE (library/signal.html, "Note on
+    SIGPIPE").
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
 def main() -> None:
     """Console entry point."""
     if os.environ.get("MODELCTL_DEBUG"):
@@ -758,7 +777,20 @@ def main() -> None:
     global _default_showwarning
     _default_showwarning = warnings.showwarning
     warnings.showwarning = _show_note
-    app(prog_name="modelctl")
+    code: object = 0
+    try:
+        app(prog_name="modelctl")
+    except SystemExit as exc:
+        code = exc.code
+    except BrokenPipeError:  # outside any command (help text, usage errors)
+        code = 0
+    try:
+        sys.stdout.flush()  # piped stdout is block-buffered: the last lines leave here
+    except BrokenPipeError:
+        _stdout_gone()
+    except (OSError, ValueError):
+        pass
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ def run(reg, *, fix: bool = False, push: bool | None = None, now: float | None =
     if not fix:
         findings, info = _inspect(reg, ctx)
         return _report(findings, info, [], False)
+    store.require_full_history("tags rebuilt from it")  # never a tag on a shallow boundary commit
     before = _local_files(ctx)  # the lock's record is overwritten once we take it
     fixed: list[str] = []
     with store.lock():
@@ -97,6 +98,8 @@ def _report(findings: list[Finding], info: dict, fixed: list[str], fix: bool) ->
 
 def _inspect(reg, ctx: _Context) -> tuple[list[Finding], dict]:
     findings = _local_files(ctx)
+    findings += [Finding("staged-revert", "error", f["message"], None, f["worktree"])
+                 for f in ctx.store.staged_reverts()]
     info: dict = {"push": ctx.push, "name": ctx.remote if ctx.push else None, "branch": ctx.branch,
                   "url": None, "reachable": None, "local": ctx.store.rev(f"refs/heads/{ctx.branch}"),
                   "remote": None, "ahead": 0, "behind": 0, "checked": None}

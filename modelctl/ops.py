@@ -15,8 +15,8 @@ from . import config as configmod
 from . import schema, yamlio
 from .errors import UsageError, ValidationError
 from .names import check_name, check_version, clean_text
-from .registry import Registry, deployment_path
-from .store import Outcome, Plan, Snapshot, Store
+from .registry import Registry, deployment_path, dump_deployment, load_deployment
+from .store import Outcome, Plan, Snapshot, Store, require_identity
 from .tags import TagEvent, registration_tag
 
 
@@ -101,6 +101,8 @@ def init(directory: str | os.PathLike) -> dict:
         if (target / ".git").exists() and Store(target).out("rev-parse", "--show-object-format") not in ("sha1", ""):
             raise UsageError(f"{target} is a git repository with sha256 object names, which modelctl does not support",
                              hint="pick a new directory, or 'git init --object-format=sha1' it again")
+    # no identity: refuse before the directory or its .git exists (store.require_identity)
+    require_identity(next(p for p in (target.absolute(), *target.absolute().parents) if p.is_dir()))
     target.mkdir(parents=True, exist_ok=True)
     store = Store(target)
     if not (target / ".git").exists():
@@ -324,10 +326,10 @@ def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None,
 
         dep_path = deployment_path(name)
         dep_raw = snap.read(dep_path)
-        dep = schema.validate(yamlio.loads(dep_raw, dep_path), "Deployment") if dep_raw else state.new_deployment(name)
+        dep = load_deployment(snap, name, dep_raw) if dep_raw else state.new_deployment(name)
         transition = state.register(dep, version)
         files[path] = yamlio.dumps(work, text).encode("utf-8")
-        files[dep_path] = yamlio.dumps(transition.deployment, dep_raw.decode() if dep_raw else None).encode("utf-8")
+        files[dep_path] = dump_deployment(transition.deployment, dep_raw, dep_path)
         subject = f"modelctl: register {name} {version}"
         return Plan(files=files, subject=subject, body=body, trailers=trailers,
                     tags=[TagEvent(name, version, None, True, f"{subject}\n\nModelctl-Action: register")],
@@ -385,7 +387,7 @@ def _load_deployment(snap: Snapshot, name: str) -> tuple[dict, bytes]:
     if raw is None:
         raise NotFound(f"no model named {name!r} in this registry",
                        hint="see 'modelctl status' for the models it has, or register a bundle first")
-    return schema.validate(yamlio.loads(raw, path), "Deployment"), raw
+    return load_deployment(snap, name, raw), raw
 
 
 def _tag_message(transition, ev) -> str:
@@ -424,7 +426,7 @@ def _transition_plan(snap: Snapshot, name: str, raw: bytes, transition, extra_tr
     if transition.noop:
         return Plan(noop=True, result=transition.note)
     path = deployment_path(name)
-    content = yamlio.dumps(transition.deployment, raw.decode("utf-8")).encode("utf-8")
+    content = dump_deployment(transition.deployment, raw, path)
     trailers = list(transition.trailers) + list(extra_trailers)
     said = dict(trailers)
     extra.update(reason=said.get("Modelctl-Reason"), gate=said.get("Modelctl-Gate"))

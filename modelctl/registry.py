@@ -11,10 +11,9 @@ from pathlib import Path
 from . import bundle as bundlemod
 from . import config as configmod
 from . import schema, yamlio
-from .errors import NotFound, UsageError
+from .errors import NotFound, UsageError, ValidationError
 from .names import NAME_RE, check_name, check_version, semver_key
 from .store import Snapshot, Store
-from .tags import parse as parse_tag
 
 API_SCHEMA = "modelctl/v1"
 
@@ -36,6 +35,102 @@ def deployment_path(name: str) -> str:
     return f"deployments/{check_name(name)}.yaml"
 
 
+# -- the versions map of a deployment file ------------------------------------------------------
+# A model may have thousands of versions; its deployment file must stay small (GitOps controllers
+# sync it, reviewers read it) and always under the size modelctl reads back. So the file lists
+# only what a reader needs: `versions:` names the versions whose status is neither `registered`
+# nor `archived`; a version with a bundle under bundles/NAME/ that is not listed is `registered`;
+# archived versions are runs of consecutive bundle versions (SemVer order) in `archived:`, e.g.
+# ["1.0.0..1.4.7", "2.0.1"]. In memory the map is always whole: `expand_versions` on reading,
+# `compact_versions` on writing. Files that list registered and archived versions still load.
+
+def bundle_versions(names: list[str], ordered: bool = True) -> list[str]:
+    """Versions from bundle file names (`2.4.0.yaml`), in SemVer order; other names are ignored."""
+    from .names import VERSION_RE
+
+    found = [entry[:-5] for entry in names if entry.endswith(".yaml") and VERSION_RE.fullmatch(entry[:-5])]
+    return sorted(found, key=_version_key) if ordered else found
+
+
+def _version_key(version: str) -> tuple:
+    """names.semver_key, quicker for the common MAJOR.MINOR.PATCH (ten thousand versions get sorted)."""
+    if "-" not in version:
+        major, minor, patch = version.split(".")
+        return (int(major), int(minor), int(patch), 1, ())
+    return semver_key(version)
+
+
+def expand_versions(dep: dict, bundles: list[str]) -> dict:
+    """The deployment with its whole versions map: listed statuses, archived runs, the rest registered."""
+    listed = dict(dep.get("versions") or {})
+    runs = dep.get("archived") or []
+    if not runs and all(v in listed for v in bundles):
+        out = dict(dep)
+        out.pop("archived", None)
+        out["versions"] = listed
+        return out
+    keys = [_version_key(v) for v in bundles]
+    archived = set()
+    for run in runs:
+        lo, _, hi = str(run).partition("..")
+        try:
+            lo_key, hi_key = semver_key(lo), semver_key(hi or lo)
+        except (ValueError, AttributeError):
+            continue  # the schema refuses it; a reader never guesses
+        archived.update(v for v, k in zip(bundles, keys) if lo_key <= k <= hi_key)
+    versions = dict(listed)
+    for v in bundles:
+        if v not in versions:
+            versions[v] = "archived" if v in archived else "registered"
+    out = {k: val for k, val in dep.items() if k != "archived"}
+    out["versions"] = versions
+    return out
+
+
+def compact_versions(dep: dict) -> dict:
+    """The deployment as written: registered versions left out, archived ones as runs (see above)."""
+    versions = dep.get("versions") or {}
+    ordered = sorted(versions, key=_version_key) if "archived" in versions.values() else []
+    runs: list[list[str]] = []
+    prev_archived = False
+    for v in ordered:
+        if versions[v] == "archived":
+            if prev_archived:
+                runs[-1][1] = v
+            else:
+                runs.append([v, v])
+        prev_archived = versions[v] == "archived"
+    out = {k: val for k, val in dep.items() if k not in ("versions", "archived", "hold")}
+    out["versions"] = {v: s for v, s in versions.items() if s not in ("registered", "archived")}
+    if runs:
+        out["archived"] = [lo if lo == hi else f"{lo}..{hi}" for lo, hi in runs]
+    if "hold" in dep:
+        out["hold"] = dep["hold"]  # keep hold last, where earlier versions of modelctl wrote it
+    return out
+
+
+def dump_deployment(dep: dict, previous: bytes | None, path: str) -> bytes:
+    """deployments/NAME.yaml as written (compact, comments kept); refused when it could not be read back."""
+    text = yamlio.dumps(compact_versions(dep), previous.decode("utf-8") if previous else None).encode("utf-8")
+    if len(text) > yamlio.MAX_BYTES:
+        raise ValidationError(
+            f"{path} would be {len(text)} bytes, above the {yamlio.MAX_BYTES} modelctl reads back; nothing was written",
+            hint="archive versions that no longer serve ('modelctl promote NAME VERSION --to archived')")
+    return text
+
+
+def load_deployment(snap: Snapshot, name: str, raw: bytes | None = None, oid: str | None = None,
+                    cache: "schema.ValidCache | None" = None) -> dict | None:
+    """deployments/NAME.yaml at a snapshot, validated, with its whole versions map; None when absent."""
+    path = deployment_path(name)
+    raw = snap.read(path) if raw is None else raw
+    if raw is None:
+        return None
+    doc = yamlio.loads(raw, path)
+    data = cache.validate(doc, oid) if cache is not None else schema.validate(doc, "Deployment")
+    return expand_versions(data, bundle_versions(snap.list(f"bundles/{name}")))
+
+
 class Registry:
     """A modelctl registry: a git work tree with modelctl.yaml at its top."""
 
@@ -48,6 +143,9 @@ class Registry:
         """The registry at a ref; refuses a repository that is not a registry."""
         snap = self.store.snapshot(ref)
         if snap.commit is None:
+            why = self.store.unborn() if ref == "HEAD" else None
+            if why:
+                raise UsageError(why)
             raise UsageError(f"{ref} does not name a commit in {self.root}",
                              hint="run 'modelctl init' first" if ref == "HEAD" else "pass an existing ref")
         if len(snap.commit) != 40:  # free to check: a sha256 repository names commits with 64 hex digits
@@ -73,8 +171,8 @@ class Registry:
         return schema.validate(doc, kind) if kind else doc.data
 
     def deployment(self, name: str, snap: Snapshot | None = None) -> dict | None:
-        """deployments/<name>.yaml, or None before the first registration."""
-        return self.load_yaml(snap or self.snapshot(), deployment_path(name), "Deployment")
+        """deployments/<name>.yaml with its whole versions map, or None before the first registration."""
+        return load_deployment(snap or self.snapshot(), check_name(name))
 
     def bundle(self, name: str, version: str, snap: Snapshot | None = None) -> dict:
         """A registered bundle, or NotFound listing what exists."""
@@ -91,14 +189,7 @@ class Registry:
     def versions(self, name: str, snap: Snapshot | None = None) -> list[str]:
         """Registered versions of a model, in SemVer order."""
         snap = snap or self.snapshot()
-        found = []
-        for entry in snap.list(f"bundles/{check_name(name)}"):
-            if entry.endswith(".yaml"):
-                try:
-                    found.append(check_version(entry[:-5]))
-                except UsageError:
-                    continue
-        return sorted(found, key=semver_key)
+        return bundle_versions(snap.list(f"bundles/{check_name(name)}"))
 
     def models(self, snap: Snapshot | None = None) -> list[str]:
         """Every model with a bundle or a deployment file."""
@@ -114,9 +205,16 @@ class Registry:
         paths = [deployment_path(n) for n in names]
         ids: dict[str, str] = {}
         raw = self.store.read_many(snap.commit, paths, ids)
+        # every model's bundle names in one listing (registered versions are not in the files)
+        listed: dict[str, list[str]] = {}
+        for path in self.store.list_files(snap.commit, f"bundles/{name}" if name is not None else "bundles"):
+            parts = path.split("/")
+            if len(parts) == 3:
+                listed.setdefault(parts[1], []).append(parts[2])
         cache = schema.ValidCache(self.store.git_dir, "Deployment")
         rows = []
         for n, path in zip(names, paths):
+            bundles = bundle_versions(listed.get(n, []), ordered=False)
             if raw[path] is None:
                 if name is not None:
                     raise NotFound(f"no model named {name!r} in this registry",
@@ -124,7 +222,8 @@ class Registry:
                 dep = {"active": None, "canary": None, "shadow": None, "versions": {}}
             else:
                 dep = cache.validate(yamlio.loads(raw[path], path), ids.get(path))
-            versions = sorted(dep.get("versions", {}), key=semver_key)
+            versions = set(bundles) | set(dep.get("versions") or {})
+            latest = max(versions, key=_version_key) if versions else None
             rows.append({
                 "name": n,
                 "active": dep.get("active"),
@@ -132,7 +231,7 @@ class Registry:
                 "canary": dep.get("canary"),
                 "shadow": dep.get("shadow"),
                 "hold": dep.get("hold"),
-                "latest": versions[-1] if versions else None,
+                "latest": latest,
                 "versions": len(versions),
             })
         cache.save()
@@ -148,41 +247,32 @@ class Registry:
             dep = self.deployment(name, snap) or {}
             return {"schema": API_SCHEMA, "name": name, "version": version,
                     "status": dep.get("versions", {}).get(version, "registered"), "bundle": data}
-        versions = self.versions(name, snap)
+        blob_ids = self.store.list_ids(snap.commit, f"bundles/{name}")
+        versions = bundle_versions(list(blob_ids))
         if not versions:
             raise NotFound(f"no model named {name!r} in this registry",
                            hint="see 'modelctl status' for the models it has")
         dep_path = deployment_path(name)
-        paths = [bundlemod.bundle_path(name, v) for v in versions]
         ids: dict[str, str] = {}
-        raw = self.store.read_many(snap.commit, [dep_path] + paths, ids)
-        # validate-once caches: an unchanged file is not re-validated (nor jsonschema imported)
+        raw = self.store.read_many(snap.commit, [dep_path], ids)
+        # validate-once cache: an unchanged file is not re-validated (nor jsonschema imported)
         dep_cache = schema.ValidCache(self.store.git_dir, "Deployment")
-        cache = schema.ValidCache(self.store.git_dir, "Bundle")
         dep = dep_cache.validate(yamlio.loads(raw[dep_path], dep_path), ids.get(dep_path)) if raw[dep_path] else {}
         dep_cache.save()
-        registered = {}
-        for ref_ in snap.model_tags(name):
-            info = parse_tag(ref_.name)
-            if info and info["kind"] == "registration":
-                registered[info["version"]] = {"at": ref_.time, "by": ref_.tagger}
+        statuses = expand_versions(dep, versions)["versions"] if dep else {}
+        tagged = self.store.registrations(name)
+        summaries = _Summaries(self.store)
+        found = summaries.get({v: blob_ids[f"{v}.yaml"] for v in versions}, name)
         rows = []
-        for v, path in zip(versions, paths):
-            data = cache.validate(yamlio.loads(raw[path], path), ids.get(path))
-            reg = registered.get(v, {})
+        for v in versions:
+            at, by = tagged.get(f"{name}@v{v}", (0, None))
             rows.append({
                 "version": v,
-                "status": dep.get("versions", {}).get(v, "registered"),
-                "parent": data.get("parent"),
-                "provider": data["model"]["provider"],
-                "model": data["model"]["id"],
-                "adapter": data["model"].get("adapter"),
-                "prompt": data["prompt"]["template"],
-                "prompt_sha256": data["prompt"].get("sha256"),
-                "registered_at": _iso(reg["at"]) if reg.get("at") else None,
-                "registered_by": reg.get("by"),
+                "status": statuses.get(v, "registered"),
+                **found[v],
+                "registered_at": _iso(at) if at else None,
+                "registered_by": by,
             })
-        cache.save()
         return {"schema": API_SCHEMA, "name": name, "active": dep.get("active"), "canary": dep.get("canary"),
                 "shadow": dep.get("shadow"), "versions": rows}
 
@@ -221,6 +311,7 @@ class Registry:
 
         check_name(name)
         self.snapshot(ref)
+        self.store.require_full_history(f"the history of {name}")
         return {"schema": API_SCHEMA, **history.log(self.store, name, ref, limit)}
 
     def which(self, name: str, at: str | int, key: str | None = None, ref: str = "HEAD") -> dict:
@@ -229,6 +320,7 @@ class Registry:
 
         check_name(name)
         self.snapshot(ref)
+        self.store.require_full_history(f"what served {name} at a time")
 
         def read(commit: str) -> dict | None:
             return self.deployment(name, self.store.snapshot(commit))
@@ -301,6 +393,58 @@ def _walk_diff(x, y, path: str, out: list) -> None:
 
 
 def _iso(ts: int) -> str:
-    import datetime as dt
+    import time
 
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+class _Summaries:
+    """What `show` lists of each bundle, remembered by blob id in the git directory.
+
+    Content-addressed like schema.ValidCache (a changed bundle is another blob), so it is never
+    stale; a model with ten thousand versions is then listed without parsing ten thousand files.
+    """
+
+    FIELDS = ("parent", "provider", "model", "adapter", "prompt", "prompt_sha256")
+
+    def __init__(self, store: Store):
+        import hashlib
+
+        digest = hashlib.sha256(schema.data_path("schemas", schema.KINDS["Bundle"]).read_bytes()).hexdigest()[:12]
+        self.path = store.git_dir / f"modelctl-summary-{digest}"
+        self.store = store
+
+    def get(self, oids: dict[str, str], name: str) -> dict[str, dict]:
+        """version -> summary, reading and validating only bundles not seen before."""
+        import json
+
+        known: dict[str, dict] = {}
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                for line in fh:
+                    oid, _, doc = line.partition("\t")
+                    if doc:
+                        known[oid] = doc
+        except OSError:
+            pass
+        missing = sorted({o for o in oids.values() if o not in known})
+        learnt = []
+        if missing:
+            cache = schema.ValidCache(self.store.git_dir, "Bundle")
+            blobs = self.store.read_blobs(missing)
+            by_oid = {o: v for v, o in oids.items()}
+            for oid in missing:
+                path = bundlemod.bundle_path(name, by_oid[oid])
+                data = cache.validate(yamlio.loads(blobs[oid] or b"", path), oid)
+                summary = json.dumps([data.get("parent"), data["model"]["provider"], data["model"]["id"],
+                                      data["model"].get("adapter"), data["prompt"]["template"],
+                                      data["prompt"].get("sha256")])
+                known[oid] = summary
+                learnt.append(f"{oid}\t{summary}\n")
+            cache.save()
+            try:  # best effort: a read-only clone just stays slower
+                with open(self.path, "a", encoding="utf-8") as fh:
+                    fh.write("".join(learnt))
+            except OSError:
+                pass
+        return {v: dict(zip(self.FIELDS, json.loads(known[o]))) for v, o in oids.items()}

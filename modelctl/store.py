@@ -46,7 +46,7 @@ JOURNAL_NAME = "modelctl-sync.json"
 
 # Where MODELCTL_FAULT may stop a write, in the order a write passes them.
 FAULT_POINTS = ("before-fetch", "during-index", "after-commit-object", "after-tag-objects", "before-push",
-                "after-push", "after-local-refs", "during-sync")
+                "after-push-timeout", "after-push", "after-local-refs", "during-sync")
 
 _LITERAL = {"GIT_LITERAL_PATHSPECS": "1"}  # paths we pass are file names, never globs
 _LOCK_BLOCKED = re.compile(r"Unable to create '([^']+\.lock)': File exists")
@@ -80,6 +80,20 @@ class GitFailed(ModelctlError):
     exit_code = 4
 
 
+class GitTimeout(RemoteError):
+    """A git command (fetch, push) ran past its time limit and was killed."""
+
+
+def push_timeout() -> float:
+    """Seconds one `git push` may take (MODELCTL_PUSH_TIMEOUT, default 60) before the remote is asked what landed."""
+    try:
+        value = float(os.environ.get("MODELCTL_PUSH_TIMEOUT", "60"))
+    except ValueError:
+        raise UsageError(f"invalid MODELCTL_PUSH_TIMEOUT {os.environ['MODELCTL_PUSH_TIMEOUT']!r}",
+                         hint="use a number of seconds such as 60") from None
+    return value if value > 0 else 60.0
+
+
 def _base_env() -> dict:
     env = dict(os.environ)
     env.setdefault("GIT_TERMINAL_PROMPT", "0")
@@ -95,6 +109,26 @@ def _blocked_by_lock(stderr: str) -> Conflict | None:
         return None
     return Conflict(f"git lock file {m.group(1)} exists: another git process is using this clone",
                     hint="wait for it; if none is running, 'modelctl doctor --fix' removes a stale lock")
+
+
+IDENTITY_HINT = 'set one with git config user.name "Your Name" && git config user.email "you@example.com"'
+
+
+def require_identity(cwd: str | os.PathLike) -> None:
+    """Refuse (exit 2) before anything is created when git has no author/committer identity.
+
+    Every write is a commit and annotated tags: without an identity git would fail half-way
+    (`modelctl init` used to leave an empty `.git` behind).
+    """
+    for var in ("GIT_COMMITTER_IDENT", "GIT_AUTHOR_IDENT"):
+        try:
+            proc = subprocess.run(["git", "var", var], cwd=cwd, capture_output=True, env=_base_env())
+        except FileNotFoundError:
+            raise GitFailed("git is not installed; install git and try again") from None
+        if proc.returncode != 0:
+            who = "committer" if var == "GIT_COMMITTER_IDENT" else "author"
+            raise UsageError(f"git has no {who} identity (user.name and user.email are not configured), "
+                             "so modelctl cannot make commits; nothing was written", hint=IDENTITY_HINT)
 
 
 def pid_alive(pid: int) -> bool:
@@ -163,6 +197,7 @@ class _Target:
     branch: str  # the branch the write extends
     new_branch: str | None
     checked_out: bool  # `branch` is checked out in a work tree whose files must follow
+    worktree: "Store | None" = None  # that work tree (this one, or a linked worktree that has the branch)
     models: tuple[str, ...] | None = None  # whose tags the write needs (None: every tag)
 
 
@@ -223,12 +258,14 @@ class Store:
             full_env.update(env)
         cmd = ["git", "-c", "core.hooksPath=/dev/null", "-c", "gc.auto=0", *args]
         try:
-            proc = subprocess.run(cmd, cwd=self.root, input=input, capture_output=True, env=full_env,
-                                  timeout=timeout)
+            if timeout is None:
+                proc = subprocess.run(cmd, cwd=self.root, input=input, capture_output=True, env=full_env)
+            else:
+                proc = _run_group(cmd, self.root, input, full_env, timeout)
         except FileNotFoundError:
             raise GitFailed("git is not installed; install git and try again") from None
         except subprocess.TimeoutExpired:
-            raise RemoteError(f"git {args[0]} timed out after {timeout:.0f}s") from None
+            raise GitTimeout(f"git {args[0]} timed out after {timeout:g}s") from None
         if check and proc.returncode != 0:
             err = proc.stderr.decode("utf-8", "replace")
             blocked = _blocked_by_lock(err)
@@ -252,6 +289,51 @@ class Store:
         """Commit id of a ref, or None."""
         proc = self.git("rev-parse", "--verify", "--quiet", ref + "^{commit}", check=False)
         return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
+
+    def is_shallow(self) -> bool:
+        """Whether this clone has a truncated history (`git clone --depth N`)."""
+        if not hasattr(self, "_shallow"):
+            self._shallow = self.out("rev-parse", "--is-shallow-repository") == "true"
+        return self._shallow
+
+    def require_full_history(self, what: str) -> None:
+        """Refuse (exit 2) in a shallow clone: `what` needs the whole history to be right."""
+        if self.is_shallow():
+            raise UsageError(f"this clone is shallow (its history is truncated), so {what} would be wrong; "
+                             "nothing was written",
+                             hint="fetch the whole history with 'git fetch --unshallow' and run the command again")
+
+    def require_identity(self) -> None:
+        """Refuse (exit 2) when git has no identity to commit and tag with."""
+        if self._ident is None:
+            require_identity(self.root)
+
+    def unborn(self) -> str | None:
+        """Why HEAD names no commit (an unborn branch, a dangling remote HEAD), or None when it does."""
+        if self.rev("HEAD"):
+            return None
+        branch = self.current_branch()
+        if branch is None:
+            return None
+        remotes = [r for r in self.out("remote").splitlines() if r]
+        known = [r for r in self.out("for-each-ref", "--format=%(refname:strip=2)", "refs/remotes").splitlines()
+                 if r and not r.endswith("/HEAD")]
+        locals_ = [r for r in self.out("for-each-ref", "--format=%(refname:strip=2)", "refs/heads").splitlines() if r]
+        if known:
+            have = ", ".join(k.split("/", 1)[1] for k in known[:5])
+            first = known[0].split("/", 1)[1]
+            return (f"the checked-out branch {branch!r} has no commits (unborn): the remote's HEAD names a branch "
+                    f"it does not have (a dangling remote HEAD), while it has {have}; "
+                    f"check one of those out, e.g. 'git checkout {first}'")
+        if locals_:
+            return (f"the checked-out branch {branch!r} has no commits (unborn), while branch {locals_[0]!r} has; "
+                    f"check it out with 'git checkout {locals_[0]}'")
+        if remotes:
+            return (f"the checked-out branch {branch!r} has no commits (unborn): remote {remotes[0]!r} was empty "
+                    f"when this clone was made; once a registry is pushed there, run 'git pull {remotes[0]} {branch}', "
+                    "or create one here with 'modelctl init .' and push it")
+        return (f"this git repository has no commits yet (branch {branch!r} is unborn); "
+                "create a registry in it with 'modelctl init .'")
 
     def current_branch(self) -> str | None:
         """The checked-out branch name, or None when HEAD is detached."""
@@ -342,6 +424,61 @@ class Store:
         prefix = directory.rstrip("/") + "/"
         return [p[len(prefix):] for p in proc.stdout.decode("utf-8").split("\0") if p]
 
+    def list_ids(self, commit: str | None, directory: str) -> dict[str, str]:
+        """Blob entries directly under a directory at a commit: name -> blob id (one `ls-tree`)."""
+        if commit is None:
+            return {}
+        proc = self.git("ls-tree", "-z", commit, directory.rstrip("/") + "/", check=False)
+        if proc.returncode != 0:
+            return {}
+        prefix = directory.rstrip("/") + "/"
+        out = {}
+        for entry in proc.stdout.decode("utf-8", "replace").split("\0"):
+            meta, _, path = entry.partition("\t")
+            parts = meta.split()
+            if len(parts) == 3 and parts[1] == "blob" and path.startswith(prefix):
+                out[path[len(prefix):]] = parts[2]
+        return out
+
+    def list_files(self, commit: str | None, directory: str) -> list[str]:
+        """Every file path under a directory at a commit, recursively (one `ls-tree -r`)."""
+        if commit is None:
+            return []
+        proc = self.git("ls-tree", "-r", "-z", "--name-only", commit, directory.rstrip("/") + "/", check=False)
+        return [p for p in proc.stdout.decode("utf-8", "replace").split("\0") if p] if proc.returncode == 0 else []
+
+    def read_blobs(self, oids: list[str]) -> dict[str, bytes | None]:
+        """Blob contents by id through one `cat-file --batch`.
+
+        By id, not by path: git finds `commit:dir/file` by scanning the directory's tree, which
+        is quadratic over a directory of ten thousand bundles.
+        """
+        if not oids:
+            return {}
+        request = "".join(f"{o}\n" for o in oids).encode()
+        return self._parse_batch(self.git("cat-file", "--batch", input=request).stdout, list(oids), None)
+
+    def tag_clock(self, model: str) -> tuple[int, int]:
+        """(next stage-tag counter, newest tagger time) of one model's tags.
+
+        Stage tags are read whole (their counters); registration tags only for their tagger
+        time: a model with ten thousand versions has ten thousand of them.
+        """
+        refs = self.tag_refs(f"refs/tags/{model}#*", f"refs/tags/{model}@v*#*")  # any tag with a counter
+        newest = self.out("for-each-ref", "--sort=-taggerdate", "--count=1", "--format=%(taggerdate:unix)",
+                          f"refs/tags/{model}@v*")
+        return next_counter(refs), max(last_time(refs), int(newest) if newest.isdigit() else 0)
+
+    def registrations(self, model: str) -> dict[str, tuple[int, str]]:
+        """Tag name -> (tagger time, tagger) of one model's registration tags (no messages read)."""
+        text = self.out("for-each-ref", "--format=%(refname:strip=2)%00%(taggerdate:unix)%00%(taggername) %(taggeremail)",
+                        f"refs/tags/{model}@v*")
+        out = {}
+        for line in text.splitlines():
+            name, when, who = (line.split("\0") + ["", ""])[:3]
+            out[name] = (int(when) if when.isdigit() else 0, who.strip())
+        return out
+
     def model_tags(self, model: str) -> list[TagRef]:
         """Registration and stage tags of one model (pattern-matched, never every tag)."""
         return self.tag_refs(f"refs/tags/{model}@v*", f"refs/tags/{model}#*")
@@ -383,6 +520,50 @@ class Store:
         # -z: no stripping or quoting, so the "XY " status prefix is always three characters
         raw = self.git("status", "--porcelain", "-z", "--untracked-files=no", "--", *paths, env=_LITERAL).stdout
         return [entry[3:] for entry in raw.decode("utf-8", "replace").split("\0") if len(entry) > 3]
+
+    def staged_reverts(self) -> list[dict]:
+        """Lifecycle files whose index, in any worktree of this clone, undoes the last modelctl commit.
+
+        That is what a branch moved under a checked-out worktree leaves (its index still holds the
+        old files): the next innocent commit there would silently undo the promotion. Each finding:
+        worktree, paths, the commit being undone, and a message saying what to do.
+        """
+        trees = {str(p.resolve()): b or "detached HEAD" for p, b in self.worktree_list()}
+        if not self.is_bare():
+            trees.setdefault(str(self.root.resolve()), self.current_branch() or "detached HEAD")
+        found = []
+        for path, branch in sorted(trees.items()):
+            tree = self if Path(path) == self.root.resolve() else Store(path)
+            proc = tree.git("diff-index", "--cached", "--raw", "-z", "--no-renames", "--no-abbrev", "HEAD", "--",
+                            "deployments", "bundles", check=False, env=_LITERAL)
+            if proc.returncode != 0:
+                continue  # an unborn branch, a worktree that is gone
+            fields = proc.stdout.decode("utf-8", "replace").split("\0")
+            journal = tree.journal()  # an interrupted update of this worktree: doctor explains and finishes it
+            pending = set(journal["paths"]) if journal else set()
+            undone: dict[str, list[str]] = {}
+            for meta, rel in zip(fields[0::2], fields[1::2]):
+                if rel in pending or not meta.startswith(":") or not (
+                        rel.startswith("bundles/") or (rel.startswith("deployments/") and rel.endswith(".yaml"))):
+                    continue
+                index_blob = meta[1:].split()[3]
+                last = tree.out("log", "-1", "--format=%H%x00%(trailers:key=Modelctl-Action,valueonly)", "HEAD",
+                                "--", rel, env=_LITERAL).split("\0")
+                if len(last) < 2 or not last[1].strip():
+                    continue  # not a modelctl commit: a hand edit staged on purpose
+                before = tree.git("rev-parse", "--verify", "--quiet", f"{last[0]}^:{rel}", check=False)
+                before_blob = before.stdout.decode().strip() if before.returncode == 0 else ZERO
+                if index_blob == before_blob:
+                    undone.setdefault(last[0], []).append(rel)
+            for commit, paths in undone.items():
+                subject = tree.out("log", "-1", "--format=%s", commit)
+                found.append({
+                    "worktree": path, "branch": branch, "commit": commit, "paths": paths,
+                    "message": f"the index of the worktree at {path} ({branch}) holds a staged revert of "
+                               f"{', '.join(paths)}: committing there would undo '{subject}' ({commit[:12]}); "
+                               f"restore it with 'git -C {path} restore --source=HEAD --staged --worktree -- "
+                               f"{' '.join(paths)}' (check 'git -C {path} diff --cached' first)"})
+        return found
 
     # -- locking ----------------------------------------------------------------------------
     def lock(self, timeout: float | None = None) -> "_Lock":
@@ -436,10 +617,21 @@ class Store:
                 out[ref[len("refs/tags/"):]] = obj
         return out
 
-    def _push(self, remote: str, refspecs: list[str]) -> str:
-        """Atomic push; 'ok', 'retry' when another writer won the race, or raise on a refusal."""
-        proc = self.git("push", "--atomic", "--porcelain", "--no-verify", remote, *refspecs, check=False,
-                        timeout=60)
+    def _push(self, remote: str, refspecs: list[str], timeouts: bool = False) -> str:
+        """Atomic push; 'ok', 'retry' when another writer won the race, or raise on a refusal.
+
+        With `timeouts`, a push killed at its time limit answers 'timeout' (the caller asks the
+        remote what landed) instead of raising.
+        """
+        limit = push_timeout()
+        try:
+            proc = self.git("push", "--atomic", "--porcelain", "--no-verify", remote, *refspecs, check=False,
+                            timeout=limit)
+        except GitTimeout:
+            if timeouts:
+                return "timeout"
+            raise RemoteError(f"git push to remote {remote!r} timed out after {limit:g}s (MODELCTL_PUSH_TIMEOUT)",
+                              hint="run 'modelctl doctor' to see what reached the remote") from None
         if proc.returncode == 0:
             return "ok"
         out = proc.stdout.decode("utf-8", "replace")
@@ -465,9 +657,16 @@ class Store:
         `models` names the models whose tags the plan creates; when pushing, only their tags are
         fetched."""
         started = clock()
+        self.require_identity()
+        if not push and new_branch is None:
+            # tag counters and registration commits come from the local tags and history
+            self.require_full_history("the tags this write makes (counters, registration commits)")
         with self.lock():
             self.recover()
             target = replace(self._target(push, remote, branch, new_branch), models=models)
+            self._deadline_at = started + deadline
+            if target.worktree is not None and target.worktree is not self:
+                target.worktree.recover()  # an update of that worktree a killed write left unfinished
             return self._retry(lambda: self._attempt(plan_fn, target, clock), deadline, sleep, clock, started)
 
     def add_tags(self, plan_fn: Callable[[Snapshot], list[TagSpec]], *, push: bool = False, remote: str = "origin",
@@ -475,6 +674,8 @@ class Store:
                  clock: Callable[[], float] = time.time, locked: bool = False) -> Outcome:
         """Create tags on commits already in the branch history (doctor --fix), pushed atomically."""
         started = clock()
+        self.require_full_history("tags rebuilt from the history")
+        self.require_identity()
         if locked:
             return self._add_tags(plan_fn, push, remote, branch, deadline, sleep, clock, started)
         with self.lock():
@@ -488,7 +689,7 @@ class Store:
             specs = plan_fn(Snapshot(self, base))
             if not specs:
                 return Outcome(None, [], False, True, None, target.branch)
-            tags = self._build_tags(specs, Snapshot(self, base).model_tags, int(clock()))
+            tags = self._build_tags(specs, int(clock()))
             if push:
                 fault("before-push")
                 if self._push(remote, [f"{obj}:refs/tags/{name}" for name, obj in tags]) == "retry":
@@ -548,8 +749,37 @@ class Store:
     def _target(self, push: bool, remote: str, branch: str | None, new_branch: str | None) -> _Target:
         current = self.current_branch()
         base_branch = branch or current or "main"
-        checked_out = new_branch is None and current == base_branch and not self.is_bare()
-        return _Target(push, remote, base_branch, new_branch, checked_out)
+        tree: Store | None = None
+        if new_branch is None:
+            if current == base_branch and not self.is_bare():
+                tree = self
+            else:
+                # another worktree (git worktree add) may have the branch checked out: moving the
+                # branch under it without its index would leave it a staged revert of this write
+                path = self.worktrees().get(base_branch)
+                tree = Store(path) if path else None
+        return _Target(push, remote, base_branch, new_branch, tree is not None, tree)
+
+    def worktree_list(self) -> list[tuple[Path, str | None]]:
+        """Every (non-bare) work tree of this repository with its checked-out branch (None: detached)."""
+        proc = self.git("worktree", "list", "--porcelain", check=False)
+        out: list[tuple[Path, str | None]] = []
+        for block in proc.stdout.decode("utf-8", "replace").split("\n\n"):
+            lines = block.splitlines()
+            if not lines or not lines[0].startswith("worktree ") or "bare" in lines:
+                continue
+            branch = next((ln[len("branch refs/heads/"):] for ln in lines if ln.startswith("branch refs/heads/")), None)
+            out.append((Path(lines[0][len("worktree "):]), branch))
+        return out
+
+    def worktrees(self) -> dict[str, Path]:
+        """Branch name -> the work tree that has it checked out, over every linked worktree."""
+        out: dict[str, Path] = {}
+        for path, branch in self.worktree_list():
+            if branch:
+                out.setdefault(branch, path)
+        return out
+
 
     def _base(self, t: _Target) -> str | None:
         if not t.push:
@@ -575,20 +805,24 @@ class Store:
         now = int(clock())
         touched = sorted(plan.files)
         if t.checked_out:
-            dirty = self.dirty(touched)
+            dirty = t.worktree.dirty(touched)
             if dirty:
-                raise UsageError(f"{dirty[0]} has uncommitted changes",
+                where = "" if t.worktree is self else f" in the worktree at {t.worktree.root} (it has {t.branch} checked out)"
+                raise UsageError(f"{dirty[0]} has uncommitted changes{where}",
                                  hint="commit or stash them first; modelctl writes that file")
         commit = self._build_commit(base, plan, now)
         fault("after-commit-object")
         if t.new_branch:
             return self._land_new_branch(t, commit, plan)
-        tags = self._build_tags([TagSpec(ev, commit) for ev in plan.tags], snap.model_tags, now)
+        tags = self._build_tags([TagSpec(ev, commit) for ev in plan.tags], now)
         fault("after-tag-objects")
         if t.push:
             refspecs = [f"{commit}:refs/heads/{t.branch}"] + [f"{obj}:refs/tags/{name}" for name, obj in tags]
             fault("before-push")
-            if self._push(t.remote, refspecs) == "retry":
+            pushed = self._push(t.remote, refspecs, timeouts=True)
+            if pushed == "timeout":
+                pushed = self._landed(t, commit, base, clock)
+            if pushed == "retry":
                 return None
             fault("after-push")
             moved = self._advance_local(t, commit, tags, parent=base)
@@ -598,6 +832,34 @@ class Store:
         if moved == "race":
             return None
         return Outcome(commit, [n for n, _ in tags], False, False, plan.result, branch_name, synced=moved != "left")
+
+    def _landed(self, t: _Target, commit: str, base: str | None, clock) -> str:
+        """After a push that timed out: 'ok' if the remote branch has our commit, 'retry' if it cannot.
+
+        A killed `git push` says nothing about the remote: the server may have taken the whole
+        atomic update (a slow hook, a slow network) or nothing. Answering from the remote's
+        branch keeps a landed write from being reported as failed and re-run. While the branch is
+        still at the base, the server may yet accept it: ask again until the write's deadline.
+        """
+        fault("after-push-timeout")
+        attempt = 0
+        while True:
+            attempt += 1
+            proc = self.git("ls-remote", t.remote, f"refs/heads/{t.branch}", check=False, timeout=30)
+            tip = proc.stdout.decode().split("\t", 1)[0].strip() or None if proc.returncode == 0 else None
+            if proc.returncode == 0:
+                if tip == commit:
+                    return "ok"
+                if tip != base:
+                    # another writer moved it: ours landed underneath theirs, or never can (compare-and-swap)
+                    fetched = self.fetch(t.remote, t.branch, models=t.models)
+                    return "ok" if fetched and self.is_ancestor(commit, fetched) else "retry"
+            if clock() + backoff(attempt, random.random(), 0.2) > self._deadline_at:
+                raise RemoteError(f"git push to remote {t.remote!r} timed out after {push_timeout():g}s and the "
+                                  f"remote's {t.branch} does not have the commit {commit[:12]} (yet)",
+                                  hint="run the command again: if the push landed meanwhile it answers 'already "
+                                       "done'; 'modelctl doctor' shows what reached the remote")
+            time.sleep(backoff(attempt, random.random(), 0.2))  # waiting for the server, not for a test
 
     def _land_new_branch(self, t: _Target, commit: str, plan: Plan) -> Outcome:
         name = t.new_branch
@@ -665,8 +927,7 @@ class Store:
             self._ident = ident.rsplit(" ", 2)[0]  # drop the date: we set our own
         return self._ident
 
-    def _build_tags(self, specs: list[TagSpec], model_tags: Callable[[str], list[TagRef]],
-                    now: int) -> list[tuple[str, str]]:
+    def _build_tags(self, specs: list[TagSpec], now: int) -> list[tuple[str, str]]:
         """Annotated tag objects: counters and tagger seconds strictly increase per model."""
         made: list[tuple[str, str]] = []
         tagger = self._tagger() if specs else ""
@@ -675,8 +936,8 @@ class Store:
         for spec in specs:
             ev = spec.event
             if ev.model not in state:
-                existing = model_tags(ev.model)
-                state[ev.model] = [next_counter(existing), max(now, last_time(existing) + 1)]
+                counter, newest = self.tag_clock(ev.model)
+                state[ev.model] = [counter, max(now, newest + 1)]
             counter, when = state[ev.model]
             if ev.stage is None:
                 name = registration_tag(ev.model, ev.version)
@@ -710,17 +971,19 @@ class Store:
             old = self.rev(f"refs/heads/{t.branch}")
             move = old is None or old in (new_tip, parent) or self.is_ancestor(old, new_tip)
         sync = None
+        tree = t.worktree or self  # the work tree that has the branch checked out follows it
         if move and t.checked_out and old and old != new_tip:
-            sync = self._sync_plan(old, new_tip)
+            sync = tree._sync_plan(old, new_tip)
             if sync is None:
                 if cas:
-                    raise UsageError("uncommitted changes in the work tree are in the way of this commit",
+                    where = "" if tree is self else f" at {tree.root} (it has {t.branch} checked out)"
+                    raise UsageError(f"uncommitted changes in the work tree{where} are in the way of this commit",
                                      hint="commit or stash them first (see 'git status')")
                 move = False
-            elif sync.paths and (self.git_dir / "index.lock").exists():
+            elif sync.paths and (tree.git_dir / "index.lock").exists():
                 # the checkout could not follow: refuse a local write, leave the clone behind a pushed one
                 if cas:
-                    raise _blocked_by_lock(f"Unable to create '{self.git_dir / 'index.lock'}': File exists")
+                    raise _blocked_by_lock(f"Unable to create '{tree.git_dir / 'index.lock'}': File exists")
                 move, sync = False, None
         lines = []
         if move and old != new_tip:
@@ -730,10 +993,10 @@ class Store:
         lines += [f"update refs/tags/{name} {obj}" for name, obj in tags]
         if lines:
             if sync:
-                self._write_journal(t.branch, sync)
+                tree._write_journal(t.branch, sync)
             proc = self.git("update-ref", "--stdin", input=_ref_txn(lines), check=False)
             if proc.returncode != 0:
-                self._drop_journal()
+                tree._drop_journal()
                 blocked = _blocked_by_lock(proc.stderr.decode("utf-8", "replace"))
                 if cas:
                     if blocked:
@@ -743,10 +1006,10 @@ class Store:
             fault("after-local-refs")
             if sync:
                 try:
-                    self._apply_sync(sync)
+                    tree._apply_sync(sync)
                 except ModelctlError:
                     return "left"  # the journal stays: doctor explains it, the next write finishes it
-                self._drop_journal()
+                tree._drop_journal()
         return "moved" if move else "left"
 
     def _changes(self, old: str, new: str) -> dict[str, tuple[str | None, tuple[str, str] | None]]:
@@ -857,6 +1120,26 @@ class Store:
         self._apply_sync(sync)
         self._drop_journal()
         return "done"
+
+
+def _run_group(cmd: list[str], cwd, input: bytes | None, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """Run a command with a time limit that ends its helpers too (ssh, a local receive-pack).
+
+    Killing only `git` would leave its children holding our pipes, and waiting for them would
+    outlast the limit.
+    """
+    proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, start_new_session=True)
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except BaseException:  # the time limit, or an interrupt: the whole group goes
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def _close_batch(proc: subprocess.Popen) -> None:

@@ -84,7 +84,7 @@ def test_promote_to_staging_is_one_commit_with_trailers_and_a_gto_tag(reg):
     assert git(repo, "log", "-1", "--format=%s").strip() == f"modelctl: promote {NAME} 1.0.0 to staging"
     assert trailers(repo) == {"Modelctl-Action": "promote", "Modelctl-Model": NAME, "Modelctl-Version": "1.0.0",
                               "Modelctl-From": "registered", "Modelctl-To": "staging"}
-    assert deployment(repo)["versions"] == {"1.0.0": "staging", "1.0.1": "registered"}
+    assert deployment(repo)["versions"] == {"1.0.0": "staging"}  # 1.0.1 is registered: not listed
     [tag] = stage_tags(repo)
     assert tag["name"] == f"{NAME}#staging#1" and tag["type"] == "tag"
     assert tag["target"] == registered_at  # GTO finds the version through its registration commit

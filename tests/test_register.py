@@ -37,7 +37,8 @@ def test_register_commits_bundle_deployment_and_tag(registry, write_bundle):
     assert data["prompt"]["sha256"] == hashlib.sha256(b"You are helpful.\n").hexdigest()
     assert data["version"] == "1.0.0"
     dep = pyyaml.safe_load((registry / "deployments/support-agent.yaml").read_text())
-    assert dep["versions"] == {"1.0.0": "registered"} and dep["active"] is None
+    # a registered version is implicit (README "Many versions"): the bundle says it exists
+    assert dep["versions"] == {} and dep["active"] is None
     # the work tree is clean: the user's checkout follows the commit
     assert git(registry, "status", "--porcelain") == ""
 

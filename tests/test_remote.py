@@ -131,7 +131,9 @@ def test_racing_writer_replans_on_the_new_tip_over_git_daemon(daemon_clones, tmp
                                                  "modelctl: register support-agent 1.0.0"]
     assert git(served, "rev-parse", "main^").strip() == log[-2]["sha"]
     dep = git(served, "show", "main:deployments/support-agent.yaml")
-    assert '"1.0.0": registered' in dep and '"2.0.0": registered' in dep
+    assert "versions: {}" in dep  # both registered: implicit, from their bundles (README "Many versions")
+    assert git(served, "ls-tree", "--name-only", "main", "bundles/support-agent/").split() == [
+        "bundles/support-agent/1.0.0.yaml", "bundles/support-agent/2.0.0.yaml"]
     assert set(tags(served)) == {"support-agent@v1.0.0", "support-agent@v2.0.0"}
     assert_tags_in_history(served)
     assert git(a, "rev-parse", "main").strip() == log[-1]["sha"] and index_consistent(a)
@@ -274,8 +276,7 @@ def test_a_checkout_with_changes_in_the_way_is_left_alone(registry, remote, tmp_
                    cwd=other).returncode == 0
     # this clone is behind and has its own uncommitted edit of the file the other writer changed
     git(registry, "pull", "-q", "--ff-only")
-    assert run_cli("register", bundle_file(tmp_path, "x2.yaml", name="x", version="1.1.0"), "--push",
-                   cwd=other).returncode == 0
+    assert run_cli("promote", "x", "1.0.0", "--to", "staging", "--push", cwd=other).returncode == 0
     mine = registry / "deployments/x.yaml"
     mine.write_text(mine.read_text() + "# my note\n")
     local_before = git(registry, "rev-parse", "main")

@@ -138,6 +138,25 @@ def last_event(store, ref: str | None, name: str, *, action: str, version: str) 
     return None
 
 
+def last_exit(store, ref: str | None, name: str, version: str) -> dict | None:
+    """The newest commit that took a version out of service: its rollback, the promotion that
+    replaced it, or its retirement."""
+    for event in events(store, name, ref, grep=f": {version}"):
+        if event["version"] == version and event["to"] in ("rolled-back", "deprecated", "archived"):
+            return event
+        if event["action"] == "promote" and event["replaces"] == version:
+            return event
+    return None
+
+
+def last_lifecycle_event(store, ref: str | None, name: str, scan: int = 50) -> dict | None:
+    """The model's newest event that moved traffic or status (registrations skipped), or None."""
+    for event in events(store, name, ref, limit=scan):
+        if event["action"] != "register":
+            return event
+    return None
+
+
 def log(store, name: str, ref: str = "HEAD", limit: int | None = None) -> dict:
     """Every lifecycle event of a model: time, author, action, versions, percent, reason, evidence."""
     commit = store.rev(ref)

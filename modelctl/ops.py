@@ -316,7 +316,7 @@ def _tag_message(transition, ev) -> str:
     """A stage tag's message: what happened, then the action, percent and reason as trailers."""
     from .state import fmt_pct
 
-    verb = "assign" if ev.kind == "assign" else "unassign"
+    verb = ev.kind  # assign, unassign or deregister
     lines = [f"{transition.subject}", "", f"Modelctl-Action: {transition.action}", f"Modelctl-Event: {verb}"]
     # the percent belongs to the stage entered (or the canary a rollback ends), not to a stage left
     own = (ev.kind == "assign" and ev.stage == transition.to_status) or (
@@ -498,40 +498,55 @@ def canary(reg: Registry, name: str, version: str, percent: float | None, *, for
 
 def rollback(reg: Registry, name: str, *, to: str | None = None, reason: str | None = None,
              expect_canary: str | None = None, evidence: str | None = None, force: bool = False,
-             opts: WriteOptions | None = None) -> Outcome:
-    """Pull the live canary, or return active to previous (or `to`); the pulled version goes on hold.
+             from_: str | None = None, opts: WriteOptions | None = None) -> Outcome:
+    """Take one named version out of service: the live canary, `from_`, or active when `to` names
+    the target; the pulled version goes on hold.
 
-    The target is decided once, on the first evaluation (or named by `expect_canary`): a retry
-    after a concurrent rollback finds it already rolled back and does nothing (exit 0, saying who
-    did it) instead of rolling back a second step; if it was replaced instead, Conflict (exit 3).
-    `force` is accepted for uniform callers; pulling traffic never needs it.
+    A plain rollback (no `from_`, `to` or `expect_canary`) needs a live canary: without one it is
+    refused with the exact command to run, or it is already done when the model's last lifecycle
+    event was a rollback (a retry, a second person reacting to the same page). The target is
+    decided once, on the first evaluation: a retry after a concurrent rollback finds it already
+    rolled back and does nothing (exit 0, saying who did it) instead of rolling back a second
+    step; if it was replaced instead, Conflict (exit 3). `force` is accepted for uniform callers;
+    pulling traffic never needs it.
     """
     from . import history, state
     from .errors import NotFound
 
     check_name(name)
-    if to is not None:
-        check_version(to)
-    if expect_canary is not None:
-        check_version(expect_canary)
+    for value in (to, expect_canary, from_):
+        if value is not None:
+            check_version(value)
     decided: dict = {}
     opts = opts or WriteOptions()
 
     def plan(snap: Snapshot) -> Plan:
         cfg = configmod.load(snap)
         dep, raw = _load_deployment(snap, name)
+        plain = expect_canary is None and from_ is None and to is None
         if expect_canary is not None:
             if expect_canary not in (dep.get("versions") or {}):
                 raise NotFound(f"version {expect_canary} of {name} is not registered",
                                hint=f"see 'modelctl show {name}'")
             expect = ("canary", expect_canary)
+        elif from_ is not None:
+            expect = None
         else:
             if "expect" not in decided:
                 decided["expect"] = state.rollback_target(dep)
-            expect = decided["expect"]
-        t = state.rollback(dep, cfg, reason=reason, now=_now_iso(), to=to, expect=expect, evidence=evidence)
+            expect = decided["expect"] if plain and decided["expect"] and decided["expect"][0] == "canary" else None
+        if plain and expect is None and dep.get("active"):
+            last = history.last_lifecycle_event(reg.store, snap.commit, name)
+            if last and last["action"] == "rollback":
+                return Plan(noop=True, result=(
+                    f"{last['version']} of {name} was already rolled back ({last['from'] or '?'}) by "
+                    f"{last['author']} at {last['time']} (commit {last['commit'][:12]}); {dep['active']} serves"
+                    f"; to take it out of service too, run "
+                    f"`modelctl rollback {name} --from {dep['active']}`"))
+        t = state.rollback(dep, cfg, reason=reason, now=_now_iso(), to=to, expect=expect, evidence=evidence,
+                           from_=from_)
         if t.noop:
-            who = history.last_event(reg.store, snap.commit, name, action="rollback", version=t.version)
+            who = history.last_exit(reg.store, snap.commit, name, t.version)
             note = t.note
             if who:
                 note += f" by {who['author']} at {who['time']} (commit {who['commit'][:12]})"

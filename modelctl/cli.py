@@ -218,9 +218,12 @@ def check(
 
     Also: secrets anywhere in the registry (errors, redacted), pinned models past their retirement
     date in deprecations.yaml (errors; warnings within deprecation.warn_days) for bundles on a route
-    or changed, and serving bundles without fallbacks (warnings). With --changed-since and
-    gate.required, a version the change moves into canary or active must pass the eval gate (or
-    record an override). Exits 1 when it finds an error (each is listed; warnings alone exit 0).
+    or changed, and serving bundles without fallbacks (warnings). With --changed-since, every
+    commit that changes a deployment file must be a move the commands allow (no version on hold
+    served, no required stage skipped, one canary and one shadow, canary.steps, and with
+    gate.required a passing eval gate), or record an override with a reason (Modelctl-Force: true
+    with Modelctl-Reason, or Modelctl-Gate-Override); each finding names its rule and file:line.
+    Exits 1 when it finds an error (each is listed; warnings alone exit 0).
     Example: modelctl check --changed-since origin/main --format github
     """
     import datetime as dt

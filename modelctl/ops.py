@@ -188,21 +188,11 @@ def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None,
     def plan(snap: Snapshot) -> Plan:
         cfg = configmod.load(snap)
         work = dict(data)
-        parent_data = None
-        change = None
-        if work.get("parent") is not None:
-            parent = check_version(work["parent"])
-            parent_data = reg.load_yaml(snap, bundlemod.bundle_path(name, parent), "Bundle")
-            if parent_data is None:
-                raise ValidationError(f"{source}:{doc.line_of(('parent',))}: parent: {name} has no version {parent}",
-                                      hint="register the parent first, or fix 'parent'")
+        parent_data = _parent_bundle(reg, snap, name, work, doc, source)
         if bump is not None:
             work["version"] = bundlemod.bump(work["parent"], bump)
         version = work["version"]
-        schema.validate(yamlio.Document(work, source, doc.lines, doc.raw), "Bundle")
-        bundlemod.check_pinned(work["model"], cfg["pinning"], source, doc.line_of(("model", "id")))
-        for fb in work.get("fallbacks") or []:
-            bundlemod.check_pinned(fb, cfg["pinning"], source, doc.line_of(("fallbacks",)))
+        _schema_and_pins(cfg, work, doc, source)
         files: dict[str, bytes | None] = {}
         prompt_rel = work["prompt"]["template"]
         prompt, new_prompt = _referenced(reg, snap, prompt_rel, source, "prompt.template")
@@ -221,14 +211,8 @@ def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None,
             if new_report:
                 files[report_rel] = report
         trailers = [("Modelctl-Action", "register"), ("Modelctl-Model", name), ("Modelctl-Version", version)]
-        if parent_data is not None:
-            change = bundlemod.classify(parent_data, work)
-            if len(change.kinds) > 1 and not allow_multi_change:
-                raise ValidationError(
-                    f"{source}: {version} changes {' and '.join(change.kinds)} against its parent {work['parent']} "
-                    f"({'; '.join(change.detail)})",
-                    hint="change one variable at a time, or pass --allow-multi-change")
-            bundlemod.check_semver(work["parent"], version, change.level, source)
+        change = _change_rules(parent_data, work, source, allow_multi_change)
+        if change is not None:
             trailers.append(("Modelctl-Parent", work["parent"]))
             trailers.append(("Modelctl-Change", ",".join(change.kinds) or "none"))
             if change.level:
@@ -261,6 +245,82 @@ def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None,
                             "semver": change.level if change else None})
 
     return _land(reg, plan, opts, name)
+
+
+def _parent_bundle(reg: Registry, snap: Snapshot, name: str, work: dict, doc, source: str) -> dict | None:
+    """The parent's registered bundle (None without a parent); refuses a parent that does not exist."""
+    if work.get("parent") is None:
+        return None
+    parent = check_version(work["parent"])
+    parent_data = reg.load_yaml(snap, bundlemod.bundle_path(name, parent), "Bundle")
+    if parent_data is None:
+        raise ValidationError(f"{source}:{doc.line_of(('parent',))}: parent: {name} has no version {parent}",
+                              hint="register the parent first, or fix 'parent'")
+    return parent_data
+
+
+def _schema_and_pins(cfg: dict, work: dict, doc, source: str) -> None:
+    """Register rules: the bundle schema, and pinned model ids (model and fallbacks)."""
+    schema.validate(yamlio.Document(work, source, doc.lines, doc.raw), "Bundle")
+    bundlemod.check_pinned(work["model"], cfg["pinning"], source, doc.line_of(("model", "id")))
+    for fb in work.get("fallbacks") or []:
+        bundlemod.check_pinned(fb, cfg["pinning"], source, doc.line_of(("fallbacks",)))
+
+
+def _change_rules(parent_data: dict | None, work: dict, source: str, allow_multi_change: bool):
+    """Register rules against the parent: one variable at a time, semver by change kind."""
+    if parent_data is None:
+        return None
+    change = bundlemod.classify(parent_data, work)
+    if len(change.kinds) > 1 and not allow_multi_change:
+        raise ValidationError(
+            f"{source}: {work['version']} changes {' and '.join(change.kinds)} against its parent {work['parent']} "
+            f"({'; '.join(change.detail)})",
+            hint="change one variable at a time, or pass --allow-multi-change")
+    bundlemod.check_semver(work["parent"], work["version"], change.level, source)
+    return change
+
+
+def registration_problem(reg: Registry, snap: Snapshot, path: str, *, allow_multi_change: bool = False) -> str | None:
+    """Why a bundle committed at `snap` (e.g. merged by hand) fails a `register` rule; None when it
+    passes every one. What doctor --fix asks before it writes a registration tag."""
+    from .errors import ModelctlError
+
+    try:
+        raw = snap.read(path)
+        if raw is None:
+            raise ValidationError(f"{path}: does not exist")
+        doc = yamlio.loads(raw, path)
+        data = doc.data
+        if not isinstance(data, dict):
+            raise ValidationError(f"{path}:1: a bundle must be a mapping of fields")
+        schema.validate(doc, "Bundle")
+        _, model, file = path.split("/")
+        if data["name"] != model or data["version"] != file[:-len(".yaml")]:
+            raise ValidationError(f"{path}: says {data['name']} {data['version']} but lives at {path}")
+        cfg = configmod.load(snap)
+        parent_data = _parent_bundle(reg, snap, model, data, doc, path)
+        _schema_and_pins(cfg, data, doc, path)
+        prompt_rel = data["prompt"]["template"]
+        bundlemod.check_repo_path(prompt_rel, "prompt.template", path)
+        if reg.store.out("ls-tree", snap.commit, "--", prompt_rel).startswith("120000"):
+            raise ValidationError(f"{path}: prompt.template: {prompt_rel} is a symlink in the registry")
+        prompt = snap.read(prompt_rel)
+        if prompt is None:
+            raise ValidationError(f"{path}: prompt.template: {prompt_rel} does not exist in the registry")
+        if data["prompt"].get("sha256") != bundlemod.sha256(prompt):
+            raise ValidationError(f"{path}:{doc.line_of(('prompt', 'sha256'))}: prompt.sha256 does not match "
+                                  f"{prompt_rel}")
+        report = (data.get("eval") or {}).get("report")
+        if report:
+            bundlemod.check_repo_path(report, "eval.report", path)
+            if snap.read(report) is None:
+                raise ValidationError(f"{path}: eval.report: {report} does not exist in the registry")
+        _change_rules(parent_data, data, path, allow_multi_change)
+        _scan_secrets({path: raw})
+    except ModelctlError as exc:
+        return str(exc)
+    return None
 
 
 def _scan_secrets(files: dict[str, bytes | None], text: bool = False) -> None:

@@ -158,7 +158,10 @@ def _infer(store, name: str, event: dict) -> None:
     after = _deployment(store, event["commit"], path)
     if after is None:
         return
-    found = state.infer_event(_deployment(store, event["parent"], path), after)
+    try:
+        found = state.infer_event(_deployment(store, event["parent"], path), after)
+    except (AttributeError, TypeError, ValueError):  # a hand edit off the schema: leave it an "edit"
+        return
     if not found:
         return
     for key in ("action", "version", "from", "to", "percent", "from_percent", "replaces", "restored"):

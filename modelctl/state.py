@@ -828,11 +828,19 @@ class Move(NamedTuple):
     after: str | None
 
 
+def _order(version: object) -> tuple:
+    # a hand edit may hold anything: valid versions in SemVer order, anything else after them
+    try:
+        return (0, semver_key(version), "")
+    except (AttributeError, TypeError, ValueError):
+        return (1, (), str(version))
+
+
 def moves(before: dict | None, after: dict) -> list[Move]:
     """Every version whose status differs between two deployments, in version order."""
     b = (before or {}).get("versions") or {}
     a = after.get("versions") or {}
-    return [Move(v, b.get(v), a.get(v)) for v in sorted(set(a) | set(b), key=semver_key) if b.get(v) != a.get(v)]
+    return [Move(v, b.get(v), a.get(v)) for v in sorted(set(a) | set(b), key=_order) if b.get(v) != a.get(v)]
 
 
 def _replay(dep: dict, after: dict, move: Move, config: dict | None, force: bool) -> Transition | None:
@@ -868,7 +876,7 @@ def judge_move(before: dict | None, after: dict, config: dict | None = None, *, 
     out: list[Finding] = []
     versions = after.get("versions") or {}
     for stage in ("canary", "shadow"):
-        holders = sorted((v for v, st in versions.items() if st == stage), key=semver_key)
+        holders = sorted((v for v, st in versions.items() if st == stage), key=_order)
         if len(holders) > 1:
             out.append(Finding(f"one-{stage}", holders[-1],
                                f"{name} has {len(holders)} versions in {stage} ({', '.join(holders)}); "
@@ -894,7 +902,11 @@ def judge_move(before: dict | None, after: dict, config: dict | None = None, *, 
         if s0 is None:
             if s1 == "registered":
                 continue
-            dep = register(base, v).deployment
+            try:
+                dep = register(base, v).deployment
+            except UsageError as exc:
+                out.append(Finding("illegal-move", v, exc.message))
+                continue
             move = Move(v, "registered", s1)
         if s1 in crowded:
             continue  # already explained as one-canary / one-shadow

@@ -937,3 +937,10 @@ def test_infer_event_reads_the_move_from_the_diff():
     assert S.infer_event(dep, moved) == {"action": "canary", "version": "2.0.0", "to": "canary", "percent": 25,
                                          "from": "canary", "from_percent": 5}
     assert S.infer_event(dep, dep) is None
+
+
+def test_judge_move_reports_a_hand_written_bogus_version_instead_of_failing():
+    after = S.new_deployment("support-agent")
+    after["versions"] = {"latest": "active"}
+    [found] = S.judge_move(None, after)
+    assert (found.rule, found.version) == ("illegal-move", "latest") and "invalid version" in found.message

@@ -172,7 +172,7 @@ def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None, base: 
             if path not in [f.path for f in findings]:
                 add(path, None, "error", "unexpected file under bundles/")
 
-    extra = _extensions(reg, snap, cfg, files, docs, bundles, want, only=only, today=today, base=base)
+    extra = _extensions(reg, snap, cfg, files, docs, bundles, want, only=only, today=today, base=base, staged=staged)
     findings.extend(extra)
     errors = sum(1 for f in findings if f.level == "error")
     from .secrets import redact_text
@@ -239,7 +239,8 @@ def _msg(problem: str) -> str:
     return problem.split(":", 2)[2].strip() if problem.count(":") >= 2 else problem
 
 
-def _extensions(reg, snap, cfg, files, docs, bundles, want, *, only=None, today=None, base=None) -> list[Finding]:
+def _extensions(reg, snap, cfg, files, docs, bundles, want, *, only=None, today=None, base=None,
+                staged=False) -> list[Finding]:
     """Checks added by other parts (secrets, deprecations); each returns Findings."""
     import datetime as dt
 
@@ -254,62 +255,133 @@ def _extensions(reg, snap, cfg, files, docs, bundles, want, *, only=None, today=
         if only is not None else {}
     findings += _deprecation_findings(cfg, docs, bundles, statuses, before, want, only, today)
     findings += _fallback_findings(docs, bundles, statuses, before, only)
-    if only is not None and (cfg.get("gate") or {}).get("required"):
-        findings += _gate_findings(reg, snap, cfg, docs, statuses, before, only, base)
+    if only is not None and base is not None and not staged:
+        findings += _move_findings(reg, snap, cfg, docs, only, base)
     return findings
 
 
-def _gate_findings(reg, snap, cfg, docs, statuses, before, only, base) -> list[Finding]:
-    """gate.required in a pull request: every version it moves into canary or active must pass the
-    gate against what was active before, unless one of its commits records a Gate-Override."""
-    from . import review
+def _move_findings(reg, snap, cfg, docs, only, base) -> list[Finding]:
+    """Every commit base..HEAD that changes a deployment file must be a legal lifecycle move,
+    judged with the rules the commands use (state.judge_move), or record an override with a
+    reason: Modelctl-Force: true with Modelctl-Reason (hold, skipped stages), Modelctl-Gate-Override
+    (gate.required), on that commit or on any commit of the range naming the model and version."""
+    from . import state
 
-    overrides = _gate_overrides(reg, base)
-    out = []
-    for name, versions in sorted(statuses.items()):
-        path = f"deployments/{name}.yaml"
-        if path not in only:
+    store = reg.store
+    paths = sorted(p for p in only if p.startswith("deployments/") and p.endswith(".yaml") and p in docs)
+    if not paths:
+        return []
+    gate_required = bool((cfg.get("gate") or {}).get("required"))
+    in_range = _range_overrides(reg, base, snap.commit)
+    out: list[Finding] = []
+    seen: set[tuple] = set()
+    for path in paths:
+        name = path[len("deployments/"):-5]
+        if not NAME_RE.fullmatch(name):
             continue
-        was = before.get(name) or {}
-        serving = next((v for v, st in was.items() if st == "active"), None)
-        for version, status in versions.items():
-            if status not in ("canary", "active") or was.get(version) == status:
+        head_versions = (docs[path].data or {}).get("versions") if isinstance(docs[path].data, dict) else None
+        # not store.out: str.strip() counts \x1e and \x1f as whitespace
+        text = store.git("log", "--reverse", "--no-merges", "--format=%H%x1f%P%x1f%s%x1f%(trailers:only,unfold)%x1e",
+                         f"{base}..{snap.commit}", "--", path).stdout.decode("utf-8", "replace")
+        gates: dict[tuple, str | None] = {}
+
+        def gate(version, baseline, name=name, gates=gates):
+            if (version, baseline) not in gates:
+                gates[(version, baseline)] = _gate_failure(reg, snap, cfg, name, version, baseline)
+            return gates[(version, baseline)]
+
+        for record in text.split("\x1e"):
+            parts = record.strip("\n").split("\x1f")
+            if len(parts) != 4:
                 continue
-            line = docs[path].line_of(("versions", version))
-            what = f"{name} {version} moves to {status}"
-            try:
-                result = review.run_gate(reg, snap, cfg, name, version,
-                                         baseline=serving if serving and serving != version else None)
-                failed = None if result.passed else "; ".join(f"{r.metric}: {r.reason}" for r in result.rows
-                                                              if not r.passed)
-            except ModelctlError as exc:
-                failed = f"the gate cannot judge it: {exc}"
-            if failed is None:
-                continue
-            reason = overrides.get((name, version))
-            if reason:
-                out.append(Finding(path, line, "warning", f"{what} with the eval gate overridden ({reason}): {failed}"))
-            else:
-                out.append(Finding(path, line, "error",
-                                   f"{what} but gate.required is set and the eval gate fails: {failed}; promote "
-                                   "a version that passes, or with --force --reason (recorded as Modelctl-Gate-Override)"))
+            sha, parents, subject, trailer_text = parts
+            parent = parents.split()[0] if parents.split() else None
+            before = _deployment_at(store, parent, path)
+            after = _deployment_at(store, sha, path)
+            if after is None or (parent is not None and before is False):
+                continue  # an unreadable file: the schema check of HEAD explains what is wrong now
+            said = _trailers(trailer_text)
+            own = said.get("Modelctl-Model") in (None, name)
+            force = said.get("Modelctl-Reason") if own and said.get("Modelctl-Force") == "true" else None
+            gate_why = said.get("Modelctl-Gate-Override") if own else None
+            for f in state.judge_move(before or None, after, cfg, gate=gate if gate_required else None):
+                key = (name, f.version, f.rule)
+                if key in seen:
+                    continue
+                seen.add(key)
+                recorded = in_range.get((name, f.version), {})
+                reason = (force or recorded.get("force")) if f.override == "force" else \
+                    (gate_why or recorded.get("gate")) if f.override == "gate" else None
+                line = docs[path].line_of(("versions", f.version)) if f.version in (head_versions or {}) else \
+                    docs[path].line_of(("versions",))
+                where = f"commit {sha[:12]} {subject!r}"
+                if reason:
+                    out.append(Finding(path, line, "warning",
+                                       f"lifecycle rule '{f.rule}' overridden ({reason}): {f.message} ({where})"))
+                else:
+                    out.append(Finding(path, line, "error",
+                                       f"lifecycle rule '{f.rule}': {f.message} ({where}); {_ADVICE[f.override]}"))
     return out
 
 
-def _gate_overrides(reg, base: str | None) -> dict[tuple[str, str], str]:
-    """(model, version) -> reason of every Modelctl-Gate-Override in the commits base..HEAD."""
-    if base is None:
-        return {}
-    text = reg.store.out("log", "--format=%x1e%(trailers:only,unfold)", f"{base}..HEAD")
-    out = {}
+_ADVICE = {
+    "force": "to let it stand, the commit must record Modelctl-Force: true and Modelctl-Reason: <why> "
+             "(what --force --reason writes)",
+    "gate": "promote a version that passes, or record Modelctl-Gate-Override: <why> (what --force --reason writes)",
+    None: "no override exists for this rule: make the change with modelctl commands",
+}
+
+
+def _gate_failure(reg, snap, cfg, name: str, version: str, baseline: str | None) -> str | None:
+    """Why the eval gate fails a version against `baseline` (None when it passes)."""
+    from . import review
+
+    try:
+        result = review.run_gate(reg, snap, cfg, name, version, baseline=baseline)
+    except ModelctlError as exc:
+        return f"the gate cannot judge it: {exc}"
+    return None if result.passed else "; ".join(f"{r.metric}: {r.reason}" for r in result.rows if not r.passed)
+
+
+def _deployment_at(store, commit: str | None, path: str):
+    """A deployment file at a commit: the data, None when absent, False when unreadable or invalid."""
+    if commit is None:
+        return None
+    raw = store.read_many(commit, [path])[path]
+    if raw is None:
+        return None
+    try:
+        doc = yamlio.loads(raw, path)
+    except ModelctlError:
+        return False
+    if schema.problems(doc, "Deployment"):
+        return False
+    return doc.data
+
+
+def _trailers(text: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for row in text.splitlines():
+        key, sep, value = row.partition(": ")
+        if sep and value.strip():
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def _range_overrides(reg, base: str, tip: str) -> dict[tuple[str, str], dict[str, str]]:
+    """(model, version) -> {"force": reason, "gate": reason} recorded by any commit base..tip."""
+    text = reg.store.out("log", "--format=%x1e%(trailers:only,unfold)", f"{base}..{tip}")
+    out: dict[tuple[str, str], dict[str, str]] = {}
     for entry in text.split("\x1e"):
-        fields = {}
-        for row in entry.splitlines():
-            key, sep, value = row.partition(": ")
-            if sep:
-                fields.setdefault(key.strip(), value.strip())
-        if fields.get("Modelctl-Gate-Override") and fields.get("Modelctl-Model") and fields.get("Modelctl-Version"):
-            out.setdefault((fields["Modelctl-Model"], fields["Modelctl-Version"]), fields["Modelctl-Gate-Override"])
+        fields = _trailers(entry)
+        key = (fields.get("Modelctl-Model"), fields.get("Modelctl-Version"))
+        if not all(key):
+            continue
+        found = out.setdefault(key, {})
+        if fields.get("Modelctl-Force") == "true" and fields.get("Modelctl-Reason"):
+            found.setdefault("force", fields["Modelctl-Reason"])
+        if fields.get("Modelctl-Gate-Override"):
+            found.setdefault("gate", fields["Modelctl-Gate-Override"])
     return out
 
 

@@ -273,9 +273,12 @@ def check(
 
     Also: secrets anywhere in the registry (errors, redacted), pinned models past their retirement
     date in deprecations.yaml (errors; warnings within deprecation.warn_days) for bundles on a route
-    or changed, and serving bundles without fallbacks (warnings). With --changed-since and
-    gate.required, a version the change moves into canary or active must pass the eval gate (or
-    record an override). Exits 1 when it finds an error (each is listed; warnings alone exit 0).
+    or changed, and serving bundles without fallbacks (warnings). With --changed-since, every
+    commit that changes a deployment file must be a move the commands allow (no version on hold
+    served, no required stage skipped, one canary and one shadow, canary.steps, and with
+    gate.required a passing eval gate), or record an override with a reason (Modelctl-Force: true
+    with Modelctl-Reason, or Modelctl-Gate-Override); each finding names its rule and file:line.
+    Exits 1 when it finds an error (each is listed; warnings alone exit 0).
 
     \b
     Example:
@@ -634,14 +637,19 @@ def canary(
 ):
     """Start a canary at an allowed percent, or move the live canary's percent up or down.
 
+    Without --pct a new canary starts at the first of canary.steps; a live canary needs --pct.
+
     \b
     Example:
       modelctl canary support-agent 2.4.0 --pct 5
     """
-    from . import ops
+    from . import ops, render
+    from .state import fmt_pct
 
     reg = _registry()
     out = ops.canary(reg, name, version, pct, force=force, reason=reason, opts=_write_opts(push, branch, pr_body))
+    if pct is None and not out.noop and not json_out:
+        render.say(f"starting at {fmt_pct(out.result['percent'])}% (first of canary.steps; pass --pct to choose)")
     _lifecycle_written(reg, out, json_out, branch, pr_body)
 
 
@@ -649,6 +657,8 @@ def canary(
 @funnel
 def rollback(
     name: str = typer.Argument(..., help="Model name."),
+    from_: Optional[str] = typer.Option(None, "--from", help="Version to take out of service: the live canary or the "
+                                        "active version (needed when no canary is live).", show_default=False),
     to: Optional[str] = typer.Option(None, "--to", help="Version to serve again (a deprecated one; default: previous).",
                                      show_default=False),
     reason: Optional[str] = REASON_OPT,
@@ -663,19 +673,21 @@ def rollback(
     pr_body: Optional[Path] = PR_BODY_OPT,
     json_out: bool = JSON_OPT,
 ):
-    """End the live canary, or return active to the previous version; the pulled version goes on hold.
+    """End the live canary, or take the named active version out of service; the pulled version goes on hold.
 
-    A version on hold is refused by canary and promote unless --force --reason.
+    Every rollback names what it removes: without a live canary, pass --from ACTIVE (previous serves
+    again) or --to VERSION. Re-running a rollback whose version is already out of service is
+    "already done" (exit 0). A version on hold is refused by canary and promote unless --force --reason.
 
     \b
     Example:
-      modelctl rollback support-agent --reason "error rate doubled"
+      modelctl rollback support-agent --from 2.4.0 --reason "error rate doubled"
     """
     from . import ops
 
     reg = _registry()
     out = ops.rollback(reg, name, to=to, reason=reason, expect_canary=expect_canary, evidence=evidence,
-                       opts=_write_opts(push, branch, pr_body))
+                       from_=from_, opts=_write_opts(push, branch, pr_body))
     _lifecycle_written(reg, out, json_out, branch, pr_body)
 
 

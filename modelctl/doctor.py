@@ -8,7 +8,9 @@ What it looks at (DESIGN §3, §4):
   diverged from it or is behind it, an unreachable remote;
 - tags against deployment files: registration tags missing for registered bundles, stage tags
   that disagree with `deployments/<name>.yaml` (e.g. after a promotion merged through a pull
-  request, where no tags could be made), tags that point outside the branch's history.
+  request, where no tags could be made) in any GTO view (every version a stage lists, active
+  included), deregistration tags missing for archived versions, tags that point outside the
+  branch's history. A bundle that would fail a `register` rule is reported and never tagged.
 
 `fix=True` repairs what is safe to repair, under the clone's lock: it removes stale lock and
 temporary files, finishes the interrupted work-tree update, pushes unpushed commits and tags
@@ -32,6 +34,7 @@ from .tags import TagEvent, TagRef, parse as parse_tag, registration_tag
 
 STALE_AFTER = 120.0  # seconds after which a git *.lock file is taken to be left by a dead process
 SLOTS = ("staging", "shadow", "canary")
+STAGES = SLOTS + ("active",)  # every stage a version is assigned and unassigned, as GTO reads them
 
 
 @dataclass
@@ -298,11 +301,14 @@ def repairs(reg, snap: Snapshot, tags: list[TagRef]) -> tuple[list[TagSpec], lis
     specs: list[TagSpec] = []
     findings: list[Finding] = []
     registered: dict[tuple[str, str], str] = {}  # (model, version) -> registration commit
+    deregistered: set[tuple[str, str]] = set()
     stage_events: dict[str, list[tuple[int, str, bool, str]]] = {}  # model -> (n, stage, assign, commit)
     for t in tags:
         info = parse_tag(t.name)
         if info["kind"] == "registration":
             registered[(info["model"], info["version"])] = t.commit
+        elif info["kind"] == "deregistration":
+            deregistered.add((info["model"], info["version"]))
         else:
             stage_events.setdefault(info["model"], []).append((info["n"], info["stage"], info["assign"], t.commit))
     # -- registration tags for every bundle at the tip
@@ -315,10 +321,21 @@ def repairs(reg, snap: Snapshot, tags: list[TagRef]) -> tuple[list[TagSpec], lis
         if NAME_RE.match(model) and VERSION_RE.match(version) and (model, version) not in registered:
             missing.append((model, version, path))
     if missing:
+        from .ops import registration_problem
+
         added = _adding_commits(store, snap.commit, [p for _, _, p in missing])
         for model, version, path in missing:
             commit = added.get(path)
             if commit is None:
+                continue
+            # a bundle merged by hand gets its tag only if `register` would have accepted it
+            multi = "Modelctl-Multi-Change: allowed" in store.out("log", "-1", "--format=%B", commit)
+            problem = registration_problem(reg, snap, path, allow_multi_change=multi)
+            if problem:
+                findings.append(Finding("invalid-bundle", "error", f"{path} (added in {commit[:12]}) fails a register "
+                                        f"rule, so it gets no registration tag: {problem}; fix the bundle "
+                                        "(or register a new version) and run 'modelctl doctor --fix' again",
+                                        subject=model))
                 continue
             registered[(model, version)] = commit
             findings.append(Finding("missing-tag", "error", f"registration tag {registration_tag(model, version)} is "
@@ -341,25 +358,39 @@ def repairs(reg, snap: Snapshot, tags: list[TagRef]) -> tuple[list[TagSpec], lis
         events = sorted(stage_events.get(model, []))
         view = _tag_view(events, model, by_commit)
         wanted = _deployment_view(dep)
-        fixes: list[tuple[str, str, bool]] = []  # (stage, version, assign)
-        for stage in SLOTS:
+        fixes: list[tuple[str | None, str, bool]] = []  # (stage, version, assign); stage None: deregistration
+        # unassignments first, so the assignment that follows is the latest in its stage (GTO's view)
+        for stage in STAGES:
             for v in sorted(view[stage] - wanted[stage], key=semver_key):
                 fixes.append((stage, v, False))
-        for stage in SLOTS:
+        for stage in STAGES:
             for v in sorted(wanted[stage] - view[stage], key=semver_key):
                 fixes.append((stage, v, True))
-        if wanted["active"] != view["active"]:
-            if wanted["active"]:
-                fixes.append(("active", wanted["active"], True))
-            else:
-                fixes.append(("active", view["active"], False))
+        archived = {v for v, st in (dep.get("versions") or {}).items() if st == "archived"}
+        dereg = {v for (m, v) in deregistered if m == model}
+        for v in sorted(dereg - archived, key=semver_key):
+            findings.append(Finding("tag-drift", "error", f"tag {model}@v{v}! deregisters {v} but "
+                                    f"deployments/{model}.yaml says {(dep.get('versions') or {}).get(v) or 'nothing'}"
+                                    f"; after review delete the tag", subject=model))
+        for v in sorted(archived - dereg, key=semver_key):
+            fixes.append((None, v, False))
         if not fixes:
             continue
         state_commit = store.out("log", "-1", "--format=%H", snap.commit, "--", f"deployments/{model}.yaml")
         for stage, version, assign in fixes:
             if (model, version) not in registered:
-                findings.append(Finding("tag-drift", "error", f"deployments/{model}.yaml puts {version} in {stage} but "
-                                        f"{model} {version} has no bundle to tag", subject=model))
+                findings.append(Finding("tag-drift", "error", f"deployments/{model}.yaml puts {version} in "
+                                        f"{stage or 'archived'} but {model} {version} has no registration tag to "
+                                        "go with it", subject=model))
+                continue
+            if stage is None:
+                findings.append(Finding("tag-drift", "error", f"deployments/{model}.yaml says {version} is archived "
+                                        f"but no tag {model}@v{version}! deregisters it",
+                                        fix=f"create the deregistration tag of {version}", subject=model))
+                specs.append(TagSpec(TagEvent(model, version, None, False,
+                                              f"modelctl: deregister {model} {version} (repair)\n\n"
+                                              "Modelctl-Action: repair\nModelctl-Event: deregister"),
+                                     state_commit, registered[(model, version)]))
                 continue
             said = _said(view, stage)
             findings.append(Finding("tag-drift", "error", f"deployments/{model}.yaml says {stage} "
@@ -383,17 +414,14 @@ def _said(view: dict, stage: str) -> str:
 
 
 def _tag_view(events, model: str, by_commit: dict) -> dict:
-    """What the stage tags say, the way GTO reads them: last event per version and stage; latest active."""
+    """What the stage tags say, the way GTO reads them: per stage, the versions whose last event is an assignment."""
     last: dict[tuple[str, str], tuple[int, bool]] = {}
     for n, stage, assign, commit in events:
         versions = by_commit.get((model, commit), [])
         if len(versions) != 1:
             continue  # no (or an ambiguous) registration on that commit
         last[(stage, versions[0])] = (n, assign)
-    view: dict = {s: {v for (st, v), (_, a) in last.items() if st == s and a} for s in SLOTS}
-    active = [(n, v) for (st, v), (n, a) in last.items() if st == "active" and a]
-    view["active"] = max(active)[1] if active else None
-    return view
+    return {s: {v for (st, v), (_, a) in last.items() if st == s and a} for s in STAGES}
 
 
 def _deployment_view(dep: dict) -> dict:
@@ -402,7 +430,7 @@ def _deployment_view(dep: dict) -> dict:
     for s in ("canary", "shadow"):
         if dep.get(s):
             view[s].add(dep[s]["version"])
-    view["active"] = dep.get("active")
+    view["active"] = {dep["active"]} if dep.get("active") else set()
     return view
 
 

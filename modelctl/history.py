@@ -3,18 +3,21 @@
 Both read only the history of the model's own files (`deployments/<name>.yaml` and
 `bundles/<name>/`), through path-limited `git log`, never every commit of the repository: the
 commit trailers (DESIGN §3) say what happened, the deployment file as of a commit says what served.
+A commit without trailers (a squash merge, a hand edit) is read from its deployment diff
+(`state.infer_event`) and marked ``"inferred": true``.
 """
 from __future__ import annotations
 
 import datetime as dt
 import re
 
-from .errors import NotFound, UsageError
+from . import state, yamlio
+from .errors import ModelctlError, NotFound, UsageError
 from .names import check_name
 
 # One record per commit: fields split by \x1f, records by NUL (`git log -z`). Trailer values are
 # cleaned of control characters when written, so neither separator can occur inside one.
-_FIELDS = ["%H", "%ct", "%an", "%ae", "%s", "%(trailers:only,unfold)"]
+_FIELDS = ["%H", "%P", "%ct", "%an", "%ae", "%s", "%(trailers:only,unfold)"]
 _FORMAT = "%x1f".join(_FIELDS)
 
 _TRAILER_KEYS = {
@@ -81,7 +84,7 @@ def _parse_record(record: str) -> dict | None:
     parts = record.strip("\n").split("\x1f")
     if len(parts) != len(_FIELDS):
         return None
-    sha, at, author, email, subject, trailer_text = parts
+    sha, parents, at, author, email, subject, trailer_text = parts
     trailers: dict[str, str] = {}
     for line in trailer_text.splitlines():
         m = _TRAILER_LINE.match(line)
@@ -94,6 +97,8 @@ def _parse_record(record: str) -> dict | None:
         "email": email,
         "subject": subject,
         "action": trailers.get("Modelctl-Action") or "edit",  # a hand edit of the model's files
+        "inferred": False,
+        "parent": (parents.split() or [None])[0],
     }
     for key, field in _TRAILER_KEYS.items():
         if field != "action":
@@ -136,9 +141,45 @@ def events(store, name: str, ref: str | None = "HEAD", *, limit: int | None = No
         if not record.strip():
             continue
         event = _parse_record(record)
+        if event and event["action"] == "edit":
+            _infer(store, name, event)
+        if event:
+            event.pop("parent")
         if event and (action is None or event["action"] == action):
             out.append(event)
     return out
+
+
+def _deployment(store, commit: str | None, path: str) -> dict | None:
+    if commit is None:
+        return None
+    raw = store.read_many(commit, [path])[path]
+    if raw is None:
+        return None
+    try:
+        data = yamlio.loads(raw, path).data
+    except ModelctlError:
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("versions") or {}, dict) else None
+
+
+def _infer(store, name: str, event: dict) -> None:
+    """A commit without modelctl trailers (a squash merge, a hand edit): the event its deployment
+    diff shows, marked inferred."""
+    path = f"deployments/{name}.yaml"
+    after = _deployment(store, event["commit"], path)
+    if after is None:
+        return
+    try:
+        found = state.infer_event(_deployment(store, event["parent"], path), after)
+    except (AttributeError, TypeError, ValueError):  # a hand edit off the schema: leave it an "edit"
+        return
+    if not found:
+        return
+    for key in ("action", "version", "from", "to", "percent", "from_percent", "replaces", "restored"):
+        if key in found:
+            event[key] = found[key]
+    event["inferred"] = True
 
 
 def last_event(store, ref: str | None, name: str, *, action: str, version: str) -> dict | None:
@@ -146,6 +187,25 @@ def last_event(store, ref: str | None, name: str, *, action: str, version: str) 
     # --grep narrows the walk to commits naming the version; the trailers decide.
     for event in events(store, name, ref, grep=f"Modelctl-Version: {version}"):
         if event["action"] == action and event["version"] == version:
+            return event
+    return None
+
+
+def last_exit(store, ref: str | None, name: str, version: str) -> dict | None:
+    """The newest commit that took a version out of service: its rollback, the promotion that
+    replaced it, or its retirement."""
+    for event in events(store, name, ref, grep=f": {version}"):
+        if event["version"] == version and event["to"] in ("rolled-back", "deprecated", "archived"):
+            return event
+        if event["action"] == "promote" and event["replaces"] == version:
+            return event
+    return None
+
+
+def last_lifecycle_event(store, ref: str | None, name: str, scan: int = 50) -> dict | None:
+    """The model's newest event that moved traffic or status (registrations skipped), or None."""
+    for event in events(store, name, ref, limit=scan):
+        if event["action"] != "register":
             return event
     return None
 
@@ -189,7 +249,8 @@ def which(store, read_deployment, name: str, at: str | int, key: str | None = No
     doc.update({
         "commit": event["commit"],
         "since": event["time"],
-        "event": {k: event[k] for k in ("action", "version", "author", "email", "subject", "reason", "evidence")},
+        "event": {k: event[k] for k in ("action", "version", "author", "email", "subject", "reason", "evidence",
+                                        "inferred")},
         "active": dep.get("active") if dep else None,
         "canary": (dep.get("canary") or None) if dep else None,
         "shadow": (dep.get("shadow") or None) if dep else None,

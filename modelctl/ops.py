@@ -251,21 +251,11 @@ def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None,
     def plan(snap: Snapshot) -> Plan:
         cfg = configmod.load(snap)
         work = dict(data)
-        parent_data = None
-        change = None
-        if work.get("parent") is not None:
-            parent = check_version(work["parent"])
-            parent_data = reg.load_yaml(snap, bundlemod.bundle_path(name, parent), "Bundle")
-            if parent_data is None:
-                raise ValidationError(f"{source}:{doc.line_of(('parent',))}: parent: {name} has no version {parent}",
-                                      hint="register the parent first, or fix 'parent'")
+        parent_data = _parent_bundle(reg, snap, name, work, doc, source)
         if bump is not None:
             work["version"] = bundlemod.bump(work["parent"], bump)
         version = work["version"]
-        schema.validate(yamlio.Document(work, source, doc.lines, doc.raw), "Bundle")
-        bundlemod.check_pinned(work["model"], cfg["pinning"], source, doc.line_of(("model", "id")))
-        for fb in work.get("fallbacks") or []:
-            bundlemod.check_pinned(fb, cfg["pinning"], source, doc.line_of(("fallbacks",)))
+        _schema_and_pins(cfg, work, doc, source)
         files: dict[str, bytes | None] = {}
         prompt_rel = work["prompt"]["template"]
         prompt, new_prompt = _referenced(reg, snap, prompt_rel, f"{source}:{doc.line_of(('prompt', 'template')) or 1}",
@@ -286,20 +276,8 @@ def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None,
             if new_report:
                 files[report_rel] = report
         trailers = [("Modelctl-Action", "register"), ("Modelctl-Model", name), ("Modelctl-Version", version)]
-        if parent_data is not None:
-            change = bundlemod.classify(parent_data, work)
-            if len(change.kinds) > 1 and not allow_multi_change:
-                raise ValidationError(
-                    f"{source}: {version} changes {' and '.join(change.kinds)} against its parent {work['parent']} "
-                    f"({'; '.join(change.detail)})",
-                    hint="change one variable at a time, or pass --allow-multi-change")
-            try:
-                bundlemod.check_semver(work["parent"], version, change.level, source, "; ".join(change.detail))
-            except ValidationError as exc:
-                if bump is None:
-                    raise
-                # the user chose the level: say which one the change needs, not "set version or --bump"
-                raise ValidationError(exc.message, hint=f"use --bump {change.level}") from None
+        change = _change_rules(parent_data, work, source, allow_multi_change, bump)
+        if change is not None:
             trailers.append(("Modelctl-Parent", work["parent"]))
             trailers.append(("Modelctl-Change", ",".join(change.kinds) or "none"))
             if change.level:
@@ -337,6 +315,89 @@ def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None,
                             "semver": change.level if change else None})
 
     return _land(reg, plan, opts, name)
+
+
+def _parent_bundle(reg: Registry, snap: Snapshot, name: str, work: dict, doc, source: str) -> dict | None:
+    """The parent's registered bundle (None without a parent); refuses a parent that does not exist."""
+    if work.get("parent") is None:
+        return None
+    parent = check_version(work["parent"])
+    parent_data = reg.load_yaml(snap, bundlemod.bundle_path(name, parent), "Bundle")
+    if parent_data is None:
+        raise ValidationError(f"{source}:{doc.line_of(('parent',))}: parent: {name} has no version {parent}",
+                              hint="register the parent first, or fix 'parent'")
+    return parent_data
+
+
+def _schema_and_pins(cfg: dict, work: dict, doc, source: str) -> None:
+    """Register rules: the bundle schema, and pinned model ids (model and fallbacks)."""
+    schema.validate(yamlio.Document(work, source, doc.lines, doc.raw), "Bundle")
+    bundlemod.check_pinned(work["model"], cfg["pinning"], source, doc.line_of(("model", "id")))
+    for fb in work.get("fallbacks") or []:
+        bundlemod.check_pinned(fb, cfg["pinning"], source, doc.line_of(("fallbacks",)))
+
+
+def _change_rules(parent_data: dict | None, work: dict, source: str, allow_multi_change: bool,
+                  bump: str | None = None):
+    """Register rules against the parent: one variable at a time, semver by change kind."""
+    if parent_data is None:
+        return None
+    change = bundlemod.classify(parent_data, work)
+    if len(change.kinds) > 1 and not allow_multi_change:
+        raise ValidationError(
+            f"{source}: {work['version']} changes {' and '.join(change.kinds)} against its parent {work['parent']} "
+            f"({'; '.join(change.detail)})",
+            hint="change one variable at a time, or pass --allow-multi-change")
+    try:
+        bundlemod.check_semver(work["parent"], work["version"], change.level, source, "; ".join(change.detail))
+    except ValidationError as exc:
+        if bump is None:
+            raise
+        # the user chose the level: say which one the change needs, not "set version or --bump"
+        raise ValidationError(exc.message, hint=f"use --bump {change.level}") from None
+    return change
+
+
+def registration_problem(reg: Registry, snap: Snapshot, path: str, *, allow_multi_change: bool = False) -> str | None:
+    """Why a bundle committed at `snap` (e.g. merged by hand) fails a `register` rule; None when it
+    passes every one. What doctor --fix asks before it writes a registration tag."""
+    from .errors import ModelctlError
+
+    try:
+        raw = snap.read(path)
+        if raw is None:
+            raise ValidationError(f"{path}: does not exist")
+        doc = yamlio.loads(raw, path)
+        data = doc.data
+        if not isinstance(data, dict):
+            raise ValidationError(f"{path}:1: a bundle must be a mapping of fields")
+        schema.validate(doc, "Bundle")
+        _, model, file = path.split("/")
+        if data["name"] != model or data["version"] != file[:-len(".yaml")]:
+            raise ValidationError(f"{path}: says {data['name']} {data['version']} but lives at {path}")
+        cfg = configmod.load(snap)
+        parent_data = _parent_bundle(reg, snap, model, data, doc, path)
+        _schema_and_pins(cfg, data, doc, path)
+        prompt_rel = data["prompt"]["template"]
+        bundlemod.check_repo_path(prompt_rel, "prompt.template", path)
+        if reg.store.out("ls-tree", snap.commit, "--", prompt_rel).startswith("120000"):
+            raise ValidationError(f"{path}: prompt.template: {prompt_rel} is a symlink in the registry")
+        prompt = snap.read(prompt_rel)
+        if prompt is None:
+            raise ValidationError(f"{path}: prompt.template: {prompt_rel} does not exist in the registry")
+        if data["prompt"].get("sha256") != bundlemod.sha256(prompt):
+            raise ValidationError(f"{path}:{doc.line_of(('prompt', 'sha256'))}: prompt.sha256 does not match "
+                                  f"{prompt_rel}")
+        report = (data.get("eval") or {}).get("report")
+        if report:
+            bundlemod.check_repo_path(report, "eval.report", path)
+            if snap.read(report) is None:
+                raise ValidationError(f"{path}: eval.report: {report} does not exist in the registry")
+        _change_rules(parent_data, data, path, allow_multi_change)
+        _scan_secrets({path: raw})
+    except ModelctlError as exc:
+        return str(exc)
+    return None
 
 
 def _scan_secrets(files: dict[str, bytes | None], text: bool = False) -> None:
@@ -394,7 +455,7 @@ def _tag_message(transition, ev) -> str:
     """A stage tag's message: what happened, then the action, percent and reason as trailers."""
     from .state import fmt_pct
 
-    verb = "assign" if ev.kind == "assign" else "unassign"
+    verb = ev.kind  # assign, unassign or deregister
     lines = [f"{transition.subject}", "", f"Modelctl-Action: {transition.action}", f"Modelctl-Event: {verb}"]
     # the percent belongs to the stage entered (or the canary a rollback ends), not to a stage left
     own = (ev.kind == "assign" and ev.stage == transition.to_status) or (
@@ -576,40 +637,55 @@ def canary(reg: Registry, name: str, version: str, percent: float | None, *, for
 
 def rollback(reg: Registry, name: str, *, to: str | None = None, reason: str | None = None,
              expect_canary: str | None = None, evidence: str | None = None, force: bool = False,
-             opts: WriteOptions | None = None) -> Outcome:
-    """Pull the live canary, or return active to previous (or `to`); the pulled version goes on hold.
+             from_: str | None = None, opts: WriteOptions | None = None) -> Outcome:
+    """Take one named version out of service: the live canary, `from_`, or active when `to` names
+    the target; the pulled version goes on hold.
 
-    The target is decided once, on the first evaluation (or named by `expect_canary`): a retry
-    after a concurrent rollback finds it already rolled back and does nothing (exit 0, saying who
-    did it) instead of rolling back a second step; if it was replaced instead, Conflict (exit 3).
-    `force` is accepted for uniform callers; pulling traffic never needs it.
+    A plain rollback (no `from_`, `to` or `expect_canary`) needs a live canary: without one it is
+    refused with the exact command to run, or it is already done when the model's last lifecycle
+    event was a rollback (a retry, a second person reacting to the same page). The target is
+    decided once, on the first evaluation: a retry after a concurrent rollback finds it already
+    rolled back and does nothing (exit 0, saying who did it) instead of rolling back a second
+    step; if it was replaced instead, Conflict (exit 3). `force` is accepted for uniform callers;
+    pulling traffic never needs it.
     """
     from . import history, state
     from .errors import NotFound
 
     check_name(name)
-    if to is not None:
-        check_version(to)
-    if expect_canary is not None:
-        check_version(expect_canary)
+    for value in (to, expect_canary, from_):
+        if value is not None:
+            check_version(value)
     decided: dict = {}
     opts = opts or WriteOptions()
 
     def plan(snap: Snapshot) -> Plan:
         cfg = configmod.load(snap)
         dep, raw = _load_deployment(snap, name)
+        plain = expect_canary is None and from_ is None and to is None
         if expect_canary is not None:
             if expect_canary not in (dep.get("versions") or {}):
                 raise NotFound(f"version {expect_canary} of {name} is not registered",
                                hint=f"see 'modelctl show {name}'")
             expect = ("canary", expect_canary)
+        elif from_ is not None:
+            expect = None
         else:
             if "expect" not in decided:
                 decided["expect"] = state.rollback_target(dep)
-            expect = decided["expect"]
-        t = state.rollback(dep, cfg, reason=reason, now=_now_iso(), to=to, expect=expect, evidence=evidence)
+            expect = decided["expect"] if plain and decided["expect"] and decided["expect"][0] == "canary" else None
+        if plain and expect is None and dep.get("active"):
+            last = history.last_lifecycle_event(reg.store, snap.commit, name)
+            if last and last["action"] == "rollback":
+                return Plan(noop=True, result=(
+                    f"{last['version']} of {name} was already rolled back ({last['from'] or '?'}) by "
+                    f"{last['author']} at {last['time']} (commit {last['commit'][:12]}); {dep['active']} serves"
+                    f"; to take it out of service too, run "
+                    f"`modelctl rollback {name} --from {dep['active']}`"))
+        t = state.rollback(dep, cfg, reason=reason, now=_now_iso(), to=to, expect=expect, evidence=evidence,
+                           from_=from_)
         if t.noop:
-            who = history.last_event(reg.store, snap.commit, name, action="rollback", version=t.version)
+            who = history.last_exit(reg.store, snap.commit, name, t.version)
             note = t.note
             if who:
                 note += f" by {who['author']} at {who['time']} (commit {who['commit'][:12]})"

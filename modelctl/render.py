@@ -502,7 +502,8 @@ def log(doc: dict) -> None:
         pct = e.get("percent")
         if pct is not None and e.get("from_percent") is not None:
             pct = f"{_pct(e['from_percent'])} -> {_pct(pct)}"
-        rows.append([e["time"], e["author"], e["action"], e["version"], change, pct,
+        action = f"{e['action']} (inferred)" if e.get("inferred") else e["action"]
+        rows.append([e["time"], e["author"], action, e["version"], change, pct,
                      e.get("restored") or e.get("replaces"), e.get("reason"), e.get("evidence")])
     table(f"{doc['name']}: {len(rows)} event(s), newest first",
           ["time", "by", "action", "version", "status", "percent", "restored/replaced", "reason", "evidence"], rows)
@@ -525,8 +526,10 @@ def which(doc: dict) -> None:
         line(f"  key {doc['key']!r} (bucket {doc['bucket']}) was served by {fmt(doc['served_by'])}"
              + (f" ({doc['role']})" if doc.get("role") else ""))
     why = f", reason: {e['reason']}" if e.get("reason") else ""
+    guess = (f", inferred from the deployment diff: {e['action']} {e['version']} (the commit has no modelctl "
+             "trailers)") if e.get("inferred") else ""
     say(f"state since {doc['since']}: {e['subject']} by {e['author']} <{e['email']}> "
-        f"(commit {doc['commit'][:12]}){why}")
+        f"(commit {doc['commit'][:12]}){why}{guess}")
 
 
 def resolve(doc: dict) -> None:

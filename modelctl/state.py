@@ -32,20 +32,31 @@ Rules decided here (README "Lifecycle" repeats them for users):
 * ``deprecated`` and ``archived`` retire a version: allowed from any status except ``active``
   (replace it first) and from ``archived`` (final). Retiring a canary or shadow version ends its
   traffic. Retiring is not re-promotion, so it needs no force for a version on hold.
-* Rollback with a live canary: the canary ends, its version becomes ``rolled-back``, active is
-  unchanged (``--to`` is refused then). Without one: active returns to ``previous`` or ``--to``
-  (a ``deprecated`` version: one that served before), the replaced version becomes
-  ``rolled-back`` and ``previous`` is cleared, so a second rollback must name ``--to``
-  (nothing returns to a version that was itself just replaced by mistake). ``hold`` records the
-  rolled-back version, the reason and ``now``.
+* Every rollback names the version it takes out of service. With a live canary that is the
+  canary: it ends, its version becomes ``rolled-back``, active is unchanged (``--to`` is refused
+  then). Without one, a plain rollback is refused with the exact command: ``--from ACTIVE``
+  and/or ``--to VERSION`` name it; active returns to ``previous`` or ``--to`` (a ``deprecated``
+  version: one that served before), the replaced version becomes ``rolled-back`` and
+  ``previous`` is cleared, so a second rollback must name ``--to`` (nothing returns to a
+  version that was itself just replaced by mistake). ``--from`` a version already out of
+  service (rolled-back, deprecated, archived) is a no-op. ``hold`` records the rolled-back
+  version, the reason and ``now``.
+* ``canary NAME VERSION`` without a percent starts a new canary at the first step; on a live
+  canary of that version it is refused (name the percent).
 * On hold: a version whose status is ``rolled-back`` or that ``hold`` names. ``promote``,
   ``shadow`` and ``canary`` refuse it unless ``--force --reason``; a forced move clears ``hold``.
 * No-ops: promoting to the current status, ``shadow``/``canary`` at the current percent, and a
-  rollback whose ``expect``\\ed target is already rolled back (a second watcher, a retried push).
-* Tag events: an ``assign`` of the target stage; an ``unassign`` before it for the stage the
-  version leaves (staging, shadow, canary). The old active gets no unassign: the newer ``active``
-  assignment supersedes it, which is how GTO reads "latest in stage". A percent change is a new
-  ``canary`` (or ``shadow``) assignment, so tags index the percent history.
+  rollback whose ``expect``\\ed or ``from_`` version is already out of service (a second
+  watcher, a retried push, a re-run).
+* Tag events: an ``assign`` of the target stage; an ``unassign`` before it for every stage a
+  version leaves (staging, shadow, canary, and active: the old active when a promotion replaces
+  it, the rolled-back active), so every GTO view (``gto show --vs -1 --av -1`` too) lists only
+  what the deployment says. Archiving adds a ``deregister`` event (GTO's ``NAME@vX.Y.Z!``); a
+  deprecated version stays registered with no stage, because ``rollback --to`` may serve it
+  again. A percent change is a new ``canary`` (or ``shadow``) assignment, so tags index the
+  percent history.
+* :func:`judge_move` replays a change made outside the commands (a hand edit, a merged pull
+  request) through these same transitions and names each rule it breaks.
 """
 from __future__ import annotations
 
@@ -62,6 +73,7 @@ PIPELINE = ("staging", "shadow", "canary")
 DEFAULT_REQUIRED = PIPELINE
 DEFAULT_STEPS = (1, 5, 10, 25, 50)
 DEFAULT_SHADOW_PERCENT = 100
+OUT_OF_SERVICE = ("rolled-back", "deprecated", "archived")
 _RANK = {"registered": 0, "staging": 1, "shadow": 2, "canary": 3, "active": 4}
 _REASON_LIMIT = 500
 # C0/C1 controls and Unicode line/paragraph separators: anything that could break a trailer line.
@@ -71,9 +83,10 @@ _TRAILER_LIKE = re.compile(r"\b([A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)+)\s*:(?=\s
 
 
 class TagEvent(NamedTuple):
-    """One stage tag to create: ``(stage, version, "assign" | "unassign")``."""
+    """One tag to create: ``(stage, version, "assign" | "unassign")``, or ``(None, version,
+    "deregister")`` when a version is archived."""
 
-    stage: str
+    stage: str | None
     version: str
     kind: str
 
@@ -429,6 +442,7 @@ def _to_active(dep, version, config, *, force, reason) -> Transition:
     if old:
         new["versions"][old] = "deprecated"
         new["previous"] = old
+        events.append(TagEvent("active", old, "unassign"))  # GTO: the old active leaves the stage
     new["active"] = version
     new["versions"][version] = "active"
     _release_hold(new, version)
@@ -465,6 +479,8 @@ def _retire(dep, version, to, *, reason) -> Transition:
     events: list[TagEvent] = []
     _leave(dep, new, version, status, events)
     new["versions"][version] = to
+    if to == "archived":
+        events.append(TagEvent(None, version, "deregister"))  # final: GTO's deregistration
     if to == "archived" and new.get("previous") == version:
         # rollback must never return to an archived version
         new["previous"] = None
@@ -565,6 +581,11 @@ def canary(
     if action == "promote" and status == "canary":
         return _noop(dep, action, version, status, f"{version} of {name} is already in canary",
                      current and current.get("percent"))
+    if percent is None and current and current.get("version") == version:
+        raise TransitionError(
+            f"{version} of {name} is already in canary at {fmt_pct(current['percent'])}%; pass --pct to move "
+            f"it (one of {', '.join(fmt_pct(s) for s in steps)})"
+        )
     percent = steps[0] if percent is None else _norm_pct(percent)
     if percent not in steps:
         raise TransitionError(
@@ -640,6 +661,23 @@ def rollback_target(dep: dict) -> tuple[str, str] | None:
     return None
 
 
+def rollback_command(dep: dict) -> str:
+    """Why a plain rollback without a live canary is refused, with the exact commands that name a version."""
+    name = _name(dep)
+    active = dep.get("active")
+    previous = dep.get("previous")
+    if previous:
+        return (f"{name} has no live canary, so rollback must name the version it takes out of service: "
+                f"`modelctl rollback {name} --from {active}` (active {active} goes on hold, {previous} serves "
+                f"again), or name the version to serve with `modelctl rollback {name} --to {previous}`")
+    deprecated = sorted((v for v, s in (dep.get("versions") or {}).items() if s == "deprecated"),
+                        key=semver_key, reverse=True)
+    target = deprecated[0] if deprecated else "VERSION"
+    return (f"{name} has no live canary and no previous version, so rollback must name both versions: "
+            f"`modelctl rollback {name} --from {active} --to {target}` "
+            f"(deprecated versions that served before: {', '.join(deprecated) or 'none'})")
+
+
 def rollback(
     dep: dict,
     config: dict | None = None,
@@ -649,8 +687,14 @@ def rollback(
     to: str | None = None,
     expect: tuple[str, str] | None = None,
     evidence: str | None = None,
+    from_: str | None = None,
 ) -> Transition:
     """Pull the live canary, or return active to ``previous``/``to``; the pulled version is held.
+
+    Every rollback names the version it takes out of service: the live canary, ``from_``, or
+    the active version when ``to`` names the target. A plain rollback (none of ``from_``,
+    ``to``, ``expect``) without a live canary is refused with the exact command to run.
+    ``from_`` that is already out of service (rolled-back, deprecated, archived) is a no-op.
 
     ``expect`` is the ``(stage, version)`` the caller decided to roll back (from
     :func:`rollback_target` or ``Transition.from_status``/``version`` of a first attempt): when
@@ -674,6 +718,28 @@ def rollback(
                 "nothing was rolled back",
                 hint=f"check `modelctl status {name}` and decide again",
             )
+    if from_ is not None:
+        status = _status(dep, from_)
+        live = _slot(dep, "canary")
+        if live and live.get("version") == from_:
+            target = ("canary", from_)
+        elif dep.get("active") == from_:
+            if live:
+                raise TransitionError(
+                    f"{live['version']} of {name} is in canary at {fmt_pct(live['percent'])}%; roll it back first "
+                    f"(`modelctl rollback {name} --from {live['version']}`), then take active {from_} out of service"
+                )
+            target = ("active", from_)
+        elif status in OUT_OF_SERVICE:
+            return _noop(dep, "rollback", from_, status,
+                         f"{from_} of {name} is already out of service ({status})")
+        else:
+            raise TransitionError(
+                f"{from_} of {name} is {status}, not serving, so there is nothing to roll back; "
+                f"see `modelctl status {name}`"
+            )
+    elif expect is None and to is None and target is not None and target[0] == "active":
+        raise TransitionError(rollback_command(dep))
     if target is None:
         raise TransitionError(f"{name} has no active version and no canary; nothing to roll back")
     stage, version = target
@@ -725,11 +791,182 @@ def rollback(
     new["hold"] = hold
     return Transition(
         deployment=new, action="rollback", version=version, from_status="active",
-        to_status="rolled-back", events=[TagEvent("active", restore, "assign")],
+        to_status="rolled-back",
+        events=[TagEvent("active", version, "unassign"), TagEvent("active", restore, "assign")],
         trailers=_trailers("rollback", name, version, from_status="active", to_status="rolled-back",
                            restored=restore, reason=reason, evidence=evidence),
         subject=_subject("rollback", name, version, f"(active), {restore} serves again"),
     )
+
+
+# -- judging a change made outside the commands ---------------------------------------------
+
+_EPOCH = "1970-01-01T00:00:00Z"  # replays never record a time
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One lifecycle rule a deployment change breaks.
+
+    ``rule``: ``hold``, ``skipped-stage``, ``gate``, ``one-canary``, ``one-shadow``,
+    ``canary-percent`` or ``illegal-move``; ``override``: what a commit must record for the
+    change to stand (``force``: ``Modelctl-Force: true`` with a ``Modelctl-Reason``; ``gate``:
+    ``Modelctl-Gate-Override``), or None when no override exists (force never relaxes it).
+    """
+
+    rule: str
+    version: str | None
+    message: str
+    override: str | None = None
+
+
+class Move(NamedTuple):
+    """One version's status change between two deployments (None: absent)."""
+
+    version: str
+    before: str | None
+    after: str | None
+
+
+def _order(version: object) -> tuple:
+    # a hand edit may hold anything: valid versions in SemVer order, anything else after them
+    try:
+        return (0, semver_key(version), "")
+    except (AttributeError, TypeError, ValueError):
+        return (1, (), str(version))
+
+
+def moves(before: dict | None, after: dict) -> list[Move]:
+    """Every version whose status differs between two deployments, in version order."""
+    b = (before or {}).get("versions") or {}
+    a = after.get("versions") or {}
+    return [Move(v, b.get(v), a.get(v)) for v in sorted(set(a) | set(b), key=_order) if b.get(v) != a.get(v)]
+
+
+def _replay(dep: dict, after: dict, move: Move, config: dict | None, force: bool) -> Transition | None:
+    """The command that makes `move` from `dep`, run as the commands run it (None: part of another move)."""
+    v, s0, s1 = move
+    reason = "replay" if force else None
+    if s1 == "rolled-back" and s0 in ("canary", "active"):
+        to = after.get("active") if s0 == "active" else None
+        return rollback(dep, config, now=_EPOCH, from_=v, to=to)
+    if s0 == "active" and s1 == "deprecated":
+        if after.get("active") and after.get("active") != v:
+            return None  # replaced: the new active's promotion (or rollback) is judged on its own
+        raise TransitionError(f"{v} of {_name(dep)} stopped being active with nothing active in its place")
+    if s0 == "deprecated" and s1 == "active":
+        return rollback(dep, config, now=_EPOCH, to=v)
+    if s1 in PROMOTE_TARGETS:
+        slot = after.get(s1) if s1 in ("canary", "shadow") else None
+        percent = slot.get("percent") if slot and slot.get("version") == v else None
+        return promote(dep, v, s1, config, force=force, reason=reason, now=_EPOCH, percent=percent)
+    raise TransitionError(f"{v} of {_name(dep)} moved from {s0} to {s1}, which no modelctl command does")
+
+
+def judge_move(before: dict | None, after: dict, config: dict | None = None, *, gate=None) -> list[Finding]:
+    """The lifecycle rules a change from `before` to `after` breaks, judged by replaying each
+    version's move through the transitions the commands use (so the rules live once, here).
+
+    `gate(version, baseline)` (optional, when gate.required) answers why the eval gate fails a
+    version entering canary or active, or None when it passes.
+    """
+    name = after.get("name") or (before or {}).get("name") or "?"
+    base = copy.deepcopy(before) if before else new_deployment(name)
+    base.setdefault("versions", {})
+    out: list[Finding] = []
+    versions = after.get("versions") or {}
+    for stage in ("canary", "shadow"):
+        holders = sorted((v for v, st in versions.items() if st == stage), key=_order)
+        if len(holders) > 1:
+            out.append(Finding(f"one-{stage}", holders[-1],
+                               f"{name} has {len(holders)} versions in {stage} ({', '.join(holders)}); "
+                               f"one {stage} per model"))
+    live = _slot(after, "canary")
+    if live and live != _slot(base, "canary"):
+        try:
+            pct = _norm_pct(live.get("percent"))
+        except UsageError:
+            pct = live.get("percent")
+        steps = canary_steps(config)
+        if pct not in steps:
+            out.append(Finding("canary-percent", live.get("version"),
+                               f"canary percent {pct} of {name} is not one of canary.steps "
+                               f"({', '.join(fmt_pct(s) for s in steps)})"))
+    crowded = {f.rule.split("-", 1)[1] for f in out if f.rule.startswith("one-")}
+    for move in moves(base, after):
+        v, s0, s1 = move
+        if s1 is None:
+            out.append(Finding("illegal-move", v, f"{v} of {name} was removed from versions; versions stay listed"))
+            continue
+        dep = base
+        if s0 is None:
+            if s1 == "registered":
+                continue
+            try:
+                dep = register(base, v).deployment
+            except UsageError as exc:
+                out.append(Finding("illegal-move", v, exc.message))
+                continue
+            move = Move(v, "registered", s1)
+        if s1 in crowded:
+            continue  # already explained as one-canary / one-shadow
+        try:
+            t = _replay(dep, after, move, config, force=False)
+        except (TransitionError, UsageError) as exc:
+            refused = exc.message
+            try:
+                t = _replay(dep, after, move, config, force=True)
+            except (TransitionError, UsageError) as again:
+                out.append(Finding("illegal-move", v, again.message))
+                continue
+            said = dict(t.trailers) if t else {}
+            rules = (["hold"] if said.get("Modelctl-Override") == "hold" else []) + \
+                (["skipped-stage"] if said.get("Modelctl-Skipped") else [])
+            for rule in rules or ["illegal-move"]:
+                out.append(Finding(rule, v, refused, "force" if rules else None))
+        if gate is not None and s1 in ("canary", "active") and move.before != "deprecated":  # as the commands: a rollback is not gated
+            failed = gate(v, base.get("active") if base.get("active") != v else None)
+            if failed:
+                out.append(Finding("gate", v, f"{name} {v} moves to {s1} but gate.required is set and the eval "
+                                              f"gate fails: {failed}", "gate"))
+    return out
+
+
+def infer_event(before: dict | None, after: dict) -> dict | None:
+    """The lifecycle event a change without trailers most likely was (a squash merge, a hand
+    edit): ``action``, ``version``, ``from``, ``to``, ``percent``... or None when nothing moved."""
+    found = moves(before, after)
+    by_to = {m.after: m for m in found}
+    old_active = (before or {}).get("active")
+    event: dict = {}
+    if "rolled-back" in by_to:
+        m = by_to["rolled-back"]
+        event = {"action": "rollback", "version": m.version, "from": m.before, "to": m.after,
+                 "restored": after.get("active")}
+        if m.before == "canary":
+            event["percent"] = ((before or {}).get("canary") or {}).get("percent")
+    elif "active" in by_to:
+        m = by_to["active"]
+        event = {"action": "promote", "version": m.version, "from": m.before, "to": "active",
+                 "replaces": old_active}
+    else:
+        for stage in ("canary", "shadow"):
+            slot, was = _slot(after, stage), _slot(before or {}, stage)
+            if slot and slot != was:
+                event = {"action": stage, "version": slot.get("version"), "to": stage, "percent": slot.get("percent"),
+                         "from": (before or {}).get("versions", {}).get(slot.get("version"))}
+                if was and was.get("version") == slot.get("version"):
+                    event["from_percent"] = was.get("percent")
+                break
+        else:
+            for m in found:
+                if m.after in ("staging", "deprecated", "archived"):
+                    event = {"action": "promote", "version": m.version, "from": m.before, "to": m.after}
+                    break
+                if m.before is None and m.after == "registered":
+                    event = {"action": "register", "version": m.version, "from": None, "to": "registered"}
+                    break
+    return event or None
 
 
 # -- reading ---------------------------------------------------------------------------------

@@ -939,7 +939,13 @@ class Store:
                 counter, newest = self.tag_clock(ev.model)
                 state[ev.model] = [counter, max(now, newest + 1)]
             counter, when = state[ev.model]
-            if ev.stage is None:
+            if ev.stage is None and not ev.assign:  # deregistration (archived): NAME@vX.Y.Z!
+                name = registration_tag(ev.model, ev.version) + "!"
+                target = spec.target or registered.get((ev.model, ev.version)) or \
+                    self.rev(f"refs/tags/{registration_tag(ev.model, ev.version)}")
+                if target is None:
+                    raise Conflict(f"{ev.model} {ev.version} has no registration tag; run 'modelctl doctor --fix'")
+            elif ev.stage is None:
                 name = registration_tag(ev.model, ev.version)
                 target = spec.target or spec.commit
                 registered[(ev.model, ev.version)] = target

@@ -2,7 +2,9 @@
 
 - registration: ``<name>@v<version>`` on the commit that added the bundle;
 - assignment:   ``<name>#<stage>#<N>``, unassignment ``<name>#<stage>!#<N>``, both on the
-  version's registration commit (GTO finds the version through it).
+  version's registration commit (GTO finds the version through it);
+- deregistration ``<name>@v<version>!`` (GTO's ``gto deprecate NAME VERSION``) on the same
+  commit, when a version is archived (final).
 
 ``N`` is one more than the highest counter among the model's tags, and tagger times of one
 model's tags strictly increase, because GTO orders events by tagger time at one-second resolution.
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from .names import NAME_RE, VERSION_RE
 
 STAGE_TAG_RE = re.compile(r"^(?P<name>[a-z0-9-]+)#(?P<stage>[a-z-]+)(?P<un>!?)#(?P<n>[0-9]+)$")
-REG_TAG_RE = re.compile(r"^(?P<name>[a-z0-9-]+)@v(?P<version>[0-9A-Za-z.-]+)$")
+REG_TAG_RE = re.compile(r"^(?P<name>[a-z0-9-]+)@v(?P<version>[0-9A-Za-z.-]+)(?P<un>!?)$")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,11 @@ def registration_tag(name: str, version: str) -> str:
     return f"{name}@v{version}"
 
 
+def deregistration_tag(name: str, version: str) -> str:
+    """The GTO deregistration tag of an archived version."""
+    return f"{name}@v{version}!"
+
+
 def stage_tag(name: str, stage: str, n: int, assign: bool = True) -> str:
     """The GTO stage tag: assignment or unassignment, with counter n."""
     return f"{name}#{stage}{'' if assign else '!'}#{n}"
@@ -55,7 +62,8 @@ def parse(tag: str) -> dict | None:
     """Parse a modelctl/GTO tag name into its parts, or None when it is not one."""
     m = REG_TAG_RE.match(tag)
     if m and NAME_RE.fullmatch(m["name"]) and VERSION_RE.fullmatch(m["version"]):
-        return {"kind": "registration", "model": m["name"], "version": m["version"]}
+        kind = "deregistration" if m["un"] else "registration"
+        return {"kind": kind, "model": m["name"], "version": m["version"]}
     m = STAGE_TAG_RE.match(tag)
     if m and NAME_RE.fullmatch(m["name"]):
         return {

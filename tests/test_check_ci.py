@@ -233,7 +233,8 @@ def test_changed_since_holds_promotions_made_by_hand_to_the_gate(served, tmp_pat
     proc, found = findings(served, "--changed-since", "main")
     assert proc.returncode == 0
     assert [(f["path"], f["level"]) for f in found] == [("deployments/support-agent.yaml", "warning")]
-    assert "eval gate overridden (try it on 5%)" in found[0]["message"]
+    assert found[0]["message"].startswith("lifecycle rule 'gate' overridden (try it on 5%): support-agent 1.2.0 "
+                                          "moves to canary but gate.required is set and the eval gate fails")
     # the same change made by hand (no override on record) is an error
     git(served, "commit", "-q", "--amend", "-m", "move 1.2.0 to canary")
     proc, found = findings(served, "--changed-since", "main")
@@ -242,7 +243,9 @@ def test_changed_since_holds_promotions_made_by_hand_to_the_gate(served, tmp_pat
     assert f["path"] == "deployments/support-agent.yaml" and f["level"] == "error"
     assert f["line"] == int(next(i for i, line in enumerate(
         (served / "deployments/support-agent.yaml").read_text().splitlines(), 1) if line.strip().startswith('"1.2.0"')))
-    assert "support-agent 1.2.0 moves to canary but gate.required is set and the eval gate fails: accuracy" in f["message"]
+    assert f["message"].startswith("lifecycle rule 'gate': support-agent 1.2.0 moves to canary but gate.required is "
+                                   "set and the eval gate fails: accuracy")
+    assert "'move 1.2.0 to canary'" in f["message"] and "Modelctl-Gate-Override" in f["message"]
     # a version that passes needs nothing
     git(served, "checkout", "-q", "main")
     git(served, "checkout", "-q", "-b", "good")

@@ -253,3 +253,74 @@ def test_remote_unreachable_is_exit_4_but_local_problems_are_still_reported(regi
     code, doc = doctor_json(registry, "--push")
     assert code == 4 and doc["remote"]["reachable"] is False
     assert kinds(doc) == ["git-lock", "remote-unreachable"]
+
+
+def _hand_bundle(repo, version, model_id="gpt-4.1-mini-2025-04-14", parent=None, temperature=0.3):
+    """Commit a bundle the way a merged pull request would (no register, no tag); sha256 filled in."""
+    from conftest import bundle_text
+    from modelctl.bundle import sha256
+
+    digest = sha256((repo / "prompts" / "p1.txt").read_bytes())
+    text = bundle_text(version=version, model_id=model_id, parent=parent, temperature=temperature)
+    text = text.replace("  template: prompts/p1.txt\n", f"  template: prompts/p1.txt\n  sha256: {digest}\n")
+    rel = f"bundles/support-agent/{version}.yaml"
+    (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+    (repo / rel).write_text(text)
+    git(repo, "add", rel)
+    git(repo, "commit", "-q", "-m", f"add {version} by hand")
+
+
+def test_fix_tags_only_bundles_that_pass_every_register_rule(registry, write_bundle):
+    assert run_cli("register", write_bundle(version="1.0.0"), cwd=registry).returncode == 0
+    _hand_bundle(registry, "1.1.0", parent="1.0.0", temperature=0.4)            # a valid prompt-less config change
+    _hand_bundle(registry, "1.2.0", parent="1.1.0", model_id="gpt-4o-latest")  # an alias: register refuses it
+    _hand_bundle(registry, "1.3.0", parent="1.1.0", model_id="gpt-4.1-2025-04-14", temperature=0.9)  # two changes
+    code, doc = doctor_json(registry, "--fix")
+    assert code == 1
+    assert doc["fixed"] == ["created tag support-agent@v1.1.0"]
+    assert "support-agent@v1.2.0" not in tags(registry) and "support-agent@v1.3.0" not in tags(registry)
+    invalid = [f for f in doc["findings"] if f["kind"] == "invalid-bundle"]
+    assert [f["message"].split(" (added")[0] for f in invalid] == [
+        "bundles/support-agent/1.2.0.yaml", "bundles/support-agent/1.3.0.yaml"]
+    assert "latest" in invalid[0]["message"] and "gets no registration tag" in invalid[0]["message"]
+    assert "changes model and config against its parent 1.1.0" in invalid[1]["message"]
+    assert all(f["fix"] is None for f in invalid)
+    # reported again on the next run, never tagged
+    code, again = doctor_json(registry, "--fix")
+    assert code == 1 and again["fixed"] == [] and "support-agent@v1.2.0" not in tags(registry)
+
+
+def test_replaced_and_archived_versions_get_the_tags_gto_needs(registry, write_bundle):
+    for fields in (dict(version="1.0.0"), dict(version="1.1.0", parent="1.0.0", temperature=0.5)):
+        assert run_cli("register", write_bundle(f"{fields['version']}.yaml", **fields), cwd=registry).returncode == 0
+    assert run_cli("promote", "support-agent", "1.0.0", "--to", "staging", cwd=registry).returncode == 0
+    assert run_cli("promote", "support-agent", "1.0.0", "--to", "active", cwd=registry).returncode == 0
+    reg_commit = {v: git(registry, "rev-parse", f"support-agent@v{v}^{{commit}}").strip() for v in ("1.0.0", "1.1.0")}
+
+    def replace(d):  # a promotion merged by hand: 1.1.0 replaces 1.0.0
+        d.update(active="1.1.0", previous="1.0.0")
+        d["versions"].update({"1.0.0": "deprecated", "1.1.0": "active"})
+
+    _edit_deployment(registry, "support-agent", replace, "ship 1.1.0")
+    proc = run_cli("doctor", cwd=registry)
+    assert "says active 1.1.0 but the tags say 1.0.0" in proc.stdout
+    code, doc = doctor_json(registry, "--fix")
+    assert code == 0, doc
+    assert doc["fixed"] == ["created tag support-agent#active!#4", "created tag support-agent#active#5"]
+    made = tags(registry)
+    assert made["support-agent#active!#4"] == reg_commit["1.0.0"] and made["support-agent#active#5"] == reg_commit["1.1.0"]
+
+    _edit_deployment(registry, "support-agent", lambda d: d["versions"].update({"1.0.0": "archived"})
+                     or d.update(previous=None), "archive 1.0.0")
+    code, doc = doctor_json(registry, "--fix")
+    assert code == 0 and doc["fixed"] == ["created tag support-agent@v1.0.0!"]
+    assert tags(registry)["support-agent@v1.0.0!"] == reg_commit["1.0.0"]
+    assert doctor_json(registry)[1]["findings"] == []
+    # the same moves made by the commands leave nothing for doctor to do
+    assert run_cli("register", write_bundle("c.yaml", version="1.2.0", parent="1.1.0", temperature=0.6),
+                   cwd=registry).returncode == 0
+    for args in (["promote", "support-agent", "1.2.0", "--to", "active", "--force", "--reason", "hotfix"],
+                 ["rollback", "support-agent", "--from", "1.2.0"], ["promote", "support-agent", "1.2.0", "--to", "archived"]):
+        assert run_cli(*args, cwd=registry).returncode == 0, args
+    code, doc = doctor_json(registry)
+    assert code == 0 and doc["findings"] == []

@@ -240,3 +240,37 @@ def _bundle(story, version):
 ])
 def test_parse_time(text, expected):
     assert history.iso(history.parse_time(text)) == expected
+
+
+def test_a_squash_merged_promotion_is_inferred_from_the_deployment_diff(story_copy, monkeypatch):
+    """GitHub's squash merge keeps none of the branch's trailers: log and which read the event from
+    the deployment diff and say so."""
+    story = story_copy
+    reg = Registry(story)
+    _at(monkeypatch, "2026-02-15T10:00:00Z")
+    reg.register(_bundle(story, "1.0.2"))
+    git(story, "checkout", "-q", "-b", "ship")
+    reg.promote(NAME, "1.0.2", "staging")
+    reg.promote(NAME, "1.0.2", "active", force=True, reason="hotfix")
+    git(story, "checkout", "-q", "main")
+    _at(monkeypatch, "2026-02-20T10:00:00Z", "Dee Merger")
+    git(story, "merge", "-q", "--squash", "ship")
+    git(story, "commit", "-q", "-m", "Ship 1.0.2 (#12)")
+    doc = json.loads(run_cli("log", NAME, "--json", cwd=story).stdout)
+    squash, *older = doc["events"]
+    assert {k: squash[k] for k in ("subject", "action", "version", "from", "to", "replaces", "inferred")} == {
+        "subject": "Ship 1.0.2 (#12)", "action": "promote", "version": "1.0.2", "from": "registered",
+        "to": "active", "replaces": "1.0.0", "inferred": True}
+    assert squash["author"] == "Dee Merger" and squash["trailers"] == {}
+    assert not any(e["inferred"] for e in older)
+    text = run_cli("log", NAME, "--limit", "1", cwd=story).stdout.splitlines()
+    assert text[2].startswith("2026-02-20T10:00:00Z  Dee Merger  promote (inferred)  1.0.2    registered -> active")
+    which = run_cli("which", NAME, "--at", "2026-02-21", "--json", cwd=story)
+    event = json.loads(which.stdout)["event"]
+    assert (event["action"], event["version"], event["inferred"]) == ("promote", "1.0.2", True)
+    said = run_cli("which", NAME, "--at", "2026-02-21", cwd=story)
+    assert "state since 2026-02-20T10:00:00Z: Ship 1.0.2 (#12) by Dee Merger" in said.stderr
+    assert "inferred from the deployment diff: promote 1.0.2 (the commit has no modelctl trailers)" in said.stderr
+    # a commit with trailers is never inferred
+    assert json.loads(run_cli("which", NAME, "--at", "2026-02-14T13:00:00Z", "--json", cwd=story).stdout)[
+        "event"]["inferred"] is False

@@ -137,10 +137,12 @@ def test_the_whole_pipeline_then_active_deprecates_the_old_version(serving):
     tags = stage_tags(repo)
     assert [t["name"] for t in tags][3:] == [
         f"{NAME}#staging#4", f"{NAME}#staging!#5", f"{NAME}#shadow#6", f"{NAME}#shadow!#7", f"{NAME}#canary#8",
-        f"{NAME}#canary#9", f"{NAME}#canary!#10", f"{NAME}#active#11"]
+        f"{NAME}#canary#9", f"{NAME}#canary!#10", f"{NAME}#active!#11", f"{NAME}#active#12"]
     times = [t["time"] for t in tags]
     assert times == sorted(set(times)), "tagger seconds strictly increase per model"
-    assert all(t["target"] == reg_commit(repo, "1.0.1") for t in tags[3:])
+    # the replaced active leaves the stage on its own registration commit
+    assert tags[10]["target"] == reg_commit(repo, "1.0.0") and "Modelctl-Event: unassign" in tags[10]["message"]
+    assert all(t["target"] == reg_commit(repo, "1.0.1") for i, t in enumerate(tags[3:], 3) if i != 10)
     canary_25 = next(t for t in tags if t["name"] == f"{NAME}#canary#9")
     assert "Modelctl-Percent: 25" in canary_25["message"]
     shadow_off = next(t for t in tags if t["name"] == f"{NAME}#shadow!#7")
@@ -171,17 +173,18 @@ def test_rollback_of_a_live_canary_keeps_active_and_puts_the_canary_on_hold(in_c
 def test_rollback_without_a_canary_returns_active_to_previous(in_canary):
     repo = in_canary.root
     in_canary.promote(NAME, "1.0.1", "active")
-    proc = run_cli("rollback", NAME, "--reason", "complaints", cwd=repo)
+    proc = run_cli("rollback", NAME, "--from", "1.0.1", "--reason", "complaints", cwd=repo)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"rollback {NAME} 1.0.1 (active), 1.0.0 serves again: commit ")
     dep = deployment(repo)
     assert dep["active"] == "1.0.0" and dep["previous"] is None
     assert dep["versions"] == {"1.0.0": "active", "1.0.1": "rolled-back"}
-    last = stage_tags(repo)[-1]
-    assert last["name"].startswith(f"{NAME}#active#") and last["target"] == reg_commit(repo, "1.0.0")
-    # previous is cleared: a second rollback must name where to go, and says what it could be
+    off, on = stage_tags(repo)[-2:]
+    assert off["name"].startswith(f"{NAME}#active!#") and off["target"] == reg_commit(repo, "1.0.1")
+    assert on["name"].startswith(f"{NAME}#active#") and on["target"] == reg_commit(repo, "1.0.0")
+    # previous is cleared: a rollback of 1.0.0 must name where to go, and says what it could be
     before = repo_state(repo)
-    again = run_cli("rollback", NAME, cwd=repo)
+    again = run_cli("rollback", NAME, "--from", "1.0.0", cwd=repo)
     assert again.returncode == 2 and "--to VERSION" in again.stderr
     assert repo_state(repo) == before
 
@@ -253,15 +256,84 @@ def test_a_retried_rollback_never_rolls_back_a_second_step(in_canary, monkeypatc
 
     def transact_after_a_race(plan_fn, **kw):
         plan_fn(in_canary.store.snapshot("HEAD"))  # first evaluation: decides to pull active 1.0.1
-        ops.rollback(racer, NAME, reason="the other watcher")  # lands first
+        ops.rollback(racer, NAME, reason="the other watcher", from_="1.0.1")  # lands first
         return real(plan_fn, **kw)  # the retry re-evaluates on the new tip
 
     monkeypatch.setattr(in_canary.store, "transact", transact_after_a_race)
-    out = ops.rollback(in_canary, NAME, reason="me too")
-    assert out.noop and "already rolled back by Ada Tester" in out.result
+    out = ops.rollback(in_canary, NAME, reason="me too", from_="1.0.1")
+    assert out.noop and "already out of service (rolled-back) by Ada Tester" in out.result
     dep = deployment(repo)
     assert dep["active"] == "1.0.0" and dep["versions"]["1.0.1"] == "rolled-back"
     assert git(repo, "log", "--format=%s", "-2").splitlines()[0].startswith(f"modelctl: rollback {NAME} 1.0.1")
+
+
+def test_a_double_rollback_is_already_done_and_the_active_untouched(in_canary):
+    """Two people react to the same page: the second plain rollback never reaches the active version."""
+    repo = in_canary.root
+    first = run_cli("rollback", NAME, "--reason", "error rate doubled", cwd=repo,
+                    env={"GIT_AUTHOR_NAME": "Bob Oncall", "GIT_COMMITTER_NAME": "Bob Oncall",
+                         "GIT_COMMITTER_DATE": "2026-02-14T12:00:00Z", "GIT_AUTHOR_DATE": "2026-02-14T12:00:00Z"})
+    assert first.returncode == 0, first.stderr
+    after = repo_state(repo)
+    head = git(repo, "rev-parse", "HEAD").strip()
+    for args in (["rollback", NAME], ["rollback", NAME, "--reason", "me too"], ["rollback", NAME, "--from", "1.0.1"],
+                 ["rollback", NAME, "--expect-canary", "1.0.1"]):
+        again = run_cli(*args, cwd=repo)
+        assert again.returncode == 0, (args, again.stderr)
+        assert again.stdout.startswith("already done: 1.0.1 of support-agent "), again.stdout
+        assert "by Bob Oncall at 2026-02-14T12:00:00Z" in again.stdout and head[:12] in again.stdout, again.stdout
+        assert repo_state(repo) == after  # HEAD, tags, work tree: the active 1.0.0 untouched
+    plain = run_cli("rollback", NAME, cwd=repo).stdout
+    assert f"to take it out of service too, run `modelctl rollback {NAME} --from 1.0.0`" in plain
+    assert deployment(repo)["active"] == "1.0.0" and deployment(repo)["versions"]["1.0.0"] == "active"
+
+
+def test_a_plain_rollback_without_a_canary_refuses_with_the_exact_command(in_canary):
+    repo = in_canary.root
+    in_canary.promote(NAME, "1.0.1", "active")
+    before = repo_state(repo)
+    proc = run_cli("rollback", NAME, "--reason", "complaints", cwd=repo)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+    assert f"`modelctl rollback {NAME} --from 1.0.1`" in proc.stderr
+    assert f"`modelctl rollback {NAME} --to 1.0.0`" in proc.stderr
+    assert repo_state(repo) == before
+    # the command it names works, and running it again is already done, naming who and when
+    done = run_cli("rollback", NAME, "--from", "1.0.1", "--reason", "complaints", cwd=repo,
+                   env={"GIT_AUTHOR_NAME": "Cy Pager", "GIT_COMMITTER_DATE": "2026-03-01T08:00:00Z"})
+    assert done.returncode == 0, done.stderr
+    after = repo_state(repo)
+    again = run_cli("rollback", NAME, "--from", "1.0.1", cwd=repo)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("already done: 1.0.1 of support-agent is already out of service (rolled-back) "
+                                   "by Cy Pager at 2026-03-01T08:00:00Z")
+    assert repo_state(repo) == after
+    assert deployment(repo)["active"] == "1.0.0"
+
+
+def test_rollback_from_a_version_a_promotion_replaced_is_already_done(in_canary):
+    repo = in_canary.root
+    in_canary.promote(NAME, "1.0.1", "active")  # 1.0.0 deprecated by this promotion
+    before = repo_state(repo)
+    proc = run_cli("rollback", NAME, "--from", "1.0.0", cwd=repo)
+    assert proc.returncode == 0, proc.stderr
+    assert "already out of service (deprecated) by Ada Tester" in proc.stdout
+    assert git(repo, "rev-parse", "HEAD").strip()[:12] in proc.stdout
+    assert repo_state(repo) == before
+
+
+def test_canary_without_pct_says_which_step_it_chose(serving):
+    repo = serving.root
+    serving.promote(NAME, "1.0.1", "staging")
+    serving.shadow(NAME, "1.0.1", 10)
+    proc = run_cli("canary", NAME, "1.0.1", cwd=repo)
+    assert proc.returncode == 0, proc.stderr
+    assert "starting at 1% (first of canary.steps; pass --pct to choose)" in proc.stderr
+    assert deployment(repo)["canary"]["percent"] == 1
+    before = repo_state(repo)
+    again = run_cli("canary", NAME, "1.0.1", cwd=repo)
+    assert again.returncode == 2 and "pass --pct" in again.stderr
+    assert repo_state(repo) == before
 
 
 # -- refusals ---------------------------------------------------------------------------------
@@ -279,6 +351,11 @@ REFUSALS = [
     ("backwards", ["promote", NAME, "1.0.1", "--to", "staging"], "only moves forward"),
     ("retire active", ["promote", NAME, "1.0.0", "--to", "deprecated"], "promote another version to active"),
     ("rollback --to with a canary", ["rollback", NAME, "--to", "1.0.2"], "--to does not apply"),
+    ("rollback --from active under a canary", ["rollback", NAME, "--from", "1.0.0"],
+     f"roll it back first (`modelctl rollback {NAME} --from 1.0.1`)"),
+    ("rollback --from a version not serving", ["rollback", NAME, "--from", "1.0.2"], "is staging, not serving"),
+    ("canary without --pct on the live canary", ["canary", NAME, "1.0.1"],
+     "1.0.1 of support-agent is already in canary at 5%; pass --pct to move it (one of 1, 5, 10, 25, 50)"),
     ("over the shadow budget", ["shadow", NAME, "1.0.2"], "would cost $240.00/day"),
 ]
 

@@ -105,7 +105,9 @@ def test_full_pipeline_moves_one_stage_at_a_time():
     d = t.deployment
     assert (d["active"], d["previous"], d["canary"]) == ("2.0.0", "1.0.0", None)
     assert d["versions"] == {"1.0.0": "deprecated", "2.0.0": "active"}
-    assert events(t) == [("canary", "2.0.0", "unassign"), ("active", "2.0.0", "assign")]
+    # the replaced active leaves the stage too, so GTO's "all versions in a stage" view agrees
+    assert events(t) == [("canary", "2.0.0", "unassign"), ("active", "1.0.0", "unassign"),
+                         ("active", "2.0.0", "assign")]
     assert trailers(t)["Modelctl-Replaces"] == "1.0.0"
     assert t.subject == "modelctl: promote support-agent 2.0.0 to active (replaces 1.0.0)"
     assert S.problems(d) == []
@@ -313,7 +315,8 @@ def test_promote_to_active_from_shadow_ends_the_shadow():
     dep = base("shadow")
     t = S.promote(dep, "2.0.0", "active", {"pipeline": {"required": ["staging"]}})
     assert t.deployment["shadow"] is None
-    assert events(t) == [("shadow", "2.0.0", "unassign"), ("active", "2.0.0", "assign")]
+    assert events(t) == [("shadow", "2.0.0", "unassign"), ("active", "1.0.0", "unassign"),
+                         ("active", "2.0.0", "assign")]
 
 
 def test_each_promotion_to_active_records_the_one_it_replaces():
@@ -454,10 +457,11 @@ def test_archive_from_any_non_active_status(status):
     d = t.deployment
     assert d["versions"]["2.0.0"] == "archived"
     assert d["canary"] is None and d["shadow"] is None
+    # archived is final: GTO's deregistration (NAME@v2.0.0!) after leaving any stage
     if status in ("staging", "shadow", "canary"):
-        assert events(t) == [(status, "2.0.0", "unassign")]
+        assert events(t) == [(status, "2.0.0", "unassign"), (None, "2.0.0", "deregister")]
     else:
-        assert t.events == []
+        assert events(t) == [(None, "2.0.0", "deregister")]
     assert S.problems(d) == []
 
 
@@ -562,13 +566,13 @@ def test_rollback_of_a_canary_refuses_to_other_than_active():
 def test_rollback_without_a_canary_returns_to_previous():
     dep = make(active="2.0.0", previous="1.0.0", v1_0_0="deprecated", v2_0_0="active",
                shadow={"version": "3.0.0", "percent": 10}, v3_0_0="shadow")
-    t = apply(S.rollback, dep, reason=None, now=NOW)
+    t = apply(S.rollback, dep, reason=None, now=NOW, from_="2.0.0")
     d = t.deployment
     assert (d["active"], d["previous"]) == ("1.0.0", None)
     assert d["versions"] == {"1.0.0": "active", "2.0.0": "rolled-back", "3.0.0": "shadow"}
     assert d["shadow"] == {"version": "3.0.0", "percent": 10}
     assert d["hold"] == {"version": "2.0.0", "reason": "rolled back", "at": NOW}
-    assert events(t) == [("active", "1.0.0", "assign")]
+    assert events(t) == [("active", "2.0.0", "unassign"), ("active", "1.0.0", "assign")]
     assert (t.from_status, t.to_status) == ("active", "rolled-back")
     assert trailers(t)["Modelctl-Restored"] == "1.0.0"
     assert "Modelctl-Reason" not in trailers(t)
@@ -584,10 +588,10 @@ def test_rollback_to_a_named_deprecated_version():
 
 def test_a_second_rollback_needs_to_and_lists_candidates():
     dep = make(active="3.0.0", previous="2.0.0", v1_0_0="deprecated", v2_0_0="deprecated", v3_0_0="active")
-    d = S.rollback(dep, reason="x", now=NOW).deployment
+    d = S.rollback(dep, reason="x", now=NOW, from_="3.0.0").deployment
     with pytest.raises(TransitionError, match=r"no previous version recorded; name one with --to VERSION "
                                               r"\(deprecated versions that served before: 1.0.0\)"):
-        S.rollback(d, reason="again", now=NOW)
+        S.rollback(d, reason="again", now=NOW, from_="2.0.0")
     d = S.rollback(d, reason="again", now=NOW, to="1.0.0").deployment
     assert d["active"] == "1.0.0"
     assert d["versions"] == {"1.0.0": "active", "2.0.0": "rolled-back", "3.0.0": "rolled-back"}
@@ -615,7 +619,7 @@ def test_rollback_with_nothing_served_is_refused():
 def test_rollback_of_the_first_version_needs_somewhere_to_go():
     dep = make(active="1.0.0", v1_0_0="active")
     with pytest.raises(TransitionError, match="no previous version recorded.*: none"):
-        S.rollback(dep, reason="x", now=NOW)
+        S.rollback(dep, reason="x", now=NOW, from_="1.0.0")
 
 
 def test_rollback_reason_and_evidence_become_one_line_trailers():
@@ -696,24 +700,27 @@ def test_problems_finds_inconsistent_files():
 
 
 def replay(events_so_far):
-    """Read tag events the way GTO does: per stage, the latest version still assigned."""
+    """Read tag events the way GTO does: per stage, every version still assigned (oldest first);
+    the deregistered versions apart."""
     latest: dict[str, list[str]] = {}
     for stage, version, kind in events_so_far:
-        holders = latest.setdefault(stage, [])
+        holders = latest.setdefault(stage or "deregistered", [])
         if version in holders:
             holders.remove(version)
-        if kind == "assign":
+        if kind in ("assign", "deregister"):
             holders.append(version)
-    return {stage: (holders[-1] if holders else None) for stage, holders in latest.items()}
+    return latest
 
 
 def check_tags_agree(dep, log):
     seen = replay(log)
-    assert seen.get("active") == dep["active"]
-    assert seen.get("canary") == (dep["canary"] or {}).get("version")
-    assert seen.get("shadow") == (dep["shadow"] or {}).get("version")
+    # GTO's default view (latest per stage) and its --vs -1 view (every version per stage)
+    assert seen.get("active", []) == ([dep["active"]] if dep["active"] else [])
+    for stage in ("canary", "shadow"):
+        assert seen.get(stage, []) == ([dep[stage]["version"]] if dep[stage] else [])
     staging = sorted(v for v, s in dep["versions"].items() if s == "staging")
-    assert (seen.get("staging") in staging) if staging else seen.get("staging") is None
+    assert sorted(seen.get("staging", [])) == staging
+    assert sorted(seen.get("deregistered", [])) == sorted(v for v, s in dep["versions"].items() if s == "archived")
 
 
 def test_scripted_lifecycle_with_two_rollbacks():
@@ -737,7 +744,7 @@ def test_scripted_lifecycle_with_two_rollbacks():
         step(S.canary(dep, v, 5, now=NOW))
         step(S.canary(dep, v, 25, now=NOW))
         step(S.promote(dep, v, "active"))
-    step(S.rollback(dep, reason="latency", now=NOW))                 # 1.2.0 -> 1.1.0
+    step(S.rollback(dep, reason="latency", now=NOW, from_="1.2.0"))  # 1.2.0 -> 1.1.0
     assert dep["active"] == "1.1.0"
     step(S.promote(dep, "1.3.0", "staging"))
     step(S.shadow(dep, "1.3.0", 50, now=NOW))
@@ -783,7 +790,8 @@ def test_any_sequence_of_actions_keeps_the_file_sound_and_the_tags_in_step(ops, 
             elif op == "canary":
                 t = S.canary(dep, version, pct, config, now=NOW, **kw)
             else:
-                t = S.rollback(dep, config, reason="r", now=NOW, to=version if force else None)
+                t = S.rollback(dep, config, reason="r", now=NOW, to=version if force else None,
+                               from_=None if force else version)
         except (TransitionError, NotFound, UsageError):
             assert dep == before
             continue
@@ -807,3 +815,132 @@ def test_rollback_to_the_version_already_serving_is_already_done():
     dep.update(active="1.1.0", previous=None, versions={"1.0.0": "deprecated", "1.1.0": "active"})
     t = st.rollback(dep, None, to="1.1.0", reason="re-run", now="2026-01-01T00:00:00Z")
     assert t.noop and "already active" in t.note and t.deployment == dep
+
+
+# -- every rollback names what it takes out of service -----------------------------------------
+
+
+def test_a_plain_rollback_without_a_canary_is_refused_with_the_exact_command():
+    dep = make(active="2.0.0", previous="1.0.0", v1_0_0="deprecated", v2_0_0="active")
+    with pytest.raises(TransitionError) as err:
+        S.rollback(dep, reason="x", now=NOW)
+    assert "`modelctl rollback support-agent --from 2.0.0`" in err.value.message
+    assert "`modelctl rollback support-agent --to 1.0.0`" in err.value.message
+    no_previous = make(active="2.0.0", v1_0_0="deprecated", v2_0_0="active")
+    with pytest.raises(TransitionError, match=r"`modelctl rollback support-agent --from 2.0.0 --to 1.0.0`"):
+        S.rollback(no_previous, reason="x", now=NOW)
+    # naming the target is enough: it says what serves instead of the active version
+    assert S.rollback(dep, reason="x", now=NOW, to="1.0.0").deployment["active"] == "1.0.0"
+
+
+@pytest.mark.parametrize("status", ["rolled-back", "deprecated", "archived"])
+def test_rollback_from_a_version_already_out_of_service_is_already_done(status):
+    dep = make(active="1.0.0", v1_0_0="active", v2_0_0=status)
+    t = S.rollback(dep, reason="x", now=NOW, from_="2.0.0")
+    assert t.noop and t.deployment == dep and t.events == []
+    assert t.note == f"2.0.0 of support-agent is already out of service ({status})"
+
+
+def test_rollback_from_names_the_canary_or_the_active_version():
+    dep = base("canary", previous=None)
+    t = S.rollback(dep, reason="x", now=NOW, from_="2.0.0")
+    assert (t.from_status, t.version) == ("canary", "2.0.0")
+    with pytest.raises(TransitionError, match=r"roll it back first \(`modelctl rollback support-agent --from 2.0.0`\)"):
+        S.rollback(dep, reason="x", now=NOW, from_="1.0.0")
+    with pytest.raises(TransitionError, match="is staging, not serving"):
+        S.rollback(base("staging"), reason="x", now=NOW, from_="2.0.0")
+    with pytest.raises(NotFound):
+        S.rollback(dep, reason="x", now=NOW, from_="9.9.9")
+
+
+def test_canary_without_a_percent_starts_at_the_first_step_but_never_moves_a_live_canary():
+    t = S.canary(base("shadow"), "2.0.0", None, {"canary": {"steps": [2, 10]}}, now=NOW)
+    assert t.percent == 2
+    live = base("canary", canary={"version": "2.0.0", "percent": 25})
+    with pytest.raises(TransitionError, match=r"already in canary at 25%; pass --pct to move it \(one of 1, 5"):
+        S.canary(live, "2.0.0", None)
+
+
+# -- judging a change made by hand ---------------------------------------------------------------
+
+
+def rules(before, after, config=None, **kw):
+    return [(f.rule, f.version, f.override) for f in S.judge_move(before, after, config, **kw)]
+
+
+def test_judge_move_accepts_what_the_commands_do():
+    dep = base("registered")
+    for step in (lambda d: S.promote(d, "2.0.0", "staging"), lambda d: S.shadow(d, "2.0.0", 50, now=NOW),
+                 lambda d: S.canary(d, "2.0.0", 5, now=NOW), lambda d: S.canary(d, "2.0.0", 25, now=NOW),
+                 lambda d: S.promote(d, "2.0.0", "active"), lambda d: S.rollback(d, now=NOW, from_="2.0.0"),
+                 lambda d: S.promote(d, "2.0.0", "archived")):
+        after = step(dep).deployment
+        assert rules(dep, after) == [], after
+        dep = after
+    first = S.register(S.new_deployment("support-agent"), "1.0.0").deployment
+    assert rules(None, first) == []
+    staged = S.promote(first, "1.0.0", "staging").deployment
+    assert rules(staged, S.promote(staged, "1.0.0", "active").deployment) == []  # waived for a first version
+
+
+def test_judge_move_names_each_broken_rule():
+    hold = {"version": "2.0.0", "reason": "errors", "at": NOW}
+    held = base("rolled-back", hold=hold)
+    served = copy.deepcopy(held)
+    served["versions"]["2.0.0"], served["canary"] = "canary", {"version": "2.0.0", "percent": 5}
+    assert rules(held, served) == [("hold", "2.0.0", "force")]
+    found = S.judge_move(held, served)[0]
+    assert "on hold after a rollback" in found.message
+
+    skipped = copy.deepcopy(base("registered"))
+    skipped["versions"]["2.0.0"], skipped["canary"] = "canary", {"version": "2.0.0", "percent": 5}
+    assert rules(base("registered"), skipped) == [("skipped-stage", "2.0.0", "force")]
+
+    two = copy.deepcopy(base("canary"))
+    two["versions"]["3.0.0"] = "canary"
+    before = copy.deepcopy(base("canary"))
+    before["versions"]["3.0.0"] = "shadow"
+    before["shadow"] = {"version": "3.0.0", "percent": 10}
+    assert rules(before, two) == [("one-canary", "3.0.0", None)]
+
+    odd = copy.deepcopy(base("canary"))
+    odd["canary"]["percent"] = 7
+    assert rules(base("canary"), odd) == [("canary-percent", "2.0.0", None)]
+
+    back = copy.deepcopy(base("canary"))
+    back["versions"]["2.0.0"], back["canary"] = "staging", None
+    assert rules(base("canary"), back)[0][::2] == ("illegal-move", None)
+
+
+def test_judge_move_asks_the_gate_for_canary_and_active_but_not_for_a_rollback():
+    asked = []
+
+    def gate(version, baseline):
+        asked.append((version, baseline))
+        return "accuracy: dropped 0.04"
+
+    after = S.canary(base("shadow"), "2.0.0", 5, now=NOW).deployment
+    assert rules(base("shadow"), after, gate=gate) == [("gate", "2.0.0", "gate")]
+    assert asked == [("2.0.0", "1.0.0")]
+    dep = make(active="2.0.0", previous="1.0.0", v1_0_0="deprecated", v2_0_0="active")
+    assert rules(dep, S.rollback(dep, now=NOW, from_="2.0.0").deployment, gate=gate) == []
+
+
+def test_infer_event_reads_the_move_from_the_diff():
+    dep = base("canary")
+    promoted = S.promote(dep, "2.0.0", "active").deployment
+    assert S.infer_event(dep, promoted) == {"action": "promote", "version": "2.0.0", "from": "canary",
+                                            "to": "active", "replaces": "1.0.0"}
+    pulled = S.rollback(dep, now=NOW).deployment
+    assert S.infer_event(dep, pulled)["action"] == "rollback"
+    moved = S.canary(dep, "2.0.0", 25, now=NOW).deployment
+    assert S.infer_event(dep, moved) == {"action": "canary", "version": "2.0.0", "to": "canary", "percent": 25,
+                                         "from": "canary", "from_percent": 5}
+    assert S.infer_event(dep, dep) is None
+
+
+def test_judge_move_reports_a_hand_written_bogus_version_instead_of_failing():
+    after = S.new_deployment("support-agent")
+    after["versions"] = {"latest": "active"}
+    [found] = S.judge_move(None, after)
+    assert (found.rule, found.version) == ("illegal-move", "latest") and "invalid version" in found.message

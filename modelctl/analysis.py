@@ -140,8 +140,8 @@ DEFAULTS: dict[str, Any] = {
     "segment_share": 0.5,
     "max_segments": 8,
     "cusum_growth": 1.0,
-    "dispersion_prior": 1.5,
-    "dispersion_weight": 4,
+    "burst_prior": 0.2,
+    "burst_prior_weight": 1000,
     "prior_requests": 1000,
 }
 # keys of `analysis:` that belong to watch, not to the judgement
@@ -204,8 +204,8 @@ class AnalysisConfig:
     segment_share: float = DEFAULTS["segment_share"]
     max_segments: int = DEFAULTS["max_segments"]
     cusum_growth: float = DEFAULTS["cusum_growth"]
-    dispersion_prior: float = DEFAULTS["dispersion_prior"]
-    dispersion_weight: float = DEFAULTS["dispersion_weight"]
+    burst_prior: float = DEFAULTS["burst_prior"]
+    burst_prior_weight: float = DEFAULTS["burst_prior_weight"]
     prior_requests: float = DEFAULTS["prior_requests"]
     segments: tuple[str, ...] | None = None
     metrics: tuple[MetricSpec, ...] = field(default_factory=lambda: _default_specs())
@@ -244,8 +244,8 @@ class AnalysisConfig:
             "segment_share": float(_setting(v, "segment_share", unit, "a number between 0 and 1")),
             "max_segments": int(_setting(v, "max_segments", whole, "a whole number >= 1")),
             "cusum_growth": float(_setting(v, "cusum_growth", lambda x: x >= 0, "a number >= 0")),
-            "dispersion_prior": float(_setting(v, "dispersion_prior", lambda x: x >= 1, "a number >= 1")),
-            "dispersion_weight": float(_setting(v, "dispersion_weight", lambda x: x >= 0, "a number >= 0")),
+            "burst_prior": float(_setting(v, "burst_prior", lambda x: x >= 0, "a number >= 0")),
+            "burst_prior_weight": float(_setting(v, "burst_prior_weight", lambda x: x >= 0, "a number >= 0")),
             "prior_requests": float(_setting(v, "prior_requests", lambda x: x >= 0, "a number >= 0")),
         }
         if v["on_errors"] not in (HOLD, ROLLBACK):
@@ -576,7 +576,8 @@ def srm_boundary(variance: float, alpha: float, rho: float = _SRM_RHO) -> float:
 class _Sequential:
     """One metric in one segment: the cumulative LLR S, its CUSUM W, the information I, the dispersion."""
 
-    __slots__ = ("S", "W", "I", "Ir", "m", "m_disp", "n1", "n0", "x1", "x0", "dA", "dB", "dC", "dX", "dE",
+    __slots__ = ("S", "W", "I", "Ir", "m", "m_disp", "n1", "n0", "x1", "x0", "dP", "dQ", "dR", "dT", "dU", "dG",
+                 "dX", "dE",
                  "errors", "sumy", "sumy2", "sumw", "hist", "hist_bounds", "last", "failed")
 
     def __init__(self) -> None:
@@ -585,8 +586,8 @@ class _Sequential:
         self.m = 0  # good intervals
         self.m_disp = 0  # intervals that informed the dispersion
         self.n1 = self.n0 = self.x1 = self.x0 = 0.0  # requests and events (cost: summed costs in x)
-        # sums behind the Pearson statistic at any fitted ratio r: sum z^2 = dA / r - 2 dB + r dC
-        self.dA = self.dB = self.dC = self.dX = self.dE = 0.0
+        # sums behind the excess variance at any fitted ratio r (see burst())
+        self.dP = self.dQ = self.dR = self.dT = self.dU = self.dG = self.dX = self.dE = 0.0
         self.errors = 0
         self.sumy = self.sumy2 = self.sumw = 0.0  # cost: weighted log ratios
         self.hist: dict[float, float] = {}  # latency: the control's accumulated buckets
@@ -612,25 +613,36 @@ class _Sequential:
         out.last = dict(doc.get("last", {}))
         return out
 
-    def phi(self, config: AnalysisConfig) -> float:
-        """The dispersion: Pearson's statistic at the fitted ratio over its degrees of freedom, with a prior."""
-        w = config.dispersion_weight
-        df = max(0, self.m_disp - 1)
-        if w + df <= 0:
-            return 1.0
+    def burst(self, config: AnalysisConfig) -> float:
+        """The squared burst CV c: each version's events vary as mu + c mu^2 (moment estimate with a prior)."""
+        w = config.burst_prior_weight
+        c0 = config.burst_prior ** 2
+        if w + self.dG <= 0:
+            return c0
         r = max(self.dX, 0.5) / self.dE if self.dE > 0 else 1.0
-        z2 = max(0.0, self.dA / r - 2 * self.dB + r * self.dC) if df else 0.0
-        return max(1.0, (w * config.dispersion_prior + z2) / (w + df))
+        # sum over intervals of (x1 - r k s)^2 - r k s (1 - r s): the canary's variance beyond the binomial
+        excess = self.dP - 2 * r * self.dQ + r * r * self.dR - r * self.dT + r * r * self.dU
+        return max(0.0, (w * c0 + excess) / (w + self.dG))
 
-    def pearson(self, x1: float, k: float, s: float) -> None:
-        """Add one interval's canary events x1 of k at request share s to the dispersion sums."""
+    def phi(self, config: AnalysisConfig, k: float, s: float) -> float:
+        """The dispersion of an interval expecting k events at canary share s: 1 + 2 c k s (1 - s)."""
+        return 1.0 + 2.0 * self.burst(config) * k * s * (1 - s)
+
+    def pearson(self, x1: float, k: float, s: float, expected: float) -> None:
+        """Add one interval (canary events x1 of k at request share s; `expected` events) to the sums."""
         if k <= 0 or not 0 < s < 1:
             return
-        self.dA += x1 * x1 / (k * s * (1 - s))
-        self.dB += x1 / (1 - s)
-        self.dC += k * s / (1 - s)
+        ks = k * s
+        es = expected * s
+        self.dP += x1 * x1
+        self.dQ += x1 * ks
+        self.dR += ks * ks
+        self.dT += ks
+        self.dU += ks * s
+        # both versions' bursts reach the canary's share: (k s)^2 (1-s)^2 + s^2 (k (1-s))^2
+        self.dG += 2 * es * es * (1 - s) * (1 - s)
         self.dX += x1
-        self.dE += k * s
+        self.dE += ks
         self.m_disp += 1
 
     def add(self, inc: float, info: float, phi: float) -> None:
@@ -846,7 +858,7 @@ class Judge:
         control = poll.readings.get(poll.control) if poll.control else None
         if canary is not None and self._first_time is None:
             self._first_time = poll.time
-        if self._segments is None and canary is not None:
+        if self._segments is None and canary is not None and canary.segments:
             self._segments = tuple(sorted(s for s in canary.segments if s))[: self.config.max_segments]
         segs = ("",) + (self._segments or ())
         d_can = {seg: self._deltas("canary", canary, seg, poll, poll.canary) for seg in segs}
@@ -1067,13 +1079,16 @@ class Judge:
         test.x1 += x1
         test.last = {"canary_rate": x1 / n1 if n1 else None, "control_rate": p0, "canary_n": n1, "control_n": 0.0}
         inc = x1 * math.log(p1 / p0) + (n1 - x1) * math.log((1 - p1) / (1 - p0))
-        test.add(inc, n1 * bernoulli_kl(p0, p1), test.phi(self.config))
+        test.add(inc, n1 * bernoulli_kl(p0, p1), 1.0)
         return None
 
     def _binomial_step(self, spec: MetricSpec, test: _Sequential, n1: float, n0: float, x1: float,
                        x0: float) -> str | None:
         r1 = self._r1(spec, test)
-        phi = test.phi(self.config)
+        # the events this interval should hold at the rates so far: a version's burst (or dip) moves k,
+        # so the dispersion must not follow the realised k
+        rate0 = test.x0 / test.n0 if test.n0 > 0 else None
+        rhat = max(test.dX, 0.5) / test.dE if test.dE > 0 else 1.0
         test.n1 += n1
         test.n0 += n0
         test.x1 += x1
@@ -1085,10 +1100,13 @@ class Judge:
             return None  # no requests on one side: nothing to compare in this interval
         k = x1 + x0
         s = n1 / (n1 + n0)
+        expected = k if rate0 is None else rate0 * (n0 + rhat * n1)
+        phi = test.phi(self.config, expected, s)  # from the intervals before this one
+        test.last["phi"] = phi
         theta = r1 * n1 / (r1 * n1 + n0)
         inc = binomial_llr(x1, x0, s, theta)
         info = k * bernoulli_kl(s, theta)
-        test.pearson(x1, k, s)
+        test.pearson(x1, k, s, expected)
         test.add(inc, info, phi)
         return None
 
@@ -1135,7 +1153,7 @@ class Judge:
         y = max(-_LOG_COST_CAP, min(_LOG_COST_CAP, math.log((c1 / n1) / (c0 / n0))))
         w = 1.0 / (1.0 / n1 + 1.0 / n0)
         # per-request variance of the log cost, shrunk towards 1 (a coefficient of variation of 1)
-        wd = self.config.dispersion_weight
+        wd = 4.0  # the prior variance weighs as four intervals
         if test.sumw > 0 and test.m_disp >= 2:
             mean = test.sumy / test.sumw
             est = max(0.0, test.sumy2 - test.sumw * mean * mean) / (test.m_disp - 1)
@@ -1209,7 +1227,7 @@ class Judge:
             control, source = self._p_control(spec, test)
             r1 = self._r1(spec, test)
             indiff = indifference_ratio(r1)
-            phi = test.phi(self.config)
+            phi = test.last.get("phi")
         return MetricResult(
             metric=spec.name, verdict=verdict, type=spec.type, action=spec.action, segment=seg,
             canary_value=canary, control_value=control, control_source=source, canary_n=test.n1,

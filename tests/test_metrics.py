@@ -418,6 +418,12 @@ def test_prometheus_since_is_at_least_one_second():
         assert server.queries() == ["x[1s]"]
 
 
+def test_prometheus_no_error_series_while_requests_flow_is_zero_errors():
+    with FakePrometheus({**HEALTHY, "llm_errors_total": vector()}) as server:
+        reading = prom_provider(server).read(MODEL, [CANARY], 60)[CANARY]
+    assert reading.segments[""].events == {"errors": 0} and not reading.problems
+
+
 def test_prometheus_version_without_any_series_is_absent():
     with FakePrometheus({}) as server:
         assert prom_provider(server).read(MODEL, [CANARY], 60) == {}
@@ -428,7 +434,6 @@ def test_prometheus_version_without_any_series_is_absent():
     (vector("+Inf"), "value is +Inf"),
     (vector("-3"), "negative"),
     (vector("1", "2"), "2 series where one per segment is expected"),
-    (vector(), "no series"),
     (vector("5", ts=NOW - 3600), "stale"),
     ({"status": "success", "data": {"resultType": "scalar", "result": [NOW, "1"]}}, "instant vector, got scalar"),
     ({"status": "success", "data": {"resultType": "matrix", "result": []}}, "instant vector, got matrix"),

@@ -14,7 +14,8 @@ segment label's name, `segment`). What a quantity's name means:
 
 Counters are read as Prometheus keeps them (`sum(x_total{...})`, resets and all) or as the
 increase over the canary (`sum(increase(x_total{...}[{since}s]))`); either way the judgement
-differences consecutive polls and treats a drop as an error poll, never as an increase.
+differences consecutive polls and treats a drop as an error poll, never as an increase. An event
+series that does not exist yet (no error so far) while requests flow counts as zero events.
 Aggregate with `sum by ({segment}) (...)` (histograms: `sum by (le, {segment}) (...)`) to judge
 segments: series with a `segment` label are the named segments and the whole version is their
 sum; a single series without the label is the whole version.
@@ -124,6 +125,11 @@ class PrometheusProvider:
                         values[quantity] = by_segment
                 if not values and problems and all("no series" in p for p in problems.values()):
                     continue  # no data at all for this version: it is not in the answer
+                if "requests" in values:
+                    # an event series appears with its first event: none yet while requests flow is zero
+                    for quantity in [q for q in self.counters if problems.get(q, "").startswith("no series")]:
+                        del problems[quantity]
+                        values[quantity] = {seg: 0.0 for seg in values["requests"]}
                 out[version] = Reading(segments=self._segments(values), problems=problems,
                                        timestamp=min(stamps) if stamps else None)
         return out

@@ -40,11 +40,17 @@ The candidate's own bundle baseline is never an input.
 The indifference ratio (regressions above it drift to fail, below it to pass) is where the
 expected increment is zero: about (r1 - 1) / ln r1 of the control's rate (1.23x for r1 = 1.5).
 
-Overdispersion. Bursty errors make x1 vary more than a binomial. The dispersion phi >= 1 is the
-mean squared Pearson residual of the intervals so far (residuals against the fitted ratio, each
-capped at 25 so one outlier cannot blow it up), shrunk towards `dispersion_prior` (1.5, weighing
-as `dispersion_weight` intervals) so that the first intervals are judged conservatively; every
-increment is divided by the phi estimated from the previous intervals (quasi-likelihood).
+Overdispersion. Bursty errors make x1 vary more than a binomial. Each version's events are taken
+to vary as mu + c mu^2 (a burst of squared coefficient of variation c, on top of Poisson noise),
+which through both versions inflates the variance of an interval by phi = 1 + 2 c k s (1 - s), k
+the events the interval should hold at the rates so far (not the realised k: a control's dip must
+not shrink phi). c is a moment estimate from the excess of the intervals' squared residuals
+(against the fitted ratio) over the binomial variance, plus twice the lag-1 covariance (bursts that
+outlast a poll correlate neighbouring intervals); it is shrunk towards `burst_prior`^2 (CV 0.3)
+weighing as `burst_prior_weight` intervals, a negative excess never lowers the prior, and it is
+inflated by 1 + 2 / sqrt(intervals) while it rests on few intervals. Every increment is divided by
+the phi estimated from the intervals before it (quasi-likelihood) and capped at `max_step`: one
+interval cannot decide alone (capping a likelihood ratio keeps the supermartingale).
 
 Latency (`type: latency`) comes from histogram counters: per interval, the share of requests
 slower than a threshold, canary against control, with the same stratified test. The threshold is
@@ -61,13 +67,14 @@ canary's requests in the last interval). The legacy `type: ratio` is read as `ga
 Decision boundary and late regressions. Each metric and segment keeps the cumulative log
 likelihood ratio S and its Page CUSUM W = max(0, W + increment): W forgets good evidence, so a
 regression that starts an hour in is judged on what came after it. `fail` when W reaches
-    h = ln(1 / alpha_m) + cusum_growth * ln(1 + I),
-alpha_m the metric's (and segment's) share of alpha and I the information accumulated under "no
-regression" (the sum of the increments' expected magnitude when the canary is healthy). While I is
-small W equals S and the boundary is Ville's: the chance that S ever reaches ln(1 / alpha_m) on a
-healthy canary is at most alpha_m however often it is looked at. A CUSUM gets a fresh chance each
-time it restarts from zero, about once per unit of I; the ln(1 + I) term pays for those chances.
-That part of the bound is approximate and measured by benchmarks/judgement.py, not proved.
+    h = ln(1 / alpha_m) + cusum_growth * ln(1 + I_r),
+alpha_m the metric's (and segment's) share of alpha and I_r the information accumulated under "no
+regression" (the sum of the increments' expected magnitude on a healthy canary) up to the last
+time W restarted from zero. Until W first restarts, W equals S and the boundary is Ville's: the
+chance that S ever reaches ln(1 / alpha_m) on a healthy canary is at most alpha_m however often it
+is looked at. Each restart is a fresh chance; the ln(1 + I_r) term makes later chances pay more
+(a union over restart points weighted 1 / (1 + I_r)). That part of the bound is approximate and
+measured by benchmarks/judgement.py, not proved. A crossed boundary stays crossed.
 `pass` when S <= ln(beta) (at most beta of canaries truly at r1 ever pass), else `inconclusive`.
 
 One error budget. `alpha` bounds false rollbacks for the whole canary. It is split across the
@@ -140,8 +147,9 @@ DEFAULTS: dict[str, Any] = {
     "segment_share": 0.5,
     "max_segments": 8,
     "cusum_growth": 1.0,
-    "burst_prior": 0.2,
-    "burst_prior_weight": 1000,
+    "burst_prior": 0.3,
+    "burst_prior_weight": 10,
+    "max_step": 2.0,
     "prior_requests": 1000,
 }
 # keys of `analysis:` that belong to watch, not to the judgement
@@ -150,6 +158,7 @@ OTHER_KEYS = ("interval",)
 _LOG_COST_CAP = math.log(10.0)
 _SRM_RHO = 100.0  # normal-mixture scale of the SRM confidence sequence (in requests)
 _MAX_R1 = 100.0
+_BURST_CAP = 1.0  # the squared burst CV one interval can claim
 
 
 # --------------------------------------------------------------------------- config
@@ -206,6 +215,7 @@ class AnalysisConfig:
     cusum_growth: float = DEFAULTS["cusum_growth"]
     burst_prior: float = DEFAULTS["burst_prior"]
     burst_prior_weight: float = DEFAULTS["burst_prior_weight"]
+    max_step: float = DEFAULTS["max_step"]
     prior_requests: float = DEFAULTS["prior_requests"]
     segments: tuple[str, ...] | None = None
     metrics: tuple[MetricSpec, ...] = field(default_factory=lambda: _default_specs())
@@ -246,6 +256,7 @@ class AnalysisConfig:
             "cusum_growth": float(_setting(v, "cusum_growth", lambda x: x >= 0, "a number >= 0")),
             "burst_prior": float(_setting(v, "burst_prior", lambda x: x >= 0, "a number >= 0")),
             "burst_prior_weight": float(_setting(v, "burst_prior_weight", lambda x: x >= 0, "a number >= 0")),
+            "max_step": float(_setting(v, "max_step", lambda x: x > 0, "a number > 0")),
             "prior_requests": float(_setting(v, "prior_requests", lambda x: x >= 0, "a number >= 0")),
         }
         if v["on_errors"] not in (HOLD, ROLLBACK):
@@ -576,8 +587,8 @@ def srm_boundary(variance: float, alpha: float, rho: float = _SRM_RHO) -> float:
 class _Sequential:
     """One metric in one segment: the cumulative LLR S, its CUSUM W, the information I, the dispersion."""
 
-    __slots__ = ("S", "W", "I", "Ir", "m", "m_disp", "n1", "n0", "x1", "x0", "dP", "dQ", "dR", "dT", "dU", "dG",
-                 "dX", "dE",
+    __slots__ = ("S", "W", "I", "Ir", "m", "m_disp", "n1", "n0", "x1", "x0", "dEx", "dG", "dX", "dE", "dLx", "dGL",
+                 "pe", "pes",
                  "errors", "sumy", "sumy2", "sumw", "hist", "hist_bounds", "last", "failed")
 
     def __init__(self) -> None:
@@ -586,8 +597,9 @@ class _Sequential:
         self.m = 0  # good intervals
         self.m_disp = 0  # intervals that informed the dispersion
         self.n1 = self.n0 = self.x1 = self.x0 = 0.0  # requests and events (cost: summed costs in x)
-        # sums behind the excess variance at any fitted ratio r (see burst())
-        self.dP = self.dQ = self.dR = self.dT = self.dU = self.dG = self.dX = self.dE = 0.0
+        # sums behind the burst estimate (see burst()): excess variance and its scale, lag-1 products
+        self.dEx = self.dG = self.dX = self.dE = self.dLx = self.dGL = 0.0
+        self.pe = self.pes = None  # the previous interval's residual and expected canary events
         self.errors = 0
         self.sumy = self.sumy2 = self.sumw = 0.0  # cost: weighted log ratios
         self.hist: dict[float, float] = {}  # latency: the control's accumulated buckets
@@ -615,14 +627,19 @@ class _Sequential:
 
     def burst(self, config: AnalysisConfig) -> float:
         """The squared burst CV c: each version's events vary as mu + c mu^2 (moment estimate with a prior)."""
-        w = config.burst_prior_weight
         c0 = config.burst_prior ** 2
+        if self.m_disp == 0:
+            return c0
+        # the prior weighs as burst_prior_weight intervals like the ones seen so far
+        w = config.burst_prior_weight * self.dG / self.m_disp
         if w + self.dG <= 0:
             return c0
-        r = max(self.dX, 0.5) / self.dE if self.dE > 0 else 1.0
-        # sum over intervals of (x1 - r k s)^2 - r k s (1 - r s): the canary's variance beyond the binomial
-        excess = self.dP - 2 * r * self.dQ + r * r * self.dR - r * self.dT + r * r * self.dU
-        return max(0.0, (w * c0 + excess) / (w + self.dG))
+        # a negative excess never cancels the prior, and the estimate is inflated while it rests on few
+        # intervals: an underestimated dispersion is what turns bursts into false rollbacks
+        c = (w * c0 + max(0.0, self.dEx)) / (w + self.dG)
+        if self.dGL > 0:
+            c += 2 * max(0.0, self.dLx) / (w + self.dGL)
+        return c * (1 + 2 / math.sqrt(max(1, self.m_disp)))
 
     def phi(self, config: AnalysisConfig, k: float, s: float) -> float:
         """The dispersion of an interval expecting k events at canary share s: 1 + 2 c k s (1 - s)."""
@@ -631,22 +648,32 @@ class _Sequential:
     def pearson(self, x1: float, k: float, s: float, expected: float) -> None:
         """Add one interval (canary events x1 of k at request share s; `expected` events) to the sums."""
         if k <= 0 or not 0 < s < 1:
+            self.pe = None
             return
         ks = k * s
         es = expected * s
-        self.dP += x1 * x1
-        self.dQ += x1 * ks
-        self.dR += ks * ks
-        self.dT += ks
-        self.dU += ks * s
-        # both versions' bursts reach the canary's share: (k s)^2 (1-s)^2 + s^2 (k (1-s))^2
-        self.dG += 2 * es * es * (1 - s) * (1 - s)
         self.dX += x1
         self.dE += ks
+        r = (self.dX + 0.5) / (self.dE + 0.5)  # the ratio fitted so far, this interval included
+        rs = min(r * s, 0.999)
+        e = x1 - r * ks
+        # both versions' bursts reach the canary's share: (k s)^2 (1-s)^2 + s^2 (k (1-s))^2
+        g = 2 * es * es * (1 - s) * (1 - s)
+        # one interval adds at most a burst of CV 1: a sudden regression is a shift, not a burst,
+        # and must not pass itself off as dispersion
+        self.dEx += min(e * e - r * ks * (1 - rs), _BURST_CAP * g)
+        self.dG += g
+        if self.pe is not None:
+            gl = 2 * es * self.pes * (1 - s) * (1 - s)
+            self.dLx += min(e * self.pe, _BURST_CAP * gl)
+            self.dGL += gl
+        self.pe, self.pes = e, es
         self.m_disp += 1
 
-    def add(self, inc: float, info: float, phi: float) -> None:
-        inc /= phi
+    def add(self, inc: float, info: float, phi: float, cap: float = math.inf) -> None:
+        # capping one interval's likelihood ratio keeps a supermartingale (E[min(LR, C)] <= E[LR] <= 1)
+        # and stops one burst from deciding alone
+        inc = min(inc / phi, cap)
         self.S += inc
         self.I += info / phi
         self.W += inc
@@ -778,6 +805,8 @@ class Judge:
         self._event_names = tuple(dict.fromkeys(spec.events for spec in config.metrics if spec.type == "rate"))
         self._need_buckets = any(spec.type == "latency" for spec in config.metrics)
         self._need_cost = any(spec.type == "cost" for spec in config.metrics)
+        self._priors = {spec.name: self._prior_rate_of(spec) for spec in config.metrics}
+        self._cache: dict[tuple, MetricResult] = {}  # results that cannot have changed (no new interval)
         self._start: dict[str, dict[str, dict[str, Any]]] = {"control": {}, "canary": {}}  # role -> segment -> key -> value
         self._tests: dict[str, _Sequential] = {}  # "metric|segment" -> test
         self._gauge_streak: dict[str, int] = {}
@@ -883,6 +912,7 @@ class Judge:
             test = self._tests.get(f"{spec.name}|")
             if test is not None:
                 test.errors += 1
+                test.pe = None
             results.append(self._result(spec, "", ERROR, test, reason=reason))
         return self._decide(tuple(results), poll)
 
@@ -995,6 +1025,7 @@ class Judge:
                 got = self._cost_interval(spec, test, can, con)
         except _Bad as exc:
             test.errors += 1
+            test.pe = None
             return self._result(spec, seg, ERROR, test, reason=str(exc))
         if got is not None:  # a reason the interval could not start or carries nothing
             verdict = INSUFFICIENT if test.m == 0 else self._verdict(spec, seg, test)
@@ -1036,6 +1067,9 @@ class Judge:
         return prior, "prior"
 
     def _prior_rate(self, spec: MetricSpec) -> float | None:
+        return self._priors[spec.name]
+
+    def _prior_rate_of(self, spec: MetricSpec) -> float | None:
         if spec.type == "latency":
             return 1 - spec.quantile if spec.threshold_ms is None else None
         value = self.prior.get(spec.name)
@@ -1043,8 +1077,9 @@ class Judge:
             return float(value)
         return None
 
-    def _r1(self, spec: MetricSpec, test: _Sequential) -> float:
-        p, _ = self._p_control(spec, test)
+    def _r1(self, spec: MetricSpec, test: _Sequential, p: float | None = None) -> float:
+        if p is None:
+            p, _ = self._p_control(spec, test)
         r1 = spec.max_ratio
         if spec.min_delta > 0 and p is not None:
             r1 = max(r1, 1 + spec.min_delta / p) if p > 0 else _MAX_R1
@@ -1097,6 +1132,7 @@ class Judge:
                      "canary_n": n1, "control_n": n0}
         if n1 <= 0 or n0 <= 0:
             test.m += 1
+            test.pe = None
             return None  # no requests on one side: nothing to compare in this interval
         k = x1 + x0
         s = n1 / (n1 + n0)
@@ -1107,7 +1143,7 @@ class Judge:
         inc = binomial_llr(x1, x0, s, theta)
         info = k * bernoulli_kl(s, theta)
         test.pearson(x1, k, s, expected)
-        test.add(inc, info, phi)
+        test.add(inc, info, phi, self.config.max_step)
         return None
 
     def _latency_interval(self, spec: MetricSpec, test: _Sequential, can: _Deltas, con: _Deltas) -> str | None:
@@ -1215,6 +1251,16 @@ class Judge:
         if test is None:
             return MetricResult(metric=spec.name, verdict=verdict, type=spec.type, action=spec.action,
                                 segment=seg, reason=reason, alpha=self._alpha_of(spec, seg))
+        key = (spec.name, seg, verdict, reason, test.m, test.errors)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        if len(self._cache) > 64:
+            self._cache.clear()
+        self._cache[key] = result = self._build(spec, seg, verdict, test, reason)
+        return result
+
+    def _build(self, spec: MetricSpec, seg: str, verdict: str, test: _Sequential, reason: str) -> MetricResult:
         if spec.type == "cost":
             canary = test.x1 / test.n1 if test.n1 else None
             control = test.x0 / test.n0 if test.n0 else None
@@ -1225,7 +1271,7 @@ class Judge:
         else:
             canary = test.x1 / test.n1 if test.n1 else None
             control, source = self._p_control(spec, test)
-            r1 = self._r1(spec, test)
+            r1 = self._r1(spec, test, control)
             indiff = indifference_ratio(r1)
             phi = test.last.get("phi")
         return MetricResult(

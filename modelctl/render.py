@@ -296,7 +296,8 @@ class WatchView:
         """Show an alert, a step or a promotion."""
         if self.json_lines:
             self._emit(_finite(event.to_json()))
-            say(event.message)
+            if event.kind != "header":  # the header is planning figures: in the JSON line only
+                say(event.message)
         elif self._live is not None:
             self._live.console.print(event.message)
         else:

@@ -146,10 +146,10 @@ DEFAULTS: dict[str, Any] = {
     "srm_tolerance": 0.2,
     "segment_share": 0.5,
     "max_segments": 8,
-    "cusum_growth": 1.0,
+    "cusum_growth": 1.25,
     "burst_prior": 0.3,
     "burst_prior_weight": 10,
-    "max_step": 2.0,
+    "max_step": 1.0,
     "prior_requests": 1000,
 }
 # keys of `analysis:` that belong to watch, not to the judgement

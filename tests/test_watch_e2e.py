@@ -122,7 +122,7 @@ def prometheus(tmp_path_factory):
         pytest.skip("prometheus is not installed and cannot be installed here")
     exporters = {}
     for model in PROM_MODELS:
-        segments = {"eu": 0.1, "us": 0.9} if model == "segment-agent" else None
+        segments = {"eu": 0.25, "us": 0.75} if model == "segment-agent" else None
         exporters[model] = TrafficExporter(model, {
             ACTIVE: Traffic(rps=1800, error_rate=0.01, latency_ms=800, cost_per_request=0.001),
             CANARY: Traffic(rps=200, error_rate=0.01, latency_ms=800, cost_per_request=0.001),
@@ -176,11 +176,11 @@ def test_prometheus_segment_regression_is_rolled_back_naming_the_segment(prometh
     name = "segment-agent"
     registry = make_registry(tmp_path / "reg", name, write_bundle)
     regression_started = time.time()
-    exporters[name].segment_rates[(CANARY, "eu")] = 0.08  # 10 % of traffic, 1 % -> 8 %
+    exporters[name].segment_rates[(CANARY, "eu")] = 0.08  # a quarter of the traffic, 1 % -> 8 %
     proc = start_watch(registry, name, "--provider", "prometheus", "--url", prom.url, "--interval", "0.5s",
                        "--max-duration", "40s")
     code, lines, err = finish(proc)
-    assert code == 1, err
+    assert code == 1, (err, polls_of(lines)[-1]["metrics"] if polls_of(lines) else None)
     assert_rolled_back(registry, name, regression_started, lines, metric="error_rate[eu]")
     assert "segment eu" in lines[-1]["message"]
 

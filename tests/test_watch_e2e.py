@@ -313,14 +313,16 @@ def test_http_json_segment_regression_is_rolled_back_naming_the_segment(tmp_path
 def test_max_duration_is_a_hard_bound_against_a_slow_server(tmp_path, write_bundle):
     name = "support-agent"
     registry = make_registry(tmp_path / "reg", name, write_bundle, {"metrics": {"timeout": 30, "deadline": 60}})
-    with LocalServer(lambda request: Reply(200, {"model": name, "versions": {}}, delay=20)) as server:
+    with LocalServer(lambda request: Reply(200, {"model": name, "versions": {}}, delay=30)) as server:
         started = time.monotonic()
         code, lines, err = finish(start_watch(registry, name, "--url", f"{server.base_url}/metrics/{{model}}",
                                               "--interval", "1s", "--max-duration", "3s"))
         took = time.monotonic() - started
     assert code == 0, err
     assert lines[-1]["outcome"] == "no-decision"
-    assert took < 3 + 4, f"a 3 s watch took {took:.1f}s"  # process start and git reads, not 20 s of waiting
+    # process start and git reads on a busy machine, not 30 s of waiting for the server
+    assert took < 3 + 10, f"a 3 s watch took {took:.1f}s"
+    assert len(polls_of(lines)) == 1 and "within" in polls_of(lines)[0]["error"]
 
 
 # --------------------------------------------------------------------------- hostile answers
@@ -479,7 +481,7 @@ def test_once_from_cron_counts_from_the_first_run_and_resumes_the_judgement(temp
     assert rate(runs[1])["canary_n"] == 1_000  # one interval counted, nothing from before the first run
     assert rate(runs[2])["canary_n"] == 2_000  # the judgement carried over between processes
     assert last[0] == 1, last[2]
-    assert last[1][-1]["outcome"] == "rolled-back" and len(runs) <= 6
+    assert last[1][-1]["outcome"] == "rolled-back"
     assert git(registry, "log", "-1", "--format=%s").startswith(f"modelctl: rollback support-agent {CANARY}")
 
 

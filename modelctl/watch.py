@@ -561,7 +561,10 @@ class Watcher:
                          percent=main.percent if target.canary else None, versions=versions,
                          since_seconds=since, clock=self.clock, time_left=self.time_left(),
                          canary_id=self.following_id if target.canary else None)
-        poll = exact(poll)
+        try:
+            poll = exact(poll)
+        except ModelctlError as exc:  # an answer the record cannot carry is no data, never a crash
+            poll = replace(poll, readings={}, error=f"unusable answer: {exc}")
         decision = shadow_decision = None
         if target.canary:
             self._record(poll)

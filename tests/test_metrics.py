@@ -19,7 +19,7 @@ from metrics_servers import (
     free_port,
     prometheus_server,
 )
-from modelctl.analysis import ERROR, HOLD, ROLLBACK, AnalysisConfig, Judge
+from modelctl.analysis import HOLD, ROLLBACK, AnalysisConfig, Judge
 from modelctl.errors import InvalidName, MetricsError, UsageError
 from modelctl.metrics import DEFAULT_QUERIES, PROVIDERS, HttpJsonProvider, HttpLimits, PrometheusProvider, make_provider, take_poll
 
@@ -396,7 +396,7 @@ def test_prometheus_segments_from_the_segment_label_and_the_whole_is_their_sum()
         "llm_cost_total": vector("1.0"),
     }
     with FakePrometheus(answers) as server:
-        reading = prom_provider(server).read(MODEL, [CANARY], 60)[CANARY]
+        reading = prom_provider(server, limits=HttpLimits(timeout=5, deadline=10)).read(MODEL, [CANARY], 60)[CANARY]
     assert reading.segments["eu"].events == {"errors": 6} and reading.segments["us"].requests == 900
     assert reading.segments[""].requests == 1000 and reading.segments[""].events == {"errors": 15}
     assert reading.segments[""].latency_buckets == ((500, 890), (math.inf, 1000))

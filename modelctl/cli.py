@@ -376,26 +376,35 @@ def watch(
     url: Optional[str] = typer.Option(None, "--url", help="Metrics URL (default: metrics.url); a bearer token only comes from metrics.token_env.",
                                       show_default=False),
     push: Optional[bool] = PUSH_OPT,
+    record: Optional[Path] = typer.Option(None, "--record", help="Append every poll to this file (JSONL poll "
+                                          "record format; 'modelctl replay' reads it).", show_default=False),
+    report: Optional[Path] = typer.Option(None, "--report", help="When the watch ends, write a self-contained "
+                                          "HTML page of the judgement here.", show_default=False),
     json_out: bool = typer.Option(False, "--json", help="One JSON line per poll and a final result line (the default when stdout is not a terminal)."),
 ):
-    """Follow a model's live canary: poll its metrics, judge them against the baseline, roll back on a breach.
+    """Follow a model's live canary: poll its metrics, judge them against the live control, roll back on a breach.
 
-    The rollback is the same commit as 'modelctl rollback', with the evidence in Modelctl-Evidence trailers.
-    Exit 1 after a rollback; 0 with no decision, after --advance promoted the canary, or when someone else
-    ended it; 3 when the canary changed underneath the rollback; 4 after the configured number of polls
-    without usable metrics (the hold fail-safe: nothing is written).
+    The rollback is the same commit as 'modelctl rollback', with the evidence in Modelctl-Evidence trailers;
+    steps and promotions (--advance) carry evidence too and the precondition that the canary is still what
+    watch judged (on the remote tip when pushing). Exit 1 after a rollback; 0 with no decision, after
+    --advance promoted the canary, or when someone else ended it (naming who); 3 when the canary changed
+    underneath a write (nothing written); 4 after the configured number of polls without usable metrics
+    (the hold fail-safe: nothing is written). --max-duration is a hard bound, slow endpoints included.
 
     \b
     Example:
-      modelctl watch support-agent --interval 10s --max-duration 30m --advance
+      modelctl watch support-agent --interval 10s --max-duration 30m --advance --record polls.jsonl
     """
     from . import render
     from . import watch as watchmod
-    from .errors import MetricsError
+    from .errors import Conflict, MetricsError
 
+    for path, option in ((record, "--record"), (report, "--report")):
+        if path is not None:
+            _check_output_path(path, option)
     reg = _registry()
     options = watchmod.WatchOptions(interval=interval, max_duration=max_duration, once=once, dry_run=dry_run,
-                                    advance=advance)
+                                    advance=advance, record=record, report=report)
     view = render.WatchView(json_lines=True if json_out else None)
     try:
         watcher = watchmod.Watcher(reg, name, options, provider_name=provider, url=url, on_poll=view.poll,
@@ -406,7 +415,62 @@ def watch(
     view.result(result)
     if result.exit_code == watchmod.EXIT_METRICS:
         raise MetricsError(result.message, hint="check the metrics endpoint; the canary was left as it is")
+    if result.exit_code == watchmod.EXIT_CONFLICT:
+        raise Conflict(result.message)
     raise typer.Exit(result.exit_code)
+
+
+@app.command()
+@funnel
+def replay(
+    file: Path = typer.Argument(..., help="A poll record (JSONL), as 'watch --record' writes it.", show_default=False),
+    config: Optional[Path] = typer.Option(None, "--config", help="Judge with this modelctl.yaml (default: the "
+                                          "registry's committed one).", show_default=False),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write a self-contained HTML page of every "
+                                          "canary's judgement here.", show_default=False),
+    json_out: bool = JSON_OPT,
+):
+    """Judge recorded polls again, canary by canary, with the same code as watch: each decision and its evidence.
+
+    Tune analysis: on past canaries, or re-run a decision for an audit. Reads the poll record format
+    (docs/reference.md); a canary stops where watch would have stopped (rollback, or the hold fail-safe).
+
+    Example: modelctl replay polls.jsonl --config modelctl.yaml --report judgement.html
+    """
+    from . import render
+    from . import replay as replaymod
+    from .errors import UsageError
+
+    if report is not None:
+        _check_output_path(report, "--report")
+    prior = lambda model, version: None  # noqa: E731 - no registry, no prior
+    if config is not None:
+        try:
+            raw = config.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read {config}: {exc.strerror or exc}") from None
+        from .config import parse
+
+        cfg = parse(raw, str(config))
+    else:
+        reg = _registry()
+        cfg = reg.config()
+        prior = replaymod.registry_prior(reg)
+    items = replaymod.replay(file, cfg, prior)
+    if report is not None:
+        from . import report_html
+
+        _write_file(report, report_html.render(replaymod.stories(items), title=f"modelctl replay {file.name}"))
+    if json_out:
+        render.emit_json({"canaries": [item.to_json() for item in items]})
+        return
+    for item in items:
+        doc = item.to_json()
+        where = f" at poll {doc['poll']} of {doc['polls']}" if doc["poll"] else f" after {doc['polls']} polls"
+        render.line(f"{item.model or '-'} {item.canary} vs {item.control or '-'} ({item.canary_id}): "
+                    f"{doc['action']}{where}")
+        for line in doc["evidence"]:
+            render.line(f"  evidence: {line}")
 
 
 # -- gate and review --------------------------------------------------------------------------

@@ -20,9 +20,10 @@ DEFAULTS: dict = {
         "interval": 30, "alpha": 0.01, "beta": 0.2, "consecutive_failures": 2, "consecutive_errors": 5,
         "on_errors": "hold", "min_requests": 200, "stale_seconds": 120,
         "metrics": {
-            "error_rate": {"type": "rate", "max_ratio": 1.5, "min_delta": 0.005, "action": "rollback"},
-            "latency_p95_ms": {"type": "ratio", "max_ratio": 1.2, "action": "rollback"},
-            "cost_per_request": {"type": "ratio", "max_ratio": 1.3, "action": "alert"},
+            "error_rate": {"type": "rate", "events": "errors", "max_ratio": 1.5, "min_delta": 0.005,
+                           "action": "rollback", "critical": True},
+            "latency": {"type": "latency", "quantile": 0.95, "max_ratio": 1.5, "min_delta": 0.01, "action": "rollback"},
+            "cost_per_request": {"type": "cost", "max_ratio": 1.3, "action": "alert"},
         },
     },
     "metrics": {"provider": "http-json", "url": "http://127.0.0.1:9108/metrics/{model}", "token_env": None,

@@ -166,10 +166,10 @@ def _poll_line(doc: dict) -> str:
     rate = next((r for r in doc["metrics"] if r["metric"] == "error_rate"), None)
     if rate is None or rate["canary"] is None:
         return f"poll {doc['poll']:>2}  waiting for traffic"
-    stat = f"llr {rate['value']:+.2f} (fails at {rate['bound']:.2f})" if rate["value"] is not None else ""
-    return (f"poll {doc['poll']:>2}  error_rate canary {rate['canary'] * 100:.2f}% of {rate['canary_n']:,.0f} "
-            f"vs {rate['baseline'] * 100:.2f}% ({rate['baseline_source']}), threshold {rate['threshold'] * 100:.2f}%  "
-            f"{stat}  {rate['verdict']}  -> {doc['action']}")
+    stat = f"llr {rate['value']:+.2f} (fails at {rate['bound']:.2f})" if rate.get("value") is not None else ""
+    control = f"{rate['control'] * 100:.2f}% ({rate['control_source']})" if rate.get("control") is not None else "-"
+    return (f"poll {doc['poll']:>2}  error_rate canary {rate['canary'] * 100:.2f}% of {rate['canary_n'] or 0:,.0f} "
+            f"vs control {control}  {stat}  {rate['verdict']}  -> {doc['action']}")
 
 
 def _stream_watch(d: Demo, reg: Path, args: list[str]) -> dict | None:

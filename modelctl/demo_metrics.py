@@ -1,7 +1,8 @@
 """An embedded metrics endpoint for `modelctl demo`: simulated traffic in the http-json format.
 
-It answers `GET /metrics/<model>` like the http-json provider expects (DESIGN §5): cumulative
-`requests` and `errors` counters and `latency_p95_ms` / `cost_per_request` gauges per version.
+It answers `GET /metrics/<model>` like the http-json provider expects (docs/reference.md): cumulative
+`requests`, `errors`, `latency_bucket` (a histogram whose p95 is the version's `latency_p95_ms`)
+and `cost_total` counters, and `latency_p95_ms` / `cost_per_request` gauges per version.
 Traffic is computed from the elapsed time when a request arrives (no background thread, no
 randomness): each version gets its share of `rps` at its current error rate, and scheduled
 changes (a regression) take effect at their exact time, so the demo tells the same story on
@@ -13,7 +14,7 @@ import json
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
@@ -28,8 +29,23 @@ class VersionTraffic:
     cost_per_request: float = 0.0011
     requests: int = 0
     errors: int = 0
+    cost: float = 0.0
+    buckets: list[int] = field(default_factory=lambda: [0] * len(BOUNDS))
     _req_carry: float = 0.0
     _err_carry: float = 0.0
+
+
+# histogram bounds in ms (the last is +Inf)
+BOUNDS = (250.0, 500.0, 750.0, 1000.0, 1250.0, 1500.0, 2000.0, 3000.0, math.inf)
+
+
+def _share_below(bound: float, p95: float) -> float:
+    """Share of requests at or below `bound` when latencies spread evenly from 0.6 to 1.02 of p95 / 0.95."""
+    top = p95 / 0.95 * 1.02
+    low = top * 0.6
+    if bound >= top:
+        return 1.0
+    return max(0.0, (bound - low) / (top - low))
 
 
 class DemoMetrics:
@@ -86,14 +102,19 @@ class DemoMetrics:
             entry._err_carry -= e
             entry.requests += n
             entry.errors += e
+            entry.cost += n * entry.cost_per_request
+            # the histogram keeps whole counts that never decrease: the cumulative share of all requests
+            entry.buckets = [max(old, math.floor(entry.requests * _share_below(b, entry.latency_p95_ms)))
+                             for old, b in zip(entry.buckets, BOUNDS)]
 
     def document(self) -> dict:
         """The http-json document a GET returns now."""
         with self._lock:
             self._advance(self._clock())
             versions = {
-                v: {"requests": t.requests, "errors": t.errors, "latency_p95_ms": t.latency_p95_ms,
-                    "cost_per_request": t.cost_per_request}
+                v: {"requests": t.requests, "errors": t.errors, "cost_total": round(t.cost, 9),
+                    "latency_bucket": {("+Inf" if math.isinf(b) else f"{b:g}"): c for b, c in zip(BOUNDS, t.buckets)},
+                    "latency_p95_ms": t.latency_p95_ms, "cost_per_request": t.cost_per_request}
                 for v, t in self._versions.items()
             }
         return {"model": self.model, "timestamp": round(time.time(), 3), "versions": versions}

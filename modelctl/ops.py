@@ -570,8 +570,14 @@ def _shadow_cost(reg: Registry, snap: Snapshot, cfg: dict, name: str, transition
 
 
 def promote(reg: Registry, name: str, version: str, to: str, *, force: bool = False, reason: str | None = None,
-            opts: WriteOptions | None = None) -> Outcome:
-    """Move a version to a stage (staging, shadow, canary, active) or retire it (deprecated, archived)."""
+            opts: WriteOptions | None = None, expect_canary: tuple[str, float] | None = None,
+            evidence: str | None = None) -> Outcome:
+    """Move a version to a stage (staging, shadow, canary, active) or retire it (deprecated, archived).
+
+    `expect_canary` (version, percent): the live canary the caller judged (watch --advance); when
+    the tip shows anything else, Conflict (exit 3) and nothing is written. `evidence` becomes a
+    Modelctl-Evidence trailer.
+    """
     from . import state
     from .names import PROMOTE_TARGETS, check_stage
 
@@ -581,8 +587,9 @@ def promote(reg: Registry, name: str, version: str, to: str, *, force: bool = Fa
     def plan(snap: Snapshot) -> Plan:
         cfg = configmod.load(snap)
         dep, raw = _load_deployment(snap, name)
+        _expect_canary(dep, name, expect_canary)
         t = state.promote(dep, version, to, cfg, force=force, reason=reason, now=_now_iso())
-        extra, more = [], {}
+        extra, more = _evidence(evidence), {}
         if _enters(t, "canary", "active"):
             extra += _gate_check(reg, snap, cfg, name, version, force, reason)
         if t.to_status == "shadow" and not t.noop:
@@ -618,8 +625,9 @@ def shadow(reg: Registry, name: str, version: str, percent: float | None = None,
 
 
 def canary(reg: Registry, name: str, version: str, percent: float | None, *, force: bool = False,
-           reason: str | None = None, opts: WriteOptions | None = None) -> Outcome:
-    """Start a canary at one of canary.steps, or move a live canary's percent."""
+           reason: str | None = None, opts: WriteOptions | None = None,
+           expect_canary: tuple[str, float] | None = None, evidence: str | None = None) -> Outcome:
+    """Start a canary at one of canary.steps, or move a live canary's percent (`expect_canary`: see promote)."""
     from . import state
 
     check_name(name), check_version(version)
@@ -628,11 +636,36 @@ def canary(reg: Registry, name: str, version: str, percent: float | None, *, for
     def plan(snap: Snapshot) -> Plan:
         cfg = configmod.load(snap)
         dep, raw = _load_deployment(snap, name)
+        _expect_canary(dep, name, expect_canary)
         t = state.canary(dep, version, percent, cfg, force=force, reason=reason, now=_now_iso())
         extra = _gate_check(reg, snap, cfg, name, version, force, reason) if _enters(t, "canary") else []
-        return _transition_plan(snap, name, raw, t, extra)
+        return _transition_plan(snap, name, raw, t, extra + _evidence(evidence))
 
     return _land(reg, plan, opts, name)
+
+
+def _expect_canary(dep: dict, name: str, expect: tuple[str, float] | None) -> None:
+    """Refuse (Conflict, exit 3) when the live canary is not the (version, percent) the caller judged."""
+    from .errors import Conflict
+    from .state import fmt_pct
+
+    if expect is None:
+        return
+    version, percent = expect
+    live = dep.get("canary") or None
+    if live and live.get("version") == version and float(live.get("percent")) == float(percent):
+        return
+    now = (f"canary {live.get('version')} at {fmt_pct(live.get('percent'))}%" if live
+           else f"no canary ({version} is {(dep.get('versions') or {}).get(version, 'unknown')})")
+    raise Conflict(f"the canary of {name} changed underneath: it was {version} at {fmt_pct(percent)}%, "
+                   f"now {now}; nothing was written", hint=f"check 'modelctl status {name}' and decide again")
+
+
+def _evidence(evidence: str | None) -> list[tuple[str, str]]:
+    from .names import clean_text
+
+    text = clean_text(evidence, limit=2000)
+    return [("Modelctl-Evidence", text)] if text else []
 
 
 def rollback(reg: Registry, name: str, *, to: str | None = None, reason: str | None = None,

@@ -199,31 +199,33 @@ def _count(value: Any) -> str:
 
 
 def watch_rows(decision) -> list[list[str]]:
-    """One row per metric: metric, baseline, canary, threshold, samples, statistic, verdict."""
+    """One row per metric and segment: metric, control, canary, samples, statistic, verdict."""
+    from .watch import metric_rows
+
     rows = []
-    for r in decision.results:
-        base = _metric_value(r.baseline_value, r.type)
-        if r.baseline_source:
-            base += f" ({r.baseline_source})"
-        samples = f"{_count(r.canary_n)} / {_count(r.baseline_n)}"
-        if r.statistic == "sprt_llr" and r.statistic_value is not None:
-            stat = f"llr {r.statistic_value:.2f} / {r.bound:.2f}"
-        elif r.statistic == "ratio" and r.statistic_value is not None:
-            stat = f"ratio {r.statistic_value:.3g} / {r.bound:g}"
+    for r in metric_rows(decision):
+        kind = "rate" if r.get("type") in ("rate", "latency") else None
+        name = r["metric"] + (f" [{r['segment']}]" if r.get("segment") else "")
+        control = _metric_value(r.get("control"), kind)
+        if r.get("control_source"):
+            control += f" ({r['control_source']})"
+        samples = f"{_count(r.get('canary_n'))} / {_count(r.get('control_n'))}"
+        value, bound = r.get("value"), r.get("bound")
+        if value is not None and bound is not None:
+            label = "ratio" if r.get("statistic") == "ratio" else "llr"
+            stat = f"{label} {value:.3g} / {bound:.3g}"
         else:
             stat = "-"
-        verdict = r.verdict
-        streak = decision.streaks.get(r.metric, 0)
-        if r.verdict == "fail":
-            verdict += f" {streak}x" + ("" if r.action == "rollback" else f" ({r.action})")
-        elif r.verdict in ("error", "insufficient_data") and r.reason:
-            verdict += f": {r.reason}"
-        rows.append([r.metric, base, _metric_value(r.canary_value, r.type),
-                     _metric_value(r.threshold, r.type), samples, stat, verdict])
+        verdict = r.get("verdict") or "-"
+        if verdict == "fail" and r.get("action") != "rollback":
+            verdict += f" ({r.get('action')})"
+        elif verdict in ("error", "insufficient_data") and r.get("reason"):
+            verdict += f": {r['reason']}"
+        rows.append([name, control, _metric_value(r.get("canary"), kind), samples, stat, verdict])
     return rows
 
 
-WATCH_COLUMNS = ["metric", "baseline", "canary", "threshold", "samples", "statistic", "verdict"]
+WATCH_COLUMNS = ["metric", "control", "canary", "samples", "statistic", "verdict"]
 
 
 def _watch_title(report) -> str:
@@ -246,7 +248,7 @@ def _rich_watch_table(title: str, decision, caption: str | None):
         t.add_column(c, overflow="fold")
     if decision is not None:
         for row, result in zip(watch_rows(decision), decision.results):
-            t.add_row(*row[:-1], Text(row[-1], style=_VERDICT_STYLE.get(result.verdict, "")))
+            t.add_row(*row[:-1], Text(row[-1], style=_VERDICT_STYLE.get(getattr(result, "verdict", ""), "")))
     return t
 
 
@@ -271,14 +273,14 @@ class WatchView:
 
         parts = []
         if report.decision is not None:
-            caption = f"decision: {report.decision.action} ({report.decision.reason})"
+            caption = f"decision: {report.decision.action} ({getattr(report.decision, 'reason', '')})"
             if report.error:
                 caption += f"; metrics unavailable: {report.error}"
             parts.append(_rich_watch_table(_watch_title(report), report.decision, caption))
         if report.shadow is not None and report.shadow_decision is not None:
             d = report.shadow_decision
             title = f"shadow {report.shadow.version} at {_pct(report.shadow.percent)}% (report only, never rolled back)"
-            parts.append(_rich_watch_table(title, d, f"verdict: {d.action} ({d.reason})"))
+            parts.append(_rich_watch_table(title, d, f"verdict: {d.action} ({getattr(d, 'reason', '')})"))
         if not parts:
             return
         group = Group(*parts)
@@ -294,21 +296,22 @@ class WatchView:
         """Show an alert, a step or a promotion."""
         if self.json_lines:
             self._emit(_finite(event.to_json()))
-            say(event.message)
+            if event.kind != "header":  # the header is planning figures: in the JSON line only
+                say(event.message)
         elif self._live is not None:
             self._live.console.print(event.message)
         else:
             line(event.message)
 
     def result(self, result) -> None:
-        """Show how the watch ended (a hold is left to the error funnel)."""
+        """Show how the watch ended (a hold or a changed canary is left to the error funnel)."""
         self.close()
         if self.json_lines:
             self._emit(_finite(result.to_json()))
-            if result.exit_code != 4:
+            if result.exit_code not in (3, 4):
                 say(result.message)
             return
-        if result.exit_code == 4:
+        if result.exit_code in (3, 4):
             return
         line(result.message)
         if result.commit:

@@ -1,42 +1,44 @@
 """`watch`: the loop that follows a live canary (and shadow): poll -> judge -> act.
 
-The loop has no clock of its own: `clock` (wall time, for sample staleness, canary windows and
-step times), `monotonic` (poll intervals, durations, detection-to-commit time) and `sleep` are
-injected, and so are the metrics provider and the actions, so tests drive it without waiting.
+The loop has no clock of its own: `clock` (wall time: poll times, canary windows, step times),
+`monotonic` (intervals, --max-duration, detection-to-commit time) and `sleep` are injected, and so
+are the metrics provider and the actions, so tests drive it without waiting.
 
 Each poll:
 
-1. reads the deployment at HEAD (committed state, never the work tree) to find the live canary,
-   its percent and start (`canary.started`, else the time of the commit that started it), the
-   active version and the shadow; the registered baseline is the canary bundle's `baseline`
-   (keys it lacks are taken from the active bundle's);
-2. fetches the active, canary and shadow versions in one provider call over the canary window
-   (seconds since the canary started; the shadow is reported over the same window);
-3. judges the canary with `analysis.Judge` and acts on its decision:
-   - `rollback`: the same code as `modelctl rollback` (`ops.rollback` with the judged canary as
-     precondition and the evidence as trailers); the time from the start of the deciding poll to
-     the commit (and push) is measured. Exit 1; exit 0 when another writer had already rolled it
-     back (the store re-checks on the remote tip), exit 3 when the canary changed underneath;
-   - `hold` (the `on_errors: hold` fail-safe after `consecutive_errors` polls without usable
-     data): stop, write nothing, exit 4 (DESIGN §7: the metrics endpoint failed past its limits;
-     the canary stays where it is for a human to decide);
-   - `alert`: reported once per failing streak, watching goes on;
-   - `advance-ok` with `--advance`: after `consecutive_failures` such polls in a row and at least
-     `canary.min_step_seconds` on the current step, the canary moves to the next of
-     `canary.steps`; past the last step it is promoted to active (exit 0).
-4. judges the shadow the same way, for the report only: shadow traffic is mirrored and never
-   served, so a bad shadow hurts no user and never rolls anything back (its verdicts say whether
-   to promote it; its errors never count towards the canary's fail-safe).
+1. reads the deployment to find the live canary, its percent and start (`canary.started`, else
+   the time of the commit that started it), the active version (the live control) and the shadow.
+   In a push-configured clone (`remote.push` or `--push`) it first fetches the branch, and reads
+   the REMOTE tip: what another clone did a second ago is what watch judges and acts on;
+2. reads the active, canary and shadow versions in one provider call (`metrics.take_poll`): an
+   `observation.Poll` of cumulative counters, or one with `error` set; `--record FILE` appends
+   it to FILE in the poll record format;
+3. feeds the Poll to `analysis.Judge` (`judge.observe`, the same call `modelctl replay` makes, see
+   `judge_polls`) and acts on its decision:
+   - `rollback`: the same code as `modelctl rollback` (precondition: the judged canary; evidence
+     as trailers); the time from the start of the deciding poll to the commit (and push) is
+     measured. Exit 1; exit 0 when another writer had already rolled it back, 3 when the canary
+     changed underneath;
+   - `hold` (the fail-safe after `consecutive_errors` polls without usable data): stop, write
+     nothing, exit 4; `srm-hold` (the canary's share of traffic disagrees with its percent) is
+     reported and the watch goes on, neither passing nor rolling back;
+   - `alert`: reported once per streak, watching goes on;
+   - `advance-ok` with `--advance`: when `judge.ready_to_advance(now)` (minimum duration and
+     events) and at least `canary.min_step_seconds` on the current step, the canary moves to the
+     next of `canary.steps`; past the last step it is promoted to active (exit 0). Each step and
+     promotion carries the evidence and the precondition "the canary is still VERSION at PERCENT%"
+     (judged on the remote tip when pushing): if someone changed it, exit 3 and nothing is written;
+4. judges the shadow the same way, for the report only (mirrored traffic hurts no user).
 
-`--once` makes one poll; the tracker state (failing/error streaks, and for http-json the counter
-values the increases start from) is kept between `--once` runs of the same canary in the clone's
-git directory (`modelctl-watch/<name>.json`, never committed), so `consecutive_failures` means
-the same from cron as from a long-running watch, and an http-json endpoint's counters count from
-the first run. `--dry-run` judges and reports what it
-would do without writing anything (a rollback decision still exits 1: the verdict is negative).
+The judge's state (`Judge.export_state()`) is kept after every poll in the clone's git directory
+(`modelctl-watch/<name>.json`, never committed), keyed by the canary's version and start, so a
+restarted watch (or the next `--once` run from cron) resumes the statistic instead of spending a
+fresh alpha. `--dry-run` judges and reports without writing anything (not even that state).
 
-The watch ends when the canary it follows ends (rolled back or promoted by someone else: exit 0),
-when `--max-duration` passes without a decision (exit 0), or when there is nothing to watch.
+The watch ends when the canary ends elsewhere (rolled back or promoted by someone else: exit 0,
+naming the commit and its author), when `--max-duration` passes without a decision (exit 0; a hard
+bound: each poll's HTTP deadline is capped by the time left), or when there is nothing to watch.
+`--report FILE.html` writes a self-contained page of the judgement when the watch ends.
 """
 from __future__ import annotations
 
@@ -47,16 +49,21 @@ import os
 import re
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
-from .analysis import (ADVANCE_OK, ALERT, HOLD, ROLLBACK, AnalysisConfig, Decision, Judge, Sample,
-                       TrackerState)
-from .errors import UsageError
+from .errors import Conflict, ModelctlError, UsageError
 from .names import check_name
+from .observation import Poll
 
 EXIT_DONE = 0
 EXIT_ROLLED_BACK = 1
+EXIT_CONFLICT = 3
 EXIT_METRICS = 4
+
+# decision actions (analysis.Decision.action)
+CONTINUE, ROLLBACK, ALERT, HOLD, ADVANCE_OK, SRM_HOLD = "continue", "rollback", "alert", "hold", "advance-ok", \
+    "srm-hold"
 
 # outcomes of a watch (WatchResult.outcome)
 ROLLED_BACK = "rolled-back"
@@ -65,6 +72,7 @@ WOULD_ROLL_BACK = "would-roll-back"
 HELD = "held"
 PROMOTED = "promoted"
 ENDED = "canary-ended"
+CHANGED = "canary-changed"
 NOTHING = "nothing-to-watch"
 NO_DECISION = "no-decision"
 
@@ -104,6 +112,50 @@ def iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# --------------------------------------------------------------------------- the shared judgement
+
+
+def judge_polls(judge, polls: Iterable[Poll]) -> Iterator[tuple[int, Poll, Any]]:
+    """Feed polls to a Judge in order: (1-based poll number, poll, decision). watch and replay both use this."""
+    for number, poll in enumerate(polls, 1):
+        yield number, poll, judge.observe(poll)
+
+
+def ends_watch(decision) -> bool:
+    """Whether a decision ends a watch by itself (a rollback, or the hold fail-safe)."""
+    return decision.action in (ROLLBACK, HOLD)
+
+
+def canary_id(model: str, version: str, started: float | None) -> str:
+    """The id that separates canaries in a poll record: model:version:start (unix seconds)."""
+    return f"{model}:{version}:{0 if started is None else int(started)}"
+
+
+def exact(poll: Poll) -> Poll:
+    """The poll as its record line reads back, so a replay sees exactly what watch judged."""
+    return Poll.from_json(json.loads(json.dumps(poll.to_json(), allow_nan=False)))
+
+
+def metric_rows(decision) -> list[dict]:
+    """One JSON-ready row per metric (and segment) result of a decision."""
+    if decision is None:
+        return []
+    rows = []
+    streaks = getattr(decision, "streaks", None) or {}
+    for r in decision.results:
+        row = dict(r.evidence()) if hasattr(r, "evidence") else {}
+        row.setdefault("metric", getattr(r, "metric", None))
+        row.setdefault("verdict", getattr(r, "verdict", None))
+        row.setdefault("action", getattr(r, "action", None))
+        row["streak"] = streaks.get(row["metric"], 0) if isinstance(streaks, Mapping) else 0
+        rows.append(row)
+    return rows
+
+
+def _reason(decision) -> str:
+    return str(getattr(decision, "reason", "") or decision.action)
+
+
 # --------------------------------------------------------------------------- what is live
 
 
@@ -114,7 +166,7 @@ class Split:
     version: str
     percent: float
     started: float | None = None  # unix seconds
-    started_raw: str | None = None  # as written in the deployment (keys the --once state)
+    started_raw: str | None = None  # as written in the deployment (keys the saved judge state)
     step_started: float | None = None  # unix seconds of the last percent change
 
 
@@ -128,14 +180,14 @@ class Target:
     canary: Split | None
     shadow: Split | None
     versions: Mapping[str, str]  # version -> status
-    registered: Mapping[str, Any]  # the canary's registered baseline (active bundle's as fallback)
-    shadow_registered: Mapping[str, Any]
+    prior: Mapping[str, Any]  # the ACTIVE bundle's registered baseline (never the candidate's)
+    ref: str = "HEAD"
 
 
-def read_target(reg, name: str, *, history: bool = True) -> Target:
-    """The live canary, shadow and active version of a model at HEAD, with their baselines."""
+def read_target(reg, name: str, *, history: bool = True, ref: str = "HEAD") -> Target:
+    """The live canary, shadow and active version of a model at `ref`, with the serving baseline."""
     check_name(name)
-    snap = reg.snapshot()
+    snap = reg.snapshot(ref)
     dep = reg.deployment(name, snap)
     if dep is None:
         from .errors import NotFound
@@ -149,37 +201,25 @@ def read_target(reg, name: str, *, history: bool = True) -> Target:
             raw = slot.get("started")
             splits[stage] = Split(slot["version"], slot["percent"], _unix(raw), raw if isinstance(raw, str) else None)
     if history and "canary" in splits:
-        splits["canary"] = _with_history(reg, name, splits["canary"])
+        splits["canary"] = _with_history(reg, name, splits["canary"], ref=ref)
     if history and "shadow" in splits and splits["shadow"].started is None:
-        splits["shadow"] = _with_history(reg, name, splits["shadow"], stage="shadow")
-    baselines: dict[str, Mapping[str, Any]] = {}
-
-    def baseline(version: str | None) -> Mapping[str, Any]:
-        if version is None:
-            return {}
-        if version not in baselines:
-            data = reg.bundle(name, version, snap).get("baseline")
-            baselines[version] = data if isinstance(data, Mapping) else {}
-        return baselines[version]
-
-    canary = splits.get("canary")
-    shadow = splits.get("shadow")
-    fallback = baseline(active)
-    registered = {**fallback, **baseline(canary.version)} if canary else dict(fallback)
-    shadow_registered = {**fallback, **baseline(shadow.version)} if shadow else {}
-    return Target(name=name, commit=snap.commit, active=active, canary=canary, shadow=shadow,
-                  versions=dict(dep.get("versions") or {}), registered=registered,
-                  shadow_registered=shadow_registered)
+        splits["shadow"] = _with_history(reg, name, splits["shadow"], stage="shadow", ref=ref)
+    prior: Mapping[str, Any] = {}
+    if active:
+        data = reg.bundle(name, active, snap).get("baseline")
+        prior = data if isinstance(data, Mapping) else {}
+    return Target(name=name, commit=snap.commit, active=active, canary=splits.get("canary"),
+                  shadow=splits.get("shadow"), versions=dict(dep.get("versions") or {}), prior=dict(prior), ref=ref)
 
 
-def history(reg, name: str, limit: int = 200) -> list[dict]:
+def history(reg, name: str, limit: int = 200, ref: str = "HEAD") -> list[dict]:
     """Recent commits that changed a model's deployment file, newest first, with their trailers."""
     from .registry import deployment_path
 
-    keys = ("Action", "Version", "From", "To")
+    keys = ("Action", "Version", "From", "To", "Percent")
     fmt = "%x1e%H%x1f%ct%x1f%an <%ae>" + "".join(
         f"%x1f%(trailers:key=Modelctl-{k},valueonly,separator=%x2C)" for k in keys)
-    proc = reg.store.git("log", "-n", str(limit), f"--format={fmt}", "HEAD", "--", deployment_path(name),
+    proc = reg.store.git("log", "-n", str(limit), f"--format={fmt}", ref, "--", deployment_path(name),
                          check=False)
     if proc.returncode != 0:
         return []
@@ -195,9 +235,9 @@ def history(reg, name: str, limit: int = 200) -> list[dict]:
     return out
 
 
-def _with_history(reg, name: str, split: Split, stage: str = "canary") -> Split:
+def _with_history(reg, name: str, split: Split, stage: str = "canary", ref: str = "HEAD") -> Split:
     """Fill in when the split started (if the file does not say) and when its percent last changed."""
-    commits = history(reg, name)
+    commits = history(reg, name, ref=ref)
     step = None
     started = split.started
     for c in commits:  # newest first
@@ -215,11 +255,19 @@ def _with_history(reg, name: str, split: Split, stage: str = "canary") -> Split:
     return replace(split, started=started, step_started=step)
 
 
-def who_rolled_back(reg, name: str, version: str) -> str | None:
+def who_rolled_back(reg, name: str, version: str, ref: str = "HEAD") -> str | None:
     """'<short commit> by <author>' of the newest rollback commit of a version, if any."""
-    for c in history(reg, name):
+    for c in history(reg, name, ref=ref):
         if c["action"] == "rollback" and c["version"] == version:
             return f"commit {c['commit'][:12]} by {c['author']}"
+    return None
+
+
+def last_change(reg, name: str, ref: str = "HEAD") -> str | None:
+    """'<action> in commit <short> by <author>' of the newest change of a model's deployment."""
+    for c in history(reg, name, limit=1, ref=ref):
+        what = f"{c['action']} {c['version']}".strip() if c["action"] else "a direct edit"
+        return f"{what} in commit {c['commit'][:12]} by {c['author']}"
     return None
 
 
@@ -237,8 +285,8 @@ class PollReport:
     canary: Split | None
     shadow: Split | None
     since_seconds: float
-    decision: Decision | None  # None when there is no canary to judge
-    shadow_decision: Decision | None
+    decision: Any  # analysis.Decision; None when there is no canary to judge
+    shadow_decision: Any
     error: str | None  # the provider's failure, when the poll got no data
     seconds: float  # how long the poll took
     dry_run: bool = False
@@ -252,17 +300,6 @@ class PollReport:
         def split(s: Split | None) -> dict | None:
             return None if s is None else {"version": s.version, "percent": s.percent}
 
-        def metrics(decision: Decision | None) -> list:
-            if decision is None:
-                return []
-            rows = []
-            for r in decision.results:
-                row = r.evidence()
-                row["action"] = r.action
-                row["streak"] = decision.streaks.get(r.metric, 0)
-                rows.append(row)
-            return rows
-
         doc = {
             "event": "poll",
             "poll": self.poll,
@@ -272,10 +309,10 @@ class PollReport:
             "canary": split(self.canary),
             "since_seconds": round(self.since_seconds, 3),
             "action": self.action,
-            "reason": self.decision.reason if self.decision else None,
-            "error_polls": self.decision.error_polls if self.decision else 0,
+            "reason": _reason(self.decision) if self.decision else None,
+            "error_polls": getattr(self.decision, "error_polls", 0) if self.decision else 0,
             "error": self.error,
-            "metrics": metrics(self.decision),
+            "metrics": metric_rows(self.decision),
             "shadow": None,
             "dry_run": self.dry_run,
             "seconds": round(self.seconds, 3),
@@ -283,15 +320,15 @@ class PollReport:
         if self.shadow is not None:
             doc["shadow"] = {**split(self.shadow),
                              "verdict": self.shadow_decision.action if self.shadow_decision else None,
-                             "metrics": metrics(self.shadow_decision)}
+                             "metrics": metric_rows(self.shadow_decision)}
         return doc
 
 
 @dataclass(frozen=True)
 class WatchEvent:
-    """Something watch did or would do between polls: alert, step, promote."""
+    """Something watch did or would do between polls: header, alert, step, promote, note."""
 
-    kind: str  # "alert" | "step" | "promote" | "would-step" | "would-promote" | "note"
+    kind: str  # "header" | "alert" | "srm" | "step" | "promote" | "would-step" | "would-promote" | "note"
     message: str
     data: Mapping[str, Any] = field(default_factory=dict)
 
@@ -315,7 +352,7 @@ class WatchResult:
     detect_to_commit_seconds: float | None = None
     evidence: Sequence[str] = ()
     reason: str | None = None
-    decision: Decision | None = None
+    decision: Any = None
 
     def to_json(self) -> dict:
         return {
@@ -340,16 +377,16 @@ class WatchResult:
 
 
 class Actions(Protocol):
-    """The writes watch makes (the lifecycle operations by default)."""
+    """The writes watch makes (the lifecycle operations by default); each checks what watch saw."""
 
     def rollback(self, target: Target, *, reason: str, evidence: list[str]) -> Any:
         """Roll back target.canary (precondition: it is still the live canary); return the store Outcome."""
 
     def step(self, target: Target, percent: float, *, reason: str, evidence: list[str]) -> Any:
-        """Move the live canary to `percent`."""
+        """Move the live canary to `percent` (precondition: still target.canary's version and percent)."""
 
     def promote(self, target: Target, *, reason: str, evidence: list[str]) -> Any:
-        """Promote the live canary to active."""
+        """Promote the live canary to active (precondition: still target.canary's version and percent)."""
 
 
 class OpsActions:
@@ -369,13 +406,16 @@ class OpsActions:
     def step(self, target: Target, percent: float, *, reason: str, evidence: list[str]) -> Any:
         from . import ops
 
-        return ops.canary(self.reg, target.name, target.canary.version, percent, reason=reason, opts=self.opts)
+        return ops.canary(self.reg, target.name, target.canary.version, percent, reason=reason, opts=self.opts,
+                          expect_canary=(target.canary.version, target.canary.percent),
+                          evidence=" | ".join(evidence))
 
     def promote(self, target: Target, *, reason: str, evidence: list[str]) -> Any:
         from . import ops
 
         return ops.promote(self.reg, target.name, target.canary.version, to="active", reason=reason,
-                           opts=self.opts)
+                           opts=self.opts, expect_canary=(target.canary.version, target.canary.percent),
+                           evidence=" | ".join(evidence))
 
 
 # --------------------------------------------------------------------------- the loop
@@ -385,11 +425,13 @@ class OpsActions:
 class WatchOptions:
     """How to watch (the CLI flags)."""
 
-    interval: float | None = None  # seconds between polls; None -> analysis.interval
-    max_duration: float | None = None  # seconds; None -> until a decision
+    interval: float | str | None = None  # seconds between polls; None -> analysis.interval
+    max_duration: float | str | None = None  # seconds; None -> until a decision
     once: bool = False
     dry_run: bool = False
     advance: bool = False
+    record: str | os.PathLike | None = None  # append every poll to this JSONL file
+    report: str | os.PathLike | None = None  # write the HTML report here when the watch ends
 
 
 class Watcher:
@@ -413,6 +455,8 @@ class Watcher:
         url: str | None = None,
         write_options=None,
     ):
+        from .analysis import AnalysisConfig
+
         self.reg = reg
         self.name = check_name(name)
         self.options = options
@@ -435,116 +479,195 @@ class Watcher:
         self.interval = parse_duration(interval, "interval")
         self.max_duration = None if options.max_duration is None else parse_duration(options.max_duration,
                                                                                      "max duration")
+        remote = self.config.get("remote") or {}
+        push = getattr(write_options, "push", None)
+        self.pushing = bool(remote.get("push", False) if push is None else push) and \
+            getattr(write_options, "branch", None) is None
+        self.remote = str(remote.get("name", "origin"))
+        self.branch = str(remote.get("branch", "main"))
+        self.record = Path(options.record) if options.record is not None else None
         from .state import canary_steps
 
         self.steps = canary_steps(self.config)
         self.min_step_seconds = float((self.config.get("canary") or {}).get("min_step_seconds", 300))
-        self.need = max(1, self.analysis.consecutive_failures)
         # per followed canary
         self.following: str | None = None
-        self.judge: Judge | None = None
-        self.shadow_judge: Judge | None = None
+        self.following_id: str | None = None
+        self.judge = None
+        self.shadow_judge = None
         self.shadow_following: str | None = None
-        self.ok_streak = 0
         self.step_started: float | None = None
         self.window_start: float | None = None  # when the followed canary started (unix seconds)
         self.alerting = False
+        self.srm_said = False
+        self.header_said = 0
         self.announced: set[str] = set()
         self.polls = 0
         self.started_at = 0.0
+        self.deadline: float | None = None  # monotonic time --max-duration ends
+        self.history: list[tuple[Poll, Any]] = []  # (poll, decision) of the followed canary (the report)
+        self.fetch_failed = False
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> WatchResult:
         """Poll until a decision, the end of the canary, --once or --max-duration."""
         self.started_at = self.clock()
         start = self.monotonic()
-        deadline = start + self.max_duration if self.max_duration is not None else None
-        while True:
-            poll_start = self.monotonic()
-            result = self.poll(poll_start)
-            if result is not None:
-                return result
-            if self.options.once:
-                return self._end(NO_DECISION, EXIT_DONE, self._once_message())
-            next_at = poll_start + self.interval
-            if deadline is not None and next_at >= deadline:
-                return self._end(NO_DECISION, EXIT_DONE,
-                                 f"no decision on {self._subject()} within {_secs(self.max_duration)}; "
-                                 "nothing was changed")
-            self.sleep(max(0.0, next_at - self.monotonic()))
+        self.deadline = start + self.max_duration if self.max_duration is not None else None
+        try:
+            while True:
+                poll_start = self.monotonic()
+                result = self.poll(poll_start)
+                if result is not None:
+                    return result
+                if self.options.once:
+                    return self._end(NO_DECISION, EXIT_DONE, self._once_message())
+                next_at = poll_start + self.interval
+                if self.deadline is not None and (next_at >= self.deadline or self.monotonic() >= self.deadline):
+                    return self._end(NO_DECISION, EXIT_DONE,
+                                     f"no decision on {self._subject()} within {_secs(self.max_duration)}; "
+                                     "nothing was changed")
+                self.sleep(max(0.0, next_at - self.monotonic()))
+        finally:
+            if self.options.report is not None:
+                self.write_report(self.options.report)
+
+    def time_left(self) -> float | None:
+        """Seconds left before --max-duration (None without one)."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - self.monotonic())
 
     def poll(self, poll_start: float | None = None) -> WatchResult | None:
-        """One poll: read the tip, fetch, judge, act; a WatchResult when the watch is over."""
+        """One poll: read the tip, read the metrics, judge, act; a WatchResult when the watch is over."""
         poll_start = self.monotonic() if poll_start is None else poll_start
+        ref = self._tip()
         # commit history (when the canary started) is read only when a canary is first followed
-        target = read_target(self.reg, self.name, history=self.following is None)
+        target = read_target(self.reg, self.name, history=self.following is None, ref=ref)
         ended = self._follow(target)
         if ended is not None:
             return ended
         self.polls += 1
-        now = self.clock()
         window_start = self.window_start or (target.shadow and target.shadow.started) or self.started_at
-        since = max(1.0, now - window_start)
+        since = max(1.0, self.clock() - window_start)
         versions = [v for v in (target.active,
                                 target.canary.version if target.canary else None,
                                 target.shadow.version if target.shadow else None) if v]
         versions = list(dict.fromkeys(versions))
-        samples: dict[str, Sample] = {}
-        error = None
+        from .metrics import take_poll
+
+        main = target.canary or target.shadow
+        poll = take_poll(self.provider, self.name, control=target.active, canary=main.version,
+                         percent=main.percent if target.canary else None, versions=versions,
+                         since_seconds=since, clock=self.clock, time_left=self.time_left(),
+                         canary_id=self.following_id if target.canary else None)
         try:
-            samples = self.provider.fetch(self.name, versions, since)
-        except Exception as exc:  # noqa: BLE001 - a watchdog must outlive any bad answer
-            error = " ".join(str(exc).split()) or type(exc).__name__
-        now = self.clock()
+            poll = exact(poll)
+        except ModelctlError as exc:  # an answer the record cannot carry is no data, never a crash
+            poll = replace(poll, readings={}, error=f"unusable answer: {exc}")
         decision = shadow_decision = None
         if target.canary:
-            if error is not None:
-                decision = self.judge.unavailable(error)
-            else:
-                decision = self.judge.poll(samples.get(target.canary.version), samples.get(target.active),
-                                           target.registered, now=now)
+            self._record(poll)
+            decision = self.judge.observe(poll)
+            self.history.append((poll, decision))
         if target.shadow and target.shadow.version != (target.canary.version if target.canary else None):
-            if error is not None:
-                shadow_decision = self.shadow_judge.unavailable(error)
-            else:
-                shadow_decision = self.shadow_judge.poll(samples.get(target.shadow.version),
-                                                         samples.get(target.active), target.shadow_registered,
-                                                         now=now)
-        report = PollReport(poll=self.polls, at=now, model=self.name, active=target.active, canary=target.canary,
-                            shadow=target.shadow, since_seconds=since, decision=decision,
-                            shadow_decision=shadow_decision, error=error,
+            shadow_poll = replace(poll, canary=target.shadow.version, percent=None, canary_id=None)
+            shadow_decision = self.shadow_judge.observe(shadow_poll)
+        report = PollReport(poll=self.polls, at=poll.time, model=self.name, active=target.active,
+                            canary=target.canary, shadow=target.shadow, since_seconds=since, decision=decision,
+                            shadow_decision=shadow_decision, error=poll.error,
                             seconds=self.monotonic() - poll_start, dry_run=self.options.dry_run)
         self.on_poll(report)
         if decision is None:
             return None
-        result = self._act(target, decision, poll_start, now)
+        self._header(poll)
+        result = self._act(target, decision, poll_start, poll.time)
         if result is None:
-            self._save_once_state(target)
+            self._save_state(target)
         return result
+
+    def _tip(self) -> str:
+        """The ref to judge: the remote tip, freshly fetched, in a push-configured clone; else HEAD."""
+        if not self.pushing:
+            return "HEAD"
+        left = self.time_left()
+        try:
+            self.reg.store.fetch(self.remote, self.branch, timeout=max(1.0, min(30.0, left if left else 30.0)),
+                                 models=(self.name,))
+            self.fetch_failed = False
+        except ModelctlError as exc:
+            # judging goes on with the last fetched tip: every write re-checks on the remote anyway
+            if not self.fetch_failed:
+                self.on_event(WatchEvent("note", f"note: cannot fetch {self.remote}/{self.branch} ({exc}); "
+                                                 "judging the last fetched state"))
+            self.fetch_failed = True
+        ref = f"refs/remotes/{self.remote}/{self.branch}"
+        return ref if self.reg.store.rev(ref) else "HEAD"
+
+    def _record(self, poll: Poll) -> None:
+        if self.record is None:
+            return
+        try:
+            with open(self.record, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(poll.to_json(), allow_nan=False, separators=(",", ":")) + "\n")
+        except OSError as exc:
+            # the record is evidence, not the judgement: say so once and keep watching
+            if "record" not in self.announced:
+                self.announced.add("record")
+                self.on_event(WatchEvent("note", f"note: cannot append to {self.record}: {exc.strerror or exc}"))
+
+    def _header(self, poll: Poll) -> None:
+        """The judgement's header: at the first poll, and again once the canary's traffic is measured."""
+        if self.header_said >= 2:
+            return
+        rps = self._canary_rps()
+        if self.header_said == 1 and rps is None:
+            return
+        self.header_said = 2 if rps is not None else 1
+        header = getattr(self.judge, "header_lines", None)
+        if header is None:
+            return
+        try:
+            lines = list(header(rps_canary=rps, max_duration=self.max_duration))
+        except Exception:  # noqa: BLE001 - a planning figure must never stop the watch
+            return
+        if lines:
+            self.on_event(WatchEvent("header", "\n".join(lines), {"lines": lines, "rps_canary": rps}))
+
+    def _canary_rps(self) -> float | None:
+        """The canary's requests per second between the first and last polls that saw it."""
+        seen = [(p.time, p.readings[p.canary].segments[""].requests) for p, _ in self.history
+                if p.error is None and p.canary in p.readings and "" in p.readings[p.canary].segments
+                and p.readings[p.canary].segments[""].requests is not None]
+        if len(seen) < 2 or seen[-1][0] <= seen[0][0] or seen[-1][1] < seen[0][1]:
+            return None
+        return (seen[-1][1] - seen[0][1]) / (seen[-1][0] - seen[0][0])
 
     # -- following ---------------------------------------------------------------------------
     def _follow(self, target: Target) -> WatchResult | None:
         """Start or stop following the live canary and shadow; a result when there is nothing left."""
+        from .analysis import Judge
+
         canary = target.canary.version if target.canary else None
         if self.following is not None and canary != self.following:
             status = target.versions.get(self.following, "gone")
-            who = who_rolled_back(self.reg, self.name, self.following) if status == "rolled-back" else None
+            who = last_change(self.reg, self.name, ref=target.ref)
             detail = f" ({who})" if who else ""
+            self._clear_state()
             return self._end(ENDED, EXIT_DONE,
-                             f"canary {self.following} of {self.name} ended underneath: it is {status} now"
+                             f"canary {self.following} of {self.name} ended elsewhere: it is {status} now"
                              f"{detail}; nothing left to do", version=self.following)
         if canary is not None and self.following is None:
             self.following = canary
-            self.judge = Judge(self.analysis)
-            self.ok_streak = 0
+            self.following_id = canary_id(self.name, canary, target.canary.started or self.started_at)
+            self.judge = Judge(self.analysis, prior=target.prior or None, state=self._load_state(target))
             self.alerting = False
             self.window_start = target.canary.started
             self.step_started = target.canary.step_started or target.canary.started or self.clock()
-            self._load_once_state(target)
         shadow = target.shadow.version if target.shadow else None
         if shadow != self.shadow_following:
             self.shadow_following = shadow
-            self.shadow_judge = Judge(self.analysis) if shadow else None
+            self.shadow_judge = Judge(self.analysis, prior=target.prior or None) if shadow else None
         if canary is None and shadow is None:
             if self.polls == 0:
                 return self._end(NOTHING, EXIT_DONE,
@@ -553,70 +676,90 @@ class Watcher:
         return None
 
     # -- acting ------------------------------------------------------------------------------
-    def _act(self, target: Target, decision: Decision, poll_start: float, now: float) -> WatchResult | None:
+    def _act(self, target: Target, decision, poll_start: float, now: float) -> WatchResult | None:
         action = decision.action
         version = target.canary.version
         if action == ROLLBACK:
             return self._rollback(target, decision, poll_start)
         if action == HOLD:
+            self._clear_state()
             return self._end(HELD, EXIT_METRICS,
-                             f"no usable metrics for {decision.error_polls} polls in a row; holding: canary "
-                             f"{version} of {self.name} stays at {_pct(target.canary.percent)}% and nothing was "
-                             f"written (last problem: {_first_reason(decision)})",
+                             f"no usable metrics for {getattr(decision, 'error_polls', 0) or 'several'} polls in a "
+                             f"row; holding: canary {version} of {self.name} stays at {_pct(target.canary.percent)}% "
+                             f"and nothing was written (last problem: {_first_reason(decision)})",
                              version=version, decision=decision)
         if action == ALERT:
             if not self.alerting:
                 self.alerting = True
-                self.on_event(WatchEvent("alert", f"alert: {decision.reason} on canary {version} of {self.name} "
+                self.on_event(WatchEvent("alert", f"alert: {_reason(decision)} on canary {version} of {self.name} "
                                          "(action: alert, so it keeps running)",
                                          {"version": version, "evidence": decision.evidence_lines()}))
         else:
             self.alerting = False
-        if action != ADVANCE_OK:
-            self.ok_streak = 0
+        if action == SRM_HOLD:
+            if not self.srm_said:
+                self.srm_said = True
+                self.on_event(WatchEvent("srm", f"holding the verdict on canary {version} of {self.name}: "
+                                         f"{_reason(decision)} (neither a pass nor a rollback)",
+                                         {"version": version}))
+        else:
+            self.srm_said = False
+        if action != ADVANCE_OK or not self.options.advance:
             return None
-        self.ok_streak += 1
-        if not self.options.advance or self.ok_streak < self.need:
-            return None
+        ready, _why = self.judge.ready_to_advance(now)
         on_step = now - (self.step_started if self.step_started is not None else now)
-        if on_step < self.min_step_seconds:
+        if not ready or on_step < self.min_step_seconds:
             return None
         return self._advance(target, decision, now)
 
-    def _rollback(self, target: Target, decision: Decision, poll_start: float) -> WatchResult:
+    def _rollback(self, target: Target, decision, poll_start: float) -> WatchResult:
         version = target.canary.version
-        evidence = decision.evidence_lines()
-        why = "fail-safe: " if decision.fail_safe else ""
-        reason = f"watch {why}{decision.reason}"
+        evidence = list(decision.evidence_lines())
+        why = "fail-safe: " if getattr(decision, "fail_safe", False) else ""
+        reason = f"watch {why}{_reason(decision)}"
         if self.options.dry_run:
             return self._end(WOULD_ROLL_BACK, EXIT_ROLLED_BACK,
-                             f"dry run: would roll back canary {version} of {self.name} ({decision.reason}); "
+                             f"dry run: would roll back canary {version} of {self.name} ({_reason(decision)}); "
                              "nothing was written", version=version, evidence=evidence, reason=reason,
                              decision=decision)
-        out = self.actions.rollback(target, reason=reason, evidence=evidence)
+        try:
+            out = self.actions.rollback(target, reason=reason, evidence=evidence)
+        except Conflict as exc:
+            return self._changed(exc, version)
         seconds = self.monotonic() - poll_start
-        self._clear_once_state()
+        self._clear_state()
         if getattr(out, "noop", False):
             note = out.result if isinstance(getattr(out, "result", None), str) else None
             if not note:
-                who = who_rolled_back(self.reg, self.name, version)
+                who = who_rolled_back(self.reg, self.name, version, ref=self._ref_after_write())
                 note = f"canary {version} of {self.name} was already rolled back{' (' + who + ')' if who else ''}"
             return self._end(ALREADY_ROLLED_BACK, EXIT_DONE, f"{note}; nothing to do", version=version,
                              evidence=evidence, reason=reason, decision=decision)
         pushed = bool(getattr(out, "pushed", False))
         where = "commit and push" if pushed else "commit"
         return self._end(ROLLED_BACK, EXIT_ROLLED_BACK,
-                         f"rolled back canary {version} of {self.name} ({decision.reason}); "
+                         f"rolled back canary {version} of {self.name} ({_reason(decision)}); "
                          f"{target.active} keeps serving; {where} {_secs(seconds)} after the deciding poll",
                          version=version, commit=getattr(out, "commit", None), pushed=pushed,
                          tags=tuple(getattr(out, "tags", ()) or ()), detect_to_commit_seconds=seconds,
                          evidence=evidence, reason=reason, decision=decision)
 
-    def _advance(self, target: Target, decision: Decision, now: float) -> WatchResult | None:
+    def _ref_after_write(self) -> str:
+        ref = f"refs/remotes/{self.remote}/{self.branch}"
+        return ref if self.pushing and self.reg.store.rev(ref) else "HEAD"
+
+    def _changed(self, exc: Conflict, version: str) -> WatchResult:
+        """A write whose precondition failed: exit 3, nothing written, naming the change and who made it."""
+        who = last_change(self.reg, self.name, ref=self._ref_after_write())
+        self._clear_state()
+        return self._end(CHANGED, EXIT_CONFLICT, f"{exc.message}{f' (last change: {who})' if who else ''}",
+                         version=version)
+
+    def _advance(self, target: Target, decision, now: float) -> WatchResult | None:
         canary = target.canary
         higher = [s for s in self.steps if s > canary.percent]
-        evidence = [r.evidence_line() for r in decision.results if r.action == ROLLBACK]
-        held = f"{self.ok_streak} passing polls, {_secs(now - self.step_started)} at {_pct(canary.percent)}%"
+        evidence = list(decision.evidence_lines())
+        held = f"{_secs(now - self.step_started)} at {_pct(canary.percent)}%"
         if higher:
             nxt = higher[0]
             reason = f"watch --advance: every rollback metric passes ({held})"
@@ -628,14 +771,15 @@ class Watcher:
                                              f"{self.name} from {_pct(canary.percent)}% to {_pct(nxt)}%",
                                              {"version": canary.version, "percent": nxt}))
                 return None
-            out = self.actions.step(target, nxt, reason=reason, evidence=evidence)
+            try:
+                out = self.actions.step(target, nxt, reason=reason, evidence=evidence)
+            except Conflict as exc:
+                return self._changed(exc, canary.version)
             self.on_event(WatchEvent("step", f"canary {canary.version} of {self.name}: {_pct(canary.percent)}% -> "
                                      f"{_pct(nxt)}% (commit {str(getattr(out, 'commit', '') or '')[:12]})",
                                      {"version": canary.version, "percent": nxt,
-                                      "commit": getattr(out, "commit", None)}))
+                                      "commit": getattr(out, "commit", None), "evidence": evidence}))
             self.step_started = self.clock()
-            self.ok_streak = 0
-            self.judge.reset()  # the split changed: streaks start again at the new step
             return None
         reason = f"watch --advance: every rollback metric passes at the last step ({held})"
         if self.options.dry_run:
@@ -644,13 +788,16 @@ class Watcher:
                 self.on_event(WatchEvent("would-promote", f"dry run: would promote canary {canary.version} of "
                                          f"{self.name} to active", {"version": canary.version}))
             return None
-        out = self.actions.promote(target, reason=reason, evidence=evidence)
-        self._clear_once_state()
+        try:
+            out = self.actions.promote(target, reason=reason, evidence=evidence)
+        except Conflict as exc:
+            return self._changed(exc, canary.version)
+        self._clear_state()
         return self._end(PROMOTED, EXIT_DONE, f"promoted {canary.version} of {self.name} to active after its "
                          f"canary passed every step ({', '.join(_pct(s) for s in self.steps)}%)",
                          version=canary.version, commit=getattr(out, "commit", None),
                          pushed=bool(getattr(out, "pushed", False)), tags=tuple(getattr(out, "tags", ()) or ()),
-                         reason=reason, decision=decision)
+                         reason=reason, evidence=evidence, decision=decision)
 
     def _end(self, outcome: str, code: int, message: str, **fields: Any) -> WatchResult:
         fields.setdefault("version", self.following)
@@ -667,40 +814,39 @@ class Watcher:
             return f"one poll of canary {self.following} of {self.name}: no decision yet; nothing was changed"
         return f"one poll of {self.name}: shadow reported; nothing was changed"
 
-    # -- --once state --------------------------------------------------------------------------
-    def _state_path(self):
+    # -- the judge's state between runs --------------------------------------------------------
+    def _state_path(self) -> Path:
         return self.reg.store.git_dir / "modelctl-watch" / f"{self.name}.json"
 
     def _state_key(self, target: Target) -> dict:
         return {"canary": target.canary.version, "started": target.canary.started_raw}
 
-    def _load_once_state(self, target: Target) -> None:
-        if not self.options.once or self.options.dry_run:
-            return
+    def _load_state(self, target: Target) -> Any:
+        """The saved judge state of this very canary (None: a fresh start)."""
+        if self.options.dry_run:
+            return None
         try:
             data = json.loads(self._state_path().read_text())
         except (OSError, ValueError):
-            return
-        if not isinstance(data, dict) or data.get("key") != self._state_key(target):
-            return
+            return None
+        if not isinstance(data, dict) or data.get("key") != self._state_key(target) or "judge" not in data:
+            return None
+        from .analysis import Judge
+
         try:
-            failures = {str(k): int(v) for k, v in (data.get("failures") or {}).items()}
-            state = TrackerState(failures=failures, errors=int(data.get("errors", 0)), polls=int(data.get("polls", 0)))
-            ok_streak = int(data.get("ok_streak", 0))
-        except (TypeError, ValueError, AttributeError):
-            return  # a damaged state file is a fresh start, never an error
-        self.judge = Judge(self.analysis, state)
-        self.ok_streak = ok_streak
+            Judge(self.analysis, prior=target.prior or None, state=data["judge"])
+        except Exception:  # noqa: BLE001 - a damaged state file is a fresh start, never an error
+            return None
         restore = getattr(self.provider, "restore_state", None)
         if restore is not None and data.get("provider") is not None:
-            restore(data["provider"])  # http-json: counter increases continue from the last run
+            restore(data["provider"])  # http-json: which replicas it saw, to notice restarts across the gap
+        self.step_started = data.get("step_started") if isinstance(data.get("step_started"), (int, float)) else None
+        return data["judge"]
 
-    def _save_once_state(self, target: Target) -> None:
-        if not self.options.once or self.options.dry_run or self.judge is None or target.canary is None:
+    def _save_state(self, target: Target) -> None:
+        if self.options.dry_run or self.judge is None or target.canary is None:
             return
-        state = self.judge.state
-        doc = {"key": self._state_key(target), "failures": dict(state.failures), "errors": state.errors,
-               "polls": state.polls, "ok_streak": self.ok_streak}
+        doc = {"key": self._state_key(target), "judge": self.judge.export_state(), "step_started": self.step_started}
         export = getattr(self.provider, "export_state", None)
         if export is not None:
             doc["provider"] = export()
@@ -708,18 +854,29 @@ class Watcher:
         try:
             path.parent.mkdir(exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(doc))
+            tmp.write_text(json.dumps(doc, allow_nan=False))
             os.replace(tmp, path)
-        except OSError:
-            pass  # losing streaks costs one more poll; it must not stop the judgement
+        except (OSError, ValueError, TypeError):
+            pass  # losing the state costs a fresh start later; it must not stop the judgement
 
-    def _clear_once_state(self) -> None:
-        if not self.options.once:
+    def _clear_state(self) -> None:
+        if self.options.dry_run:
             return
         try:
             self._state_path().unlink()
         except OSError:
             pass
+
+    # -- the report --------------------------------------------------------------------------
+    def write_report(self, path: str | os.PathLike) -> None:
+        """Write the HTML report of the followed canary (what was judged, poll by poll)."""
+        from . import report_html
+
+        if self.following is None:
+            return
+        page = report_html.render([report_html.CanaryStory.build(self.name, self.following_id, self.history)],
+                                  title=f"modelctl watch {self.name}")
+        report_html.write(path, page)
 
 
 def watch(reg, name: str, options: WatchOptions = WatchOptions(), **kwargs: Any) -> WatchResult:
@@ -741,8 +898,8 @@ def _secs(seconds: float | None) -> str:
     return f"{seconds / 60:.1f}m"
 
 
-def _first_reason(decision: Decision) -> str:
-    for r in decision.deciding or decision.results:
-        if r.reason:
+def _first_reason(decision) -> str:
+    for r in list(getattr(decision, "deciding", ()) or ()) + list(decision.results):
+        if getattr(r, "reason", None):
             return r.reason
-    return decision.reason
+    return _reason(decision)

@@ -5,10 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages: git, and a real Prometheus server for the watch end-to-end tests.
+# System packages: git, a real Prometheus server for the watch end-to-end tests, a headless browser.
 need=()
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || need+=(prometheus)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)  # opens watch's HTML report in the tests
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

@@ -4,6 +4,10 @@
   (status, body, headers, a delay before answering, a slow drip); it records every `Request`.
 - `JsonMetricsServer(model)`: the http-json format of DESIGN §5; the test drives the traffic
   (`add`, `traffic`, `set`) and can make it hostile (`misbehave(Reply(...))`).
+- `LiveJsonMetrics(model, versions)`: the http-json format with everything it can carry (histogram
+  buckets, cost_total, segments, replicas), its traffic computed from the real time elapsed when a
+  request arrives (no thread, no randomness); `route()` splits traffic as the registry says,
+  `restart()` restarts one replica, `set_traffic()` changes a version from now on.
 - `TrafficExporter()`: a prometheus_client exporter of llm_requests_total, llm_errors_total,
   llm_cost_total and the llm_latency_ms histogram (labels model, version); `tick(seconds)` adds
   simulated traffic deterministically, `start()` runs a thread that ticks in real time.
@@ -223,6 +227,134 @@ class JsonMetricsServer(LocalServer):
         return Reply(200, self.document())
 
 
+# --------------------------------------------------------------------------- live http-json
+
+
+class LiveJsonMetrics(LocalServer):
+    """`GET /metrics/<model>` answering live simulated traffic in the full http-json format."""
+
+    def __init__(self, model: str, versions: dict[str, "Traffic"], *, segments: dict[str, float] | None = None,
+                 replicas: int = 1, clock: Callable[[], float] = time.monotonic):
+        super().__init__(self._answer)
+        self.model = model
+        self.traffic = {v: Traffic(**vars(t)) for v, t in versions.items()}
+        self.segments = segments or {"": 1.0}
+        self.replicas = [f"r{i + 1}" for i in range(replicas)]
+        self.segment_rates: dict[tuple[str, str], float] = {}  # (version, segment) -> error rate
+        self.clock = clock
+        self.counts: dict[tuple[str, str, str], dict] = {}  # (version, segment, replica) -> counters
+        self._carry: dict[tuple[str, str, str], list[float]] = {}
+        self._last = clock()
+        self._router: tuple | None = None
+        self._route_checked = -1.0
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/metrics/{{model}}"
+
+    def route(self, registry, name: str, total_rps: float) -> "LiveJsonMetrics":
+        """From now on split `total_rps` between the active version and the canary as the registry says."""
+        self._router = (registry, name, total_rps)
+        return self
+
+    def set_traffic(self, version: str, **changes) -> None:
+        """Change a version's rps, error_rate, latency_ms or cost_per_request from now on."""
+        with self.lock:
+            self._advance()
+            for key, value in changes.items():
+                setattr(self.traffic.setdefault(version, Traffic()), key, value)
+
+    def restart(self, version: str, replica: str) -> None:
+        """That replica of the version starts counting from zero again."""
+        with self.lock:
+            self._advance()
+            for key in [k for k in self.counts if k[0] == version and k[2] == replica]:
+                self.counts[key] = _zero()
+
+    def _follow_router(self) -> None:
+        if self._router is None or self.clock() - self._route_checked < 0.3:
+            return
+        self._route_checked = self.clock()
+        registry, name, total = self._router
+        import yaml
+
+        text = subprocess.run(["git", "show", f"HEAD:deployments/{name}.yaml"], cwd=registry, capture_output=True,
+                              text=True).stdout
+        dep = yaml.safe_load(text) or {}
+        share = ((dep.get("canary") or {}).get("percent") or 0) / 100
+        if dep.get("active") in self.traffic:
+            self.traffic[dep["active"]].rps = total * (1 - share)
+        if dep.get("canary") and dep["canary"]["version"] in self.traffic:
+            self.traffic[dep["canary"]["version"]].rps = total * share
+
+    def _advance(self) -> None:
+        now = self.clock()
+        dt, self._last = max(0.0, now - self._last), now
+        for version, t in self.traffic.items():
+            for seg, share in self.segments.items():
+                rate = self.segment_rates.get((version, seg), t.error_rate)
+                for replica in self.replicas:
+                    key = (version, seg, replica)
+                    c = self.counts.setdefault(key, _zero())
+                    carry = self._carry.setdefault(key, [0.0, 0.0])
+                    carry[0] += t.rps * share / len(self.replicas) * dt
+                    n = math.floor(carry[0])
+                    carry[0] -= n
+                    carry[1] += n * rate
+                    e = math.floor(carry[1] + 1e-9)
+                    carry[1] -= e
+                    c["requests"] += n
+                    c["errors"] += e
+                    c["cost_total"] += n * t.cost_per_request
+                    for i, bound in enumerate(LATENCY_BUCKETS + (math.inf,)):
+                        # latencies spread evenly over +-20 % of latency_ms
+                        lo, hi = t.latency_ms * 0.8, t.latency_ms * 1.2
+                        c["buckets"][i] += round(n * min(1.0, max(0.0, (bound - lo) / (hi - lo))))
+
+    def _entry(self, version: str, replica: str | None) -> dict:
+        keys = [k for k in self.counts if k[0] == version and (replica is None or k[2] == replica)]
+
+        def total(ks):
+            out = _zero()
+            for k in ks:
+                for name in ("requests", "errors", "cost_total"):
+                    out[name] += self.counts[k][name]
+                out["buckets"] = [a + b for a, b in zip(out["buckets"], self.counts[k]["buckets"])]
+            return {"requests": out["requests"], "errors": out["errors"], "cost_total": round(out["cost_total"], 9),
+                    "latency_bucket": {("+Inf" if math.isinf(b) else f"{b:g}"): c
+                                       for b, c in zip(LATENCY_BUCKETS + (math.inf,), out["buckets"])}}
+
+        entry = total(keys)
+        named = [seg for seg in self.segments if seg]
+        if named:
+            entry["segments"] = {seg: total([k for k in keys if k[1] == seg]) for seg in named}
+        return entry
+
+    def document(self) -> dict:
+        """The JSON document a GET returns now."""
+        with self.lock:
+            self._follow_router()
+            self._advance()
+            versions = {}
+            for version, t in self.traffic.items():
+                if len(self.replicas) == 1:
+                    entry = self._entry(version, None)
+                else:
+                    entry = {"replicas": {r: self._entry(version, r) for r in self.replicas}}
+                entry["latency_p95_ms"] = t.latency_ms * 1.18
+                versions[version] = entry
+        return {"model": self.model, "timestamp": time.time(), "versions": versions}
+
+    def _answer(self, request: Request) -> Reply:
+        if request.path != f"/metrics/{self.model}":
+            return Reply(404, {"error": "no such model"})
+        return Reply(200, self.document())
+
+
+def _zero() -> dict:
+    return {"requests": 0, "errors": 0, "cost_total": 0.0, "buckets": [0] * (len(LATENCY_BUCKETS) + 1)}
+
+
 # --------------------------------------------------------------------------- Prometheus exporter
 
 
@@ -242,13 +374,16 @@ LATENCY_BUCKETS = (100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1200, 1500
 class TrafficExporter:
     """A prometheus_client exporter on 127.0.0.1 simulating LLM traffic for several versions."""
 
-    def __init__(self, model: str = "support-agent", versions: dict[str, Traffic] | None = None):
+    def __init__(self, model: str = "support-agent", versions: dict[str, Traffic] | None = None,
+                 segments: dict[str, float] | None = None):
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.model = model
         self.traffic = dict(versions or {})
+        self.segments = segments or {"": 1.0}  # segment label value -> share ("" = no label)
+        self.segment_rates: dict[tuple[str, str], float] = {}  # (version, segment) -> error rate
         self.registry = CollectorRegistry()
-        labels = ("model", "version")
+        labels = ("model", "version", "segment")
         self.requests = Counter("llm_requests", "LLM requests", labels, registry=self.registry)
         self.errors = Counter("llm_errors", "LLM failed requests", labels, registry=self.registry)
         self.cost = Counter("llm_cost", "LLM cost in USD", labels, registry=self.registry)
@@ -266,7 +401,8 @@ class TrafficExporter:
     def _touch(self, version: str) -> None:
         # create the series at zero so Prometheus sees them from the first scrape
         for metric in (self.requests, self.errors, self.cost, self.latency):
-            metric.labels(self.model, version)
+            for seg in self.segments:
+                metric.labels(self.model, version, seg)
         self.totals.setdefault(version, {"requests": 0, "errors": 0, "cost": 0.0})
 
     def set_traffic(self, version: str, **changes: float) -> None:
@@ -281,27 +417,29 @@ class TrafficExporter:
         """Add `seconds` worth of traffic (whole requests; errors spread evenly)."""
         with self._lock:
             for version, t in self.traffic.items():
-                req_carry, err_carry = self._carry.get(version, (0.0, 0.0))
-                req_carry += t.rps * seconds
-                n = math.floor(req_carry)
-                req_carry -= n
-                err_carry += n * t.error_rate
-                e = math.floor(err_carry + 1e-9)
-                err_carry -= e
-                self._carry[version] = (req_carry, err_carry)
-                if n == 0:
-                    continue
-                labels = (self.model, version)
-                self.requests.labels(*labels).inc(n)
-                self.errors.labels(*labels).inc(e)
-                self.cost.labels(*labels).inc(n * t.cost_per_request)
-                for i in range(n):
-                    # a spread of +-10 % around the configured latency, deterministic
-                    self.latency.labels(*labels).observe(t.latency_ms * (0.9 + 0.2 * ((i * 37) % 100) / 100))
-                totals = self.totals[version]
-                totals["requests"] += n
-                totals["errors"] += e
-                totals["cost"] += n * t.cost_per_request
+                for seg, share in self.segments.items():
+                    key = f"{version}|{seg}"
+                    req_carry, err_carry = self._carry.get(key, (0.0, 0.0))
+                    req_carry += t.rps * share * seconds
+                    n = math.floor(req_carry)
+                    req_carry -= n
+                    err_carry += n * self.segment_rates.get((version, seg), t.error_rate)
+                    e = math.floor(err_carry + 1e-9)
+                    err_carry -= e
+                    self._carry[key] = (req_carry, err_carry)
+                    if n == 0:
+                        continue
+                    labels = (self.model, version, seg)
+                    self.requests.labels(*labels).inc(n)
+                    self.errors.labels(*labels).inc(e)
+                    self.cost.labels(*labels).inc(n * t.cost_per_request)
+                    for i in range(n):
+                        # a spread of +-10 % around the configured latency, deterministic
+                        self.latency.labels(*labels).observe(t.latency_ms * (0.9 + 0.2 * ((i * 37) % 100) / 100))
+                    totals = self.totals[version]
+                    totals["requests"] += n
+                    totals["errors"] += e
+                    totals["cost"] += n * t.cost_per_request
 
     def start(self, tick_seconds: float = 0.1) -> "TrafficExporter":
         """Serve /metrics on a free port and simulate traffic in real time."""

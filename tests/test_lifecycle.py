@@ -526,7 +526,7 @@ def test_the_demo_walks_the_lifecycle(tmp_path):
                      "is on hold after a rollback", "was served by 1.0.1 (canary)", "support-agent#canary!#9"):
         assert fragment in out, fragment
     # watch: the embedded endpoint's regression is rolled back, with evidence, and pushed to the remote
-    for fragment in ("rolled back canary 1.0.2 of support-agent (error_rate failed 2 poll(s) in a row)",
+    for fragment in ("rolled back canary 1.0.2 of support-agent (error_rate crossed the rollback boundary)",
                      "Modelctl-Evidence: error_rate fail; canary=", "detection to rollback commit (and push):"):
         assert fragment in out, fragment
     remote = tmp_path / "demo" / "remote.git"

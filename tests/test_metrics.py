@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import gzip
+import json
+import math
 import time
 
 import pytest
@@ -17,9 +19,9 @@ from metrics_servers import (
     free_port,
     prometheus_server,
 )
-from modelctl.analysis import ERROR, HOLD, ROLLBACK, AnalysisConfig, Judge
+from modelctl.analysis import HOLD, ROLLBACK, AnalysisConfig, Judge
 from modelctl.errors import InvalidName, MetricsError, UsageError
-from modelctl.metrics import PROVIDERS, HttpJsonProvider, HttpLimits, PrometheusProvider, make_provider
+from modelctl.metrics import DEFAULT_QUERIES, PROVIDERS, HttpJsonProvider, HttpLimits, PrometheusProvider, make_provider, take_poll
 
 FAST = HttpLimits(timeout=0.2, deadline=0.5, max_bytes=64 * 1024)
 MODEL = "support-agent"
@@ -40,90 +42,156 @@ def json_provider(server: JsonMetricsServer, **kwargs) -> HttpJsonProvider:
 # --------------------------------------------------------------------------- http-json
 
 
-def test_http_json_reports_increases_since_the_first_poll(json_server):
-    json_server.add(ACTIVE, requests=10_000, errors=100)
+def test_http_json_reports_cumulative_counters_buckets_cost_and_gauges(json_server):
+    json_server.add(ACTIVE, requests=10_000, errors=100, cost_total=11.2)
+    json_server.set(ACTIVE, latency_bucket={"250": 900, "500": 9000, "1000": 9990, "+Inf": 10_000},
+                    latency_p95_ms=870.0)
     json_server.add(CANARY, requests=50, errors=1)
-    json_server.set(ACTIVE, latency_p95_ms=870.0, cost_per_request=0.0011)
-    json_server.set(CANARY, latency_p95_ms=910.0, cost_per_request=0.0012)
     provider = json_provider(json_server)
-
-    first = provider.fetch(MODEL, [ACTIVE, CANARY], 60)
-    assert (first[ACTIVE].requests, first[ACTIVE].errors) == (0, 0)  # watch starts here
-    assert first[CANARY].latency_p95_ms == 910.0
-
-    json_server.traffic(ACTIVE, 2000, 0.01)
+    readings = provider.read(MODEL, [ACTIVE, CANARY], 60)
+    control = readings[ACTIVE].segments[""]
+    assert (control.requests, dict(control.events), control.cost_total) == (10_000, {"errors": 100}, 11.2)
+    assert control.latency_buckets == ((250, 900), (500, 9000), (1000, 9990), (math.inf, 10_000))
+    assert control.gauges == {"latency_p95_ms": 870.0}
+    assert not readings[ACTIVE].problems
     json_server.traffic(CANARY, 400, 0.03)
-    second = provider.fetch(MODEL, [ACTIVE, CANARY], 90)
-    assert (second[ACTIVE].requests, second[ACTIVE].errors) == (2000, 20)
-    assert (second[CANARY].requests, second[CANARY].errors) == (400, 12)
-    assert second[ACTIVE].cost_per_request == 0.0011
-    assert not second[CANARY].problems
+    assert readings[CANARY].segments[""].requests == 50
+    assert provider.read(MODEL, [CANARY], 90)[CANARY].segments[""].requests == 450  # cumulative, as served
 
 
-def test_http_json_version_appearing_later_counts_from_zero(json_server):
+def test_http_json_version_missing_from_the_answer_is_absent(json_server):
     json_server.add(ACTIVE, requests=5000, errors=50)
-    provider = json_provider(json_server)
-    first = provider.fetch(MODEL, [ACTIVE, CANARY], 1)
-    assert first[CANARY].problem("requests") == f"version {CANARY} is not in the response"
-    json_server.add(CANARY, requests=300, errors=3)
-    second = provider.fetch(MODEL, [ACTIVE, CANARY], 1)
-    assert (second[CANARY].requests, second[CANARY].errors) == (300, 3)
+    readings = json_provider(json_server).read(MODEL, [ACTIVE, CANARY], 1)
+    assert set(readings) == {ACTIVE}
 
 
-def test_http_json_counter_reset_keeps_counting(json_server):
+def test_http_json_segments_are_read_with_their_own_problems(json_server):
     json_server.add(CANARY, requests=1000, errors=10)
+    json_server.set(CANARY, segments={"eu": {"requests": 100, "errors": 3,
+                                             "latency_bucket": {"500": 90, "+Inf": 100}},
+                                      "us": {"requests": 900, "errors": float("nan")}})
+    reading = json_provider(json_server).read(MODEL, [CANARY], 1)[CANARY]
+    assert set(reading.segments) == {"", "eu", "us"}
+    assert reading.segments["eu"].events == {"errors": 3}
+    assert reading.segments["eu"].latency_buckets == ((500, 90), (math.inf, 100))
+    assert reading.problems == {"us/errors": "nan"}
+    assert reading.segments["us"].requests == 900
+
+
+@pytest.mark.parametrize("buckets, problem", [
+    ({"250": 5, "500": 3, "+Inf": 9}, "must not decrease"),
+    ({"250": 5, "500": 7}, '"+Inf" bucket'),
+    ({"fast": 5, "+Inf": 9}, "not a number"),
+    ({"250": -1, "+Inf": 9}, "negative"),
+    ([1, 2], "must be an object"),
+])
+def test_http_json_bad_histograms_are_a_problem_of_the_buckets_only(json_server, buckets, problem):
+    json_server.add(CANARY, requests=9, errors=0)
+    json_server.set(CANARY, latency_bucket=buckets)
+    reading = json_provider(json_server).read(MODEL, [CANARY], 1)[CANARY]
+    assert problem in reading.problems["latency_buckets"]
+    assert reading.segments[""].requests == 9 and reading.segments[""].latency_buckets == ()
+
+
+def test_http_json_replicas_are_summed_and_a_restart_is_an_error_not_an_increase(json_server):
+    replicas = {"r1": {"requests": 4000, "errors": 40, "latency_bucket": {"500": 3000, "+Inf": 4000}},
+                "r2": {"requests": 3000, "errors": 30, "latency_bucket": {"500": 2000, "+Inf": 3000}}}
+    json_server.set(ACTIVE, replicas=replicas, latency_p95_ms=800.0)
     provider = json_provider(json_server)
-    provider.fetch(MODEL, [CANARY], 1)
-    json_server.add(CANARY, requests=500, errors=5)
-    assert provider.fetch(MODEL, [CANARY], 1)[CANARY].requests == 500
-    json_server.versions[CANARY] = {"requests": 200, "errors": 2}  # the exporter restarted
-    after = provider.fetch(MODEL, [CANARY], 1)[CANARY]
-    assert (after.requests, after.errors) == (700, 7)
+    whole = provider.read(MODEL, [ACTIVE], 1)[ACTIVE]
+    assert whole.segments[""].requests == 7000 and whole.segments[""].events == {"errors": 70}
+    assert whole.segments[""].latency_buckets == ((500, 5000), (math.inf, 7000))
+    assert whole.segments[""].gauges == {"latency_p95_ms": 800.0} and not whole.problems
+    # r2 restarts while r1 keeps serving: the sum still rises, but r2's drop is seen
+    replicas["r1"] = {"requests": 9000, "errors": 90, "latency_bucket": {"500": 7000, "+Inf": 9000}}
+    replicas["r2"] = {"requests": 50, "errors": 1, "latency_bucket": {"500": 40, "+Inf": 50}}
+    after = provider.read(MODEL, [ACTIVE], 1)[ACTIVE]
+    assert after.problems["*"].startswith("replica r2 restarted (requests 3000 -> 50)")
+    assert after.segments[""].requests == 9050
+    replicas["r2"] = {"requests": 80, "errors": 1, "latency_bucket": {"500": 70, "+Inf": 80}}
+    assert not provider.read(MODEL, [ACTIVE], 1)[ACTIVE].problems  # counted again from the new values
+    replicas["r3"] = {"requests": 5, "errors": 0, "latency_bucket": {"500": 5, "+Inf": 5}}
+    assert "replica r3 appeared" in provider.read(MODEL, [ACTIVE], 1)[ACTIVE].problems["*"]
+    del replicas["r1"]
+    assert provider.read(MODEL, [ACTIVE], 1)[ACTIVE].problems["*"] == "replica r1 is missing from the answer"
 
 
-def test_http_json_numerator_counters_are_increases_and_other_keys_gauges(json_server):
+def test_http_json_replica_memory_survives_a_restarted_watch(json_server):
+    replicas = {"r1": {"requests": 4000, "errors": 40}}
+    json_server.set(CANARY, replicas=replicas)
+    first = json_provider(json_server)
+    first.read(MODEL, [CANARY], 1)
+    saved = json.loads(json.dumps(first.export_state()))
+    replicas["r1"] = {"requests": 10, "errors": 0}
+    later = json_provider(json_server)
+    assert later.restore_state(saved)
+    assert "restarted" in later.read(MODEL, [CANARY], 1)[CANARY].problems["*"]
+    for bad in ({"url": saved["url"], "replicas": [1]}, {"url": "http://elsewhere/x"}, None):
+        assert not json_provider(json_server).restore_state(bad)
+
+
+def test_http_json_event_counters_come_from_the_configured_metrics(json_server):
     json_server.add(CANARY, requests=100, errors=0, hallucinations=4)
     json_server.set(CANARY, toxicity_score=0.2)
     config = AnalysisConfig.from_section({"metrics": {"hallucination_rate": {"type": "rate", "min_delta": 0.01}}})
     provider = json_provider(json_server, counters=config.counters())
-    provider.fetch(MODEL, [CANARY], 1)
-    json_server.add(CANARY, requests=100, hallucinations=6)
-    sample = provider.fetch(MODEL, [CANARY], 1)[CANARY]
-    assert sample.extra == {"hallucinations": 6, "toxicity_score": 0.2}
+    counters = provider.read(MODEL, [CANARY], 1)[CANARY].segments[""]
+    assert counters.events == {"errors": 0, "hallucinations": 4}
+    assert counters.gauges == {"toxicity_score": 0.2}
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -1, "12", None, True])
-def test_http_json_bad_values_become_errors_not_exceptions(json_server, value):
+def test_http_json_bad_values_become_problems_not_exceptions(json_server, value):
     json_server.add(ACTIVE, requests=9000, errors=90)
     json_server.add(CANARY, requests=900, errors=9)
-    provider = json_provider(json_server)
-    provider.fetch(MODEL, [ACTIVE, CANARY], 1)
     json_server.versions[CANARY]["errors"] = value
-    samples = provider.fetch(MODEL, [ACTIVE, CANARY], 1)
-    assert samples[CANARY].problem("errors")
-    decision = Judge(AnalysisConfig()).poll(samples[CANARY], samples[ACTIVE], {"error_rate": 0.01, "requests": 100})
-    assert decision.results[0].verdict == ERROR
+    reading = json_provider(json_server).read(MODEL, [ACTIVE, CANARY], 1)[CANARY]
+    assert reading.problem("errors")
+    assert "errors" not in reading.segments[""].events
 
 
 def test_http_json_stale_timestamp_is_a_problem(json_server):
     json_server.add(CANARY, requests=100, errors=1)
     json_server.timestamp = 1_000.0
     provider = json_provider(json_server, clock=lambda: 1_000.0 + 300, stale_seconds=120)
-    assert "stale" in provider.fetch(MODEL, [CANARY], 1)[CANARY].problem("requests")
+    assert "stale" in provider.read(MODEL, [CANARY], 1)[CANARY].problem("requests")
     json_server.timestamp = 1_250.0
-    assert not provider.fetch(MODEL, [CANARY], 1)[CANARY].problems
+    assert not provider.read(MODEL, [CANARY], 1)[CANARY].problems
 
 
 def test_http_json_answer_for_another_model_is_refused(json_server):
     json_server.misbehave(Reply(200, {"model": "other-model", "versions": {}}))
     with pytest.raises(MetricsError, match="answers for model 'other-model'"):
-        json_provider(json_server).fetch(MODEL, [CANARY], 1)
+        json_provider(json_server).read(MODEL, [CANARY], 1)
 
 
 def test_invalid_model_name_never_reaches_the_url(json_server):
     with pytest.raises(InvalidName):
-        json_provider(json_server).fetch("../admin", [CANARY], 1)
+        json_provider(json_server).read("../admin", [CANARY], 1)
     assert json_server.requests == []
+
+
+def test_time_left_caps_the_whole_read(json_server):
+    """watch passes what is left of --max-duration: a slow server cannot carry it past the bound."""
+    json_server.misbehave(Reply(200, b"{}", delay=2.0))
+    provider = json_provider(json_server, limits=HttpLimits(timeout=5, deadline=10))
+    started = time.monotonic()
+    with pytest.raises(MetricsError, match="within 0.3s"):
+        provider.read(MODEL, [CANARY], 1, time_left=0.3)
+    assert time.monotonic() - started < 1.5
+
+
+def test_take_poll_turns_any_failure_into_an_error_poll(json_server):
+    json_server.add(ACTIVE, requests=10, errors=0)
+    provider = json_provider(json_server)
+    poll = take_poll(provider, MODEL, control=ACTIVE, canary=CANARY, percent=5, versions=[ACTIVE, CANARY],
+                     since_seconds=1, clock=lambda: 123.0, canary_id="x")
+    assert (poll.time, poll.control, poll.canary, poll.percent, poll.error) == (123.0, ACTIVE, CANARY, 5, None)
+    assert set(poll.readings) == {ACTIVE}
+    json_server.misbehave(Reply(500, "no"))
+    poll = take_poll(provider, MODEL, control=ACTIVE, canary=CANARY, percent=5, versions=[ACTIVE, CANARY],
+                     since_seconds=1)
+    assert "HTTP 500" in poll.error and poll.readings == {}
 
 
 # --------------------------------------------------------------------------- hostile answers
@@ -152,7 +220,7 @@ def test_hostile_answers_raise_metrics_error_quickly(json_server, name):
     json_server.misbehave(reply)
     started = time.monotonic()
     with pytest.raises(MetricsError, match=message) as caught:
-        json_provider(json_server).fetch(MODEL, [ACTIVE, CANARY], 1)
+        json_provider(json_server).read(MODEL, [ACTIVE, CANARY], 1)
     assert time.monotonic() - started < 1.5  # deadline 0.5 s plus one read timeout at most
     assert "\n" not in str(caught.value)
 
@@ -160,7 +228,7 @@ def test_hostile_answers_raise_metrics_error_quickly(json_server, name):
 def test_unreachable_endpoint_is_a_metrics_error():
     provider = HttpJsonProvider(f"http://127.0.0.1:{free_port()}/metrics/{{model}}", limits=FAST)
     with pytest.raises(MetricsError, match="cannot connect"):
-        provider.fetch(MODEL, [CANARY], 1)
+        provider.read(MODEL, [CANARY], 1)
 
 
 def test_redirect_within_the_same_host_is_followed(json_server):
@@ -173,7 +241,7 @@ def test_redirect_within_the_same_host_is_followed(json_server):
 
     json_server.misbehave(answer)
     provider = HttpJsonProvider(f"{json_server.base_url}/old/{{model}}", limits=FAST)
-    assert provider.fetch(MODEL, [CANARY], 1)[CANARY].requests == 0
+    assert provider.read(MODEL, [CANARY], 1)[CANARY].segments[""].requests == 10
     assert [r.path for r in json_server.requests] == [f"/old/{MODEL}", f"/metrics/{MODEL}"]
 
 
@@ -182,7 +250,7 @@ def test_redirect_to_another_host_is_refused_and_never_followed(json_server):
         json_server.misbehave(Reply(302, b"", headers={"Location": f"{elsewhere.base_url}/steal"}))
         provider = HttpJsonProvider(json_server.url, limits=FAST, token="s3cret-token")
         with pytest.raises(MetricsError, match="redirects to another host"):
-            provider.fetch(MODEL, [CANARY], 1)
+            provider.read(MODEL, [CANARY], 1)
         assert elsewhere.requests == []
 
 
@@ -190,20 +258,18 @@ def test_hostile_endpoint_never_rolls_back_and_holds_after_the_error_budget(json
     json_server.add(ACTIVE, requests=10_000, errors=100)
     json_server.add(CANARY, requests=1000, errors=10)
     provider = json_provider(json_server)
-    judge = Judge(AnalysisConfig())
-    replies = [Reply(500, "x"), Reply(200, b"nope"), Reply(200, b"", delay=1.0),
+    judge = Judge(AnalysisConfig(), prior={"error_rate": 0.01, "requests": 100})
+    replies = [None, Reply(500, "x"), Reply(200, b"nope"), Reply(200, b"", delay=1.0),
                Reply(200, {"model": MODEL, "versions": {CANARY: {"requests": float("nan"), "errors": 1}}}),
-               Reply(200, {"model": MODEL, "versions": {}})]
+               Reply(200, {"model": MODEL, "versions": {}}),
+               Reply(200, {"model": MODEL, "versions": {ACTIVE: {"requests": 0, "errors": 0},
+                                                        CANARY: {"requests": 10 ** 9, "errors": 10 ** 8}}})]
     actions = []
-    for reply in replies:
+    for i, reply in enumerate(replies):
         json_server.misbehave(reply)
-        try:
-            samples = provider.fetch(MODEL, [ACTIVE, CANARY], 1)
-        except MetricsError as exc:
-            decision = judge.unavailable(str(exc))
-        else:
-            decision = judge.poll(samples[CANARY], samples[ACTIVE], {"error_rate": 0.01, "requests": 100})
-        actions.append(decision.action)
+        poll = take_poll(provider, MODEL, control=ACTIVE, canary=CANARY, percent=10, versions=[ACTIVE, CANARY],
+                         since_seconds=1, clock=lambda: 1000.0 + i)
+        actions.append(judge.observe(poll).action)
     assert ROLLBACK not in actions
     assert actions[-1] == HOLD
 
@@ -246,11 +312,11 @@ def test_bearer_token_is_sent_but_never_shown(json_server):
     config = {"metrics": {"url": json_server.url, "token_env": "METRICS_TOKEN", "timeout": 0.2}}
     provider = make_provider(config, env={"METRICS_TOKEN": secret})
     json_server.add(CANARY, requests=1, errors=0)
-    provider.fetch(MODEL, [CANARY], 1)
+    provider.read(MODEL, [CANARY], 1)
     assert json_server.requests[-1].headers["authorization"] == f"Bearer {secret}"
     json_server.misbehave(Reply(401, {"error": "bad token"}))
     with pytest.raises(MetricsError) as caught:
-        provider.fetch(MODEL, [CANARY], 1)
+        provider.read(MODEL, [CANARY], 1)
     assert secret not in str(caught.value)
     assert secret not in repr(provider) and secret not in str(vars(provider).get("limits"))
 
@@ -261,9 +327,16 @@ def test_bearer_token_is_sent_but_never_shown(json_server):
 NOW = 1_700_000_000.0
 
 
-def vector(*values, ts=NOW - 2):
+def vector(*values, ts=NOW - 2, labels=None):
+    """An instant vector: one series per value (with `labels`, a list of label dicts, one per value)."""
+    labels = labels or [{} for _ in values]
     return {"status": "success", "data": {"resultType": "vector", "result": [
-        {"metric": {"le": str(i)}, "value": [ts, v]} for i, v in enumerate(values)]}}
+        {"metric": lab, "value": [ts, v]} for lab, v in zip(labels, values)]}}
+
+
+def buckets(*pairs, segment=None):
+    labels = [{"le": le, **({"segment": segment} if segment else {})} for le, _ in pairs]
+    return vector(*[c for _, c in pairs], labels=labels)
 
 
 class FakePrometheus(LocalServer):
@@ -287,8 +360,8 @@ class FakePrometheus(LocalServer):
 
 
 HEALTHY = {
-    "histogram_quantile": vector("870.5"),
-    "llm_cost_total": vector("0.0011"),
+    "llm_latency_ms_bucket": buckets(("500", "900"), ("1000", "1190"), ("+Inf", "1200")),
+    "llm_cost_total": vector("1.32"),
     "llm_errors_total": vector("12"),
     "llm_requests_total": vector("1200"),
 }
@@ -299,29 +372,68 @@ def prom_provider(server, **kwargs):
     return PrometheusProvider(server.base_url, clock=lambda: NOW, **kwargs)
 
 
-def test_prometheus_renders_templates_and_reads_one_series_per_quantity():
+def test_prometheus_renders_templates_and_reads_counters_and_buckets():
     with FakePrometheus(HEALTHY) as server:
-        samples = prom_provider(server).fetch(MODEL, [ACTIVE, CANARY], 299.2)
+        readings = prom_provider(server).read(MODEL, [ACTIVE, CANARY], 299.2)
         queries = server.queries()
-    sample = samples[CANARY]
-    assert (sample.requests, sample.errors, sample.latency_p95_ms, sample.cost_per_request) == (1200, 12, 870.5, 0.0011)
-    assert sample.timestamp == NOW - 2 and not sample.problems
+    reading = readings[CANARY]
+    whole = reading.segments[""]
+    assert (whole.requests, dict(whole.events), whole.cost_total) == (1200, {"errors": 12}, 1.32)
+    assert whole.latency_buckets == ((500, 900), (1000, 1190), (math.inf, 1200))
+    assert reading.timestamp == NOW - 2 and not reading.problems
     assert len(queries) == 8
-    assert f'llm_requests_total{{model="{MODEL}",version="{CANARY}"}}[300s]' in queries[4]
+    assert f'sum by (segment) (llm_requests_total{{model="{MODEL}",version="{CANARY}"}})' in queries[4]
+    assert f'sum by (le, segment) (llm_latency_ms_bucket{{model="{MODEL}",version="{CANARY}"}})' in queries
+
+
+def test_prometheus_segments_from_the_segment_label_and_the_whole_is_their_sum():
+    answers = {
+        "llm_requests_total": vector("100", "900", labels=[{"segment": "eu"}, {"segment": "us"}]),
+        "llm_errors_total": vector("6", "9", labels=[{"segment": "eu"}, {"segment": "us"}]),
+        "llm_latency_ms_bucket": {"status": "success", "data": {"resultType": "vector", "result":
+                                  buckets(("500", "90"), ("+Inf", "100"), segment="eu")["data"]["result"]
+                                  + buckets(("500", "800"), ("+Inf", "900"), segment="us")["data"]["result"]}},
+        "llm_cost_total": vector("1.0"),
+    }
+    with FakePrometheus(answers) as server:
+        reading = prom_provider(server, limits=HttpLimits(timeout=5, deadline=10)).read(MODEL, [CANARY], 60)[CANARY]
+    assert reading.segments["eu"].events == {"errors": 6} and reading.segments["us"].requests == 900
+    assert reading.segments[""].requests == 1000 and reading.segments[""].events == {"errors": 15}
+    assert reading.segments[""].latency_buckets == ((500, 890), (math.inf, 1000))
+    assert reading.segments[""].cost_total == 1.0 and not reading.problems
+
+
+def test_prometheus_quantities_other_than_counters_are_gauges():
+    answers = {**HEALTHY, "histogram_quantile": vector("870.5")}
+    queries = {"requests": DEFAULT_QUERIES["requests"],
+               "latency_p95_ms": 'histogram_quantile(0.95, sum by (le) (rate(x_bucket{version="{version}"}[5m])))'}
+    with FakePrometheus(answers) as server:
+        whole = prom_provider(server, queries=queries).read(MODEL, [CANARY], 60)[CANARY].segments[""]
+    assert whole.gauges == {"latency_p95_ms": 870.5} and whole.requests == 1200
 
 
 def test_prometheus_since_is_at_least_one_second():
     with FakePrometheus(HEALTHY) as server:
-        prom_provider(server, queries={"requests": "x[{since}s]"}).fetch(MODEL, [CANARY], 0)
+        prom_provider(server, queries={"requests": "x[{since}s]"}).read(MODEL, [CANARY], 0)
         assert server.queries() == ["x[1s]"]
+
+
+def test_prometheus_no_error_series_while_requests_flow_is_zero_errors():
+    with FakePrometheus({**HEALTHY, "llm_errors_total": vector()}) as server:
+        reading = prom_provider(server).read(MODEL, [CANARY], 60)[CANARY]
+    assert reading.segments[""].events == {"errors": 0} and not reading.problems
+
+
+def test_prometheus_version_without_any_series_is_absent():
+    with FakePrometheus({}) as server:
+        assert prom_provider(server).read(MODEL, [CANARY], 60) == {}
 
 
 @pytest.mark.parametrize("answer, problem", [
     (vector("NaN"), "value is NaN"),
     (vector("+Inf"), "value is +Inf"),
     (vector("-3"), "negative"),
-    (vector("1", "2"), "2 series where one is expected"),
-    (vector(), "no series"),
+    (vector("1", "2"), "2 series where one per segment is expected"),
     (vector("5", ts=NOW - 3600), "stale"),
     ({"status": "success", "data": {"resultType": "scalar", "result": [NOW, "1"]}}, "instant vector, got scalar"),
     ({"status": "success", "data": {"resultType": "matrix", "result": []}}, "instant vector, got matrix"),
@@ -331,11 +443,27 @@ def test_prometheus_since_is_at_least_one_second():
 ])
 def test_prometheus_bad_results_are_per_quantity_problems(answer, problem):
     with FakePrometheus({**HEALTHY, "llm_errors_total": answer}) as server:
-        sample = prom_provider(server).fetch(MODEL, [CANARY], 60)[CANARY]
-    assert problem in sample.problem("errors")
-    assert sample.requests == 1200  # the other quantities still count
-    result = Judge(AnalysisConfig()).poll(sample, None, {"error_rate": 0.01}).results[0]
-    assert result.verdict == ERROR
+        reading = prom_provider(server).read(MODEL, [CANARY], 60)[CANARY]
+    assert problem in reading.problem("errors")
+    assert reading.segments[""].requests == 1200  # the other quantities still count
+
+
+@pytest.mark.parametrize("answer, problem", [
+    (buckets(("500", "9"), ("+Inf", "5")), "must not decrease"),
+    (buckets(("500", "9"), ("1000", "12")), '"+Inf" bucket'),
+    (vector("5"), "without an le label"),
+])
+def test_prometheus_bad_histograms_are_a_problem_of_the_buckets(answer, problem):
+    with FakePrometheus({**HEALTHY, "llm_latency_ms_bucket": answer}) as server:
+        reading = prom_provider(server).read(MODEL, [CANARY], 60)[CANARY]
+    assert problem in reading.problem("latency_buckets")
+
+
+def test_prometheus_warnings_make_the_poll_an_error():
+    partial = {**vector("1200"), "warnings": ["remote store eu-1 failed: partial response"]}
+    with FakePrometheus({**HEALTHY, "llm_requests_total": partial}) as server:
+        with pytest.raises(MetricsError, match="warnings .a partial result.: remote store eu-1 failed"):
+            prom_provider(server).read(MODEL, [CANARY], 60)
 
 
 @pytest.mark.parametrize("answer, message", [
@@ -347,7 +475,7 @@ def test_prometheus_bad_results_are_per_quantity_problems(answer, problem):
 def test_prometheus_unusable_answers_raise_metrics_error(answer, message):
     with FakePrometheus({"llm_requests_total": answer}) as server:
         with pytest.raises(MetricsError, match=message):
-            prom_provider(server).fetch(MODEL, [CANARY], 60)
+            prom_provider(server).read(MODEL, [CANARY], 60)
 
 
 def test_prometheus_deadline_covers_the_whole_poll():
@@ -355,7 +483,7 @@ def test_prometheus_deadline_covers_the_whole_poll():
     with FakePrometheus(slow) as server:
         started = time.monotonic()
         with pytest.raises(MetricsError, match="no complete answer within 0.5s"):
-            prom_provider(server).fetch(MODEL, [ACTIVE, CANARY], 60)
+            prom_provider(server).read(MODEL, [ACTIVE, CANARY], 60)
         assert time.monotonic() - started < 1.2
         assert len(server.requests) < 8
 
@@ -375,19 +503,18 @@ def test_prometheus_provider_reads_real_numbers_from_a_real_prometheus(tmp_path)
         started = time.monotonic()
         provider = PrometheusProvider(prom.url, limits=HttpLimits(timeout=2, deadline=10))
         deadline = started + 30
-        while True:  # wait for a few scrapes: increase() needs two samples in its window
-            samples = provider.fetch(MODEL, [ACTIVE, CANARY], 60)
-            ready = all(not s.problems and s.requests and s.requests >= 300 for s in samples.values())
+        while True:  # wait for a few scrapes
+            readings = provider.read(MODEL, [ACTIVE, CANARY], 60)
+            ready = len(readings) == 2 and all(not r.problems and (r.segments[""].requests or 0) >= 300
+                                               for r in readings.values())
             if ready or time.monotonic() > deadline:
                 break
             time.sleep(0.25)
         totals = {v: dict(t) for v, t in exporter.totals.items()}
-    assert ready, samples
+    assert ready, readings
     for version, t in traffic.items():
-        sample = samples[version]
-        assert sample.requests <= totals[version]["requests"] * 1.2  # increase() extrapolates a little
-        assert sample.errors / sample.requests == pytest.approx(t.error_rate, rel=0.25)
-        assert sample.cost_per_request == pytest.approx(t.cost_per_request, rel=0.02)
-        assert t.latency_ms * 0.8 < sample.latency_p95_ms <= t.latency_ms * 1.25
-    judged = Judge(AnalysisConfig()).poll(samples[CANARY], samples[ACTIVE], {"error_rate": 0.01, "requests": 100})
-    assert judged.results[0].canary_value > judged.results[0].baseline_value
+        whole = readings[version].segments[""]
+        assert whole.requests <= totals[version]["requests"]  # raw counters, as scraped
+        assert whole.events["errors"] / whole.requests == pytest.approx(t.error_rate, rel=0.25)
+        assert whole.cost_total / whole.requests == pytest.approx(t.cost_per_request, rel=0.02)
+        assert whole.latency_buckets[-1] == (math.inf, whole.requests)

@@ -1,21 +1,24 @@
 """Metrics providers for `watch`: one module per provider behind the `Provider` Protocol.
 
     provider = make_provider(registry_config, provider=cli_provider, url=cli_url)
-    samples = provider.fetch("support-agent", ["2.3.1", "2.4.0"], since_seconds=600)
-    # -> {"2.3.1": Sample(...), "2.4.0": Sample(...)}; MetricsError when the endpoint fails
+    readings = provider.read("support-agent", ["2.3.1", "2.4.0"], since_seconds=600)
+    # -> {"2.3.1": Reading(...), "2.4.0": Reading(...)}; MetricsError when the endpoint fails
+    poll = take_poll(provider, "support-agent", control="2.3.1", canary="2.4.0", percent=5, ...)
+    # -> observation.Poll: the readings, or `error` set when the read failed in any way
 
-httpx is imported only when a provider first fetches, so importing this package is cheap.
+Providers report cumulative counters as the source keeps them; the judgement differences polls.
+httpx is imported only when a provider first reads, so importing this package is cheap.
 """
 from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
-from ..analysis import AnalysisConfig
 from ..errors import UsageError
-from .base import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, CounterTracker, HttpLimits, Provider
+from ..observation import Poll
+from .base import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, HttpLimits, Provider
 from .http_json import HttpJsonProvider
 from .prometheus import DEFAULT_QUERIES, PrometheusProvider
 
@@ -34,12 +37,12 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 __all__ = [
     "PROVIDERS",
     "DEFAULT_QUERIES",
-    "CounterTracker",
     "HttpJsonProvider",
     "HttpLimits",
     "PrometheusProvider",
     "Provider",
     "make_provider",
+    "take_poll",
 ]
 
 
@@ -57,7 +60,7 @@ def make_provider(
     section = config.get("metrics") or {}
     if not isinstance(section, Mapping):
         raise UsageError("modelctl.yaml: metrics must be a mapping")
-    analysis = AnalysisConfig.from_config(config)
+    counters, stale_seconds = _analysis_needs(config)
     name = provider or section.get("provider") or "http-json"
     if name not in PROVIDERS:
         raise UsageError(f"unknown metrics provider {name!r}", hint=f"use one of: {', '.join(sorted(PROVIDERS))}")
@@ -68,13 +71,38 @@ def make_provider(
     limits = _limits(section)
     token = _token(section.get("token_env"), os.environ if env is None else env)
     _check_url(target, token)
-    common = dict(limits=limits, token=token, stale_seconds=analysis.stale_seconds, clock=clock, monotonic=monotonic)
+    common = dict(limits=limits, token=token, stale_seconds=stale_seconds, clock=clock, monotonic=monotonic,
+                  counters=counters)
     if name == "prometheus":
         queries = section.get("queries") or DEFAULT_QUERIES
         if not isinstance(queries, Mapping) or not all(isinstance(q, str) for q in queries.values()):
             raise UsageError("modelctl.yaml: metrics.queries must map quantity names to PromQL strings")
         return PrometheusProvider(target, queries, **common)
-    return HttpJsonProvider(target, counters=analysis.counters(), **common)
+    return HttpJsonProvider(target, **common)
+
+
+def _analysis_needs(config: Mapping[str, Any]) -> tuple[frozenset[str], float]:
+    """The event counters the configured metrics count, and how old data may be."""
+    from ..analysis import AnalysisConfig
+
+    analysis = AnalysisConfig.from_config(config)
+    counters = getattr(analysis, "counters", None)
+    names = frozenset(counters()) if callable(counters) else frozenset({"errors"})
+    return names | {"errors"}, float(getattr(analysis, "stale_seconds", 120))
+
+
+def take_poll(provider: Provider, model: str, *, control: str | None, canary: str, percent: float | None,
+              versions: Sequence[str], since_seconds: float, clock: Callable[[], float] = time.time,
+              time_left: float | None = None, canary_id: str | None = None) -> Poll:
+    """Read every version once and return the Poll; any failure is the poll's `error`, never an exception."""
+    readings: dict = {}
+    error = None
+    try:
+        readings = provider.read(model, list(versions), since_seconds, time_left=time_left)
+    except Exception as exc:  # noqa: BLE001 - a watchdog must outlive any bad answer
+        error = " ".join(str(exc).split()) or type(exc).__name__
+    return Poll(time=clock(), control=control, canary=canary, percent=percent, readings=readings,
+                error=error, model=model, canary_id=canary_id)
 
 
 def _limits(section: Mapping[str, Any]) -> HttpLimits:

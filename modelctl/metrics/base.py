@@ -1,4 +1,4 @@
-"""What every metrics provider shares: the Protocol, a guarded HTTP GET, counter increases.
+"""What every metrics provider shares: the Protocol, a guarded HTTP GET, number checks.
 
 The HTTP GET is where the limits live: connect/read timeouts, an overall deadline per poll (a
 server that drips one byte at a time defeats a read timeout), a cap on the response size (counted
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol, Sequence
 from urllib.parse import urljoin, urlsplit
 
-from ..analysis import Sample
 from ..errors import MetricsError
+from ..observation import Reading
 
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_MAX_BYTES = 1_048_576
@@ -24,12 +24,17 @@ MAX_REDIRECTS = 3
 
 
 class Provider(Protocol):
-    """A source of per-version samples for one model."""
+    """A source of per-version cumulative counters for one model."""
 
     name: str
 
-    def fetch(self, model: str, versions: Sequence[str], since_seconds: float) -> dict[str, Sample]:
-        """Samples for `versions` over the last `since_seconds`; MetricsError when the source fails."""
+    def read(self, model: str, versions: Sequence[str], since_seconds: float, *,
+             time_left: float | None = None) -> dict[str, Reading]:
+        """One Reading per version that answered; MetricsError when the source fails as a whole.
+
+        `since_seconds` is the canary's age (for `{since}` in PromQL templates); `time_left` caps
+        the whole read (watch passes what is left of --max-duration).
+        """
         ...
 
 
@@ -83,12 +88,18 @@ class HttpSession:
     """One poll's worth of GETs sharing a connection pool and a deadline; use as a context manager."""
 
     def __init__(self, limits: HttpLimits, token: str | None = None,
-                 monotonic: Callable[[], float] = time.monotonic):
+                 monotonic: Callable[[], float] = time.monotonic, time_left: float | None = None):
         self._limits = limits
         self._token = token
         self._monotonic = monotonic
         self._client = None
         self._deadline_at = 0.0
+        # a watch near its --max-duration gets only what is left (issue 11: a slow server must
+        # not carry a watch far past its bound)
+        budget = limits.poll_deadline
+        if time_left is not None:
+            budget = max(0.001, min(budget, time_left))
+        self._budget = budget
 
     def __repr__(self) -> str:
         return f"HttpSession(limits={self._limits!r}, token={'set' if self._token else 'none'})"
@@ -100,7 +111,7 @@ class HttpSession:
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         self._client = httpx.Client(headers=headers, verify=_tls_context(), follow_redirects=False)
-        self._deadline_at = self._monotonic() + self._limits.poll_deadline
+        self._deadline_at = self._monotonic() + self._budget
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -116,7 +127,7 @@ class HttpSession:
 
     def _late(self, url: str) -> MetricsError:
         return MetricsError(
-            f"metrics endpoint {where(url)} gave no complete answer within {self._limits.poll_deadline:g}s",
+            f"metrics endpoint {where(url)} gave no complete answer within {self._budget:.3g}s",
             hint="check the endpoint, or raise metrics.deadline",
         )
 
@@ -245,61 +256,3 @@ def number_problem(value: Any) -> str | None:
     if value < 0:
         return f"negative ({value!r})"
     return None
-
-
-class CounterTracker:
-    """Cumulative counters -> increases since the first poll, counter resets handled as Prometheus does.
-
-    Versions present at the first successful poll start there (their earlier history is not the
-    canary period); a version that appears later started after watch did, so all its counts count.
-    """
-
-    def __init__(self) -> None:
-        self._started = False
-        self._seen: set[str] = set()
-        self._last: dict[tuple[str, str], float] = {}
-        self._total: dict[tuple[str, str], float] = {}
-
-    def update(self, version: str, name: str, value: float) -> float:
-        """Record a cumulative value; return the increase so far."""
-        key = (version, name)
-        if key not in self._last:
-            late_version = self._started and version not in self._seen
-            self._total[key] = value if late_version else 0.0
-        else:
-            last = self._last[key]
-            # a drop means the exporter restarted: the counter began again from zero
-            self._total[key] += value - last if value >= last else value
-        self._last[key] = value
-        return self._total[key]
-
-    def finish_poll(self, versions_present: Sequence[str]) -> None:
-        """Mark the end of a successful poll."""
-        self._started = True
-        self._seen.update(versions_present)
-
-    def reset(self) -> None:
-        """Forget everything: the next poll is a new start."""
-        self.__init__()
-
-    def export(self) -> dict:
-        """The tracker as JSON-ready data (watch --once keeps it between runs)."""
-        return {"started": self._started, "seen": sorted(self._seen),
-                "counters": [[v, n, self._last[(v, n)], self._total[(v, n)]] for v, n in sorted(self._last)]}
-
-    def restore(self, data: Any) -> bool:
-        """Continue from exported data; False (and a fresh start) when it is not usable."""
-        self.reset()
-        try:
-            last, total = {}, {}
-            for version, name, value, increase in data["counters"]:
-                if not all(isinstance(x, str) for x in (version, name)):
-                    raise ValueError
-                last[(version, name)] = float(value)
-                total[(version, name)] = float(increase)
-            seen = {str(v) for v in data["seen"]}
-            started = bool(data["started"])
-        except (KeyError, TypeError, ValueError):
-            return False
-        self._started, self._seen, self._last, self._total = started, seen, last, total
-        return True

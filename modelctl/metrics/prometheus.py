@@ -1,12 +1,29 @@
 """Prometheus provider: one instant query (`GET /api/v1/query`) per quantity and version.
 
-Each PromQL template (modelctl.yaml `metrics.queries`) may use `{model}`, `{version}` and
-`{since}` (whole seconds since the canary started, at least 1); counters should be read with
-`increase(...[{since}s])` so the figures cover the canary period. A query must give exactly one
-series with a finite value: an error from Prometheus, a scalar or matrix, no series, several
-series, NaN/Inf or a stale sample make that quantity unusable (a per-quantity problem, judged
-`error`), not an exception. Prometheus's own staleness handling drops series that stopped being
-scraped; the timestamp check catches caches and clock trouble on the way.
+Each PromQL template (modelctl.yaml `metrics.queries`, quantity -> template) may use `{model}`,
+`{version}`, `{since}` (whole seconds since the canary started, at least 1) and `{segment}` (the
+segment label's name, `segment`). What a quantity's name means:
+
+| quantity | reads | Counters field |
+| --- | --- | --- |
+| `requests` | cumulative requests | `requests` |
+| a rate metric's numerator (`errors`, ...) | cumulative events | `events[name]` |
+| `latency_bucket` | cumulative histogram: one series per `le` label | `latency_buckets` |
+| `cost_total` | cumulative cost | `cost_total` |
+| anything else (`latency_p95_ms`, ...) | an instantaneous value | `gauges[name]` |
+
+Counters are read as Prometheus keeps them (`sum(x_total{...})`, resets and all) or as the
+increase over the canary (`sum(increase(x_total{...}[{since}s]))`); either way the judgement
+differences consecutive polls and treats a drop as an error poll, never as an increase. An event
+series that does not exist yet (no error so far) while requests flow counts as zero events.
+Aggregate with `sum by ({segment}) (...)` (histograms: `sum by (le, {segment}) (...)`) to judge
+segments: series with a `segment` label are the named segments and the whole version is their
+sum; a single series without the label is the whole version.
+
+A query must give one series per segment (and `le`) with a finite, non-negative value: an error
+from Prometheus, a scalar or matrix, no series, duplicate series, NaN/Inf or a stale sample make
+that quantity unusable (a per-quantity problem, judged `error`), not an exception. `warnings` in
+a response (a partial answer: a failed store, a dropped series) make the whole poll an error.
 """
 from __future__ import annotations
 
@@ -14,26 +31,31 @@ import math
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-from ..analysis import SAMPLE_FIELDS, Sample
 from ..errors import MetricsError
 from ..names import check_name, check_version
+from ..observation import Counters, Reading
 from .base import HttpLimits, HttpSession, _one_line, parse_json, where
+from .http_json import parse_buckets
 
 DEFAULT_URL = "http://127.0.0.1:9090"
+SEGMENT_LABEL = "segment"
+_SEL = '{model="{model}",version="{version}"}'
 DEFAULT_QUERIES: dict[str, str] = {
-    "requests": 'sum(increase(llm_requests_total{model="{model}",version="{version}"}[{since}s]))',
-    "errors": 'sum(increase(llm_errors_total{model="{model}",version="{version}"}[{since}s]))',
-    "latency_p95_ms": 'histogram_quantile(0.95, sum by (le) (rate(llm_latency_ms_bucket{model="{model}",version="{version}"}[{since}s])))',
-    "cost_per_request": 'sum(increase(llm_cost_total{model="{model}",version="{version}"}[{since}s])) / sum(increase(llm_requests_total{model="{model}",version="{version}"}[{since}s]))',
+    "requests": "sum by ({segment}) (llm_requests_total" + _SEL + ")",
+    "errors": "sum by ({segment}) (llm_errors_total" + _SEL + ")",
+    "latency_bucket": "sum by (le, {segment}) (llm_latency_ms_bucket" + _SEL + ")",
+    "cost_total": "sum by ({segment}) (llm_cost_total" + _SEL + ")",
 }
+MAX_SERIES = 2000
 
 
 def render_query(template: str, model: str, version: str, since_seconds: float) -> str:
-    """Fill `{model}`, `{version}` and `{since}` (PromQL braces are left alone)."""
+    """Fill `{model}`, `{version}`, `{since}` and `{segment}` (PromQL braces are left alone)."""
     return (
         template.replace("{model}", check_name(model))
         .replace("{version}", check_version(version))
         .replace("{since}", str(since_window(since_seconds)))
+        .replace("{segment}", SEGMENT_LABEL)
     )
 
 
@@ -56,6 +78,7 @@ class PrometheusProvider:
         url: str = DEFAULT_URL,
         queries: Mapping[str, str] | None = None,
         *,
+        counters: Sequence[str] = ("errors",),
         limits: HttpLimits = HttpLimits(),
         token: str | None = None,
         stale_seconds: float = 120,
@@ -64,6 +87,7 @@ class PrometheusProvider:
     ):
         self.url = url
         self.queries = dict(queries or DEFAULT_QUERIES)
+        self.counters = frozenset(counters) - {"requests", "cost_total", "latency_bucket"}
         self.limits = limits
         self._token = token
         self.stale_seconds = stale_seconds
@@ -79,32 +103,108 @@ class PrometheusProvider:
         base = self.url.rstrip("/")
         return base if base.endswith("/api/v1/query") else base + "/api/v1/query"
 
-    def fetch(self, model: str, versions: Sequence[str], since_seconds: float) -> dict[str, Sample]:
-        """One Sample per version; MetricsError when Prometheus cannot be asked at all."""
+    def read(self, model: str, versions: Sequence[str], since_seconds: float, *,
+             time_left: float | None = None) -> dict[str, Reading]:
+        """One Reading per version; MetricsError when Prometheus cannot be asked at all."""
         endpoint = self.endpoint.replace("{model}", check_name(model))
-        out: dict[str, Sample] = {}
-        with HttpSession(self.limits, self._token, self._monotonic) as http:
+        out: dict[str, Reading] = {}
+        with HttpSession(self.limits, self._token, self._monotonic, time_left) as http:
             for version in versions:
-                values: dict[str, float] = {}
+                values: dict[str, dict[str, Any]] = {}  # quantity -> segment -> value (or buckets)
                 problems: dict[str, str] = {}
                 stamps: list[float] = []
                 for quantity, template in self.queries.items():
                     query = render_query(template, model, version, since_seconds)
                     status, body = http.get(endpoint, {"query": query})
-                    value, stamp, problem = self._read(status, body, endpoint)
-                    if problem:
-                        problems[quantity] = problem
+                    series, problem = self._read(status, body, endpoint)
+                    if problem is None:
+                        by_segment, problem = self._by_segment(quantity, series, stamps)
+                    if problem is not None:
+                        problems[self._field(quantity)] = problem
                     else:
-                        values[quantity] = value
-                        stamps.append(stamp)
-                known = {k: v for k, v in values.items() if k in SAMPLE_FIELDS}
-                extra = {k: v for k, v in values.items() if k not in SAMPLE_FIELDS}
-                out[version] = Sample(**known, extra=extra, problems=problems,
-                                      timestamp=min(stamps) if stamps else None)
+                        values[quantity] = by_segment
+                if not values and problems and all("no series" in p for p in problems.values()):
+                    continue  # no data at all for this version: it is not in the answer
+                if "requests" in values:
+                    # an event series appears with its first event: none yet while requests flow is zero
+                    for quantity in [q for q in self.counters if problems.get(q, "").startswith("no series")]:
+                        del problems[quantity]
+                        values[quantity] = {seg: 0.0 for seg in values["requests"]}
+                out[version] = Reading(segments=self._segments(values), problems=problems,
+                                       timestamp=min(stamps) if stamps else None)
         return out
 
-    def _read(self, status: int, body: bytes, endpoint: str) -> tuple[float | None, float | None, str | None]:
-        """(value, timestamp, problem) of one query response."""
+    def _field(self, quantity: str) -> str:
+        """The Counters name of a quantity (the key of its problems)."""
+        return "latency_buckets" if quantity == "latency_bucket" else quantity
+
+    def _segments(self, values: Mapping[str, Mapping[str, Any]]) -> dict[str, Counters]:
+        names = sorted({seg for by_seg in values.values() for seg in by_seg})
+        out = {}
+        for seg in names or [""]:
+            kw: dict[str, Any] = {"events": {}, "gauges": {}}
+            for quantity, by_seg in values.items():
+                if seg not in by_seg:
+                    continue
+                value = by_seg[seg]
+                if quantity == "requests":
+                    kw["requests"] = value
+                elif quantity == "cost_total":
+                    kw["cost_total"] = value
+                elif quantity == "latency_bucket":
+                    kw["latency_buckets"] = value
+                elif quantity in self.counters:
+                    kw["events"][quantity] = value
+                else:
+                    kw["gauges"][quantity] = value
+            out[seg] = Counters(**kw)
+        return out
+
+    def _by_segment(self, quantity: str, series: list, stamps: list[float]) -> tuple[dict[str, Any], str | None]:
+        """segment ("" = the whole) -> value (buckets for latency_bucket), or a problem."""
+        if not series:
+            return {}, "no series (no data for this version yet)"
+        if len(series) > MAX_SERIES:
+            return {}, f"{len(series)} series; aggregate the query (sum by ({SEGMENT_LABEL}) (...))"
+        groups: dict[str, dict[str, float]] = {}
+        for item in series:
+            labels = item.get("metric") if isinstance(item, dict) else None
+            labels = labels if isinstance(labels, dict) else {}
+            value, stamp, problem = self._sample_value(item)
+            if problem:
+                return {}, problem
+            stamps.append(stamp)
+            seg = labels.get(SEGMENT_LABEL, "")
+            if not isinstance(seg, str) or "/" in seg:
+                return {}, f"invalid {SEGMENT_LABEL} label {str(seg)[:40]!r}"
+            key = labels.get("le", "") if quantity == "latency_bucket" else ""
+            if quantity == "latency_bucket" and key == "":
+                return {}, "a histogram series without an le label (use sum by (le) (..._bucket))"
+            if key in groups.setdefault(seg, {}):
+                return {}, (f"{len(series)} series where one per {SEGMENT_LABEL} is expected "
+                            f"(aggregate the query, e.g. sum by ({SEGMENT_LABEL}) (...))")
+            groups[seg][key] = value
+        out: dict[str, Any] = {}
+        if quantity == "latency_bucket":
+            for seg, buckets in groups.items():
+                parsed, why = parse_buckets(buckets)
+                if why:
+                    return {}, why
+                out[seg] = parsed
+        else:
+            out = {seg: g[""] for seg, g in groups.items()}
+        named = [s for s in out if s]
+        if named and "" not in out:
+            out[""] = _total(quantity, [out[s] for s in named])
+        elif named:
+            # unlabelled traffic plus labelled segments: the whole is all of it
+            out[""] = _total(quantity, [out[s] for s in out])
+        if out.get("") is None:
+            return {}, "histogram segments disagree on their buckets"
+        return out, None
+
+    def _read(self, status: int, body: bytes, endpoint: str) -> tuple[list, str | None]:
+        """(series, problem) of one query response."""
         try:
             doc = parse_json(body, endpoint)
         except MetricsError:
@@ -118,29 +218,25 @@ class PrometheusProvider:
                                hint="metrics.url should be the Prometheus base URL")
         if doc.get("status") != "success":
             kind = doc.get("errorType", "error")
-            return None, None, _one_line(f"Prometheus {kind}: {doc.get('error', doc.get('status'))}")
+            return [], _one_line(f"Prometheus {kind}: {doc.get('error', doc.get('status'))}")
         if status >= 300:
             raise MetricsError(f"Prometheus at {where(endpoint)} answered HTTP {status}")
         warnings = doc.get("warnings")
         if warnings:
-            # a partial response (a store or shard missing): judging on part of the traffic could
-            # roll back, or pass, on numbers that are not the canary's
-            first = warnings[0] if isinstance(warnings, list) else warnings
-            return None, None, _one_line(f"Prometheus warning (partial response): {first}", 200)
+            # a partial answer (a store or a shard failed): counts from it would look like a drop
+            first = warnings[0] if isinstance(warnings, list) and warnings else warnings
+            raise MetricsError(f"Prometheus at {where(endpoint)} answered with warnings (a partial result): "
+                               f"{_one_line(str(first), 120)}")
         data = doc.get("data")
         if not isinstance(data, dict):
-            return None, None, "response has no data"
+            return [], "response has no data"
         kind = data.get("resultType")
         if kind != "vector":
-            return None, None, f"expected an instant vector, got {_one_line(kind, 20)}"
+            return [], f"expected an instant vector, got {_one_line(kind, 20)}"
         result = data.get("result")
         if not isinstance(result, list):
-            return None, None, "response has no result list"
-        if not result:
-            return None, None, "no series (no data for this version in the window)"
-        if len(result) > 1:
-            return None, None, f"{len(result)} series where one is expected (aggregate the query, e.g. sum(...))"
-        return self._sample_value(result[0])
+            return [], "response has no result list"
+        return result, None
 
     def _sample_value(self, series: Any) -> tuple[float | None, float | None, str | None]:
         pair = series.get("value") if isinstance(series, dict) else None
@@ -164,3 +260,14 @@ class PrometheusProvider:
         if age > self.stale_seconds:
             return None, None, f"stale sample ({age:.0f}s old, limit {self.stale_seconds:g}s)"
         return value, stamp, None
+
+
+def _total(quantity: str, values: list[Any]) -> Any:
+    """The whole version from its segments (bucket by bucket for histograms; None when they disagree)."""
+    if quantity != "latency_bucket":
+        return float(sum(values))
+    bounds = {tuple(b for b, _ in h) for h in values}
+    if len(bounds) != 1:
+        return None
+    first = values[0]
+    return tuple((b, float(sum(h[i][1] for h in values))) for i, (b, _) in enumerate(first))

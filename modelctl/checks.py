@@ -257,7 +257,20 @@ def _extensions(reg, snap, cfg, files, docs, bundles, want, *, only=None, today=
     findings += _fallback_findings(docs, bundles, statuses, before, only)
     if only is not None and base is not None and not staged:
         findings += _move_findings(reg, snap, cfg, docs, only, base)
+        if "modelctl.yaml" in only:
+            findings += _metrics_target_findings(reg, snap, base)
     return findings
+
+
+def _metrics_target_findings(reg, snap, base) -> list[Finding]:
+    """A change that points watch's bearer token at a new URL gets a reviewer's warning."""
+    from . import config as configmod
+
+    before = reg.store.read_many(base, [configmod.CONFIG_FILE]).get(configmod.CONFIG_FILE)
+    warning = configmod.metrics_url_warning(before, snap.read(configmod.CONFIG_FILE))
+    if warning is None:
+        return []
+    return [Finding(configmod.CONFIG_FILE, warning[0], "warning", warning[1])]
 
 
 def _move_findings(reg, snap, cfg, docs, only, base) -> list[Finding]:

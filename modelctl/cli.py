@@ -393,7 +393,7 @@ def watch(
 
     \b
     Example:
-      modelctl watch support-agent --interval 10s --max-duration 30m --advance --record polls.jsonl
+      modelctl watch support-agent --interval 10s --advance --record polls.jsonl
     """
     from . import render
     from . import watch as watchmod
@@ -435,7 +435,9 @@ def replay(
     Tune analysis: on past canaries, or re-run a decision for an audit. Reads the poll record format
     (docs/reference.md); a canary stops where watch would have stopped (rollback, or the hold fail-safe).
 
-    Example: modelctl replay polls.jsonl --config modelctl.yaml --report judgement.html
+    \b
+    Example:
+      modelctl replay polls.jsonl --config modelctl.yaml --report judgement.html
     """
     from . import render
     from . import replay as replaymod

@@ -6,6 +6,7 @@ import re
 import warnings
 from pathlib import Path
 
+from . import analysis as _analysis
 from . import schema, yamlio
 from .errors import ModelctlError, UsageError
 
@@ -16,16 +17,8 @@ DEFAULTS: dict = {
     "pinning": {"forbid": ["latest", "default", "*-latest", "*:latest"], "providers": {}},
     "canary": {"steps": [1, 5, 10, 25, 50], "min_step_seconds": 300},
     "shadow": {"budget_per_day": 100.0, "requests_per_day": 100000},
-    "analysis": {
-        "interval": 30, "alpha": 0.01, "beta": 0.2, "consecutive_failures": 2, "consecutive_errors": 5,
-        "on_errors": "hold", "min_requests": 200, "stale_seconds": 120,
-        "metrics": {
-            "error_rate": {"type": "rate", "events": "errors", "max_ratio": 1.5, "min_delta": 0.005,
-                           "action": "rollback", "critical": True},
-            "latency": {"type": "latency", "quantile": 0.95, "max_ratio": 1.5, "min_delta": 0.01, "action": "rollback"},
-            "cost_per_request": {"type": "cost", "max_ratio": 1.3, "action": "alert"},
-        },
-    },
+    # the judgement's own defaults, one place (analysis.py, tuned with benchmarks/judgement.py)
+    "analysis": {"interval": 30, **_analysis.DEFAULTS, "metrics": copy.deepcopy(_analysis.DEFAULT_METRICS)},
     "metrics": {"provider": "http-json", "url": "http://127.0.0.1:9108/metrics/{model}", "token_env": None,
                 "timeout": 5, "max_bytes": 1048576, "queries": {}},
     "gate": {"required": False, "alpha": 0.05, "metrics": {}},

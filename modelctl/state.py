@@ -936,6 +936,8 @@ def infer_event(before: dict | None, after: dict) -> dict | None:
     """The lifecycle event a change without trailers most likely was (a squash merge, a hand
     edit): ``action``, ``version``, ``from``, ``to``, ``percent``... or None when nothing moved."""
     found = moves(before, after)
+    # a version with a bundle but not listed in `versions:` is registered (the compact map)
+    was = lambda m: m.before or "registered"  # noqa: E731
     by_to = {m.after: m for m in found}
     old_active = (before or {}).get("active")
     event: dict = {}
@@ -947,21 +949,21 @@ def infer_event(before: dict | None, after: dict) -> dict | None:
             event["percent"] = ((before or {}).get("canary") or {}).get("percent")
     elif "active" in by_to:
         m = by_to["active"]
-        event = {"action": "promote", "version": m.version, "from": m.before, "to": "active",
+        event = {"action": "promote", "version": m.version, "from": was(m), "to": "active",
                  "replaces": old_active}
     else:
         for stage in ("canary", "shadow"):
             slot, was = _slot(after, stage), _slot(before or {}, stage)
             if slot and slot != was:
                 event = {"action": stage, "version": slot.get("version"), "to": stage, "percent": slot.get("percent"),
-                         "from": (before or {}).get("versions", {}).get(slot.get("version"))}
+                         "from": (before or {}).get("versions", {}).get(slot.get("version")) or "registered"}
                 if was and was.get("version") == slot.get("version"):
                     event["from_percent"] = was.get("percent")
                 break
         else:
             for m in found:
                 if m.after in ("staging", "deprecated", "archived"):
-                    event = {"action": "promote", "version": m.version, "from": m.before, "to": m.after}
+                    event = {"action": "promote", "version": m.version, "from": was(m), "to": m.after}
                     break
                 if m.before is None and m.after == "registered":
                     event = {"action": "register", "version": m.version, "from": None, "to": "registered"}

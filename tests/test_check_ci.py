@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import subprocess
 import xml.etree.ElementTree as ET
 
@@ -252,3 +253,18 @@ def test_changed_since_holds_promotions_made_by_hand_to_the_gate(served, tmp_pat
     assert run_cli("canary", NAME, "1.1.0", "--pct", "5", cwd=served).returncode == 0
     proc, found = findings(served, "--changed-since", "main")
     assert proc.returncode == 0 and found == []
+
+
+def test_a_change_that_moves_the_metrics_url_is_a_warning_for_the_reviewer(served):
+    base = git(served, "rev-parse", "HEAD").strip()
+    text = (served / "modelctl.yaml").read_text()
+    moved = re.sub(r"(?m)^  url: .*$", "  url: https://metrics.example.org/{model}", text, count=1)
+    assert moved != text
+    commit_file(served, "modelctl.yaml", moved, "point watch elsewhere")
+    proc, found = findings(served, "--changed-since", base)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    warned = [f for f in found if f["path"] == "modelctl.yaml"]
+    assert len(warned) == 1 and warned[0]["level"] == "warning"
+    assert "metrics.example.org" in warned[0]["message"] and "make sure that host is yours" in warned[0]["message"]
+    # the same file without a change under review: no warning
+    assert [f for f in findings(served)[1] if f["path"] == "modelctl.yaml"] == []

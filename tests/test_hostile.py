@@ -517,12 +517,11 @@ def test_unknown_content_encodings_are_refused():
 
 
 def test_a_prometheus_partial_response_is_a_poll_error_not_data():
+    from modelctl.errors import MetricsError
     from test_metrics import CANARY, HEALTHY, MODEL, FakePrometheus, prom_provider, vector
 
     partial = vector("1200")
     partial["warnings"] = ["store 10.0.0.7:10901 unavailable: results may be incomplete"]
     with FakePrometheus({**HEALTHY, "llm_requests_total": partial}) as server:
-        sample = prom_provider(server, queries={"requests": "sum(llm_requests_total[{since}s])"}).fetch(
-            MODEL, [CANARY], 60)[CANARY]
-    assert sample.requests is None
-    assert "partial response" in sample.problems["requests"] and "10.0.0.7" in sample.problems["requests"]
+        with pytest.raises(MetricsError, match=r"partial result.*10\.0\.0\.7"):
+            prom_provider(server).read(MODEL, [CANARY], 60)

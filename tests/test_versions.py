@@ -72,8 +72,9 @@ def test_registered_versions_are_not_listed_and_statuses_read_back(registry, tmp
 
 
 def test_a_new_registration_leaves_the_file_as_small_as_it_was(registry, tmp_path):
-    versions = legacy_registry(registry, 120, {"1.1.0": "active"})
-    run_cli("promote", NAME, "1.1.1", "--to", "archived", cwd=registry)  # any write rewrites compactly
+    versions = legacy_registry(registry, 120, {"1.1.0": "active"}, tagged=["1.1.1"])
+    proc = run_cli("promote", NAME, "1.1.1", "--to", "archived", cwd=registry)  # any write rewrites compactly
+    assert proc.returncode == 0, proc.stderr
     before = on_disk(registry)[1]
     f = tmp_path / "new.yaml"
     f.write_text(bundle("1.2.0", 0.9).replace(f'version: "1.2.0"\n', f'version: "1.2.0"\nparent: "{versions[-1]}"\n'))
@@ -90,7 +91,7 @@ def test_archived_versions_are_written_as_runs_and_read_back(registry):
     statuses = {f"1.0.{i}": "archived" for i in range(0, 40)}
     statuses.update({f"1.0.{i}": "archived" for i in range(42, 60)})
     statuses.update({"1.0.41": "deprecated", "1.1.0": "active", "1.0.70": "archived"})
-    legacy_registry(registry, 150, statuses, tagged=["1.0.80"])
+    legacy_registry(registry, 150, statuses, tagged=["1.0.80", "1.0.40"])
     reg = Registry(registry)
     reg.promote(NAME, "1.0.80", "staging")
     data, size = on_disk(registry)

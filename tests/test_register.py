@@ -1,7 +1,5 @@
 """register: every rule of DESIGN §2, one commit with trailers and a registration tag, nothing written on refusal."""
 
-import re
-
 import pytest
 import yaml as pyyaml
 

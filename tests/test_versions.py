@@ -77,7 +77,7 @@ def test_a_new_registration_leaves_the_file_as_small_as_it_was(registry, tmp_pat
     assert proc.returncode == 0, proc.stderr
     before = on_disk(registry)[1]
     f = tmp_path / "new.yaml"
-    f.write_text(bundle("1.2.0", 0.9).replace(f'version: "1.2.0"\n', f'version: "1.2.0"\nparent: "{versions[-1]}"\n'))
+    f.write_text(bundle("1.2.0", 0.9).replace('version: "1.2.0"\n', f'version: "1.2.0"\nparent: "{versions[-1]}"\n'))
     proc = run_cli("register", f, "--allow-multi-change", cwd=registry)
     assert proc.returncode == 0, proc.stderr
     data, after = on_disk(registry)

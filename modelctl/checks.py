@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from . import bundle as bundlemod
 from . import config as configmod
 from . import schema, yamlio
+from .history import deployment_at
 from .errors import ModelctlError
 from .names import NAME_RE, VERSION_RE
 
@@ -309,8 +310,8 @@ def _move_findings(reg, snap, cfg, docs, only, base) -> list[Finding]:
                 continue
             sha, parents, subject, trailer_text = parts
             parent = parents.split()[0] if parents.split() else None
-            before = _deployment_at(store, parent, path)
-            after = _deployment_at(store, sha, path)
+            before = deployment_at(store, parent, path)
+            after = deployment_at(store, sha, path)
             if after is None or (parent is not None and before is False):
                 continue  # an unreadable file: the schema check of HEAD explains what is wrong now
             said = _trailers(trailer_text)
@@ -354,22 +355,6 @@ def _gate_failure(reg, snap, cfg, name: str, version: str, baseline: str | None)
     except ModelctlError as exc:
         return f"the gate cannot judge it: {exc}"
     return None if result.passed else "; ".join(f"{r.metric}: {r.reason}" for r in result.rows if not r.passed)
-
-
-def _deployment_at(store, commit: str | None, path: str):
-    """A deployment file at a commit: the data, None when absent, False when unreadable or invalid."""
-    if commit is None:
-        return None
-    raw = store.read_many(commit, [path])[path]
-    if raw is None:
-        return None
-    try:
-        doc = yamlio.loads(raw, path)
-    except ModelctlError:
-        return False
-    if schema.problems(doc, "Deployment"):
-        return False
-    return doc.data
 
 
 def _trailers(text: str) -> dict[str, str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from . import state, yamlio
+from . import schema, state, yamlio
 from .errors import ModelctlError, NotFound, UsageError
 from .names import check_name
 
@@ -150,17 +150,24 @@ def events(store, name: str, ref: str | None = "HEAD", *, limit: int | None = No
     return out
 
 
-def _deployment(store, commit: str | None, path: str) -> dict | None:
+def deployment_at(store, commit: str | None, path: str):
+    """A deployment file at a commit: the data, None when absent, False when unreadable or invalid."""
     if commit is None:
         return None
     raw = store.read_many(commit, [path])[path]
     if raw is None:
         return None
     try:
-        data = yamlio.loads(raw, path).data
+        doc = yamlio.loads(raw, path)
     except ModelctlError:
-        return None
-    return data if isinstance(data, dict) and isinstance(data.get("versions") or {}, dict) else None
+        return False
+    if schema.problems(doc, "Deployment"):
+        return False
+    return doc.data
+
+
+def _deployment(store, commit: str | None, path: str) -> dict | None:
+    return deployment_at(store, commit, path) or None
 
 
 def _infer(store, name: str, event: dict) -> None:

@@ -109,6 +109,20 @@ def new_registry(path):
     return path
 
 
+# 1.0.0, then one change at a time: the prompt (1.0.1), the temperature (1.0.2, 1.0.3)
+CHAIN = [dict(version="1.0.0"), dict(version="1.0.1", parent="1.0.0", prompt="prompts/p2.txt"),
+         dict(version="1.0.2", parent="1.0.1", prompt="prompts/p2.txt", temperature=0.5),
+         dict(version="1.0.3", parent="1.0.2", prompt="prompts/p2.txt", temperature=0.6)]
+
+
+def register_chain(reg, drafts, count=4) -> None:
+    """Register the first `count` versions of CHAIN, drafting their bundles in `drafts`."""
+    for fields in CHAIN[:count]:
+        f = drafts / f"{fields['version']}.yaml"
+        f.write_text(bundle_text(**fields))
+        reg.register(f)
+
+
 @pytest.fixture
 def write_bundle(tmp_path):
     """Write a bundle file outside the registry and return its path."""

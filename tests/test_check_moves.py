@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import bundle_text, git, new_registry, repo_state, run_cli
+from conftest import git, new_registry, register_chain, repo_state, run_cli
 from lifecyclekit import isolated_env
 from modelctl import yamlio
 from modelctl.registry import Registry
@@ -23,13 +23,7 @@ def origin(tmp_path_factory):
     with isolated_env(tmp_path_factory):
         base = tmp_path_factory.mktemp("moves")
         reg = Registry(new_registry(base / "reg"))
-        chain = [dict(version="1.0.0"), dict(version="1.0.1", parent="1.0.0", prompt="prompts/p2.txt"),
-                 dict(version="1.0.2", parent="1.0.1", prompt="prompts/p2.txt", temperature=0.5),
-                 dict(version="1.0.3", parent="1.0.2", prompt="prompts/p2.txt", temperature=0.6)]
-        for fields in chain:
-            f = base / f"{fields['version']}.yaml"
-            f.write_text(bundle_text(**fields))
-            reg.register(f)
+        register_chain(reg, base)
         reg.promote(NAME, "1.0.0", "staging")
         reg.promote(NAME, "1.0.0", "active")
         reg.promote(NAME, "1.0.1", "staging")

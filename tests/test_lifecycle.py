@@ -6,7 +6,7 @@ import subprocess
 import pytest
 import yaml as pyyaml
 
-from conftest import git, new_registry, repo_state, run_cli
+from conftest import git, new_registry, register_chain, repo_state, run_cli
 from lifecyclekit import isolated_env
 from modelctl.registry import Registry
 
@@ -364,18 +364,10 @@ REFUSALS = [
 def frozen(tmp_path_factory):
     """1.0.0 active, 1.0.1 in canary at 5 %, 1.0.2 in staging, 1.0.3 registered; shared by the
     refusal tests of this module, each of which asserts that it wrote nothing."""
-    from conftest import bundle_text
-
     with isolated_env(tmp_path_factory):
         base = tmp_path_factory.mktemp("frozen")
         r = Registry(new_registry(base / "reg"))
-        chain = [dict(version="1.0.0"), dict(version="1.0.1", parent="1.0.0", prompt="prompts/p2.txt"),
-                 dict(version="1.0.2", parent="1.0.1", prompt="prompts/p2.txt", temperature=0.5),
-                 dict(version="1.0.3", parent="1.0.2", prompt="prompts/p2.txt", temperature=0.6)]
-        for fields in chain:
-            f = base / f"{fields['version']}.yaml"
-            f.write_text(bundle_text(**fields))
-            r.register(f)
+        register_chain(r, base)
         r.promote(NAME, "1.0.0", "staging")
         r.promote(NAME, "1.0.0", "active")
         r.promote(NAME, "1.0.1", "staging")

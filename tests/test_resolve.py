@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from conftest import bundle_text, git, new_registry, run_cli
+from conftest import git, new_registry, register_chain, run_cli
 from lifecyclekit import isolated_env
 import modelctl
 from modelctl import routing
@@ -18,12 +18,7 @@ def live(tmp_path_factory):
     base = tmp_path_factory.mktemp("live")
     with isolated_env(tmp_path_factory):
         reg = modelctl.Registry(new_registry(base / "reg"))
-        chain = [dict(version="1.0.0"), dict(version="1.0.1", parent="1.0.0", prompt="prompts/p2.txt"),
-                 dict(version="1.0.2", parent="1.0.1", prompt="prompts/p2.txt", temperature=0.5)]
-        for fields in chain:
-            f = base / f"{fields['version']}.yaml"
-            f.write_text(bundle_text(**fields))
-            reg.register(f)
+        register_chain(reg, base, count=3)
         reg.promote(NAME, "1.0.0", "staging")
         reg.promote(NAME, "1.0.0", "active")
         for v in ("1.0.1", "1.0.2"):

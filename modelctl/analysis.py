@@ -104,6 +104,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from .config import ANALYSIS_DEFAULTS, ANALYSIS_METRICS
 from .errors import ValidationError
 from .observation import Counters, Poll, Reading
 
@@ -125,33 +126,10 @@ ACTIONS = (CONTINUE, ROLLBACK, ALERT, HOLD, ADVANCE_OK, SRM_HOLD)
 KINDS = ("rate", "latency", "cost", "gauge")
 SEQUENTIAL = ("rate", "latency", "cost")
 
-# Defaults tuned with benchmarks/judgement.py (see README "How watch judges").
-DEFAULT_METRICS: dict[str, dict[str, Any]] = {
-    "error_rate": {"type": "rate", "events": "errors", "max_ratio": 1.5, "min_delta": 0.005,
-                   "action": "rollback", "critical": True},
-    "latency": {"type": "latency", "quantile": 0.95, "max_ratio": 1.5, "min_delta": 0.01, "action": "rollback"},
-    "cost_per_request": {"type": "cost", "max_ratio": 1.3, "action": "alert"},
-}
-DEFAULTS: dict[str, Any] = {
-    "alpha": 0.01,
-    "beta": 0.1,
-    "consecutive_failures": 2,
-    "consecutive_errors": 5,
-    "on_errors": "hold",
-    "min_requests": 200,
-    "min_events": 20,
-    "min_duration_seconds": 600,
-    "stale_seconds": 120,
-    "srm_alpha": 0.001,
-    "srm_tolerance": 0.2,
-    "segment_share": 0.5,
-    "max_segments": 8,
-    "cusum_growth": 1.25,
-    "burst_prior": 0.3,
-    "burst_prior_weight": 10,
-    "max_step": 1.0,
-    "prior_requests": 1000,
-}
+# Defaults tuned with benchmarks/judgement.py (README "How watch judges"); config.py holds them so
+# that loading modelctl.yaml does not import the judgement.
+DEFAULT_METRICS = ANALYSIS_METRICS
+DEFAULTS = ANALYSIS_DEFAULTS
 # keys of `analysis:` that belong to watch, not to the judgement
 OTHER_KEYS = ("interval",)
 

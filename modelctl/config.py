@@ -6,19 +6,46 @@ import re
 import warnings
 from pathlib import Path
 
-from . import analysis as _analysis
 from . import schema, yamlio
 from .errors import ModelctlError, UsageError
 
 CONFIG_FILE = "modelctl.yaml"
+
+# watch's judgement defaults (analysis.py reads them), tuned with benchmarks/judgement.py
+# (README "How watch judges")
+ANALYSIS_METRICS: dict = {
+    "error_rate": {"type": "rate", "events": "errors", "max_ratio": 1.5, "min_delta": 0.005,
+                   "action": "rollback", "critical": True},
+    "latency": {"type": "latency", "quantile": 0.95, "max_ratio": 1.5, "min_delta": 0.01, "action": "rollback"},
+    "cost_per_request": {"type": "cost", "max_ratio": 1.3, "action": "alert"},
+}
+ANALYSIS_DEFAULTS: dict = {
+    "alpha": 0.01,
+    "beta": 0.1,
+    "consecutive_failures": 2,
+    "consecutive_errors": 5,
+    "on_errors": "hold",
+    "min_requests": 200,
+    "min_events": 20,
+    "min_duration_seconds": 600,
+    "stale_seconds": 120,
+    "srm_alpha": 0.001,
+    "srm_tolerance": 0.2,
+    "segment_share": 0.5,
+    "max_segments": 8,
+    "cusum_growth": 1.25,
+    "burst_prior": 0.3,
+    "burst_prior_weight": 10,
+    "max_step": 1.0,
+    "prior_requests": 1000,
+}
 
 DEFAULTS: dict = {
     "pipeline": {"required": ["staging", "shadow", "canary"]},
     "pinning": {"forbid": ["latest", "default", "*-latest", "*:latest"], "providers": {}},
     "canary": {"steps": [1, 5, 10, 25, 50], "min_step_seconds": 300},
     "shadow": {"budget_per_day": 100.0, "requests_per_day": 100000},
-    # the judgement's own defaults, one place (analysis.py, tuned with benchmarks/judgement.py)
-    "analysis": {"interval": 30, **_analysis.DEFAULTS, "metrics": copy.deepcopy(_analysis.DEFAULT_METRICS)},
+    "analysis": {"interval": 30, **ANALYSIS_DEFAULTS, "metrics": copy.deepcopy(ANALYSIS_METRICS)},
     "metrics": {"provider": "http-json", "url": "http://127.0.0.1:9108/metrics/{model}", "token_env": None,
                 "timeout": 5, "max_bytes": 1048576, "queries": {}},
     "gate": {"required": False, "alpha": 0.05, "metrics": {}},

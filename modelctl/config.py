@@ -114,10 +114,21 @@ def metrics_url_warning(before: bytes | str | None, after: bytes | str | None) -
                   "before merging")
 
 
-def parse(text: bytes | str, path: str = CONFIG_FILE) -> dict:
-    """Validate modelctl.yaml content and return it merged over the defaults."""
+def parse(text: bytes | str, path: str = CONFIG_FILE, git_dir: Path | None = None) -> dict:
+    """Validate modelctl.yaml content and return it merged over the defaults.
+
+    With `git_dir`, content already found valid there is not validated again (schema.ValidCache,
+    keyed by the content's hash): most commands then never import jsonschema.
+    """
     doc = yamlio.loads(text, path)
-    data = schema.validate(doc, "Registry")
+    if git_dir is None:
+        return _merge(DEFAULTS, schema.validate(doc, "Registry"))
+    import hashlib
+
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    cache = schema.ValidCache(git_dir, "Registry")
+    data = cache.validate(doc, hashlib.sha256(raw).hexdigest())
+    cache.save()
     return _merge(DEFAULTS, data)
 
 
@@ -162,4 +173,6 @@ def load(snapshot) -> dict:
     if snapshot.read(CONFIG_FILE) is None:
         raise UsageError("this is not a modelctl registry (no modelctl.yaml at HEAD)",
                          hint="run 'modelctl init' or pass --registry DIR")
-    return read_committed(snapshot, CONFIG_FILE, parse)
+    store = getattr(snapshot, "store", None)
+    git_dir = getattr(store, "git_dir", None)
+    return read_committed(snapshot, CONFIG_FILE, lambda text: parse(text, git_dir=git_dir))

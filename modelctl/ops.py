@@ -200,7 +200,11 @@ def _referenced(reg: Registry, snap: Snapshot, rel: str, source: str, field_name
                                       hint="push the prompt first ('git push'), or pull the remote's copy, "
                                            "then register again")
         if content is not None:
-            if reg.store.dirty([rel]):
+            try:  # the common case, the work tree's copy is the committed one, costs no `git status`
+                same = (reg.root / rel).read_bytes() == content
+            except OSError:
+                same = False
+            if not same and reg.store.dirty([rel]):
                 # the bundle would pin the committed text while the user reviewed another one
                 raise ValidationError(f"{source}: {field_name}: {rel} has uncommitted changes",
                                       hint="commit the prompt first (a bundle pins what is committed), "
@@ -448,7 +452,14 @@ def _load_deployment(snap: Snapshot, name: str) -> tuple[dict, bytes]:
     if raw is None:
         raise NotFound(f"no model named {name!r} in this registry",
                        hint="see 'modelctl status' for the models it has, or register a bundle first")
-    return load_deployment(snap, name, raw), raw
+    import hashlib
+
+    # the blob id git gives these bytes: the validity cache `status` fills is keyed by it
+    oid = hashlib.sha1(b"blob %d\0" % len(raw) + raw).hexdigest()
+    cache = schema.ValidCache(snap.store.git_dir, "Deployment")
+    dep = load_deployment(snap, name, raw, oid, cache)
+    cache.save()
+    return dep, raw
 
 
 def _tag_message(transition, ev) -> str:

@@ -20,15 +20,22 @@ API_SCHEMA = "modelctl/v1"
 
 def find_root(path: str | os.PathLike | None) -> Path:
     """The top of the git work tree containing `path` (a registry), or a clear error."""
+    return _locate(path)[0]
+
+
+def _locate(path: str | os.PathLike | None) -> tuple[Path, Store]:
+    """(top of the work tree, a Store there that has learnt the repository's layout)."""
     start = Path(path or os.environ.get("MODELCTL_REGISTRY") or ".").resolve()
     if not start.is_dir():
         raise UsageError(f"registry directory {str(start)!r} does not exist", hint="pass --registry DIR")
-    store = Store(start)
-    proc = store.git("rev-parse", "--show-toplevel", check=False)
-    if proc.returncode != 0:
+    probe = Store(start)
+    top = probe.locate()
+    if top is None:
         raise UsageError(f"{start} is not inside a git repository",
                          hint="run 'modelctl init DIR' or pass --registry DIR")
-    return Path(proc.stdout.decode().strip())
+    store = Store(top)
+    store.adopt(probe)
+    return top, store
 
 
 def deployment_path(name: str) -> str:
@@ -69,7 +76,7 @@ def expand_versions(dep: dict, bundles: list[str]) -> dict:
         out.pop("archived", None)
         out["versions"] = listed
         return out
-    keys = [_version_key(v) for v in bundles]
+    keys = [_version_key(v) for v in bundles] if runs else []
     archived = set()
     for run in runs:
         lo, _, hi = str(run).partition("..")
@@ -135,8 +142,7 @@ class Registry:
     """A modelctl registry: a git work tree with modelctl.yaml at its top."""
 
     def __init__(self, path: str | os.PathLike | None = None):
-        self.root = find_root(path)
-        self.store = Store(self.root)
+        self.root, self.store = _locate(path)
 
     # -- reading ----------------------------------------------------------------------------
     def snapshot(self, ref: str = "HEAD") -> Snapshot:
@@ -266,13 +272,10 @@ class Registry:
         rows = []
         for v in versions:
             at, by = tagged.get(f"{name}@v{v}", (0, None))
-            rows.append({
-                "version": v,
-                "status": statuses.get(v, "registered"),
-                **found[v],
-                "registered_at": _iso(at) if at else None,
-                "registered_by": by,
-            })
+            parent, provider, model, adapter, prompt, sha = found[v]
+            rows.append({"version": v, "status": statuses.get(v, "registered"), "parent": parent,
+                         "provider": provider, "model": model, "adapter": adapter, "prompt": prompt,
+                         "prompt_sha256": sha, "registered_at": _iso(at) if at else None, "registered_by": by})
         return {"schema": API_SCHEMA, "name": name, "active": dep.get("active"), "canary": dep.get("canary"),
                 "shadow": dep.get("shadow"), "versions": rows}
 
@@ -393,9 +396,17 @@ def _walk_diff(x, y, path: str, out: list) -> None:
 
 
 def _iso(ts: int) -> str:
-    import time
+    """Unix seconds as ISO 8601 UTC (the date part from a per-day cache: `show` formats thousands)."""
+    day, sec = divmod(int(ts), 86400)
+    date = _DAYS.get(day)
+    if date is None:
+        import time
 
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+        date = _DAYS[day] = time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
+    return f"{date}T{sec // 3600:02d}:{sec % 3600 // 60:02d}:{sec % 60:02d}Z"
+
+
+_DAYS: dict[int, str] = {}
 
 
 class _Summaries:
@@ -403,48 +414,50 @@ class _Summaries:
 
     Content-addressed like schema.ValidCache (a changed bundle is another blob), so it is never
     stale; a model with ten thousand versions is then listed without parsing ten thousand files.
+    The file holds one JSON object per line, {blob id: [parent, provider, model, adapter, prompt,
+    prompt_sha256]}, one line per `show` that learnt something: loading it is a few json.loads.
     """
-
-    FIELDS = ("parent", "provider", "model", "adapter", "prompt", "prompt_sha256")
 
     def __init__(self, store: Store):
         import hashlib
 
         digest = hashlib.sha256(schema.data_path("schemas", schema.KINDS["Bundle"]).read_bytes()).hexdigest()[:12]
-        self.path = store.git_dir / f"modelctl-summary-{digest}"
+        self.path = store.git_dir / f"modelctl-summary-{digest}.jsonl"
         self.store = store
 
-    def get(self, oids: dict[str, str], name: str) -> dict[str, dict]:
-        """version -> summary, reading and validating only bundles not seen before."""
+    def get(self, oids: dict[str, str], name: str) -> dict[str, list]:
+        """version -> [parent, provider, model, adapter, prompt, prompt_sha256], reading and validating
+        only bundles not seen before."""
         import json
 
-        known: dict[str, dict] = {}
+        known: dict[str, list] = {}
         try:
             with open(self.path, encoding="utf-8") as fh:
                 for line in fh:
-                    oid, _, doc = line.partition("\t")
-                    if doc:
-                        known[oid] = doc
-        except OSError:
+                    try:
+                        chunk = json.loads(line)
+                    except ValueError:
+                        continue  # a torn append: those bundles are read again
+                    if isinstance(chunk, dict):
+                        known.update(chunk)
+        except (OSError, UnicodeDecodeError):
             pass
         missing = sorted({o for o in oids.values() if o not in known})
-        learnt = []
         if missing:
+            learnt = {}
             cache = schema.ValidCache(self.store.git_dir, "Bundle")
             blobs = self.store.read_blobs(missing)
             by_oid = {o: v for v, o in oids.items()}
             for oid in missing:
                 path = bundlemod.bundle_path(name, by_oid[oid])
                 data = cache.validate(yamlio.loads(blobs[oid] or b"", path), oid)
-                summary = json.dumps([data.get("parent"), data["model"]["provider"], data["model"]["id"],
-                                      data["model"].get("adapter"), data["prompt"]["template"],
-                                      data["prompt"].get("sha256")])
-                known[oid] = summary
-                learnt.append(f"{oid}\t{summary}\n")
+                learnt[oid] = known[oid] = [data.get("parent"), data["model"]["provider"], data["model"]["id"],
+                                            data["model"].get("adapter"), data["prompt"]["template"],
+                                            data["prompt"].get("sha256")]
             cache.save()
             try:  # best effort: a read-only clone just stays slower
                 with open(self.path, "a", encoding="utf-8") as fh:
-                    fh.write("".join(learnt))
+                    fh.write(json.dumps(learnt, separators=(",", ":")) + "\n")
             except OSError:
                 pass
-        return {v: dict(zip(self.FIELDS, json.loads(known[o]))) for v, o in oids.items()}
+        return {v: known[o] for v, o in oids.items()}

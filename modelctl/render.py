@@ -62,7 +62,7 @@ def _pct(p) -> str:
 
 def table(title: str | None, columns: list[str], rows: Iterable[list[Any]]) -> None:
     """A table: rich on a terminal, aligned plain text (no colour, no box) otherwise."""
-    rows = [[fmt(c) for c in r] for r in rows]
+    rows = [[c if type(c) is str else fmt(c) for c in r] for r in rows]
     if is_tty():
         from rich.table import Table
 
@@ -73,12 +73,12 @@ def table(title: str | None, columns: list[str], rows: Iterable[list[Any]]) -> N
             t.add_row(*r)
         _console().print(t)
         return
-    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
-    if title:
-        line(title)
-    line("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip())
-    for r in rows:
-        line("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    cells = list(zip(*rows)) if rows else [()] * len(columns)
+    widths = [max([len(c), *map(len, col)]) for c, col in zip(columns, cells)]
+    out = [title] if title else []
+    out.append("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip())
+    out.extend("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
+    sys.stdout.write("\n".join(out) + "\n")  # one write: a model with ten thousand versions is 10,000 lines
 
 
 # -- per-command renderers -----------------------------------------------------------------

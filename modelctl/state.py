@@ -232,9 +232,21 @@ def _trailers(action: str, name: str, version: str, **extra: object) -> list[tup
     return out
 
 
+def _clone(dep: dict) -> dict:
+    """A deep copy of a deployment, its versions map (strings only, ten thousand entries for a big
+    model) copied flat: copy.deepcopy of that map was a tenth of a write's time."""
+    out = {}
+    for key, value in dep.items():
+        if key == "versions" and isinstance(value, dict):
+            out[key] = dict(value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
 def _noop(dep: dict, action: str, version: str, status: str, note: str, percent=None) -> Transition:
     return Transition(
-        deployment=copy.deepcopy(dep),
+        deployment=_clone(dep),
         action=action,
         version=version,
         from_status=status,
@@ -351,7 +363,7 @@ def register(dep: dict, version: str) -> Transition:
         raise TransitionError(
             f"version {version} of {name} exists; pick a new version or use --bump"
         )
-    new = copy.deepcopy(dep)
+    new = _clone(dep)
     new.setdefault("versions", {})
     new["versions"] = dict(new["versions"] or {})
     new["versions"][version] = "registered"
@@ -397,7 +409,7 @@ def _to_staging(dep, version, config, *, force, reason) -> Transition:
         return _noop(dep, "promote", version, status, f"{version} of {name} is already in staging")
     reason = _need_reason(force, reason)
     override = _check_movable(dep, version, status, "staging", force, what="promote")
-    new = copy.deepcopy(dep)
+    new = _clone(dep)
     events: list[TagEvent] = []
     _leave(dep, new, version, status, events)
     new["versions"][version] = "staging"
@@ -435,7 +447,7 @@ def _to_active(dep, version, config, *, force, reason) -> Transition:
     skipped: list[str] = []
     if status != "rolled-back":
         waived, skipped = _gap(dep, version, status, "active", required_stages(config), force)
-    new = copy.deepcopy(dep)
+    new = _clone(dep)
     events: list[TagEvent] = []
     _leave(dep, new, version, status, events)
     old = dep.get("active")
@@ -475,7 +487,7 @@ def _retire(dep, version, to, *, reason) -> Transition:
         )
     if status == "archived":
         raise TransitionError(f"{version} of {name} is archived, which is final")
-    new = copy.deepcopy(dep)
+    new = _clone(dep)
     events: list[TagEvent] = []
     _leave(dep, new, version, status, events)
     new["versions"][version] = to
@@ -523,7 +535,7 @@ def shadow(
                          f"{version} of {name} is already in shadow at {fmt_pct(percent)}%", percent)
         reason = _need_reason(force, reason)
         override = _hold_gate(dep, version, force, what="shadow")
-        new = copy.deepcopy(dep)
+        new = _clone(dep)
         new["shadow"] = _split(version, percent, None, current.get("started"))
         _release_hold(new, version)
         return Transition(
@@ -600,7 +612,7 @@ def canary(
                          f"{version} of {name} is already in canary at {fmt_pct(percent)}%", percent)
         reason = _need_reason(force, reason)
         override = _hold_gate(dep, version, force, what="canary")
-        new = copy.deepcopy(dep)
+        new = _clone(dep)
         new["canary"] = _split(version, percent, None, current.get("started"))
         _release_hold(new, version)
         return Transition(
@@ -633,7 +645,7 @@ def _enter_split(dep: dict, name: str, version: str, status: str, stage: str, pe
     skipped: list[str] = []
     if status != "rolled-back":
         _, skipped = _gap(dep, version, status, stage, required_stages(config), force)
-    new = copy.deepcopy(dep)
+    new = _clone(dep)
     events: list[TagEvent] = []
     _leave(dep, new, version, status, events)
     new["versions"][version] = stage
@@ -743,7 +755,7 @@ def rollback(
     if target is None:
         raise TransitionError(f"{name} has no active version and no canary; nothing to roll back")
     stage, version = target
-    new = copy.deepcopy(dep)
+    new = _clone(dep)
     hold = {"version": version, "reason": reason or "rolled back", "at": now}
     if stage == "canary":
         active = dep.get("active")
@@ -871,7 +883,7 @@ def judge_move(before: dict | None, after: dict, config: dict | None = None, *, 
     version entering canary or active, or None when it passes.
     """
     name = after.get("name") or (before or {}).get("name") or "?"
-    base = copy.deepcopy(before) if before else new_deployment(name)
+    base = _clone(before) if before else new_deployment(name)
     base.setdefault("versions", {})
     out: list[Finding] = []
     versions = after.get("versions") or {}

@@ -114,12 +114,13 @@ def _blocked_by_lock(stderr: str) -> Conflict | None:
 IDENTITY_HINT = 'set one with git config user.name "Your Name" && git config user.email "you@example.com"'
 
 
-def require_identity(cwd: str | os.PathLike) -> None:
+def require_identity(cwd: str | os.PathLike) -> str:
     """Refuse (exit 2) before anything is created when git has no author/committer identity.
 
     Every write is a commit and annotated tags: without an identity git would fail half-way
     (`modelctl init` used to leave an empty `.git` behind).
     """
+    idents = []
     for var in ("GIT_COMMITTER_IDENT", "GIT_AUTHOR_IDENT"):
         try:
             proc = subprocess.run(["git", "var", var], cwd=cwd, capture_output=True, env=_base_env())
@@ -129,6 +130,8 @@ def require_identity(cwd: str | os.PathLike) -> None:
             who = "committer" if var == "GIT_COMMITTER_IDENT" else "author"
             raise UsageError(f"git has no {who} identity (user.name and user.email are not configured), "
                              "so modelctl cannot make commits; nothing was written", hint=IDENTITY_HINT)
+        idents.append(proc.stdout.decode("utf-8", "replace").strip())
+    return idents[0]  # the committer's, "Name <email> time zone"
 
 
 def pid_alive(pid: int) -> bool:
@@ -239,6 +242,23 @@ class Snapshot:
         return self.store.model_tags(model)
 
 
+TAG_STAMPS = "modelctl-tag-stamps"  # tag object id -> tagger time and tagger (see Store.tag_stamps)
+_REF_LINE = re.compile(r"^(\w*) ([0-9a-f]+) (.+)$", re.M)
+_NO_STAMP = (0, "")
+_LS_BLOB = re.compile(r"(?:^|\0)\d+ blob ([0-9a-f]+)\t([^\0]*)")  # `ls-tree -z` entries that are files
+
+
+def _tagger_line(body: bytes) -> tuple[int, str]:
+    """(time, "Name <email>") from an annotated tag object's header; (0, "") without one."""
+    head = body.split(b"\n\n", 1)[0].decode("utf-8", "replace")
+    for line in head.splitlines():
+        if line.startswith("tagger "):
+            who, _, stamp = line[len("tagger "):].rpartition(">")
+            parts = stamp.split()
+            return (int(parts[0]) if parts and parts[0].isdigit() else 0), (who + ">").strip()
+    return 0, ""
+
+
 class Store:
     """A registry clone: git plumbing, reads at a ref, and write transactions."""
 
@@ -248,6 +268,7 @@ class Store:
         self._ident: str | None = None
         self._cat: subprocess.Popen | None = None
         self._cat_pid = 0
+        self._stamp_cache: dict[str, tuple[int, str]] | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
     def git(self, *args: str, input: bytes | None = None, check: bool = True, env: dict | None = None,
@@ -279,6 +300,25 @@ class Store:
         """stdout of a git command, stripped."""
         return self.git(*args, **kw).stdout.decode("utf-8", "replace").strip()
 
+    def locate(self) -> Path | None:
+        """The work tree's top directory, or None outside one; one `rev-parse` that also learns the
+        git directory, whether the clone is shallow and whether it is bare (asked for by every command)."""
+        proc = self.git("rev-parse", "--show-toplevel", "--absolute-git-dir", "--is-shallow-repository",
+                        "--is-bare-repository", check=False)
+        lines = proc.stdout.decode("utf-8", "replace").splitlines()
+        if proc.returncode != 0 or len(lines) != 4:
+            return None
+        self._git_dir = Path(lines[1])
+        self._shallow = lines[2] == "true"
+        self._bare = lines[3] == "true"
+        return Path(lines[0])
+
+    def adopt(self, other: "Store") -> None:
+        """Take what `other`, a Store of the same repository, already learnt (see locate)."""
+        for attr in ("_git_dir", "_shallow", "_bare"):
+            if getattr(other, attr, None) is not None:
+                setattr(self, attr, getattr(other, attr))
+
     @property
     def git_dir(self) -> Path:
         if self._git_dir is None:
@@ -306,7 +346,7 @@ class Store:
     def require_identity(self) -> None:
         """Refuse (exit 2) when git has no identity to commit and tag with."""
         if self._ident is None:
-            require_identity(self.root)
+            self._ident = require_identity(self.root).rsplit(" ", 2)[0]  # the tagger, without a date
 
     def unborn(self) -> str | None:
         """Why HEAD names no commit (an unborn branch, a dangling remote HEAD), or None when it does."""
@@ -358,7 +398,8 @@ class Store:
         return self._parse_batch(self.git("cat-file", "--batch", input=request).stdout, paths, ids)
 
     @staticmethod
-    def _parse_batch(data: bytes, paths: list[str], ids: dict | None) -> dict[str, bytes | None]:
+    def _parse_batch(data: bytes, paths: list[str], ids: dict | None,
+                     kind: bytes = b"blob") -> dict[str, bytes | None]:
         out: dict[str, bytes | None] = {}
         pos = 0
         for path in paths:
@@ -367,7 +408,7 @@ class Store:
             pos = end + 1
             if len(header) == 3 and header[-1] not in (b"missing", b"ambiguous"):
                 size = int(header[2])
-                if header[1] == b"blob":
+                if header[1] == kind:
                     out[path] = data[pos:pos + size]
                     if ids is not None:
                         ids[path] = header[0].decode()
@@ -432,13 +473,9 @@ class Store:
         if proc.returncode != 0:
             return {}
         prefix = directory.rstrip("/") + "/"
-        out = {}
-        for entry in proc.stdout.decode("utf-8", "replace").split("\0"):
-            meta, _, path = entry.partition("\t")
-            parts = meta.split()
-            if len(parts) == 3 and parts[1] == "blob" and path.startswith(prefix):
-                out[path[len(prefix):]] = parts[2]
-        return out
+        # one regex over the listing, not a split per entry: a model directory has ten thousand
+        return {path[len(prefix):]: oid for oid, path in _LS_BLOB.findall(proc.stdout.decode("utf-8", "replace"))
+                if path.startswith(prefix)}
 
     def list_files(self, commit: str | None, directory: str) -> list[str]:
         """Every file path under a directory at a commit, recursively (one `ls-tree -r`)."""
@@ -458,26 +495,75 @@ class Store:
         request = "".join(f"{o}\n" for o in oids).encode()
         return self._parse_batch(self.git("cat-file", "--batch", input=request).stdout, list(oids), None)
 
+    def read_tags(self, oids: list[str]) -> dict[str, bytes | None]:
+        """Annotated tag objects by id through one `cat-file --batch` (None: not a tag, or missing)."""
+        if not oids:
+            return {}
+        request = "".join(f"{o}\n" for o in oids).encode()
+        return self._parse_batch(self.git("cat-file", "--batch", input=request).stdout, list(oids), None, b"tag")
+
     def tag_clock(self, model: str) -> tuple[int, int]:
         """(next stage-tag counter, newest tagger time) of one model's tags.
 
         Stage tags are read whole (their counters); registration tags only for their tagger
-        time: a model with ten thousand versions has ten thousand of them.
+        time, through the stamp cache: a model with ten thousand versions has ten thousand of them.
         """
         refs = self.tag_refs(f"refs/tags/{model}#*", f"refs/tags/{model}@v*#*")  # any tag with a counter
-        newest = self.out("for-each-ref", "--sort=-taggerdate", "--count=1", "--format=%(taggerdate:unix)",
-                          f"refs/tags/{model}@v*")
-        return next_counter(refs), max(last_time(refs), int(newest) if newest.isdigit() else 0)
+        oids = self.out("for-each-ref", "--format=%(objectname)", f"refs/tags/{model}@v*").split()
+        known = self._learn_stamps(oids)
+        newest = max((known[oid][0] for oid in oids), default=0)
+        return next_counter(refs), max(last_time(refs), newest)
 
     def registrations(self, model: str) -> dict[str, tuple[int, str]]:
         """Tag name -> (tagger time, tagger) of one model's registration tags (no messages read)."""
-        text = self.out("for-each-ref", "--format=%(refname:strip=2)%00%(taggerdate:unix)%00%(taggername) %(taggeremail)",
-                        f"refs/tags/{model}@v*")
-        out = {}
-        for line in text.splitlines():
-            name, when, who = (line.split("\0") + ["", ""])[:3]
-            out[name] = (int(when) if when.isdigit() else 0, who.strip())
-        return out
+        return self.tag_stamps(f"refs/tags/{model}@v*")
+
+    def tag_stamps(self, pattern: str) -> dict[str, tuple[int, str]]:
+        """Tag name -> (tagger time, tagger) of the tags matching a for-each-ref pattern.
+
+        Listing ten thousand tag names and ids costs ~10 ms; reading their tagger lines costs ~90 ms
+        more, every call. A tag object never changes, so the stamps are kept by object id in
+        `.git/modelctl-tag-stamps` and only tags not seen before are read (a lightweight tag, which
+        has no tagger, is (0, "")).
+        """
+        text = self.out("for-each-ref", "--format=%(objecttype) %(objectname) %(refname:strip=2)", pattern)
+        listed = _REF_LINE.findall(text)
+        known = self._learn_stamps([oid for kind, oid, _ in listed if kind == "tag"])
+        return {name: known[oid] if kind == "tag" else _NO_STAMP for kind, oid, name in listed}
+
+    def _learn_stamps(self, oids: list[str]) -> dict[str, tuple[int, str]]:
+        """The stamp cache, with these object ids in it (those not seen before read and appended)."""
+        known = self._stamps()
+        missing = sorted({oid for oid in oids if oid not in known})
+        if missing:
+            learnt = {}
+            for oid, body in self.read_tags(missing).items():
+                # a lightweight tag names a commit: no stamp (a listed ref's object is always here)
+                learnt[oid] = known[oid] = _NO_STAMP if body is None else _tagger_line(body)
+            try:  # best effort: a read-only clone just stays slower
+                if learnt:
+                    with open(self.git_dir / TAG_STAMPS, "a", encoding="utf-8") as fh:
+                        fh.write(json.dumps(learnt, separators=(",", ":")) + "\n")
+            except OSError:
+                pass
+        return known
+
+    def _stamps(self) -> dict[str, tuple[int, str]]:
+        """The stamp cache: one JSON object per line, {tag object id: [time, tagger]}."""
+        if self._stamp_cache is None:
+            self._stamp_cache = {}
+            try:
+                with open(self.git_dir / TAG_STAMPS, encoding="utf-8") as fh:
+                    for line in fh:
+                        try:
+                            chunk = json.loads(line)
+                        except ValueError:
+                            continue  # a torn append: those tags are read again
+                        if isinstance(chunk, dict):
+                            self._stamp_cache.update(chunk)
+            except (OSError, UnicodeDecodeError):
+                pass
+        return self._stamp_cache
 
     def model_tags(self, model: str) -> list[TagRef]:
         """Registration and stage tags of one model (pattern-matched, never every tag)."""

@@ -138,7 +138,8 @@ def assert_deployments_valid(repo: Path, ref: str = "main") -> int:
 def leftovers(repo: Path) -> list[str]:
     """modelctl's private files in a clone's git directory that should not outlive a write."""
     gd = Path(git(repo, "rev-parse", "--absolute-git-dir").strip())
-    found = [p.name for p in gd.iterdir() if p.name.startswith("modelctl-")]
+    caches = ("modelctl-valid-", "modelctl-summary-", "modelctl-tag-stamps")  # content-addressed, kept on purpose
+    found = [p.name for p in gd.iterdir() if p.name.startswith("modelctl-") and not p.name.startswith(caches)]
     lock = gd / "modelctl.lock"
     if lock.exists() and lock.read_text().strip():
         found.append("modelctl.lock (not empty)")

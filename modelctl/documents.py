@@ -252,7 +252,7 @@ class KeyAssignment(TypedDict):
 
 
 class RoutingDocument(TypedDict):
-    """The routing document (routing.routing_document); `resolve` adds commit and key."""
+    """The routing document of a deployment (routing.routing_document)."""
 
     schema: str
     name: str
@@ -260,11 +260,13 @@ class RoutingDocument(TypedDict):
     canary: ResolvedBundle | None
     shadow: ResolvedBundle | None
     assignment: Assignment
-    commit: NotRequired[str]
+
+
+class ResolveDocument(RoutingDocument):
+    """`resolve NAME --json`: the routing document at a commit; with --key, who serves that key."""
+
+    commit: str
     key: NotRequired[KeyAssignment]
-
-
-ResolveDocument = RoutingDocument
 
 LogEvent = TypedDict("LogEvent", {
     "commit": str,
@@ -510,12 +512,16 @@ class WatchPollLine(TypedDict):
     seconds: Real
 
 
-class WatchEventLine(TypedDict, total=False):
-    """A `watch --json` line for something done between polls (header, alert, step ...)."""
-
-    schema: str
+class _WatchEventKeys(TypedDict):
     event: str
     message: str
+
+
+class WatchEventLine(_WatchEventKeys, total=False):
+    """A `watch --json` line for something done between polls (header, alert, step ...); the other keys
+    depend on the event."""
+
+    schema: str
     lines: list[str]
     rps_canary: Real | None
     version: str

@@ -3,7 +3,9 @@
 The commands run as real processes against real registries: a lifecycle walked through by the CLI
 (registration, staging, shadow with its cost, a canary with its gate, a review branch, a rollback and
 its hold), a clone pushing to a bare remote for doctor, a broken commit for check, and watch against
-a real HTTP metrics server until it rolls the canary back (its poll record then replayed).
+a real HTTP metrics server until it rolls the canary back (its poll record then replayed), alerts, or
+holds on an unreachable endpoint. The TypedDicts of modelctl/documents.py name the same keys as the
+schemas, and a command with --json and no schema fails here.
 """
 from __future__ import annotations
 
@@ -426,3 +428,26 @@ def test_watch_hold_fail_safe_line_matches_the_schema(tmp_path, write_bundle):
     lines = _watch_lines(proc)
     assert lines[-1]["outcome"] == "held" and lines[-1]["exit_code"] == 4
     assert all(line["error"] for line in lines if line["event"] == "poll")
+
+
+def test_watch_alert_line_matches_the_schema(tmp_path, write_bundle):
+    from metrics_servers import JsonMetricsServer
+    from test_watch_e2e import ACTIVE, CANARY, FAST_CONFIG, make_registry
+
+    registry = make_registry(tmp_path / "reg", NAME, write_bundle, FAST_CONFIG)
+    alerts: list[dict] = []
+    with JsonMetricsServer(NAME) as server:
+        server.traffic(ACTIVE, 50_000, 0.01)
+        server.traffic(CANARY, 5_000, 0.01)
+        for _ in range(15):
+            proc = run_cli("watch", NAME, "--once", "--json", "--url", server.url, cwd=registry)
+            assert proc.returncode == 0, proc.stderr
+            alerts = [line for line in _watch_lines(proc) if line["event"] == "alert"]
+            if alerts:
+                break
+            # healthy errors, three times the control's cost per request: cost_per_request only alerts
+            server.traffic(ACTIVE, 9_000, 0.01)
+            server.traffic(CANARY, 1_000, 0.01)
+            server.add(ACTIVE, cost_total=9.0)
+            server.add(CANARY, cost_total=3.0)
+    assert alerts and alerts[0]["version"] == CANARY and alerts[0]["evidence"][0].startswith("cost_per_request fail")

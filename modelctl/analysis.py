@@ -102,11 +102,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .config import ANALYSIS_DEFAULTS, ANALYSIS_METRICS
 from .errors import ValidationError
 from .observation import Counters, Poll, Reading
+
+if TYPE_CHECKING:  # annotations only: no import cost at run time
+    from .documents import DecisionDocument, MetricEvidence
 
 PASS = "pass"
 FAIL = "fail"
@@ -393,7 +396,7 @@ class MetricResult:
     threshold_ms: float | None = None  # latency: the threshold used
     reason: str = ""
 
-    def evidence(self) -> dict[str, Any]:
+    def evidence(self) -> MetricEvidence:
         """The figures as a JSON-ready dict (stable keys)."""
         return {
             "metric": self.metric, "segment": self.segment, "verdict": self.verdict, "type": self.type,
@@ -480,7 +483,7 @@ class Decision:
             lines = [f"{line}; error_polls={self.error_polls}" for line in lines]
         return lines
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> DecisionDocument:
         """Stable keys for --json, the poll record and the HTML report."""
         return {
             "action": self.action,

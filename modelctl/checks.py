@@ -6,6 +6,7 @@ for-each-ref), so it stays fast on large registries.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from . import bundle as bundlemod
 from . import config as configmod
@@ -13,6 +14,9 @@ from . import schema, yamlio
 from .history import deployment_at
 from .errors import ModelctlError
 from .names import NAME_RE, VERSION_RE
+
+if TYPE_CHECKING:  # annotations only: no import cost at run time
+    from .documents import CheckDocument
 
 LIVE = ("active", "canary", "shadow")
 
@@ -55,7 +59,7 @@ def staged_snapshot(reg):
 
 
 def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None, base: str | None = None,
-        staged: bool = False) -> dict:
+        staged: bool = False) -> CheckDocument:
     """Check the registry at `ref`; `only` limits the files checked (e.g. those a PR touched).
 
     `today` (a date) is when retirement dates are judged; default: today in UTC. `base` (with

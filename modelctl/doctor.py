@@ -25,12 +25,16 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import ModelctlError, RemoteError
 from .names import NAME_RE, VERSION_RE, semver_key
 from .store import (JOURNAL_NAME, LOCK_NAME, TEMP_INDEX_PREFIX, Snapshot, Store, TagSpec, pid_alive,
                     read_lock)
 from .tags import TagEvent, TagRef, parse as parse_tag, registration_tag
+
+if TYPE_CHECKING:  # annotations only: no import cost at run time
+    from .documents import DoctorDocument
 
 STALE_AFTER = 120.0  # seconds after which a git *.lock file is taken to be left by a dead process
 SLOTS = ("staging", "shadow", "canary")
@@ -60,7 +64,7 @@ class _Context:
 
 
 def run(reg, *, fix: bool = False, push: bool | None = None, now: float | None = None,
-        stale_after: float = STALE_AFTER) -> dict:
+        stale_after: float = STALE_AFTER) -> DoctorDocument:
     """Inspect the clone, its remote and its tags; with fix=True repair what is safe; return the report."""
     cfg = reg.config()
     remote_cfg = cfg["remote"]
@@ -91,7 +95,7 @@ def run(reg, *, fix: bool = False, push: bool | None = None, now: float | None =
     return _report(findings, info, fixed, True)
 
 
-def _report(findings: list[Finding], info: dict, fixed: list[str], fix: bool) -> dict:
+def _report(findings: list[Finding], info: dict, fixed: list[str], fix: bool) -> DoctorDocument:
     problems = [f for f in findings if f.level == "error"]
     return {"ok": not problems, "fix": fix, "remote": info, "problems": len(problems), "fixed": fixed,
             "findings": [asdict(f) for f in findings]}

@@ -44,9 +44,12 @@ import math
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .errors import UsageError, ValidationError
+
+if TYPE_CHECKING:  # annotations only: no import cost at run time
+    from .documents import GateDocument
 
 SCHEMA = "modelctl/v1"
 DEFAULT_ALPHA = 0.05
@@ -132,7 +135,7 @@ class GateResult:
     failures: list[str] = field(default_factory=list)  # names of failed metrics
     note: str | None = None  # why nothing was compared (a first version), shown with the verdict
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> GateDocument:
         """The JSON document for `gate --json` (stable keys)."""
         return {
             "schema": SCHEMA,

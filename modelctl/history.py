@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import TYPE_CHECKING
 
 from . import schema, state, yamlio
 from .errors import ModelctlError, NotFound, UsageError
 from .names import check_name
+
+if TYPE_CHECKING:  # annotations only: no import cost at run time
+    from .documents import LogDocument, LogEvent, WhichDocument
 
 # One record per commit: fields split by \x1f, records by NUL (`git log -z`). Trailer values are
 # cleaned of control characters when written, so neither separator can occur inside one.
@@ -120,7 +124,7 @@ def _number(text: str | None):
 
 
 def events(store, name: str, ref: str | None = "HEAD", *, limit: int | None = None, before: int | None = None,
-           action: str | None = None, grep: str | None = None, first_parent: bool = False) -> list[dict]:
+           action: str | None = None, grep: str | None = None, first_parent: bool = False) -> list[LogEvent]:
     """The model's events, newest first, from the history of its own files only (commit times)."""
     check_name(name)
     if ref is None:
@@ -217,7 +221,7 @@ def last_lifecycle_event(store, ref: str | None, name: str, scan: int = 50) -> d
     return None
 
 
-def log(store, name: str, ref: str = "HEAD", limit: int | None = None) -> dict:
+def log(store, name: str, ref: str = "HEAD", limit: int | None = None) -> LogDocument:
     """Every lifecycle event of a model: time, author, action, versions, percent, reason, evidence."""
     commit = store.rev(ref)
     found = events(store, name, commit, limit=limit)
@@ -227,7 +231,7 @@ def log(store, name: str, ref: str = "HEAD", limit: int | None = None) -> dict:
     return {"name": name, "commit": commit, "events": found}
 
 
-def which(store, read_deployment, name: str, at: str | int, key: str | None = None, ref: str = "HEAD") -> dict:
+def which(store, read_deployment, name: str, at: str | int, key: str | None = None, ref: str = "HEAD") -> WhichDocument:
     """What served `name` at a time: active, canary and percent, shadow; with a key, who served it.
 
     `read_deployment(commit)` loads deployments/<name>.yaml at a commit (validated).

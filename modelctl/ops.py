@@ -9,6 +9,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import bundle as bundlemod
 from . import config as configmod
@@ -18,6 +19,9 @@ from .names import check_name, check_version, clean_text
 from .registry import Registry, deployment_path, dump_deployment, load_deployment
 from .store import Outcome, Plan, Snapshot, Store, require_identity
 from .tags import TagEvent, registration_tag
+
+if TYPE_CHECKING:  # annotations only: no import cost at run time
+    from .documents import InitDocument, ShadowCost, TransitionResult
 
 
 @dataclass
@@ -82,7 +86,7 @@ def _check_branch_name(store: Store, name: str, remote: str = "origin") -> None:
 CI_PIN = ".github/modelctl-requirements.txt"
 
 
-def init(directory: str | os.PathLike) -> dict:
+def init(directory: str | os.PathLike) -> InitDocument:
     """Create a registry in an empty (or new) directory from the shipped template."""
     from .schema import data_path
 
@@ -485,7 +489,7 @@ def _store_tags(name: str, transition) -> list[TagEvent]:
             for ev in transition.events]
 
 
-def _summary(name: str, transition, **extra) -> dict:
+def _summary(name: str, transition, **extra) -> TransitionResult:
     dep = transition.deployment
     return {"name": name, "action": transition.action, "version": transition.version,
             "from": transition.from_status, "to": transition.to_status, "percent": transition.percent,
@@ -543,7 +547,7 @@ def _enters(transition, *stages: str) -> bool:
     return not transition.noop and transition.to_status in stages and transition.from_status != transition.to_status
 
 
-def shadow_cost(requests_per_day: float, percent: float, cost_per_request: float, budget_per_day: float) -> dict:
+def shadow_cost(requests_per_day: float, percent: float, cost_per_request: float, budget_per_day: float) -> ShadowCost:
     """Daily cost of mirrored traffic: requests/day x shadow share x cost per call x 2, against the budget."""
     per_day = float(requests_per_day) * float(percent) / 100.0 * float(cost_per_request) * 2
     return {"per_day": round(per_day, 6), "requests_per_day": requests_per_day, "percent": percent,

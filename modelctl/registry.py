@@ -6,6 +6,7 @@ half-edited file in someone's checkout never changes what `status` or `resolve` 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 from . import bundle as bundlemod
@@ -14,6 +15,10 @@ from . import schema, yamlio
 from .errors import NotFound, UsageError, ValidationError
 from .names import NAME_RE, check_name, check_version, semver_key
 from .store import Snapshot, Store
+
+if TYPE_CHECKING:  # annotations only: no import cost at run time
+    from .documents import (BundleDiff, DiffDocument, LogDocument, ResolveDocument, ShowDocument, StatusDocument,
+                            WhichDocument)
 
 API_SCHEMA = "modelctl/v1"
 
@@ -204,7 +209,7 @@ class Registry:
         names |= {n[:-5] for n in snap.list("deployments") if n.endswith(".yaml") and NAME_RE.fullmatch(n[:-5])}
         return sorted(names)
 
-    def status(self, name: str | None = None, ref: str = "HEAD") -> dict:
+    def status(self, name: str | None = None, ref: str = "HEAD") -> StatusDocument:
         """Every model (or one): active, canary and percent, shadow, newest registered version."""
         snap = self.snapshot(ref)
         names = [check_name(name)] if name is not None else self.models(snap)
@@ -243,7 +248,7 @@ class Registry:
         cache.save()
         return {"schema": API_SCHEMA, "commit": snap.commit, "models": rows}
 
-    def show(self, name: str, version: str | None = None, ref: str = "HEAD") -> dict:
+    def show(self, name: str, version: str | None = None, ref: str = "HEAD") -> ShowDocument:
         """One model's versions with status, model id, prompt hash, who registered when; or one bundle."""
         check_name(name)
         snap = self.snapshot(ref)
@@ -279,7 +284,7 @@ class Registry:
         return {"schema": API_SCHEMA, "name": name, "active": dep.get("active"), "canary": dep.get("canary"),
                 "shadow": dep.get("shadow"), "versions": rows}
 
-    def diff(self, name: str, v1: str, v2: str, ref: str = "HEAD") -> dict:
+    def diff(self, name: str, v1: str, v2: str, ref: str = "HEAD") -> DiffDocument:
         """Field-by-field difference of two bundles, grouped as model, prompt, config, data, baseline."""
         check_name(name), check_version(v1), check_version(v2)
         snap = self.snapshot(ref)
@@ -287,7 +292,7 @@ class Registry:
         return {"schema": API_SCHEMA, "name": name, "from": v1, "to": v2, **bundle_diff(a, b)}
 
     # -- routing and history ------------------------------------------------------------------
-    def resolve(self, name: str, key: str | None = None, ref: str = "HEAD") -> dict:
+    def resolve(self, name: str, key: str | None = None, ref: str = "HEAD") -> ResolveDocument:
         """The routing document a gateway needs; with `key`, also the version that serves that key."""
         from . import routing
 
@@ -308,7 +313,7 @@ class Registry:
             doc["key"] = {"key": key, "bucket": routing.bucket(name, key), "version": served, "role": role}
         return doc
 
-    def log(self, name: str, limit: int | None = None, ref: str = "HEAD") -> dict:
+    def log(self, name: str, limit: int | None = None, ref: str = "HEAD") -> LogDocument:
         """Every event of a model from git history, newest first: who, when, what, why, on what evidence."""
         from . import history
 
@@ -317,7 +322,7 @@ class Registry:
         self.store.require_full_history(f"the history of {name}")
         return {"schema": API_SCHEMA, **history.log(self.store, name, ref, limit)}
 
-    def which(self, name: str, at: str | int, key: str | None = None, ref: str = "HEAD") -> dict:
+    def which(self, name: str, at: str | int, key: str | None = None, ref: str = "HEAD") -> WhichDocument:
         """What served a model at a time (ISO 8601 or unix seconds), and with `key`, which version served it."""
         from . import history
 
@@ -375,7 +380,7 @@ def _write_kwargs(kwargs: dict) -> dict:
     return kwargs
 
 
-def bundle_diff(a: dict, b: dict) -> dict:
+def bundle_diff(a: dict, b: dict) -> BundleDiff:
     """Which of model, prompt, config, data, eval, baseline, fallbacks changed, field by field."""
     sections = {}
     for section in ("model", "prompt", "config", "data", "eval", "baseline", "fallbacks"):

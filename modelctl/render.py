@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+if TYPE_CHECKING:  # annotations only: no import cost at run time
+    from .documents import WriteDocument
 
 API_SCHEMA = "modelctl/v1"
 
@@ -26,7 +29,7 @@ def _console(stderr: bool = False):
                    soft_wrap=False, force_terminal=True if os.environ.get("FORCE_COLOR") else None)
 
 
-def emit_json(doc: dict) -> None:
+def emit_json(doc: Mapping[str, Any]) -> None:
     """One JSON document on stdout with the schema key first."""
     out = {"schema": API_SCHEMA, **{k: v for k, v in doc.items() if k != "schema"}}
     sys.stdout.write(json.dumps(out, indent=2, sort_keys=False, default=str) + "\n")
@@ -147,7 +150,7 @@ def outcome(verb: str, out, detail: str = "", stream: str = "stdout") -> None:
             "'git pull' brings it up to date")
 
 
-def outcome_json(out, extra: dict | None = None) -> dict:
+def outcome_json(out, extra: dict | None = None) -> WriteDocument:
     return {"commit": out.commit, "tags": out.tags, "pushed": out.pushed, "noop": out.noop,
             "branch": out.branch, "attempts": out.attempts, "seconds": round(out.seconds, 3),
             "result": out.result, **(extra or {})}
@@ -340,7 +343,7 @@ def _finite(value: Any) -> Any:
 
 # -- gate and check for CI --------------------------------------------------------------------
 
-def json_text(doc: dict) -> str:
+def json_text(doc: Mapping[str, Any]) -> str:
     """The JSON document emit_json prints, as text (for --output files)."""
     out = {"schema": API_SCHEMA, **{k: v for k, v in doc.items() if k != "schema"}}
     return json.dumps(out, indent=2, sort_keys=False, default=str) + "\n"

@@ -16,11 +16,14 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from .errors import UsageError, ValidationError
 from .observation import Poll
 from .watch import ends_watch, judge_polls
+
+if TYPE_CHECKING:  # annotations only: no import cost at run time
+    from .documents import CanaryReplayDocument
 
 MAX_LINE = 16 * 1024 * 1024
 
@@ -51,7 +54,7 @@ class CanaryReplay:
             return self.decision.action
         return "no-decision"
 
-    def to_json(self) -> dict:
+    def to_json(self) -> CanaryReplayDocument:
         """A JSON-ready summary with the decision's own document."""
         decision = self.decision
         decided_time = self.polls[self.decided - 1].time if self.decided else None

@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: no import cost at run time
+    from .documents import RoutingDocument
 
 BUCKETS = 10_000
 SCHEMA = "modelctl/v1"
@@ -65,7 +69,7 @@ def _resolved(bundle: dict) -> dict:
     return out
 
 
-def routing_document(dep: dict, bundles: dict[str, dict]) -> dict:
+def routing_document(dep: dict, bundles: dict[str, dict]) -> RoutingDocument:
     """What a gateway needs: active, canary and shadow with percents and resolved bundles.
 
     ``bundles`` maps each version named in the deployment to its loaded bundle; a missing one

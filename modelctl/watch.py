@@ -50,11 +50,14 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from .errors import Conflict, ModelctlError, UsageError
 from .names import check_name
 from .observation import Poll
+
+if TYPE_CHECKING:  # annotations only: no import cost at run time
+    from .documents import MetricRow, WatchEventLine, WatchPollLine, WatchResultLine
 
 EXIT_DONE = 0
 EXIT_ROLLED_BACK = 1
@@ -136,7 +139,7 @@ def exact(poll: Poll) -> Poll:
     return Poll.from_json(json.loads(json.dumps(poll.to_json(), allow_nan=False)))
 
 
-def metric_rows(decision) -> list[dict]:
+def metric_rows(decision) -> list[MetricRow]:
     """One JSON-ready row per metric (and segment) result of a decision."""
     if decision is None:
         return []
@@ -295,7 +298,7 @@ class PollReport:
     def action(self) -> str | None:
         return self.decision.action if self.decision else None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> WatchPollLine:
         """The poll as a JSON-ready dict (one line of `watch --json`)."""
         def split(s: Split | None) -> dict | None:
             return None if s is None else {"version": s.version, "percent": s.percent}
@@ -332,7 +335,7 @@ class WatchEvent:
     message: str
     data: Mapping[str, Any] = field(default_factory=dict)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> WatchEventLine:
         return {"event": self.kind, "message": self.message, **self.data}
 
 
@@ -354,7 +357,7 @@ class WatchResult:
     reason: str | None = None
     decision: Any = None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> WatchResultLine:
         return {
             "event": "result",
             "outcome": self.outcome,

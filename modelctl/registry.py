@@ -217,7 +217,7 @@ class Registry:
             parts = path.split("/")
             if len(parts) == 3:
                 listed.setdefault(parts[1], []).append(parts[2])
-        cache = schema.ValidCache(self.store.git_dir, "Deployment")
+        cache = schema.ValidCache(self.store, "Deployment")
         rows = []
         for n, path in zip(names, paths):
             bundles = bundle_versions(listed.get(n, []), ordered=False)
@@ -262,7 +262,7 @@ class Registry:
         ids: dict[str, str] = {}
         raw = self.store.read_many(snap.commit, [dep_path], ids)
         # validate-once cache: an unchanged file is not re-validated (nor jsonschema imported)
-        dep_cache = schema.ValidCache(self.store.git_dir, "Deployment")
+        dep_cache = schema.ValidCache(self.store, "Deployment")
         dep = dep_cache.validate(yamlio.loads(raw[dep_path], dep_path), ids.get(dep_path)) if raw[dep_path] else {}
         dep_cache.save()
         statuses = expand_versions(dep, versions)["versions"] if dep else {}
@@ -422,7 +422,7 @@ class _Summaries:
         import hashlib
 
         digest = hashlib.sha256(schema.data_path("schemas", schema.KINDS["Bundle"]).read_bytes()).hexdigest()[:12]
-        self.path = store.git_dir / f"modelctl-summary-{digest}.jsonl"
+        self.path = store.private_path(f"modelctl-summary-{digest}.jsonl")
         self.store = store
 
     def get(self, oids: dict[str, str], name: str) -> dict[str, list]:
@@ -445,7 +445,7 @@ class _Summaries:
         missing = sorted({o for o in oids.values() if o not in known})
         if missing:
             learnt = {}
-            cache = schema.ValidCache(self.store.git_dir, "Bundle")
+            cache = schema.ValidCache(self.store, "Bundle")
             blobs = self.store.read_blobs(missing)
             by_oid = {o: v for v, o in oids.items()}
             for oid in missing:

@@ -133,12 +133,12 @@ class ValidCache:
     `status` skip re-validating thousands of unchanged deployment files on every call.
     """
 
-    def __init__(self, git_dir, kind: str):
+    def __init__(self, store, kind: str):
         import hashlib
 
         # the rules version is part of the key: a blob valid under older rules is checked again
         digest = hashlib.sha256(data_path("schemas", KINDS[kind]).read_bytes() + RULES_VERSION).hexdigest()[:12]
-        self.path = git_dir / f"modelctl-valid-{kind.lower()}-{digest}"
+        self.path = store.private_path(f"modelctl-valid-{kind.lower()}-{digest}")
         self.kind = kind
         try:
             self.known = set(self.path.read_text().split())

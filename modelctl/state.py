@@ -67,7 +67,7 @@ from typing import NamedTuple
 
 from .errors import Conflict, NotFound, TransitionError, UsageError
 from .names import PROMOTE_TARGETS, check_stage, check_version, semver_key
-from . import names
+from . import names, trailers
 
 PIPELINE = ("staging", "shadow", "canary")
 DEFAULT_REQUIRED = PIPELINE
@@ -201,35 +201,8 @@ def _subject(action: str, name: str, version: str, rest: str = "") -> str:
 
 
 def _trailers(action: str, name: str, version: str, **extra: object) -> list[tuple[str, str]]:
-    # Fixed order so commits read the same everywhere; None values are left out.
-    order = [
-        ("from_status", "Modelctl-From"),
-        ("to_status", "Modelctl-To"),
-        ("percent", "Modelctl-Percent"),
-        ("from_percent", "Modelctl-From-Percent"),
-        ("replaces", "Modelctl-Replaces"),
-        ("restored", "Modelctl-Restored"),
-        ("waived", "Modelctl-Waived"),
-        ("skipped", "Modelctl-Skipped"),
-        ("force", "Modelctl-Force"),
-        ("override", "Modelctl-Override"),
-        ("reason", "Modelctl-Reason"),
-        ("evidence", "Modelctl-Evidence"),
-    ]
-    out = [("Modelctl-Action", action), ("Modelctl-Model", name), ("Modelctl-Version", version)]
-    for key, trailer in order:
-        value = extra.pop(key, None)
-        if value is None or value == [] or value is False:
-            continue
-        if isinstance(value, (list, tuple)):
-            value = ",".join(value)
-        elif value is True:
-            value = "true"
-        elif isinstance(value, (int, float)):
-            value = fmt_pct(value)
-        out.append((trailer, str(value)))
-    assert not extra, extra
-    return out
+    # Fixed order (trailers.TRANSITION_ORDER) so commits read the same everywhere; None values are left out.
+    return trailers.transition(action, name, version, number=fmt_pct, **extra)
 
 
 def _clone(dep: dict) -> dict:
@@ -931,9 +904,9 @@ def judge_move(before: dict | None, after: dict, config: dict | None = None, *, 
             except (TransitionError, UsageError) as again:
                 out.append(Finding("illegal-move", v, again.message))
                 continue
-            said = dict(t.trailers) if t else {}
-            rules = (["hold"] if said.get("Modelctl-Override") == "hold" else []) + \
-                (["skipped-stage"] if said.get("Modelctl-Skipped") else [])
+            said = trailers.only(t.trailers, (trailers.OVERRIDE, trailers.SKIPPED)) if t else {}
+            rules = (["hold"] if said.get(trailers.OVERRIDE) == "hold" else []) + \
+                (["skipped-stage"] if said.get(trailers.SKIPPED) else [])
             for rule in rules or ["illegal-move"]:
                 out.append(Finding(rule, v, refused, "force" if rules else None))
         if gate is not None and s1 in ("canary", "active") and move.before != "deprecated":  # as the commands: a rollback is not gated

@@ -201,3 +201,23 @@ def check_semver(parent: str, child: str, required: str | None, source: str, why
             f"{source}: version {child} is a {got} bump of {parent}, but the change"
             f"{f' ({why})' if why else ''} needs a {required} bump",
             hint=f"use version {bump(parent, required)} or --bump {required}")
+
+
+def bundle_diff(a: dict, b: dict) -> dict:
+    """Which of model, prompt, config, data, eval, baseline, fallbacks changed, field by field."""
+    sections = {}
+    for section in ("model", "prompt", "config", "data", "eval", "baseline", "fallbacks"):
+        rows = []
+        _walk_diff(a.get(section), b.get(section), section, rows)
+        sections[section] = rows
+    changed = [s for s, rows in sections.items() if rows]
+    change = classify(a, b) if a.get("model") and b.get("model") else None
+    return {"changed": changed, "fields": sections, "semver": change.level if change else None}
+
+
+def _walk_diff(x, y, path: str, out: list) -> None:
+    if isinstance(x, dict) and isinstance(y, dict):
+        for key in list(x) + [k for k in y if k not in x]:
+            _walk_diff(x.get(key), y.get(key), f"{path}.{key}", out)
+    elif x != y:
+        out.append({"field": path, "from": x, "to": y})

@@ -84,7 +84,7 @@ def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None, base: 
     if "modelctl.yaml" not in files:
         add("modelctl.yaml", None, "error", "missing: this is not a modelctl registry")
     elif "modelctl.yaml" in docs:
-        found = schema.problems(docs["modelctl.yaml"], "Registry")
+        found = configmod.all_problems(docs["modelctl.yaml"])
         for p in found:
             add("modelctl.yaml", _line(p), "error", _msg(p))
         if not found:
@@ -181,7 +181,7 @@ def deployment_problems(dep: dict, name: str, registered: set[str]) -> list[tupl
         if v not in registered:
             out.append((f"version {v} is listed but has no bundle bundles/{name}/{v}.yaml", ("versions", v)))
     # a bundle not listed in versions is `registered` (or archived, in `archived:`): README "Many versions"
-    from .registry import expand_versions
+    from .reader import expand_versions
 
     versions = expand_versions(dep, sorted(registered))["versions"]
     if dep.get("active") and versions.get(dep["active"]) != "active":

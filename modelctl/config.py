@@ -67,8 +67,13 @@ def _merge(base: dict, override: dict, path: tuple = ()) -> dict:
     return out
 
 
+def all_problems(doc: yamlio.Document) -> list[str]:
+    """Everything wrong with a modelctl.yaml: its schema, then the rules below."""
+    return schema.problems(doc, "Registry", (problems,))
+
+
 def problems(doc: yamlio.Document) -> list[str]:
-    """Rules of modelctl.yaml beyond its schema (run by schema.problems), as 'file:line: field: message'.
+    """Rules of modelctl.yaml beyond its schema (run after it), as 'file:line: field: message'.
 
     Everything a write or `watch` would trip over later is found here, so `check` reports it and
     every command refuses the file up front instead of crashing half-way.
@@ -122,11 +127,11 @@ def parse(text: bytes | str, path: str = CONFIG_FILE, store=None) -> dict:
     """
     doc = yamlio.loads(text, path)
     if store is None:
-        return _merge(DEFAULTS, schema.validate(doc, "Registry"))
+        return _merge(DEFAULTS, schema.validate(doc, "Registry", (problems,)))
     import hashlib
 
     raw = text.encode("utf-8") if isinstance(text, str) else text
-    cache = schema.ValidCache(store, "Registry")
+    cache = schema.ValidCache(store, "Registry", (problems,))
     data = cache.validate(doc, hashlib.sha256(raw).hexdigest())
     cache.save()
     return _merge(DEFAULTS, data)

@@ -15,7 +15,7 @@ from . import config as configmod
 from . import schema, trailers, yamlio
 from .errors import UsageError, ValidationError
 from .names import check_name, check_version, clean_text
-from .registry import Registry, deployment_path, dump_deployment, load_deployment
+from .reader import Reader, deployment_path, dump_deployment, load_deployment
 from .store import Outcome, Plan, Snapshot, Store, require_identity
 from .tags import TagEvent, registration_tag
 
@@ -28,7 +28,7 @@ class WriteOptions:
     branch: str | None = None  # --branch: commit on a new branch, no tags
 
 
-def _land(reg: Registry, plan_fn, opts: WriteOptions, model: str | None = None) -> Outcome:
+def _land(reg: Reader, plan_fn, opts: WriteOptions, model: str | None = None) -> Outcome:
     """Run a plan through the store with the remote settings of modelctl.yaml."""
     cfg = reg.config()
     remote = cfg["remote"]
@@ -146,7 +146,7 @@ def _read_input(path: str | os.PathLike) -> tuple[bytes, str]:
         return fh.read(), shown
 
 
-def _refuse_draft_in_place(reg: Registry, file: str | os.PathLike) -> None:
+def _refuse_draft_in_place(reg: Reader, file: str | os.PathLike) -> None:
     """A draft written where register puts bundles (bundles/NAME/VERSION.yaml, uncommitted) would
     collide with the file register writes: say so plainly instead of a confusing conflict."""
     try:
@@ -178,7 +178,7 @@ def _worktree_file(root: Path, rel: str, source: str, field_name: str) -> bytes 
     return cur.read_bytes()
 
 
-def _referenced(reg: Registry, snap: Snapshot, rel: str, source: str, field_name: str) -> tuple[bytes, bool]:
+def _referenced(reg: Reader, snap: Snapshot, rel: str, source: str, field_name: str) -> tuple[bytes, bool]:
     """Content of a file a bundle references: committed at the tip, or new in the work tree."""
     bundlemod.check_repo_path(rel, field_name, source)
     entry = reg.store.tree_entry(snap.commit, rel) if snap.commit else None
@@ -217,7 +217,7 @@ def _referenced(reg: Registry, snap: Snapshot, rel: str, source: str, field_name
     return content, True
 
 
-def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None, allow_multi_change: bool = False,
+def register(reg: Reader, file: str | os.PathLike, *, bump: str | None = None, allow_multi_change: bool = False,
              message: str | None = None, opts: WriteOptions | None = None) -> Outcome:
     """Validate a bundle file and commit it as a new immutable version with its registration tag."""
     opts = opts or WriteOptions()
@@ -322,7 +322,7 @@ def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None,
     return _land(reg, plan, opts, name)
 
 
-def _parent_bundle(reg: Registry, snap: Snapshot, name: str, work: dict, doc, source: str) -> dict | None:
+def _parent_bundle(reg: Reader, snap: Snapshot, name: str, work: dict, doc, source: str) -> dict | None:
     """The parent's registered bundle (None without a parent); refuses a parent that does not exist."""
     if work.get("parent") is None:
         return None
@@ -363,7 +363,7 @@ def _change_rules(parent_data: dict | None, work: dict, source: str, allow_multi
     return change
 
 
-def registration_problem(reg: Registry, snap: Snapshot, path: str, *, allow_multi_change: bool = False) -> str | None:
+def registration_problem(reg: Reader, snap: Snapshot, path: str, *, allow_multi_change: bool = False) -> str | None:
     """Why a bundle committed at `snap` (e.g. merged by hand) fails a `register` rule; None when it
     passes every one. What doctor --fix asks before it writes a registration tag."""
     from .errors import ModelctlError
@@ -506,7 +506,7 @@ def _transition_plan(snap: Snapshot, name: str, raw: bytes, transition, extra_tr
                 tags=_store_tags(name, transition), result=_summary(name, transition, **extra))
 
 
-def _gate_check(reg: Registry, snap: Snapshot, cfg: dict, name: str, version: str, force: bool,
+def _gate_check(reg: Reader, snap: Snapshot, cfg: dict, name: str, version: str, force: bool,
                 reason: str | None) -> list[tuple[str, str]]:
     """The eval gate before a version enters canary or active: trailers to record, or a refusal.
 
@@ -551,7 +551,7 @@ def shadow_cost(requests_per_day: float, percent: float, cost_per_request: float
             "over_budget": per_day > float(budget_per_day)}
 
 
-def _shadow_cost(reg: Registry, snap: Snapshot, cfg: dict, name: str, transition, *, force: bool,
+def _shadow_cost(reg: Reader, snap: Snapshot, cfg: dict, name: str, transition, *, force: bool,
                  requests_per_day: float | None, cost_per_request: float | None) -> tuple[dict, list]:
     """Cost of the shadow a transition starts (or re-sizes); refuses above budget unless --force."""
     from .state import fmt_pct
@@ -580,7 +580,7 @@ def _shadow_cost(reg: Registry, snap: Snapshot, cfg: dict, name: str, transition
     return cost, pairs
 
 
-def promote(reg: Registry, name: str, version: str, to: str, *, force: bool = False, reason: str | None = None,
+def promote(reg: Reader, name: str, version: str, to: str, *, force: bool = False, reason: str | None = None,
             opts: WriteOptions | None = None, expect_canary: tuple[str, float] | None = None,
             evidence: str | None = None) -> Outcome:
     """Move a version to a stage (staging, shadow, canary, active) or retire it (deprecated, archived).
@@ -613,7 +613,7 @@ def promote(reg: Registry, name: str, version: str, to: str, *, force: bool = Fa
     return _land(reg, plan, opts, name)
 
 
-def shadow(reg: Registry, name: str, version: str, percent: float | None = None, *, force: bool = False,
+def shadow(reg: Reader, name: str, version: str, percent: float | None = None, *, force: bool = False,
            reason: str | None = None, requests_per_day: float | None = None, cost_per_request: float | None = None,
            opts: WriteOptions | None = None) -> Outcome:
     """Mirror a share of traffic (default 100 %) to a version, or change that share; costed against the budget."""
@@ -635,7 +635,7 @@ def shadow(reg: Registry, name: str, version: str, percent: float | None = None,
     return _land(reg, plan, opts, name)
 
 
-def canary(reg: Registry, name: str, version: str, percent: float | None, *, force: bool = False,
+def canary(reg: Reader, name: str, version: str, percent: float | None, *, force: bool = False,
            reason: str | None = None, opts: WriteOptions | None = None,
            expect_canary: tuple[str, float] | None = None, evidence: str | None = None) -> Outcome:
     """Start a canary at one of canary.steps, or move a live canary's percent (`expect_canary`: see promote)."""
@@ -679,7 +679,7 @@ def _evidence(evidence: str | None) -> list[tuple[str, str]]:
     return [(trailers.EVIDENCE, text)] if text else []
 
 
-def rollback(reg: Registry, name: str, *, to: str | None = None, reason: str | None = None,
+def rollback(reg: Reader, name: str, *, to: str | None = None, reason: str | None = None,
              expect_canary: str | None = None, evidence: str | None = None, force: bool = False,
              from_: str | None = None, opts: WriteOptions | None = None) -> Outcome:
     """Take one named version out of service: the live canary, `from_`, or active when `to` names

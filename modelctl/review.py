@@ -115,7 +115,8 @@ def _routing(dep: dict | None) -> dict:
 
 def pull_request(reg, commit: str, *, branch: str, base: str | None = None) -> dict:
     """What a review branch's commit does, as data: action, state before/after, diffs, gate."""
-    from .registry import bundle_diff, deployment_path
+    from .bundle import bundle_diff
+    from .reader import deployment_path
 
     store = reg.store
     message, block = store.commit_message(commit)

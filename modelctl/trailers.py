@@ -8,7 +8,7 @@ watch's view of recent decisions) goes through here.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 
 PREFIX = "Modelctl-"
 

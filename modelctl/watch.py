@@ -215,7 +215,7 @@ def read_target(reg, name: str, *, history: bool = True, ref: str = "HEAD") -> T
 
 def history(reg, name: str, limit: int = 200, ref: str = "HEAD") -> list[dict]:
     """Recent commits that changed a model's deployment file, newest first, with their trailers."""
-    from .registry import deployment_path
+    from .reader import deployment_path
 
     keys = {"action": trailers.ACTION, "version": trailers.VERSION, "from": trailers.FROM, "to": trailers.TO,
             "percent": trailers.PERCENT}

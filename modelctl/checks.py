@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 
 from . import bundle as bundlemod
 from . import config as configmod
-from . import schema, trailers, yamlio
+from . import schema, state, trailers, yamlio
 from .history import deployment_at
 from .errors import ModelctlError
 from .names import NAME_RE, VERSION_RE
@@ -151,7 +151,7 @@ def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None, base: 
             add(path, _line(p), "error", _msg(p))
         if problems:
             continue
-        for msg, loc in deployment_problems(doc.data, name, {v for (n, v) in bundles if n == name}):
+        for msg, loc in state.problems(doc.data, name, [v for (n, v) in bundles if n == name]):
             add(path, doc.line_of(loc), "error", msg)
 
     for path, blob in files.items():
@@ -169,39 +169,6 @@ def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None, base: 
     return {"commit": snap.commit, "checked": len([p for p in yaml_paths if want(p)]),
             "ok": errors == 0, "errors": errors, "warnings": len(findings) - errors,
             "findings": [asdict(f) for f in findings]}
-
-
-def deployment_problems(dep: dict, name: str, registered: set[str]) -> list[tuple[str, tuple]]:
-    """Inconsistencies inside a deployment file and against the registered bundles."""
-    out = []
-    if dep["name"] != name:
-        out.append((f"file says name {dep['name']} but lives at deployments/{name}.yaml", ("name",)))
-    versions = dep.get("versions") or {}
-    for v in versions:
-        if v not in registered:
-            out.append((f"version {v} is listed but has no bundle bundles/{name}/{v}.yaml", ("versions", v)))
-    # a bundle not listed in versions is `registered` (or archived, in `archived:`): README "Many versions"
-    from .reader import expand_versions
-
-    versions = expand_versions(dep, sorted(registered))["versions"]
-    if dep.get("active") and versions.get(dep["active"]) != "active":
-        status = versions.get(dep["active"]) or "missing (not a listed version)"
-        out.append((f"active is {dep['active']} but its status is {status}", ("active",)))
-    for key in ("canary", "shadow"):
-        split = dep.get(key)
-        if split and versions.get(split["version"]) != key:
-            out.append((f"{key} is {split['version']} but its status is "
-                        f"{versions.get(split['version']) or 'missing (not a listed version)'}", (key,)))
-    for v, st in versions.items():
-        if st == "active" and dep.get("active") != v:
-            out.append((f"{v} has status active but active is {dep.get('active')}", ("versions", v)))
-        if st in ("canary", "shadow") and (dep.get(st) or {}).get("version") != v:
-            out.append((f"{v} has status {st} but {st} is {fmt_split(dep.get(st))}", ("versions", v)))
-    return out
-
-
-def fmt_split(split) -> str:
-    return "null" if not split else f"{split['version']}"
 
 
 def _registration_commits(store) -> dict[tuple[str, str], str]:
@@ -263,8 +230,6 @@ def _move_findings(reg, snap, cfg, docs, only, base) -> list[Finding]:
     judged with the rules the commands use (state.judge_move), or record an override with a
     reason: Modelctl-Force: true with Modelctl-Reason (hold, skipped stages), Modelctl-Gate-Override
     (gate.required), on that commit or on any commit of the range naming the model and version."""
-    from . import state
-
     store = reg.store
     paths = sorted(p for p in only if p.startswith("deployments/") and p.endswith(".yaml") and p in docs)
     if not paths:

@@ -14,7 +14,8 @@ from . import bundle as bundlemod
 from . import config as configmod
 from . import schema, yamlio
 from .errors import NotFound, UsageError, ValidationError
-from .names import NAME_RE, check_name, semver_key
+from .names import NAME_RE, check_name
+from .state import bundle_versions, compact_versions, expand_versions, version_key  # noqa: F401 (API)
 from .store import Snapshot, Store
 
 def find_root(path: str | os.PathLike | None) -> Path:
@@ -39,80 +40,6 @@ def _locate(path: str | os.PathLike | None) -> tuple[Path, Store]:
 
 def deployment_path(name: str) -> str:
     return f"deployments/{check_name(name)}.yaml"
-
-
-# -- the versions map of a deployment file ------------------------------------------------------
-# A model may have thousands of versions; its deployment file must stay small (GitOps controllers
-# sync it, reviewers read it) and always under the size modelctl reads back. So the file lists
-# only what a reader needs: `versions:` names the versions whose status is neither `registered`
-# nor `archived`; a version with a bundle under bundles/NAME/ that is not listed is `registered`;
-# archived versions are runs of consecutive bundle versions (SemVer order) in `archived:`, e.g.
-# ["1.0.0..1.4.7", "2.0.1"]. In memory the map is always whole: `expand_versions` on reading,
-# `compact_versions` on writing. Files that list registered and archived versions still load.
-
-def bundle_versions(names: list[str], ordered: bool = True) -> list[str]:
-    """Versions from bundle file names (`2.4.0.yaml`), in SemVer order; other names are ignored."""
-    from .names import VERSION_RE
-
-    found = [entry[:-5] for entry in names if entry.endswith(".yaml") and VERSION_RE.fullmatch(entry[:-5])]
-    return sorted(found, key=version_key) if ordered else found
-
-
-def version_key(version: str) -> tuple:
-    """names.semver_key, quicker for the common MAJOR.MINOR.PATCH (ten thousand versions get sorted)."""
-    if "-" not in version:
-        major, minor, patch = version.split(".")
-        return (int(major), int(minor), int(patch), 1, ())
-    return semver_key(version)
-
-
-def expand_versions(dep: dict, bundles: list[str]) -> dict:
-    """The deployment with its whole versions map: listed statuses, archived runs, the rest registered."""
-    listed = dict(dep.get("versions") or {})
-    runs = dep.get("archived") or []
-    if not runs and all(v in listed for v in bundles):
-        out = dict(dep)
-        out.pop("archived", None)
-        out["versions"] = listed
-        return out
-    keys = [version_key(v) for v in bundles] if runs else []
-    archived = set()
-    for run in runs:
-        lo, _, hi = str(run).partition("..")
-        try:
-            lo_key, hi_key = semver_key(lo), semver_key(hi or lo)
-        except (ValueError, AttributeError):
-            continue  # the schema refuses it; a reader never guesses
-        archived.update(v for v, k in zip(bundles, keys) if lo_key <= k <= hi_key)
-    versions = dict(listed)
-    for v in bundles:
-        if v not in versions:
-            versions[v] = "archived" if v in archived else "registered"
-    out = {k: val for k, val in dep.items() if k != "archived"}
-    out["versions"] = versions
-    return out
-
-
-def compact_versions(dep: dict) -> dict:
-    """The deployment as written: registered versions left out, archived ones as runs (see above)."""
-    versions = dep.get("versions") or {}
-    ordered = sorted(versions, key=version_key) if "archived" in versions.values() else []
-    runs: list[list[str]] = []
-    prev_archived = False
-    for v in ordered:
-        if versions[v] == "archived":
-            if prev_archived:
-                runs[-1][1] = v
-            else:
-                runs.append([v, v])
-        prev_archived = versions[v] == "archived"
-    out = {k: val for k, val in dep.items() if k not in ("versions", "archived", "hold")}
-    out["versions"] = {v: s for v, s in versions.items() if s not in ("registered", "archived")}
-    if runs:
-        out["archived"] = [lo if lo == hi else f"{lo}..{hi}" for lo, hi in runs]
-    if "hold" in dep:
-        out["hold"] = dep["hold"]  # keep hold last, where earlier versions of modelctl wrote it
-    return out
 
 
 def dump_deployment(dep: dict, previous: bytes | None, path: str) -> bytes:

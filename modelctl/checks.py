@@ -91,6 +91,11 @@ def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None, base: 
             cfg = configmod.parse(raw["modelctl.yaml"])
 
     reg_commits = _registration_commits(store)
+
+    def lookup(rel: str) -> tuple[str, bytes | None]:
+        if rel not in files:
+            return "missing", None
+        return ("symlink", None) if files[rel].startswith("symlink:") else ("file", snap.read(rel))
     bundles: dict[tuple[str, str], dict] = {}
     for path, doc in docs.items():
         parts = path.split("/")
@@ -106,29 +111,11 @@ def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None, base: 
                     add(path, _line(p), "error", _msg(p))
             if problems:
                 continue
-            data = doc.data
-            bundles[(name, version)] = data
+            bundles[(name, version)] = doc.data
             if not want(path):
                 continue
-            if data["name"] != name or data["version"] != version:
-                add(path, doc.line_of(("name",)), "error",
-                    f"file says {data['name']} {data['version']} but lives at {path}")
-            tpl = data["prompt"]["template"]
-            if tpl not in files:
-                add(path, doc.line_of(("prompt", "template")), "error", f"prompt {tpl} does not exist")
-            elif files[tpl].startswith("symlink:"):
-                add(path, doc.line_of(("prompt", "template")), "error", f"prompt {tpl} is a symlink")
-            else:
-                content = snap.read(tpl)
-                if len(content) > bundlemod.MAX_PROMPT_BYTES:
-                    add(path, doc.line_of(("prompt", "template")), "error",
-                        f"prompt {tpl} is larger than 10 MiB (the limit for every prompt)")
-                elif bundlemod.sha256(content) != data["prompt"].get("sha256"):
-                    add(path, doc.line_of(("prompt", "sha256")), "error",
-                        f"prompt {tpl} changed since registration (sha256 mismatch)")
-            report = (data.get("eval") or {}).get("report")
-            if report and report not in files:
-                add(path, doc.line_of(("eval", "report")), "error", f"eval report {report} does not exist")
+            for p in bundlemod.stored_problems(doc, path, lookup, validated=True):
+                add(path, _line(p), "error", _msg(p))
             tag_commit = reg_commits.get((name, version))
             if tag_commit is None:
                 # a bundle new in a pull request cannot have its tag before the merge

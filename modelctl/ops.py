@@ -374,30 +374,20 @@ def registration_problem(reg: Reader, snap: Snapshot, path: str, *, allow_multi_
             raise ValidationError(f"{path}: does not exist")
         doc = yamlio.loads(raw, path)
         data = doc.data
-        if not isinstance(data, dict):
-            raise ValidationError(f"{path}:1: a bundle must be a mapping of fields")
-        schema.validate(doc, "Bundle")
-        _, model, file = path.split("/")
-        if data["name"] != model or data["version"] != file[:-len(".yaml")]:
-            raise ValidationError(f"{path}: says {data['name']} {data['version']} but lives at {path}")
+
+        def lookup(rel: str) -> tuple[str, bytes | None]:
+            entry = reg.store.tree_entry(snap.commit, rel)
+            if entry is None:
+                return "missing", None
+            return ("symlink", None) if entry[0] == "120000" else ("file", snap.read(rel))
+
+        found = bundlemod.stored_problems(doc, path, lookup)  # the rules `check` applies, then register's own
+        if found:
+            raise ValidationError(found[0])
+        model = path.split("/")[1]
         cfg = configmod.load(snap)
         parent_data = _parent_bundle(reg, snap, model, data, doc, path)
         _schema_and_pins(cfg, data, doc, path)
-        prompt_rel = data["prompt"]["template"]
-        bundlemod.check_repo_path(prompt_rel, "prompt.template", path)
-        if (reg.store.tree_entry(snap.commit, prompt_rel) or ("",))[0] == "120000":
-            raise ValidationError(f"{path}: prompt.template: {prompt_rel} is a symlink in the registry")
-        prompt = snap.read(prompt_rel)
-        if prompt is None:
-            raise ValidationError(f"{path}: prompt.template: {prompt_rel} does not exist in the registry")
-        if data["prompt"].get("sha256") != bundlemod.sha256(prompt):
-            raise ValidationError(f"{path}:{doc.line_of(('prompt', 'sha256'))}: prompt.sha256 does not match "
-                                  f"{prompt_rel}")
-        report = (data.get("eval") or {}).get("report")
-        if report:
-            bundlemod.check_repo_path(report, "eval.report", path)
-            if snap.read(report) is None:
-                raise ValidationError(f"{path}: eval.report: {report} does not exist in the registry")
         _change_rules(parent_data, data, path, allow_multi_change)
         _scan_secrets({path: raw})
     except ModelctlError as exc:

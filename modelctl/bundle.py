@@ -7,12 +7,17 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import schema, yamlio
 from .errors import ValidationError
 from .names import check_name, check_version, semver_key
 from .secrets import shown
+
+if TYPE_CHECKING:  # annotations only: no import cost at run time
+    from .documents import BundleDiff
 
 LEVELS = ("patch", "minor", "major")
 MAX_PROMPT_BYTES = 10 * 1024 * 1024  # every prompt read, new or already committed
@@ -201,3 +206,78 @@ def check_semver(parent: str, child: str, required: str | None, source: str, why
             f"{source}: version {child} is a {got} bump of {parent}, but the change"
             f"{f' ({why})' if why else ''} needs a {required} bump",
             hint=f"use version {bump(parent, required)} or --bump {required}")
+
+
+# What a lookup of a path in the registry says: ("file", bytes), ("symlink", None) or ("missing", None).
+Lookup = Callable[[str], "tuple[str, bytes | None]"]
+
+
+def stored_problems(doc: yamlio.Document, path: str, lookup: Lookup, *, validated: bool = False) -> list[str]:
+    """Everything wrong with a bundle as stored at `path` (bundles/NAME/VERSION.yaml), as
+    'path:line: message' (or 'path: message'): its schema, its place, the prompt it pins (there, a
+    regular file, at most 10 MiB, the hash it records) and its eval report (there). `validated`:
+    the caller has already checked the schema.
+
+    The one list of these rules: `check` reports them all; doctor --fix (`ops.registration_problem`)
+    refuses a hand-merged bundle on the first.
+    """
+    def at(loc: tuple, message: str) -> str:
+        line = doc.line_of(loc)
+        return f"{path}:{line}: {message}" if line else f"{path}: {message}"
+
+    found = [] if validated else schema.problems(doc, "Bundle")
+    if found:
+        return found
+    data = doc.data
+    parts = path.split("/")
+    if len(parts) != 3 or parts[0] != "bundles" or not parts[2].endswith(".yaml"):
+        return [f"{path}: bundles live at bundles/<name>/<version>.yaml"]
+    if data["name"] != parts[1] or data["version"] != parts[2][:-len(".yaml")]:
+        found.append(at(("name",), f"file says {data['name']} {data['version']} but lives at {path}"))
+    rel = data["prompt"]["template"]
+    try:
+        check_repo_path(rel, "prompt.template", path)
+        kind, content = lookup(rel)
+    except ValidationError as exc:
+        found.append(exc.message)
+        kind, content = "invalid", None
+    if kind == "missing":
+        found.append(at(("prompt", "template"), f"prompt.template: {rel} does not exist in the registry"))
+    elif kind == "symlink":
+        found.append(at(("prompt", "template"), f"prompt.template: {rel} is a symlink in the registry"))
+    elif content is not None:
+        if len(content) > MAX_PROMPT_BYTES:
+            found.append(at(("prompt", "template"), f"prompt {rel} is larger than 10 MiB (the limit for every prompt)"))
+        elif sha256(content) != data["prompt"].get("sha256"):
+            found.append(at(("prompt", "sha256"), f"prompt {rel} changed since registration (sha256 mismatch)"))
+    report = (data.get("eval") or {}).get("report")
+    if report:
+        try:
+            check_repo_path(report, "eval.report", path)
+            missing = lookup(report)[0] == "missing"
+        except ValidationError as exc:
+            found.append(exc.message)
+            missing = False
+        if missing:
+            found.append(at(("eval", "report"), f"eval.report: {report} does not exist in the registry"))
+    return found
+
+
+def bundle_diff(a: dict, b: dict) -> BundleDiff:
+    """Which of model, prompt, config, data, eval, baseline, fallbacks changed, field by field."""
+    sections = {}
+    for section in ("model", "prompt", "config", "data", "eval", "baseline", "fallbacks"):
+        rows = []
+        _walk_diff(a.get(section), b.get(section), section, rows)
+        sections[section] = rows
+    changed = [s for s, rows in sections.items() if rows]
+    change = classify(a, b) if a.get("model") and b.get("model") else None
+    return {"changed": changed, "fields": sections, "semver": change.level if change else None}
+
+
+def _walk_diff(x, y, path: str, out: list) -> None:
+    if isinstance(x, dict) and isinstance(y, dict):
+        for key in list(x) + [k for k in y if k not in x]:
+            _walk_diff(x.get(key), y.get(key), f"{path}.{key}", out)
+    elif x != y:
+        out.append({"field": path, "from": x, "to": y})

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from . import bundle as bundlemod
 from . import config as configmod
-from . import schema, yamlio
+from . import schema, state, trailers, yamlio
 from .history import deployment_at
 from .errors import ModelctlError
 from .names import NAME_RE, VERSION_RE
@@ -31,28 +31,15 @@ class Finding:
     message: str
 
 
-def _files(store, commit: str) -> dict[str, str]:
-    """path -> blob id of every file at a commit."""
-    text = store.git("ls-tree", "-r", "-z", "--full-tree", commit).stdout.decode("utf-8", "replace")
-    out = {}
-    for entry in text.split("\0"):
-        if not entry:
-            continue
-        meta, path = entry.split("\t", 1)
-        mode, kind, obj = meta.split()
-        out[path] = ("symlink:" if mode == "120000" else "") + obj
-    return out
-
-
 def staged_snapshot(reg):
     """What the index is about to commit, as a snapshot of its tree (for pre-commit hooks)."""
     from .errors import UsageError
     from .store import Snapshot
 
-    proc = reg.store.git("write-tree", check=False)
-    if proc.returncode != 0:
+    tree = reg.store.index_tree()
+    if tree is None:
         raise UsageError("the index has unmerged paths", hint="resolve the merge, then run check again")
-    snap = Snapshot(reg.store, proc.stdout.decode().strip())
+    snap = Snapshot(reg.store, tree)
     if snap.read(configmod.CONFIG_FILE) is None:
         raise UsageError("the index holds no modelctl.yaml: this is not a modelctl registry")
     return snap
@@ -69,7 +56,7 @@ def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None, base: 
     snap = staged_snapshot(reg) if staged else reg.snapshot(ref)
     store = reg.store
     findings: list[Finding] = []
-    files = _files(store, snap.commit)
+    files = store.tree_files(snap.commit)
 
     def want(path: str) -> bool:
         return only is None or path in only
@@ -101,13 +88,18 @@ def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None, base: 
     if "modelctl.yaml" not in files:
         add("modelctl.yaml", None, "error", "missing: this is not a modelctl registry")
     elif "modelctl.yaml" in docs:
-        found = schema.problems(docs["modelctl.yaml"], "Registry")
+        found = configmod.all_problems(docs["modelctl.yaml"])
         for p in found:
             add("modelctl.yaml", _line(p), "error", _msg(p))
         if not found:
             cfg = configmod.parse(raw["modelctl.yaml"])
 
     reg_commits = _registration_commits(store)
+
+    def lookup(rel: str) -> tuple[str, bytes | None]:
+        if rel not in files:
+            return "missing", None
+        return ("symlink", None) if files[rel].startswith("symlink:") else ("file", snap.read(rel))
     bundles: dict[tuple[str, str], dict] = {}
     for path, doc in docs.items():
         parts = path.split("/")
@@ -123,37 +115,18 @@ def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None, base: 
                     add(path, _line(p), "error", _msg(p))
             if problems:
                 continue
-            data = doc.data
-            bundles[(name, version)] = data
+            bundles[(name, version)] = doc.data
             if not want(path):
                 continue
-            if data["name"] != name or data["version"] != version:
-                add(path, doc.line_of(("name",)), "error",
-                    f"file says {data['name']} {data['version']} but lives at {path}")
-            tpl = data["prompt"]["template"]
-            if tpl not in files:
-                add(path, doc.line_of(("prompt", "template")), "error", f"prompt {tpl} does not exist")
-            elif files[tpl].startswith("symlink:"):
-                add(path, doc.line_of(("prompt", "template")), "error", f"prompt {tpl} is a symlink")
-            else:
-                content = snap.read(tpl)
-                if len(content) > bundlemod.MAX_PROMPT_BYTES:
-                    add(path, doc.line_of(("prompt", "template")), "error",
-                        f"prompt {tpl} is larger than 10 MiB (the limit for every prompt)")
-                elif bundlemod.sha256(content) != data["prompt"].get("sha256"):
-                    add(path, doc.line_of(("prompt", "sha256")), "error",
-                        f"prompt {tpl} changed since registration (sha256 mismatch)")
-            report = (data.get("eval") or {}).get("report")
-            if report and report not in files:
-                add(path, doc.line_of(("eval", "report")), "error", f"eval report {report} does not exist")
+            for p in bundlemod.stored_problems(doc, path, lookup, validated=True):
+                add(path, _line(p), "error", _msg(p))
             tag_commit = reg_commits.get((name, version))
             if tag_commit is None:
                 # a bundle new in a pull request cannot have its tag before the merge
                 if base is None or store.read_many(base, [path])[path] is not None:
                     add(path, None, "warning", f"no registration tag {name}@v{version} (run 'modelctl doctor --fix')")
             else:
-                then = store.git("rev-parse", "--verify", "--quiet", f"{tag_commit}:{path}", check=False)
-                if then.stdout.decode().strip() != files[path]:
+                if store.blob_id(tag_commit, path) != files[path]:
                     add(path, None, "error", f"bundle changed since its registration tag {name}@v{version}; "
                                              "registered bundles are immutable: register a new version instead")
         elif parts[0] == "evals" and want(path):
@@ -169,7 +142,7 @@ def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None, base: 
             add(path, _line(p), "error", _msg(p))
         if problems:
             continue
-        for msg, loc in deployment_problems(doc.data, name, {v for (n, v) in bundles if n == name}):
+        for msg, loc in state.problems(doc.data, name, [v for (n, v) in bundles if n == name]):
             add(path, doc.line_of(loc), "error", msg)
 
     for path, blob in files.items():
@@ -189,47 +162,12 @@ def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None, base: 
             "findings": [asdict(f) for f in findings]}
 
 
-def deployment_problems(dep: dict, name: str, registered: set[str]) -> list[tuple[str, tuple]]:
-    """Inconsistencies inside a deployment file and against the registered bundles."""
-    out = []
-    if dep["name"] != name:
-        out.append((f"file says name {dep['name']} but lives at deployments/{name}.yaml", ("name",)))
-    versions = dep.get("versions") or {}
-    for v in versions:
-        if v not in registered:
-            out.append((f"version {v} is listed but has no bundle bundles/{name}/{v}.yaml", ("versions", v)))
-    # a bundle not listed in versions is `registered` (or archived, in `archived:`): README "Many versions"
-    from .registry import expand_versions
-
-    versions = expand_versions(dep, sorted(registered))["versions"]
-    if dep.get("active") and versions.get(dep["active"]) != "active":
-        status = versions.get(dep["active"]) or "missing (not a listed version)"
-        out.append((f"active is {dep['active']} but its status is {status}", ("active",)))
-    for key in ("canary", "shadow"):
-        split = dep.get(key)
-        if split and versions.get(split["version"]) != key:
-            out.append((f"{key} is {split['version']} but its status is "
-                        f"{versions.get(split['version']) or 'missing (not a listed version)'}", (key,)))
-    for v, st in versions.items():
-        if st == "active" and dep.get("active") != v:
-            out.append((f"{v} has status active but active is {dep.get('active')}", ("versions", v)))
-        if st in ("canary", "shadow") and (dep.get(st) or {}).get("version") != v:
-            out.append((f"{v} has status {st} but {st} is {fmt_split(dep.get(st))}", ("versions", v)))
-    return out
-
-
-def fmt_split(split) -> str:
-    return "null" if not split else f"{split['version']}"
-
-
 def _registration_commits(store) -> dict[tuple[str, str], str]:
-    text = store.out("for-each-ref", "--format=%(refname:strip=2) %(*objectname) %(objectname)", "refs/tags/*@v*")
     out = {}
-    for row in text.splitlines():
-        name, peeled, obj = (row.split(" ") + ["", ""])[:3]
+    for name, commit in store.tags_and_commits("refs/tags/*@v*"):
         model, _, version = name.partition("@v")
         if NAME_RE.fullmatch(model) and VERSION_RE.fullmatch(version):
-            out[(model, version)] = peeled or obj
+            out[(model, version)] = commit
     return out
 
 
@@ -283,8 +221,6 @@ def _move_findings(reg, snap, cfg, docs, only, base) -> list[Finding]:
     judged with the rules the commands use (state.judge_move), or record an override with a
     reason: Modelctl-Force: true with Modelctl-Reason (hold, skipped stages), Modelctl-Gate-Override
     (gate.required), on that commit or on any commit of the range naming the model and version."""
-    from . import state
-
     store = reg.store
     paths = sorted(p for p in only if p.startswith("deployments/") and p.endswith(".yaml") and p in docs)
     if not paths:
@@ -298,9 +234,8 @@ def _move_findings(reg, snap, cfg, docs, only, base) -> list[Finding]:
         if not NAME_RE.fullmatch(name):
             continue
         head_versions = (docs[path].data or {}).get("versions") if isinstance(docs[path].data, dict) else None
-        # not store.out: str.strip() counts \x1e and \x1f as whitespace
-        text = store.git("log", "--reverse", "--no-merges", "--format=%H%x1f%P%x1f%s%x1f%(trailers:only,unfold)%x1e",
-                         f"{base}..{snap.commit}", "--", path).stdout.decode("utf-8", "replace")
+        records = store.log_records(["%H", "%P", "%s", "%(trailers:only,unfold)"], f"{base}..{snap.commit}", [path],
+                                    reverse=True, no_merges=True) or []
         gates: dict[tuple, str | None] = {}
 
         def gate(version, baseline, name=name, gates=gates):
@@ -308,20 +243,16 @@ def _move_findings(reg, snap, cfg, docs, only, base) -> list[Finding]:
                 gates[(version, baseline)] = _gate_failure(reg, snap, cfg, name, version, baseline)
             return gates[(version, baseline)]
 
-        for record in text.split("\x1e"):
-            parts = record.strip("\n").split("\x1f")
-            if len(parts) != 4:
-                continue
-            sha, parents, subject, trailer_text = parts
+        for sha, parents, subject, trailer_text in records:
             parent = parents.split()[0] if parents.split() else None
             before = deployment_at(store, parent, path)
             after = deployment_at(store, sha, path)
             if after is None or (parent is not None and before is False):
                 continue  # an unreadable file: the schema check of HEAD explains what is wrong now
-            said = _trailers(trailer_text)
-            own = said.get("Modelctl-Model") in (None, name)
-            force = said.get("Modelctl-Reason") if own and said.get("Modelctl-Force") == "true" else None
-            gate_why = said.get("Modelctl-Gate-Override") if own else None
+            said = trailers.parse(trailer_text)
+            own = said.get(trailers.MODEL) in (None, name)
+            force = (said.get(trailers.REASON) or None) if own and said.get(trailers.FORCE) == "true" else None
+            gate_why = (said.get(trailers.GATE_OVERRIDE) or None) if own else None
             for f in state.judge_move(before or None, after, cfg, gate=gate if gate_required else None):
                 key = (name, f.version, f.rule)
                 if key in seen:
@@ -361,29 +292,19 @@ def _gate_failure(reg, snap, cfg, name: str, version: str, baseline: str | None)
     return None if result.passed else "; ".join(f"{r.metric}: {r.reason}" for r in result.rows if not r.passed)
 
 
-def _trailers(text: str) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    for row in text.splitlines():
-        key, sep, value = row.partition(": ")
-        if sep and value.strip():
-            fields.setdefault(key.strip(), value.strip())
-    return fields
-
-
 def _range_overrides(reg, base: str, tip: str) -> dict[tuple[str, str], dict[str, str]]:
     """(model, version) -> {"force": reason, "gate": reason} recorded by any commit base..tip."""
-    text = reg.store.out("log", "--format=%x1e%(trailers:only,unfold)", f"{base}..{tip}")
     out: dict[tuple[str, str], dict[str, str]] = {}
-    for entry in text.split("\x1e"):
-        fields = _trailers(entry)
-        key = (fields.get("Modelctl-Model"), fields.get("Modelctl-Version"))
+    for (entry,) in reg.store.log_records(["%(trailers:only,unfold)"], f"{base}..{tip}") or []:
+        fields = trailers.parse(entry)
+        key = (fields.get(trailers.MODEL), fields.get(trailers.VERSION))
         if not all(key):
             continue
         found = out.setdefault(key, {})
-        if fields.get("Modelctl-Force") == "true" and fields.get("Modelctl-Reason"):
-            found.setdefault("force", fields["Modelctl-Reason"])
-        if fields.get("Modelctl-Gate-Override"):
-            found.setdefault("gate", fields["Modelctl-Gate-Override"])
+        if fields.get(trailers.FORCE) == "true" and fields.get(trailers.REASON):
+            found.setdefault("force", fields[trailers.REASON])
+        if fields.get(trailers.GATE_OVERRIDE):
+            found.setdefault("gate", fields[trailers.GATE_OVERRIDE])
     return out
 
 
@@ -494,18 +415,16 @@ def merge_base(reg, ref: str) -> str:
     if not ref or ref.startswith("-") or any(ch.isspace() or ch == "\0" for ch in ref):
         raise UsageError(f"invalid --changed-since {ref!r}", hint="pass a branch, tag or commit such as origin/main")
     store = reg.store
-    proc = store.git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
-    commit = proc.stdout.decode().strip()
-    if proc.returncode != 0 or not commit:
+    commit = store.rev(ref)
+    if not commit:
         raise UsageError(f"--changed-since {ref!r} does not name a commit here",
                          hint="fetch it first (CI: actions/checkout with fetch-depth: 0), e.g. 'git fetch origin main'")
-    proc = store.git("merge-base", commit, "HEAD", check=False)
-    if proc.returncode != 0:
+    base = store.merge_base(commit, "HEAD")
+    if base is None:
         raise UsageError(f"{ref} and HEAD share no history", hint="fetch the full history (fetch-depth: 0)")
-    return proc.stdout.decode().strip()
+    return base
 
 
 def changed_paths(reg, base: str) -> set[str]:
     """Files that differ between commit `base` and HEAD (`git diff --name-only base...HEAD`)."""
-    text = reg.store.git("diff", "--name-only", "-z", "--no-renames", f"{base}...HEAD").stdout.decode("utf-8", "replace")
-    return {p for p in text.split("\0") if p}
+    return reg.store.changed_since(base, "HEAD")

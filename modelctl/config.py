@@ -67,8 +67,13 @@ def _merge(base: dict, override: dict, path: tuple = ()) -> dict:
     return out
 
 
+def all_problems(doc: yamlio.Document) -> list[str]:
+    """Everything wrong with a modelctl.yaml: its schema, then the rules below."""
+    return schema.problems(doc, "Registry", (problems,))
+
+
 def problems(doc: yamlio.Document) -> list[str]:
-    """Rules of modelctl.yaml beyond its schema (run by schema.problems), as 'file:line: field: message'.
+    """Rules of modelctl.yaml beyond its schema (run after it), as 'file:line: field: message'.
 
     Everything a write or `watch` would trip over later is found here, so `check` reports it and
     every command refuses the file up front instead of crashing half-way.
@@ -114,19 +119,19 @@ def metrics_url_warning(before: bytes | str | None, after: bytes | str | None) -
                   "before merging")
 
 
-def parse(text: bytes | str, path: str = CONFIG_FILE, git_dir: Path | None = None) -> dict:
+def parse(text: bytes | str, path: str = CONFIG_FILE, store=None) -> dict:
     """Validate modelctl.yaml content and return it merged over the defaults.
 
-    With `git_dir`, content already found valid there is not validated again (schema.ValidCache,
+    With a `store`, content already found valid in that clone is not validated again (schema.ValidCache,
     keyed by the content's hash): most commands then never import jsonschema.
     """
     doc = yamlio.loads(text, path)
-    if git_dir is None:
-        return _merge(DEFAULTS, schema.validate(doc, "Registry"))
+    if store is None:
+        return _merge(DEFAULTS, schema.validate(doc, "Registry", (problems,)))
     import hashlib
 
     raw = text.encode("utf-8") if isinstance(text, str) else text
-    cache = schema.ValidCache(git_dir, "Registry")
+    cache = schema.ValidCache(store, "Registry", (problems,))
     data = cache.validate(doc, hashlib.sha256(raw).hexdigest())
     cache.save()
     return _merge(DEFAULTS, data)
@@ -174,5 +179,4 @@ def load(snapshot) -> dict:
         raise UsageError("this is not a modelctl registry (no modelctl.yaml at HEAD)",
                          hint="run 'modelctl init' or pass --registry DIR")
     store = getattr(snapshot, "store", None)
-    git_dir = getattr(store, "git_dir", None)
-    return read_committed(snapshot, CONFIG_FILE, lambda text: parse(text, git_dir=git_dir))
+    return read_committed(snapshot, CONFIG_FILE, lambda text: parse(text, store=store))

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import trailers
 from .errors import ModelctlError, RemoteError
 from .names import NAME_RE, VERSION_RE, semver_key
 from .store import (JOURNAL_NAME, LOCK_NAME, TEMP_INDEX_PREFIX, Snapshot, Store, TagSpec, pid_alive,
@@ -230,7 +231,7 @@ def _remote(ctx: _Context, findings: list[Finding], info: dict) -> tuple[str | N
     where = f"{ctx.remote}/{ctx.branch}"
     if (seen and local and seen != remote_tip and store.is_ancestor(seen, local)
             and (remote_tip is None or not store.is_ancestor(seen, remote_tip))):
-        dropped = int(store.out("rev-list", "--count", seen if remote_tip is None else f"{remote_tip}..{seen}"))
+        dropped = store.count_commits(seen if remote_tip is None else f"{remote_tip}..{seen}")
         gone = f"no longer has branch {ctx.branch!r}" if remote_tip is None else f"no longer has {dropped} commit(s)"
         findings.append(Finding("remote-dropped", "error", f"{where} {gone} that it had when this clone last fetched; "
                                 "someone removed them from the remote, so doctor will not push them back: if they "
@@ -238,15 +239,14 @@ def _remote(ctx: _Context, findings: list[Finding], info: dict) -> tuple[str | N
                                 f"{where}'", subject=ctx.branch))
     elif remote_tip is None:
         if local:
-            count = int(store.out("rev-list", "--count", local))
+            count = store.count_commits(local)
             findings.append(Finding("unpushed-commits", "error", f"the remote has no branch {ctx.branch!r}: "
                                     f"{count} local commit(s) never reached it", fix=f"push {ctx.branch}",
                                     subject=ctx.branch))
     elif local and local != remote_tip:
-        ahead, behind = (int(x) for x in store.out("rev-list", "--left-right", "--count",
-                                                   f"{local}...{remote_tip}").split())
+        ahead, behind = store.ahead_behind(local, remote_tip)
         info["ahead"], info["behind"] = ahead, behind
-        subjects = store.out("log", "--format=%h %s", "-n", "3", f"{remote_tip}..{local}").splitlines()
+        subjects = store.subjects(f"{remote_tip}..{local}", 3)
         listed = "; ".join(subjects) + (" ..." if ahead > 3 else "")
         if ahead and behind:
             findings.append(Finding("diverged", "error", f"local {ctx.branch} and {where} diverged: {ahead} local "
@@ -263,18 +263,14 @@ def _remote(ctx: _Context, findings: list[Finding], info: dict) -> tuple[str | N
     return remote_tip or local, local_only
 
 
-def _history(store: Store, tip: str) -> set[str]:
-    return set(store.out("rev-list", tip).split())
-
-
 def _tag_findings(reg, ctx: _Context, tip: str, all_tags: list[TagRef], local_only: dict[str, TagRef]) -> list[Finding]:
     store = ctx.store
     out: list[Finding] = []
-    history = _history(store, tip)
+    history = store.reachable(tip)
     local_history = history
     if ctx.push and local_only:
         local = store.rev(f"refs/heads/{ctx.branch}")
-        local_history = history | (_history(store, local) if local else set())
+        local_history = history | (store.reachable(local) if local else set())
     for t in all_tags:
         if t.name in local_only:
             if t.commit in history:
@@ -316,8 +312,7 @@ def repairs(reg, snap: Snapshot, tags: list[TagRef]) -> tuple[list[TagSpec], lis
         else:
             stage_events.setdefault(info["model"], []).append((info["n"], info["stage"], info["assign"], t.commit))
     # -- registration tags for every bundle at the tip
-    bundles = [p for p in store.out("ls-tree", "-r", "--name-only", snap.commit, "bundles/").splitlines()
-               if p.count("/") == 2 and p.endswith(".yaml")]
+    bundles = [p for p in store.list_files(snap.commit, "bundles") if p.count("/") == 2 and p.endswith(".yaml")]
     missing = []
     for path in bundles:
         _, model, file = path.split("/")
@@ -327,13 +322,13 @@ def repairs(reg, snap: Snapshot, tags: list[TagRef]) -> tuple[list[TagSpec], lis
     if missing:
         from .ops import registration_problem
 
-        added = _adding_commits(store, snap.commit, [p for _, _, p in missing])
+        added = store.adding_commits(snap.commit, [p for _, _, p in missing])
         for model, version, path in missing:
             commit = added.get(path)
             if commit is None:
                 continue
             # a bundle merged by hand gets its tag only if `register` would have accepted it
-            multi = "Modelctl-Multi-Change: allowed" in store.out("log", "-1", "--format=%B", commit)
+            multi = trailers.parse(store.commit_message(commit)[1]).get(trailers.MULTI_CHANGE) == "allowed"
             problem = registration_problem(reg, snap, path, allow_multi_change=multi)
             if problem:
                 findings.append(Finding("invalid-bundle", "error", f"{path} (added in {commit[:12]}) fails a register "
@@ -345,8 +340,9 @@ def repairs(reg, snap: Snapshot, tags: list[TagRef]) -> tuple[list[TagSpec], lis
             findings.append(Finding("missing-tag", "error", f"registration tag {registration_tag(model, version)} is "
                                     f"missing for {path} (added in {commit[:12]})", fix="create it", subject=model))
             specs.append(TagSpec(TagEvent(model, version, None, True,
-                                          f"modelctl: register {model} {version}\n\nModelctl-Action: register\n"
-                                          "Modelctl-Repair: doctor"), commit, commit))
+                                          trailers.message(f"modelctl: register {model} {version}",
+                                                           pairs=[(trailers.ACTION, "register"),
+                                                                  (trailers.REPAIR, "doctor")])), commit, commit))
     # -- stage tags against each deployment file
     by_commit: dict[tuple[str, str], list[str]] = {}
     for (model, version), commit in registered.items():
@@ -380,7 +376,7 @@ def repairs(reg, snap: Snapshot, tags: list[TagRef]) -> tuple[list[TagSpec], lis
             fixes.append((None, v, False))
         if not fixes:
             continue
-        state_commit = store.out("log", "-1", "--format=%H", snap.commit, "--", f"deployments/{model}.yaml")
+        state_commit = store.last_change(snap.commit, f"deployments/{model}.yaml")
         for stage, version, assign in fixes:
             if (model, version) not in registered:
                 findings.append(Finding("tag-drift", "error", f"deployments/{model}.yaml puts {version} in "
@@ -392,8 +388,9 @@ def repairs(reg, snap: Snapshot, tags: list[TagRef]) -> tuple[list[TagSpec], lis
                                         f"but no tag {model}@v{version}! deregisters it",
                                         fix=f"create the deregistration tag of {version}", subject=model))
                 specs.append(TagSpec(TagEvent(model, version, None, False,
-                                              f"modelctl: deregister {model} {version} (repair)\n\n"
-                                              "Modelctl-Action: repair\nModelctl-Event: deregister"),
+                                              trailers.message(f"modelctl: deregister {model} {version} (repair)",
+                                                               pairs=[(trailers.ACTION, "repair"),
+                                                                      (trailers.EVENT, "deregister")])),
                                      state_commit, registered[(model, version)]))
                 continue
             said = _said(view, stage)
@@ -402,9 +399,11 @@ def repairs(reg, snap: Snapshot, tags: list[TagRef]) -> tuple[list[TagSpec], lis
                                     fix=f"create {'an assignment' if assign else 'an unassignment'} tag of {version} "
                                         f"in {stage}", subject=model))
             percent = (dep.get(stage) or {}).get("percent") if stage in ("canary", "shadow") and assign else None
-            message = (f"modelctl: {'assign' if assign else 'unassign'} {model} {version} {stage} (repair)\n\n"
-                       f"Modelctl-Action: repair\nModelctl-Stage: {stage}"
-                       + (f"\nModelctl-Percent: {percent}" if percent is not None else ""))
+            pairs = [(trailers.ACTION, "repair"), (trailers.STAGE, stage)]
+            if percent is not None:
+                pairs.append((trailers.PERCENT, str(percent)))
+            message = trailers.message(f"modelctl: {'assign' if assign else 'unassign'} {model} {version} {stage} "
+                                       "(repair)", pairs=pairs)
             specs.append(TagSpec(TagEvent(model, version, stage, assign, message), state_commit,
                                  registered[(model, version)]))
     return specs, findings
@@ -437,23 +436,6 @@ def _deployment_view(dep: dict) -> dict:
     view["active"] = {dep["active"]} if dep.get("active") else set()
     return view
 
-
-def _adding_commits(store: Store, tip: str, paths: list[str]) -> dict[str, str]:
-    """The commit in tip's history that added each path (the oldest, if it was added twice)."""
-    text = store.git("log", "--format=%x00%H", "--name-only", "--diff-filter=A", "--no-renames", tip, "--", *paths,
-                     env={"GIT_LITERAL_PATHSPECS": "1"}).stdout.decode("utf-8", "replace")
-    out: dict[str, str] = {}
-    for block in text.split("\0")[1:]:
-        lines = [x for x in block.splitlines() if x.strip()]
-        if not lines:
-            continue
-        commit, files = lines[0], lines[1:]
-        for f in files:
-            out[f] = commit  # log runs newest first: the last seen is the oldest
-    return out
-
-
-# -- repair ----------------------------------------------------------------------------------
 
 def _fix_local(reg, ctx: _Context) -> list[str]:
     """Remove leftovers of dead processes and finish an interrupted work-tree update (under the lock)."""
@@ -506,7 +488,7 @@ def _fix_tags(reg, ctx: _Context, deadline: float) -> list[str]:
     def plan(snap: Snapshot) -> list[TagSpec]:
         if snap.commit is None:
             return []
-        history = _history(store, snap.commit)
+        history = store.reachable(snap.commit)
         tags = [t for t in store.tag_refs() if parse_tag(t.name) and t.commit in history]
         if ctx.push:  # only what the remote holds counts; re-read on every attempt
             on_remote = store.remote_tags(ctx.remote)

@@ -9,40 +9,18 @@ A commit without trailers (a squash merge, a hand edit) is read from its deploym
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import TYPE_CHECKING
 
-from . import schema, state, yamlio
+from . import schema, state, trailers, yamlio
 from .errors import ModelctlError, NotFound, UsageError
 from .names import check_name
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
     from .documents import LogDocument, LogEvent, WhichDocument
 
-# One record per commit: fields split by \x1f, records by NUL (`git log -z`). Trailer values are
-# cleaned of control characters when written, so neither separator can occur inside one.
+# The `git log` fields of one commit (Store.log_records).
 _FIELDS = ["%H", "%P", "%ct", "%an", "%ae", "%s", "%(trailers:only,unfold)"]
-_FORMAT = "%x1f".join(_FIELDS)
 
-_TRAILER_KEYS = {
-    "Modelctl-Action": "action",
-    "Modelctl-Version": "version",
-    "Modelctl-From": "from",
-    "Modelctl-To": "to",
-    "Modelctl-Percent": "percent",
-    "Modelctl-From-Percent": "from_percent",
-    "Modelctl-Replaces": "replaces",
-    "Modelctl-Restored": "restored",
-    "Modelctl-Reason": "reason",
-    "Modelctl-Evidence": "evidence",
-    "Modelctl-Force": "force",
-    "Modelctl-Skipped": "skipped",
-    "Modelctl-Waived": "waived",
-    "Modelctl-Override": "override",
-    "Modelctl-Shadow-Cost": "shadow_cost",
-    "Modelctl-Gate": "gate",
-}
-_TRAILER_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9-]*):\s?(.*)$")
 
 
 def iso(ts: int) -> str:
@@ -84,32 +62,27 @@ def _paths(name: str) -> list[str]:
     return [f"deployments/{name}.yaml", f"bundles/{name}/"]
 
 
-def _parse_record(record: str) -> dict | None:
-    parts = record.strip("\n").split("\x1f")
+def _parse_record(parts: list[str]) -> dict | None:
     if len(parts) != len(_FIELDS):
         return None
     sha, parents, at, author, email, subject, trailer_text = parts
-    trailers: dict[str, str] = {}
-    for line in trailer_text.splitlines():
-        m = _TRAILER_LINE.match(line)
-        if m and m.group(1).startswith("Modelctl-"):
-            trailers.setdefault(m.group(1), m.group(2).strip())
+    said = trailers.parse(trailer_text)
     event = {
         "commit": sha,
         "time": iso(int(at)),
         "author": author,
         "email": email,
         "subject": subject,
-        "action": trailers.get("Modelctl-Action") or "edit",  # a hand edit of the model's files
+        "action": said.get(trailers.ACTION) or "edit",  # a hand edit of the model's files
         "inferred": False,
         "parent": (parents.split() or [None])[0],
     }
-    for key, field in _TRAILER_KEYS.items():
+    for key, field in trailers.EVENT_FIELDS.items():
         if field != "action":
-            event[field] = trailers.get(key)
+            event[field] = said.get(key)
     event["percent"] = _number(event["percent"])
     event["from_percent"] = _number(event["from_percent"])
-    event["trailers"] = trailers
+    event["trailers"] = said
     return event
 
 
@@ -129,21 +102,10 @@ def events(store, name: str, ref: str | None = "HEAD", *, limit: int | None = No
     check_name(name)
     if ref is None:
         return []
-    args = ["log", "-z", f"--format={_FORMAT}"]
-    if first_parent:
-        args.append("--first-parent")
-    if limit is not None:
-        args.append(f"--max-count={int(limit)}")
-    if before is not None:
-        args.append(f"--before={iso(before)}")
-    if grep is not None:
-        args += ["--fixed-strings", f"--grep={grep}"]
-    args += [ref, "--", *_paths(name)]
-    text = store.git(*args).stdout.decode("utf-8", "replace")
+    records = store.log_records(_FIELDS, ref, _paths(name), limit=limit, grep=grep, first_parent=first_parent,
+                                before=iso(before) if before is not None else None) or []
     out = []
-    for record in text.split("\0"):
-        if not record.strip():
-            continue
+    for record in records:
         event = _parse_record(record)
         if event and event["action"] == "edit":
             _infer(store, name, event)
@@ -196,7 +158,7 @@ def _infer(store, name: str, event: dict) -> None:
 def last_event(store, ref: str | None, name: str, *, action: str, version: str) -> dict | None:
     """The newest commit with this action on this version (e.g. who rolled a canary back)."""
     # --grep narrows the walk to commits naming the version; the trailers decide.
-    for event in events(store, name, ref, grep=f"Modelctl-Version: {version}"):
+    for event in events(store, name, ref, grep=f"{trailers.VERSION}: {version}"):
         if event["action"] == action and event["version"] == version:
             return event
     return None

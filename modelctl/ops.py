@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 from . import bundle as bundlemod
 from . import config as configmod
-from . import schema, yamlio
+from . import schema, trailers, yamlio
 from .errors import UsageError, ValidationError
 from .names import check_name, check_version, clean_text
-from .registry import Registry, deployment_path, dump_deployment, load_deployment
+from .reader import Reader, deployment_path, dump_deployment, load_deployment
 from .store import Outcome, Plan, Snapshot, Store, require_identity
 from .tags import TagEvent, registration_tag
 
@@ -32,7 +32,7 @@ class WriteOptions:
     branch: str | None = None  # --branch: commit on a new branch, no tags
 
 
-def _land(reg: Registry, plan_fn, opts: WriteOptions, model: str | None = None) -> Outcome:
+def _land(reg: Reader, plan_fn, opts: WriteOptions, model: str | None = None) -> Outcome:
     """Run a plan through the store with the remote settings of modelctl.yaml."""
     cfg = reg.config()
     remote = cfg["remote"]
@@ -70,10 +70,10 @@ def _check_branch_name(store: Store, name: str, remote: str = "origin") -> None:
                               hint=hint)
     shown = secrets.shown(name)
     # `refs/heads/NAME` without --branch: check-ref-format --branch would expand @{-1} to another branch
-    if not name or name.startswith("-") or store.git("check-ref-format", f"refs/heads/{name}", check=False).returncode:
+    if not name or name.startswith("-") or not store.branch_name_ok(name):
         raise UsageError(f"invalid branch name {shown}", hint=hint)
     first = name.split("/", 1)[0]
-    remotes = set(store.out("remote").split()) | {remote}
+    remotes = set(store.remotes()) | {remote}
     if name in ("HEAD", "@") or name.startswith("refs/") or first in remotes or first == "HEAD":
         raise UsageError(f"branch name {shown} would shadow another ref ({'a remote' if first in remotes else 'HEAD or refs/'})",
                          hint=hint)
@@ -102,7 +102,7 @@ def init(directory: str | os.PathLike) -> InitDocument:
                              hint="run 'modelctl init' in a new or empty directory")
         if (target / ".git").exists() and Store(target).rev("HEAD"):
             raise UsageError(f"{target} is a git repository with commits", hint="pick a new or empty directory")
-        if (target / ".git").exists() and Store(target).out("rev-parse", "--show-object-format") not in ("sha1", ""):
+        if (target / ".git").exists() and Store(target).object_format() not in ("sha1", ""):
             raise UsageError(f"{target} is a git repository with sha256 object names, which modelctl does not support",
                              hint="pick a new directory, or 'git init --object-format=sha1' it again")
     # no identity: refuse before the directory or its .git exists (store.require_identity)
@@ -110,7 +110,7 @@ def init(directory: str | os.PathLike) -> InitDocument:
     target.mkdir(parents=True, exist_ok=True)
     store = Store(target)
     if not (target / ".git").exists():
-        store.git("init", "--quiet", "--initial-branch=main")
+        store.init_repo("main")
     files: dict[str, bytes] = {}
     template = data_path("registry-template")
 
@@ -128,9 +128,9 @@ def init(directory: str | os.PathLike) -> InitDocument:
 
         files[CI_PIN] = files[CI_PIN].replace(b"{modelctl_version}", __version__.encode())
     branch = store.current_branch() or "main"
-    plan = Plan(files=files, subject="modelctl: init registry", trailers=[("Modelctl-Action", "init")])
+    plan = Plan(files=files, subject="modelctl: init registry", trailers=[(trailers.ACTION, "init")])
     outcome = store.transact(lambda snap: plan, branch=branch)
-    store.git("read-tree", "-u", "--reset", "HEAD")
+    store.checkout_head()
     return {"path": str(target.resolve()), "commit": outcome.commit, "files": sorted(files)}
 
 
@@ -150,14 +150,14 @@ def _read_input(path: str | os.PathLike) -> tuple[bytes, str]:
         return fh.read(), shown
 
 
-def _refuse_draft_in_place(reg: Registry, file: str | os.PathLike) -> None:
+def _refuse_draft_in_place(reg: Reader, file: str | os.PathLike) -> None:
     """A draft written where register puts bundles (bundles/NAME/VERSION.yaml, uncommitted) would
     collide with the file register writes: say so plainly instead of a confusing conflict."""
     try:
         rel = Path(os.path.realpath(file)).relative_to(os.path.realpath(reg.root)).as_posix()
     except ValueError:
         return  # outside the registry: the usual place for a draft
-    if rel.startswith("bundles/") and (reg.store.dirty([rel]) or not reg.store.out("ls-files", "--", rel)):
+    if rel.startswith("bundles/") and (reg.store.dirty([rel]) or not reg.store.tracked(rel)):
         raise UsageError(f"{rel}: register reads your draft from anywhere; it writes bundles/NAME/VERSION.yaml "
                          "itself: move the draft elsewhere",
                          hint=f"for example 'mv {rel} drafts/' (or outside the registry) and register that file")
@@ -182,14 +182,14 @@ def _worktree_file(root: Path, rel: str, source: str, field_name: str) -> bytes 
     return cur.read_bytes()
 
 
-def _referenced(reg: Registry, snap: Snapshot, rel: str, source: str, field_name: str) -> tuple[bytes, bool]:
+def _referenced(reg: Reader, snap: Snapshot, rel: str, source: str, field_name: str) -> tuple[bytes, bool]:
     """Content of a file a bundle references: committed at the tip, or new in the work tree."""
     bundlemod.check_repo_path(rel, field_name, source)
-    mode = reg.store.out("ls-tree", "-l", snap.commit, "--", rel) if snap.commit else ""
-    if mode:
-        if mode.startswith("120000"):
+    entry = reg.store.tree_entry(snap.commit, rel) if snap.commit else None
+    if entry:
+        mode, size = entry
+        if mode == "120000":
             raise ValidationError(f"{source}: {field_name}: {rel} is a symlink in the registry; use a real file")
-        size = mode.split("\t", 1)[0].split()[-1]
         if size.isdigit() and int(size) > bundlemod.MAX_PROMPT_BYTES:
             # committed before the cap, or by hand: still not something a bundle may pin
             raise ValidationError(f"{source}: {field_name}: {rel} is larger than 10 MiB")
@@ -221,7 +221,7 @@ def _referenced(reg: Registry, snap: Snapshot, rel: str, source: str, field_name
     return content, True
 
 
-def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None, allow_multi_change: bool = False,
+def register(reg: Reader, file: str | os.PathLike, *, bump: str | None = None, allow_multi_change: bool = False,
              message: str | None = None, opts: WriteOptions | None = None) -> Outcome:
     """Validate a bundle file and commit it as a new immutable version with its registration tag."""
     opts = opts or WriteOptions()
@@ -283,15 +283,15 @@ def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None,
                                              "eval.report")
             if new_report:
                 files[report_rel] = report
-        trailers = [("Modelctl-Action", "register"), ("Modelctl-Model", name), ("Modelctl-Version", version)]
+        pairs = [(trailers.ACTION, "register"), (trailers.MODEL, name), (trailers.VERSION, version)]
         change = _change_rules(parent_data, work, source, allow_multi_change, bump)
         if change is not None:
-            trailers.append(("Modelctl-Parent", work["parent"]))
-            trailers.append(("Modelctl-Change", ",".join(change.kinds) or "none"))
+            pairs.append((trailers.PARENT, work["parent"]))
+            pairs.append((trailers.CHANGE, ",".join(change.kinds) or "none"))
             if change.level:
-                trailers.append(("Modelctl-Semver", change.level))
+                pairs.append((trailers.SEMVER, change.level))
             if allow_multi_change and len(change.kinds) > 1:
-                trailers.append(("Modelctl-Multi-Change", "allowed"))
+                pairs.append((trailers.MULTI_CHANGE, "allowed"))
         path = bundlemod.bundle_path(name, version)
         stored = snap.read(path)
         if stored is not None and stored == yamlio.dumps(work, text).encode("utf-8"):
@@ -317,15 +317,16 @@ def register(reg: Registry, file: str | os.PathLike, *, bump: str | None = None,
         files[path] = yamlio.dumps(work, text).encode("utf-8")
         files[dep_path] = dump_deployment(transition.deployment, dep_raw, dep_path)
         subject = f"modelctl: register {name} {version}"
-        return Plan(files=files, subject=subject, body=body, trailers=trailers,
-                    tags=[TagEvent(name, version, None, True, f"{subject}\n\nModelctl-Action: register")],
+        return Plan(files=files, subject=subject, body=body, trailers=pairs,
+                    tags=[TagEvent(name, version, None, True,
+                                   trailers.message(subject, pairs=[(trailers.ACTION, "register")]))],
                     result={"name": name, "version": version, "path": path, "change": change.kinds if change else [],
                             "semver": change.level if change else None})
 
     return _land(reg, plan, opts, name)
 
 
-def _parent_bundle(reg: Registry, snap: Snapshot, name: str, work: dict, doc, source: str) -> dict | None:
+def _parent_bundle(reg: Reader, snap: Snapshot, name: str, work: dict, doc, source: str) -> dict | None:
     """The parent's registered bundle (None without a parent); refuses a parent that does not exist."""
     if work.get("parent") is None:
         return None
@@ -366,7 +367,7 @@ def _change_rules(parent_data: dict | None, work: dict, source: str, allow_multi
     return change
 
 
-def registration_problem(reg: Registry, snap: Snapshot, path: str, *, allow_multi_change: bool = False) -> str | None:
+def registration_problem(reg: Reader, snap: Snapshot, path: str, *, allow_multi_change: bool = False) -> str | None:
     """Why a bundle committed at `snap` (e.g. merged by hand) fails a `register` rule; None when it
     passes every one. What doctor --fix asks before it writes a registration tag."""
     from .errors import ModelctlError
@@ -377,30 +378,20 @@ def registration_problem(reg: Registry, snap: Snapshot, path: str, *, allow_mult
             raise ValidationError(f"{path}: does not exist")
         doc = yamlio.loads(raw, path)
         data = doc.data
-        if not isinstance(data, dict):
-            raise ValidationError(f"{path}:1: a bundle must be a mapping of fields")
-        schema.validate(doc, "Bundle")
-        _, model, file = path.split("/")
-        if data["name"] != model or data["version"] != file[:-len(".yaml")]:
-            raise ValidationError(f"{path}: says {data['name']} {data['version']} but lives at {path}")
+
+        def lookup(rel: str) -> tuple[str, bytes | None]:
+            entry = reg.store.tree_entry(snap.commit, rel)
+            if entry is None:
+                return "missing", None
+            return ("symlink", None) if entry[0] == "120000" else ("file", snap.read(rel))
+
+        found = bundlemod.stored_problems(doc, path, lookup)  # the rules `check` applies, then register's own
+        if found:
+            raise ValidationError(found[0])
+        model = path.split("/")[1]
         cfg = configmod.load(snap)
         parent_data = _parent_bundle(reg, snap, model, data, doc, path)
         _schema_and_pins(cfg, data, doc, path)
-        prompt_rel = data["prompt"]["template"]
-        bundlemod.check_repo_path(prompt_rel, "prompt.template", path)
-        if reg.store.out("ls-tree", snap.commit, "--", prompt_rel).startswith("120000"):
-            raise ValidationError(f"{path}: prompt.template: {prompt_rel} is a symlink in the registry")
-        prompt = snap.read(prompt_rel)
-        if prompt is None:
-            raise ValidationError(f"{path}: prompt.template: {prompt_rel} does not exist in the registry")
-        if data["prompt"].get("sha256") != bundlemod.sha256(prompt):
-            raise ValidationError(f"{path}:{doc.line_of(('prompt', 'sha256'))}: prompt.sha256 does not match "
-                                  f"{prompt_rel}")
-        report = (data.get("eval") or {}).get("report")
-        if report:
-            bundlemod.check_repo_path(report, "eval.report", path)
-            if snap.read(report) is None:
-                raise ValidationError(f"{path}: eval.report: {report} does not exist in the registry")
         _change_rules(parent_data, data, path, allow_multi_change)
         _scan_secrets({path: raw})
     except ModelctlError as exc:
@@ -460,7 +451,7 @@ def _load_deployment(snap: Snapshot, name: str) -> tuple[dict, bytes]:
 
     # the blob id git gives these bytes: the validity cache `status` fills is keyed by it
     oid = hashlib.sha1(b"blob %d\0" % len(raw) + raw).hexdigest()
-    cache = schema.ValidCache(snap.store.git_dir, "Deployment")
+    cache = schema.ValidCache(snap.store, "Deployment")
     dep = load_deployment(snap, name, raw, oid, cache)
     cache.save()
     return dep, raw
@@ -471,16 +462,16 @@ def _tag_message(transition, ev) -> str:
     from .state import fmt_pct
 
     verb = ev.kind  # assign, unassign or deregister
-    lines = [f"{transition.subject}", "", f"Modelctl-Action: {transition.action}", f"Modelctl-Event: {verb}"]
+    pairs = [(trailers.ACTION, transition.action), (trailers.EVENT, verb)]
     # the percent belongs to the stage entered (or the canary a rollback ends), not to a stage left
     own = (ev.kind == "assign" and ev.stage == transition.to_status) or (
         transition.action == "rollback" and ev.stage == transition.from_status)
     if transition.percent is not None and ev.stage in ("canary", "shadow") and own:
-        lines.append(f"Modelctl-Percent: {fmt_pct(transition.percent)}")
-    reason = dict(transition.trailers).get("Modelctl-Reason")
+        pairs.append((trailers.PERCENT, fmt_pct(transition.percent)))
+    reason = trailers.first(transition.trailers, trailers.REASON)
     if reason:
-        lines.append(f"Modelctl-Reason: {reason}")
-    return "\n".join(lines)
+        pairs.append((trailers.REASON, reason))
+    return trailers.message(transition.subject, pairs=pairs)
 
 
 def _store_tags(name: str, transition) -> list[TagEvent]:
@@ -503,14 +494,13 @@ def _transition_plan(snap: Snapshot, name: str, raw: bytes, transition, extra_tr
         return Plan(noop=True, result=transition.note)
     path = deployment_path(name)
     content = dump_deployment(transition.deployment, raw, path)
-    trailers = list(transition.trailers) + list(extra_trailers)
-    said = dict(trailers)
-    extra.update(reason=said.get("Modelctl-Reason"), gate=said.get("Modelctl-Gate"))
-    return Plan(files={path: content}, subject=transition.subject, trailers=trailers,
+    pairs = list(transition.trailers) + list(extra_trailers)
+    extra.update(reason=trailers.first(pairs, trailers.REASON), gate=trailers.first(pairs, trailers.GATE))
+    return Plan(files={path: content}, subject=transition.subject, trailers=pairs,
                 tags=_store_tags(name, transition), result=_summary(name, transition, **extra))
 
 
-def _gate_check(reg: Registry, snap: Snapshot, cfg: dict, name: str, version: str, force: bool,
+def _gate_check(reg: Reader, snap: Snapshot, cfg: dict, name: str, version: str, force: bool,
                 reason: str | None) -> list[tuple[str, str]]:
     """The eval gate before a version enters canary or active: trailers to record, or a refusal.
 
@@ -533,14 +523,14 @@ def _gate_check(reg: Registry, snap: Snapshot, cfg: dict, name: str, version: st
         if not why:
             raise UsageError(f"gate.required is set and the eval gate cannot judge {name} {version}: {exc.message}",
                              hint=f"{exc.hint or 'fix the eval reports'}; or {override}") from None
-        return [("Modelctl-Gate", trailer_text(f"not judged ({exc.message})")), ("Modelctl-Gate-Override", why)]
+        return [(trailers.GATE, trailer_text(f"not judged ({exc.message})")), (trailers.GATE_OVERRIDE, why)]
     if result.passed:
-        return [("Modelctl-Gate", trailer_text(result.summary()))]
+        return [(trailers.GATE, trailer_text(result.summary()))]
     if not why:
         failed = "; ".join(f"{row.metric}: {row.reason}" for row in result.rows if not row.passed)
         raise VerdictFailed(f"the eval gate failed for {name} {version}: {failed}",
                             hint=f"see 'modelctl gate {name} {version}'; {override}")
-    return [("Modelctl-Gate", trailer_text(result.summary())), ("Modelctl-Gate-Override", why)]
+    return [(trailers.GATE, trailer_text(result.summary())), (trailers.GATE_OVERRIDE, why)]
 
 
 def _enters(transition, *stages: str) -> bool:
@@ -555,7 +545,7 @@ def shadow_cost(requests_per_day: float, percent: float, cost_per_request: float
             "over_budget": per_day > float(budget_per_day)}
 
 
-def _shadow_cost(reg: Registry, snap: Snapshot, cfg: dict, name: str, transition, *, force: bool,
+def _shadow_cost(reg: Reader, snap: Snapshot, cfg: dict, name: str, transition, *, force: bool,
                  requests_per_day: float | None, cost_per_request: float | None) -> tuple[dict, list]:
     """Cost of the shadow a transition starts (or re-sizes); refuses above budget unless --force."""
     from .state import fmt_pct
@@ -578,13 +568,13 @@ def _shadow_cost(reg: Registry, snap: Snapshot, cfg: dict, name: str, transition
             f"({rpd:g} requests/day x {fmt_pct(transition.percent)}% x ${cost_per_request:g} x 2), above "
             f"shadow.budget_per_day ${budget:.2f}",
             hint="lower --pct, raise the budget in modelctl.yaml, or pass --force --reason")
-    trailers = [("Modelctl-Shadow-Cost", f"{cost['per_day']:.2f} USD/day")]
+    pairs = [(trailers.SHADOW_COST, f"{cost['per_day']:.2f} USD/day")]
     if cost["over_budget"]:
-        trailers.append(("Modelctl-Budget", f"{budget:.2f} USD/day exceeded (forced)"))
-    return cost, trailers
+        pairs.append((trailers.BUDGET, f"{budget:.2f} USD/day exceeded (forced)"))
+    return cost, pairs
 
 
-def promote(reg: Registry, name: str, version: str, to: str, *, force: bool = False, reason: str | None = None,
+def promote(reg: Reader, name: str, version: str, to: str, *, force: bool = False, reason: str | None = None,
             opts: WriteOptions | None = None, expect_canary: tuple[str, float] | None = None,
             evidence: str | None = None) -> Outcome:
     """Move a version to a stage (staging, shadow, canary, active) or retire it (deprecated, archived).
@@ -608,16 +598,16 @@ def promote(reg: Registry, name: str, version: str, to: str, *, force: bool = Fa
         if _enters(t, "canary", "active"):
             extra += _gate_check(reg, snap, cfg, name, version, force, reason)
         if t.to_status == "shadow" and not t.noop:
-            cost, trailers = _shadow_cost(reg, snap, cfg, name, t, force=force, requests_per_day=None,
+            cost, pairs = _shadow_cost(reg, snap, cfg, name, t, force=force, requests_per_day=None,
                                           cost_per_request=None)
-            extra += trailers
+            extra += pairs
             more["cost"] = cost
         return _transition_plan(snap, name, raw, t, extra, **more)
 
     return _land(reg, plan, opts, name)
 
 
-def shadow(reg: Registry, name: str, version: str, percent: float | None = None, *, force: bool = False,
+def shadow(reg: Reader, name: str, version: str, percent: float | None = None, *, force: bool = False,
            reason: str | None = None, requests_per_day: float | None = None, cost_per_request: float | None = None,
            opts: WriteOptions | None = None) -> Outcome:
     """Mirror a share of traffic (default 100 %) to a version, or change that share; costed against the budget."""
@@ -632,14 +622,14 @@ def shadow(reg: Registry, name: str, version: str, percent: float | None = None,
         t = state.shadow(dep, version, percent, cfg, force=force, reason=reason, now=_now_iso())
         if t.noop:
             return Plan(noop=True, result=t.note)
-        cost, trailers = _shadow_cost(reg, snap, cfg, name, t, force=force, requests_per_day=requests_per_day,
+        cost, pairs = _shadow_cost(reg, snap, cfg, name, t, force=force, requests_per_day=requests_per_day,
                                       cost_per_request=cost_per_request)
-        return _transition_plan(snap, name, raw, t, trailers, cost=cost)
+        return _transition_plan(snap, name, raw, t, pairs, cost=cost)
 
     return _land(reg, plan, opts, name)
 
 
-def canary(reg: Registry, name: str, version: str, percent: float | None, *, force: bool = False,
+def canary(reg: Reader, name: str, version: str, percent: float | None, *, force: bool = False,
            reason: str | None = None, opts: WriteOptions | None = None,
            expect_canary: tuple[str, float] | None = None, evidence: str | None = None) -> Outcome:
     """Start a canary at one of canary.steps, or move a live canary's percent (`expect_canary`: see promote)."""
@@ -680,10 +670,10 @@ def _evidence(evidence: str | None) -> list[tuple[str, str]]:
     from .names import clean_text
 
     text = clean_text(evidence, limit=2000)
-    return [("Modelctl-Evidence", text)] if text else []
+    return [(trailers.EVIDENCE, text)] if text else []
 
 
-def rollback(reg: Registry, name: str, *, to: str | None = None, reason: str | None = None,
+def rollback(reg: Reader, name: str, *, to: str | None = None, reason: str | None = None,
              expect_canary: str | None = None, evidence: str | None = None, force: bool = False,
              from_: str | None = None, opts: WriteOptions | None = None) -> Outcome:
     """Take one named version out of service: the live canary, `from_`, or active when `to` names

@@ -20,7 +20,7 @@ from typing import Any
 
 from . import config as configmod
 from . import gate as gatemod
-from . import schema, yamlio
+from . import schema, trailers, yamlio
 from .errors import ModelctlError, UsageError, ValidationError
 from .names import check_name, check_version
 
@@ -107,16 +107,6 @@ def run_gate(reg, snap, cfg: dict, name: str, version: str, report: str | os.Pat
 
 # -- promotion pull requests ------------------------------------------------------------------
 
-def _trailers(store, message: str) -> list[tuple[str, str]]:
-    text = store.git("interpret-trailers", "--parse", input=message.encode("utf-8")).stdout.decode("utf-8", "replace")
-    out = []
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            out.append((key.strip(), value.strip()))
-    return out
-
-
 def _routing(dep: dict | None) -> dict:
     dep = dep or {}
     return {"active": dep.get("active"), "previous": dep.get("previous"), "canary": dep.get("canary"),
@@ -125,24 +115,24 @@ def _routing(dep: dict | None) -> dict:
 
 def pull_request(reg, commit: str, *, branch: str, base: str | None = None) -> dict:
     """What a review branch's commit does, as data: action, state before/after, diffs, gate."""
-    from .registry import bundle_diff, deployment_path
+    from .bundle import bundle_diff
+    from .reader import deployment_path
 
     store = reg.store
-    message = store.git("log", "-1", "--format=%B", commit).stdout.decode("utf-8", "replace")
-    trailers = _trailers(store, message)
-    first = dict(trailers)
+    message, block = store.commit_message(commit)
+    pairs = trailers.parse_pairs(block)
+    said = trailers.parse(block)
     parent = store.rev(f"{commit}^")
-    name, version = first.get("Modelctl-Model"), first.get("Modelctl-Version")
-    action = first.get("Modelctl-Action", "")
+    name, version = said.get(trailers.MODEL), said.get(trailers.VERSION)
+    action = said.get(trailers.ACTION, "")
     after_snap = reg.store.snapshot(commit)
     before_snap = reg.store.snapshot(parent) if parent else None
-    files = [line for line in store.out("diff", "--name-status", "--no-renames", parent or _empty_tree(store),
-                                       commit).splitlines() if line]
+    files = store.name_status(parent, commit)
     doc: dict[str, Any] = {
         "schema": API_SCHEMA, "branch": branch, "base": base, "commit": commit, "parent": parent,
         "subject": message.splitlines()[0] if message else "", "action": action, "name": name,
-        "version": version, "trailers": [list(t) for t in trailers],
-        "files": [{"status": f.split("\t", 1)[0], "path": f.split("\t", 1)[-1]} for f in files],
+        "version": version, "trailers": [list(t) for t in pairs],
+        "files": [{"status": status, "path": path} for status, path in files],
         "state": None, "deployment_diff": None, "serving": None, "bundle_diff": None, "gate": None,
     }
     if not name or not version:
@@ -156,8 +146,7 @@ def pull_request(reg, commit: str, *, branch: str, base: str | None = None) -> d
         "before": {**_routing(before), "status": (before or {}).get("versions", {}).get(version)},
         "after": {**_routing(after), "status": (after or {}).get("versions", {}).get(version)},
     }
-    doc["deployment_diff"] = store.git("diff", "--no-color", "--no-ext-diff", "-U3", parent or _empty_tree(store),
-                                       commit, "--", dep_path).stdout.decode("utf-8", "replace")
+    doc["deployment_diff"] = store.diff_text(parent, commit, dep_path)
     serving = (before or {}).get("active")
     doc["serving"] = serving
     candidate = reg.bundle(name, version, after_snap)
@@ -168,7 +157,7 @@ def pull_request(reg, commit: str, *, branch: str, base: str | None = None) -> d
     if action == "rollback" or to_status in NOT_GATED:
         doc["gate"] = {"applies": False, "reason": f"{version} leaves service ({to_status or action}): no gate applies"}
     else:
-        recorded = {k: v for k, v in trailers if k in ("Modelctl-Gate", "Modelctl-Gate-Override")}
+        recorded = trailers.only(pairs, (trailers.GATE, trailers.GATE_OVERRIDE))
         try:
             result = run_gate(reg, after_snap, reg.config(after_snap), name, version,
                               baseline=serving if serving and serving != version else None)
@@ -176,11 +165,6 @@ def pull_request(reg, commit: str, *, branch: str, base: str | None = None) -> d
         except ModelctlError as exc:
             doc["gate"] = {"applies": True, "result": None, "error": str(exc), "recorded": recorded}
     return doc
-
-
-def _empty_tree(store) -> str:
-    """The empty tree (diff base of a root commit)."""
-    return store.out("hash-object", "-t", "tree", "--stdin", input=b"")
 
 
 def _fence(text: str, lang: str = "") -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from importlib import resources
 
@@ -67,8 +68,12 @@ def _field(path) -> str:
     return out or "(top level)"
 
 
-def problems(doc: Document, kind: str) -> list[str]:
-    """Every schema violation of `doc` as 'file:line: field: message', best first."""
+Rule = Callable[[Document], "list[str]"]
+
+
+def problems(doc: Document, kind: str, rules: Iterable[Rule] = ()) -> list[str]:
+    """Every schema violation of `doc` as 'file:line: field: message', best first; then, once it
+    matches the schema, what `rules` (checks JSON Schema cannot say, in the same form) find."""
     data = doc.data
     if not isinstance(data, dict):
         return [f"{doc.path}:1: expected a mapping of {kind} fields, found {type(data).__name__}"]
@@ -96,8 +101,9 @@ def problems(doc: Document, kind: str) -> list[str]:
             if len(message) > 300:
                 message = message[:297] + "..."
             out.append(f"{doc.path}:{line}: {_field(loc)}: {message}")
-    elif kind in _RULES:
-        out.extend(_RULES[kind](doc))
+    else:
+        for rule in rules:
+            out.extend(rule(doc))
     return out
 
 
@@ -116,14 +122,6 @@ _PATTERN_HINTS = {
 }
 
 
-def _registry_rules(doc: Document) -> list[str]:
-    from .config import problems as config_problems
-
-    return config_problems(doc)
-
-
-# Rules JSON Schema cannot say, run once a document matches its schema (same message form).
-_RULES = {"Registry": _registry_rules}
 
 
 class ValidCache:
@@ -133,13 +131,14 @@ class ValidCache:
     `status` skip re-validating thousands of unchanged deployment files on every call.
     """
 
-    def __init__(self, git_dir, kind: str):
+    def __init__(self, store, kind: str, rules: Iterable[Rule] = ()):
         import hashlib
 
         # the rules version is part of the key: a blob valid under older rules is checked again
         digest = hashlib.sha256(data_path("schemas", KINDS[kind]).read_bytes() + RULES_VERSION).hexdigest()[:12]
-        self.path = git_dir / f"modelctl-valid-{kind.lower()}-{digest}"
+        self.path = store.private_path(f"modelctl-valid-{kind.lower()}-{digest}")
         self.kind = kind
+        self.rules = tuple(rules)
         try:
             self.known = set(self.path.read_text().split())
         except OSError:
@@ -150,7 +149,7 @@ class ValidCache:
         """validate(), skipped for a blob already known to be valid."""
         if oid and oid in self.known:
             return doc.data
-        validate(doc, self.kind)
+        validate(doc, self.kind, self.rules)
         if oid:
             self.known.add(oid)
             self.new.append(oid)
@@ -168,9 +167,9 @@ class ValidCache:
         self.new = []
 
 
-def validate(doc: Document, kind: str) -> dict:
-    """Return doc.data if it matches the schema of `kind`, else raise with the first problem."""
-    found = problems(doc, kind)
+def validate(doc: Document, kind: str, rules: Iterable[Rule] = ()) -> dict:
+    """Return doc.data if it matches the schema of `kind` (and `rules`), else raise with the first problem."""
+    found = problems(doc, kind, rules)
     if found:
         extra = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
         raise ValidationError(found[0] + extra)

@@ -63,11 +63,12 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from .errors import Conflict, NotFound, TransitionError, UsageError
-from .names import PROMOTE_TARGETS, check_stage, check_version, semver_key
-from . import names
+from .names import PROMOTE_TARGETS, VERSION_RE, check_stage, check_version, semver_key
+from . import names, trailers
 
 PIPELINE = ("staging", "shadow", "canary")
 DEFAULT_REQUIRED = PIPELINE
@@ -201,35 +202,8 @@ def _subject(action: str, name: str, version: str, rest: str = "") -> str:
 
 
 def _trailers(action: str, name: str, version: str, **extra: object) -> list[tuple[str, str]]:
-    # Fixed order so commits read the same everywhere; None values are left out.
-    order = [
-        ("from_status", "Modelctl-From"),
-        ("to_status", "Modelctl-To"),
-        ("percent", "Modelctl-Percent"),
-        ("from_percent", "Modelctl-From-Percent"),
-        ("replaces", "Modelctl-Replaces"),
-        ("restored", "Modelctl-Restored"),
-        ("waived", "Modelctl-Waived"),
-        ("skipped", "Modelctl-Skipped"),
-        ("force", "Modelctl-Force"),
-        ("override", "Modelctl-Override"),
-        ("reason", "Modelctl-Reason"),
-        ("evidence", "Modelctl-Evidence"),
-    ]
-    out = [("Modelctl-Action", action), ("Modelctl-Model", name), ("Modelctl-Version", version)]
-    for key, trailer in order:
-        value = extra.pop(key, None)
-        if value is None or value == [] or value is False:
-            continue
-        if isinstance(value, (list, tuple)):
-            value = ",".join(value)
-        elif value is True:
-            value = "true"
-        elif isinstance(value, (int, float)):
-            value = fmt_pct(value)
-        out.append((trailer, str(value)))
-    assert not extra, extra
-    return out
+    # Fixed order (trailers.TRANSITION_ORDER) so commits read the same everywhere; None values are left out.
+    return trailers.transition(action, name, version, number=fmt_pct, **extra)
 
 
 def _clone(dep: dict) -> dict:
@@ -931,9 +905,9 @@ def judge_move(before: dict | None, after: dict, config: dict | None = None, *, 
             except (TransitionError, UsageError) as again:
                 out.append(Finding("illegal-move", v, again.message))
                 continue
-            said = dict(t.trailers) if t else {}
-            rules = (["hold"] if said.get("Modelctl-Override") == "hold" else []) + \
-                (["skipped-stage"] if said.get("Modelctl-Skipped") else [])
+            said = trailers.only(t.trailers, (trailers.OVERRIDE, trailers.SKIPPED)) if t else {}
+            rules = (["hold"] if said.get(trailers.OVERRIDE) == "hold" else []) + \
+                (["skipped-stage"] if said.get(trailers.SKIPPED) else [])
             for rule in rules or ["illegal-move"]:
                 out.append(Finding(rule, v, refused, "force" if rules else None))
         if gate is not None and s1 in ("canary", "active") and move.before != "deprecated":  # as the commands: a rollback is not gated
@@ -1024,33 +998,111 @@ def status_summary(dep: dict) -> dict:
     }
 
 
-def problems(dep: dict) -> list[str]:
-    """Inconsistencies inside one deployment file (for `check`/`doctor`); empty when sound."""
-    out = []
+# -- the versions map of a deployment file ------------------------------------------------------
+# A model may have thousands of versions; its deployment file must stay small (GitOps controllers
+# sync it, reviewers read it) and always under the size modelctl reads back. So the file lists
+# only what a reader needs: `versions:` names the versions whose status is neither `registered`
+# nor `archived`; a version with a bundle under bundles/NAME/ that is not listed is `registered`;
+# archived versions are runs of consecutive bundle versions (SemVer order) in `archived:`, e.g.
+# ["1.0.0..1.4.7", "2.0.1"]. In memory the map is always whole: `expand_versions` on reading,
+# `compact_versions` on writing. Files that list registered and archived versions still load.
+
+def bundle_versions(names: list[str], ordered: bool = True) -> list[str]:
+    """Versions from bundle file names (`2.4.0.yaml`), in SemVer order; other names are ignored."""
+    found = [entry[:-5] for entry in names if entry.endswith(".yaml") and VERSION_RE.fullmatch(entry[:-5])]
+    return sorted(found, key=version_key) if ordered else found
+
+
+def version_key(version: str) -> tuple:
+    """names.semver_key, quicker for the common MAJOR.MINOR.PATCH (ten thousand versions get sorted)."""
+    if "-" not in version:
+        major, minor, patch = version.split(".")
+        return (int(major), int(minor), int(patch), 1, ())
+    return semver_key(version)
+
+
+def expand_versions(dep: dict, bundles: list[str]) -> dict:
+    """The deployment with its whole versions map: listed statuses, archived runs, the rest registered."""
+    listed = dict(dep.get("versions") or {})
+    runs = dep.get("archived") or []
+    if not runs and all(v in listed for v in bundles):
+        out = dict(dep)
+        out.pop("archived", None)
+        out["versions"] = listed
+        return out
+    keys = [version_key(v) for v in bundles] if runs else []
+    archived = set()
+    for run in runs:
+        lo, _, hi = str(run).partition("..")
+        try:
+            lo_key, hi_key = semver_key(lo), semver_key(hi or lo)
+        except (ValueError, AttributeError):
+            continue  # the schema refuses it; a reader never guesses
+        archived.update(v for v, k in zip(bundles, keys) if lo_key <= k <= hi_key)
+    versions = dict(listed)
+    for v in bundles:
+        if v not in versions:
+            versions[v] = "archived" if v in archived else "registered"
+    out = {k: val for k, val in dep.items() if k != "archived"}
+    out["versions"] = versions
+    return out
+
+
+def compact_versions(dep: dict) -> dict:
+    """The deployment as written: registered versions left out, archived ones as runs (see above)."""
     versions = dep.get("versions") or {}
-    name = dep.get("name")
-    actives = sorted(v for v, s in versions.items() if s == "active")
-    if dep.get("active") and versions.get(dep["active"]) != "active":
-        out.append(f"{name}: active {dep['active']} has status {versions.get(dep['active'])}")
-    if len(actives) > 1 or (actives and actives != [dep.get("active")]):
-        out.append(f"{name}: versions with status active: {', '.join(actives)}; "
-                   f"active is {dep.get('active')}")
-    for stage in ("canary", "shadow"):
-        slot = _slot(dep, stage)
-        holders = sorted(v for v, s in versions.items() if s == stage)
-        if slot and versions.get(slot.get("version")) != stage:
-            held = slot.get("version")
-            out.append(f"{name}: {stage} {held} has status {versions.get(held)}")
-        if holders and (not slot or holders != [slot.get("version")]):
-            out.append(f"{name}: versions with status {stage}: {', '.join(holders)}; {stage} is "
-                       f"{slot.get('version') if slot else None}")
-    if _slot(dep, "canary") and not dep.get("active"):
-        out.append(f"{name}: a canary without an active version")
-    for key in ("previous",):
-        v = dep.get(key)
-        if v and v not in versions:
-            out.append(f"{name}: {key} {v} is not a registered version")
+    ordered = sorted(versions, key=version_key) if "archived" in versions.values() else []
+    runs: list[list[str]] = []
+    prev_archived = False
+    for v in ordered:
+        if versions[v] == "archived":
+            if prev_archived:
+                runs[-1][1] = v
+            else:
+                runs.append([v, v])
+        prev_archived = versions[v] == "archived"
+    out = {k: val for k, val in dep.items() if k not in ("versions", "archived", "hold")}
+    out["versions"] = {v: s for v, s in versions.items() if s not in ("registered", "archived")}
+    if runs:
+        out["archived"] = [lo if lo == hi else f"{lo}..{hi}" for lo, hi in runs]
+    if "hold" in dep:
+        out["hold"] = dep["hold"]  # keep hold last, where earlier versions of modelctl wrote it
+    return out
+
+
+def problems(dep: dict, name: str, bundles: Iterable[str]) -> list[tuple[str, tuple]]:
+    """Every inconsistency of one deployment file, in itself and against the model's bundles, as
+    (message, location in the file); empty when sound. The one deployment-invariant check (`check`)."""
+    out: list[tuple[str, tuple]] = []
+    registered = set(bundles)
+    if dep.get("name") != name:
+        out.append((f"file says name {dep.get('name')} but lives at deployments/{name}.yaml", ("name",)))
+    for v in dep.get("versions") or {}:
+        if v not in registered:
+            out.append((f"version {v} is listed but has no bundle bundles/{name}/{v}.yaml", ("versions", v)))
+    # a bundle not listed in versions is `registered` (or archived, in `archived:`): README "Many versions"
+    versions = expand_versions(dep, sorted(registered, key=version_key))["versions"]
+    active = dep.get("active")
+    if active and versions.get(active) != "active":
+        out.append((f"active is {active} but its status is {versions.get(active) or 'missing (not a listed version)'}",
+                    ("active",)))
+    for key in ("canary", "shadow"):
+        split = dep.get(key)
+        if split and versions.get(split["version"]) != key:
+            out.append((f"{key} is {split['version']} but its status is "
+                        f"{versions.get(split['version']) or 'missing (not a listed version)'}", (key,)))
+    for v, st in versions.items():
+        if st == "active" and active != v:
+            out.append((f"{v} has status active but active is {active}", ("versions", v)))
+        if st in ("canary", "shadow") and (dep.get(st) or {}).get("version") != v:
+            split = dep.get(st)
+            out.append((f"{v} has status {st} but {st} is {split['version'] if split else 'null'}", ("versions", v)))
+    if dep.get("canary") and not active:
+        out.append(("a canary without an active version: a rollback would have nothing to return to", ("canary",)))
+    previous = dep.get("previous")
+    if previous and previous not in versions:
+        out.append((f"previous is {previous}, which is not a registered version", ("previous",)))
     hold = dep.get("hold") or None
     if hold and hold.get("version") not in versions:
-        out.append(f"{name}: hold names {hold.get('version')}, which is not a registered version")
+        out.append((f"hold names {hold.get('version')}, which is not a registered version", ("hold",)))
     return out

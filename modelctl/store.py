@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import Conflict, LockTimeout, ModelctlError, RemoteError, UsageError
+from . import trailers
 from .tags import TagEvent, TagRef, last_time, next_counter, registration_tag, stage_tag
 
 ZERO = "0" * 40
@@ -161,12 +162,7 @@ class Plan:
 
     def message(self) -> str:
         """Commit message: subject, optional body, trailers."""
-        parts = [self.subject.strip()]
-        if self.body.strip():
-            parts.append(self.body.strip())
-        if self.trailers:
-            parts.append("\n".join(f"{k}: {v}" for k, v in self.trailers))
-        return "\n\n".join(parts) + "\n"
+        return trailers.message(self.subject.strip(), self.body, self.trailers)
 
 
 @dataclass
@@ -318,6 +314,13 @@ class Store:
         for attr in ("_git_dir", "_shallow", "_bare"):
             if getattr(other, attr, None) is not None:
                 setattr(self, attr, getattr(other, attr))
+
+    def private_path(self, name: str) -> Path:
+        """A file (or directory) of modelctl's own in the git directory: never in the work tree,
+        never pushed (docs/reference.md lists them)."""
+        if not name.startswith("modelctl") or "/" in name or name in (".", ".."):
+            raise ValueError(f"not a modelctl file name: {name!r}")
+        return self.git_dir / name
 
     @property
     def git_dir(self) -> Path:
@@ -542,7 +545,7 @@ class Store:
                 learnt[oid] = known[oid] = _NO_STAMP if body is None else _tagger_line(body)
             try:  # best effort: a read-only clone just stays slower
                 if learnt:
-                    with open(self.git_dir / TAG_STAMPS, "a", encoding="utf-8") as fh:
+                    with open(self.private_path(TAG_STAMPS), "a", encoding="utf-8") as fh:
                         fh.write(json.dumps(learnt, separators=(",", ":")) + "\n")
             except OSError:
                 pass
@@ -553,7 +556,7 @@ class Store:
         if self._stamp_cache is None:
             self._stamp_cache = {}
             try:
-                with open(self.git_dir / TAG_STAMPS, encoding="utf-8") as fh:
+                with open(self.private_path(TAG_STAMPS), encoding="utf-8") as fh:
                     for line in fh:
                         try:
                             chunk = json.loads(line)
@@ -599,6 +602,169 @@ class Store:
 
     _is_ancestor = is_ancestor
 
+    # -- named queries: history, trees and diffs (every git command line modelctl runs is here) --
+    def tree_files(self, commit: str) -> dict[str, str]:
+        """path -> blob id of every file at a commit; a symlink's id is prefixed "symlink:"."""
+        text = self.git("ls-tree", "-r", "-z", "--full-tree", commit).stdout.decode("utf-8", "replace")
+        out = {}
+        for entry in text.split("\0"):
+            if not entry:
+                continue
+            meta, path = entry.split("\t", 1)
+            mode, _kind, obj = meta.split()
+            out[path] = ("symlink:" if mode == "120000" else "") + obj
+        return out
+
+    def tree_entry(self, commit: str, path: str) -> tuple[str, str] | None:
+        """(mode, size) of one path at a commit (`ls-tree -l`), or None when it is not there."""
+        line = self.out("ls-tree", "-l", commit, "--", path, env=_LITERAL)
+        if not line:
+            return None
+        meta = line.split("\t", 1)[0].split()
+        return meta[0], meta[-1]
+
+    def blob_id(self, commit: str, path: str) -> str | None:
+        """The blob id of `path` at a commit, or None."""
+        proc = self.git("rev-parse", "--verify", "--quiet", f"{commit}:{path}", check=False)
+        return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
+
+    def index_tree(self) -> str | None:
+        """The tree the index would commit (`write-tree`), or None when it has unmerged paths."""
+        proc = self.git("write-tree", check=False)
+        return proc.stdout.decode().strip() if proc.returncode == 0 else None
+
+    def tracked(self, path: str) -> bool:
+        """Whether the index tracks `path`."""
+        return bool(self.out("ls-files", "--", path, env=_LITERAL))
+
+    def tags_and_commits(self, pattern: str) -> list[tuple[str, str]]:
+        """(tag name, the commit it names) for the tags matching a for-each-ref pattern."""
+        text = self.out("for-each-ref", "--format=%(refname:strip=2) %(*objectname) %(objectname)", pattern)
+        out = []
+        for row in text.splitlines():
+            name, peeled, obj = (row.split(" ") + ["", ""])[:3]
+            out.append((name, peeled or obj))
+        return out
+
+    def merge_base(self, a: str, b: str) -> str | None:
+        """The best common ancestor of two commits, or None when they share no history."""
+        proc = self.git("merge-base", a, b, check=False)
+        return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
+
+    def changed_since(self, base: str, tip: str = "HEAD") -> set[str]:
+        """Files that differ between the merge base of base and tip, and tip (`git diff base...tip`)."""
+        text = self.git("diff", "--name-only", "-z", "--no-renames", f"{base}...{tip}").stdout.decode("utf-8", "replace")
+        return {p for p in text.split("\0") if p}
+
+    def name_status(self, a: str | None, b: str) -> list[tuple[str, str]]:
+        """(status letter, path) of every file that differs from a (None: the empty tree) to b."""
+        text = self.out("diff", "--name-status", "--no-renames", a or self.empty_tree(), b)
+        return [(line.split("\t", 1)[0], line.split("\t", 1)[-1]) for line in text.splitlines() if line]
+
+    def diff_text(self, a: str | None, b: str, path: str) -> str:
+        """The unified diff (3 lines of context, no colour) of one path from a (None: empty tree) to b."""
+        return self.git("diff", "--no-color", "--no-ext-diff", "-U3", a or self.empty_tree(), b, "--", path,
+                        env=_LITERAL).stdout.decode("utf-8", "replace")
+
+    def empty_tree(self) -> str:
+        """The id of the empty tree (the diff base of a root commit)."""
+        return self.out("hash-object", "-t", "tree", "--stdin", input=b"")
+
+    def commit_message(self, commit: str) -> tuple[str, str]:
+        """(whole message, its trailer block as git parses it, unfolded) of one commit."""
+        text = self.git("log", "-1", "--format=%B%x00%(trailers:only,unfold)", commit).stdout.decode("utf-8", "replace")
+        message, _, block = text.partition("\0")
+        return message.rstrip("\n") + "\n" if message.strip() else "", block
+
+    def count_commits(self, rev_range: str) -> int:
+        """How many commits a range (`a..b`, or a tip: its whole history) holds."""
+        return int(self.out("rev-list", "--count", rev_range) or 0)
+
+    def ahead_behind(self, local: str, remote: str) -> tuple[int, int]:
+        """(commits only in local, commits only in remote)."""
+        ahead, behind = (int(x) for x in self.out("rev-list", "--left-right", "--count", f"{local}...{remote}").split())
+        return ahead, behind
+
+    def subjects(self, rev_range: str, limit: int) -> list[str]:
+        """`<short id> <subject>` of the newest commits of a range."""
+        return self.out("log", "--format=%h %s", "-n", str(limit), rev_range).splitlines()
+
+    def reachable(self, tip: str) -> set[str]:
+        """Every commit in tip's history."""
+        return set(self.out("rev-list", tip).split())
+
+    def last_change(self, commit: str, path: str) -> str | None:
+        """The newest commit in commit's history that changed `path`, or None."""
+        return self.out("log", "-1", "--format=%H", commit, "--", path, env=_LITERAL) or None
+
+    def adding_commits(self, tip: str, paths: list[str]) -> dict[str, str]:
+        """The commit in tip's history that added each path (the oldest, if it was added twice)."""
+        text = self.git("log", "--format=%x00%H", "--name-only", "--diff-filter=A", "--no-renames", tip, "--", *paths,
+                        env=_LITERAL).stdout.decode("utf-8", "replace")
+        out: dict[str, str] = {}
+        for block in text.split("\0")[1:]:
+            lines = [x for x in block.splitlines() if x.strip()]
+            if not lines:
+                continue
+            commit, files = lines[0], lines[1:]
+            for f in files:
+                out[f] = commit  # log runs newest first: the last seen is the oldest
+        return out
+
+    def log_records(self, fields: list[str], rev: str, paths: tuple[str, ...] | list[str] = (), *, limit: int | None = None,
+                    before: str | None = None, grep: str | None = None, first_parent: bool = False,
+                    reverse: bool = False, no_merges: bool = False, check: bool = True) -> list[list[str]] | None:
+        """Commits of `rev` (a tip or a range) touching paths, newest first unless `reverse`: each a
+        list of the `git log` format fields asked for (e.g. "%H", "%(trailers:only,unfold)").
+
+        Fields are split by \\x1f and records by \\x1e, which never occur in what modelctl writes
+        (trailer values are cleaned of control characters). None when git refuses the revision and
+        check is False.
+        """
+        args = ["log", "--format=%x1e" + "%x1f".join(fields)]
+        if first_parent:
+            args.append("--first-parent")
+        if reverse:
+            args.append("--reverse")
+        if no_merges:
+            args.append("--no-merges")
+        if limit is not None:
+            args.append(f"--max-count={int(limit)}")
+        if before is not None:
+            args.append(f"--before={before}")
+        if grep is not None:
+            args += ["--fixed-strings", f"--grep={grep}"]
+        proc = self.git(*args, rev, "--", *paths, check=check, env=_LITERAL)
+        if proc.returncode != 0:
+            return None
+        out = []
+        for record in proc.stdout.decode("utf-8", "replace").split("\x1e")[1:]:
+            parts = record.strip("\n").split("\x1f")
+            if len(parts) == len(fields):
+                out.append(parts)
+        return out
+
+    # -- the repository itself ----------------------------------------------------------------
+    def branch_name_ok(self, name: str) -> bool:
+        """Whether git accepts `name` as a branch name (`check-ref-format`)."""
+        return self.git("check-ref-format", f"refs/heads/{name}", check=False).returncode == 0
+
+    def remotes(self) -> list[str]:
+        """The names of the configured remotes."""
+        return self.out("remote").split()
+
+    def object_format(self) -> str:
+        """"sha1" or "sha256" ("" when git cannot tell)."""
+        return self.out("rev-parse", "--show-object-format")
+
+    def init_repo(self, branch: str = "main") -> None:
+        """`git init` in the root, with `branch` as the unborn branch."""
+        self.git("init", "--quiet", f"--initial-branch={branch}")
+
+    def checkout_head(self) -> None:
+        """Make the index and the work tree match HEAD (after a first commit made with plumbing)."""
+        self.git("read-tree", "-u", "--reset", "HEAD")
+
     def dirty(self, paths: list[str]) -> list[str]:
         """Paths with uncommitted changes in the work tree (tracked files only)."""
         if not paths or self.is_bare():
@@ -633,7 +799,7 @@ class Store:
                         rel.startswith("bundles/") or (rel.startswith("deployments/") and rel.endswith(".yaml"))):
                     continue
                 index_blob = meta[1:].split()[3]
-                last = tree.out("log", "-1", "--format=%H%x00%(trailers:key=Modelctl-Action,valueonly)", "HEAD",
+                last = tree.out("log", "-1", f"--format=%H%x00%(trailers:key={trailers.ACTION},valueonly)", "HEAD",
                                 "--", rel, env=_LITERAL).split("\0")
                 if len(last) < 2 or not last[1].strip():
                     continue  # not a modelctl commit: a hand edit staged on purpose
@@ -1043,9 +1209,8 @@ class Store:
                 if target is None:
                     raise Conflict(f"{ev.model} {ev.version} has no registration tag; run 'modelctl doctor --fix'")
             state[ev.model][1] += 1
-            body = ev.message.strip()
             text = (f"object {target}\ntype commit\ntag {name}\ntagger {tagger} {when} +0000\n\n"
-                    f"{body}\n\nModelctl-Commit: {spec.commit}\n")
+                    + trailers.message(ev.message.strip(), pairs=[(trailers.COMMIT, spec.commit)]))
             made.append((name, self.out("mktag", input=text.encode("utf-8"))))
         return made
 

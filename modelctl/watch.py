@@ -52,6 +52,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
+from . import trailers
 from .errors import Conflict, ModelctlError, UsageError
 from .names import check_name
 from .observation import Poll
@@ -217,23 +218,17 @@ def read_target(reg, name: str, *, history: bool = True, ref: str = "HEAD") -> T
 
 def history(reg, name: str, limit: int = 200, ref: str = "HEAD") -> list[dict]:
     """Recent commits that changed a model's deployment file, newest first, with their trailers."""
-    from .registry import deployment_path
+    from .reader import deployment_path
 
-    keys = ("Action", "Version", "From", "To", "Percent")
-    fmt = "%x1e%H%x1f%ct%x1f%an <%ae>" + "".join(
-        f"%x1f%(trailers:key=Modelctl-{k},valueonly,separator=%x2C)" for k in keys)
-    proc = reg.store.git("log", "-n", str(limit), f"--format={fmt}", ref, "--", deployment_path(name),
-                         check=False)
-    if proc.returncode != 0:
-        return []
+    keys = {"action": trailers.ACTION, "version": trailers.VERSION, "from": trailers.FROM, "to": trailers.TO,
+            "percent": trailers.PERCENT}
+    records = reg.store.log_records(["%H", "%ct", "%an <%ae>", "%(trailers:only,unfold)"], ref,
+                                    [deployment_path(name)], limit=limit, check=False) or []
     out = []
-    for record in proc.stdout.decode("utf-8", "replace").split("\x1e"):
-        parts = record.strip("\n").split("\x1f")
-        if len(parts) != 3 + len(keys):
-            continue
-        commit, when, author, *values = parts
+    for commit, when, author, block in records:
+        said = trailers.parse(block)
         item = {"commit": commit, "time": float(when), "author": author}
-        item.update({k.lower(): v.strip() for k, v in zip(keys, values)})
+        item.update({field: said.get(key, "") for field, key in keys.items()})
         out.append(item)
     return out
 
@@ -819,7 +814,7 @@ class Watcher:
 
     # -- the judge's state between runs --------------------------------------------------------
     def _state_path(self) -> Path:
-        return self.reg.store.git_dir / "modelctl-watch" / f"{self.name}.json"
+        return self.reg.store.private_path("modelctl-watch") / f"{self.name}.json"
 
     def _state_key(self, target: Target) -> dict:
         return {"canary": target.canary.version, "started": target.canary.started_raw}

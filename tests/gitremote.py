@@ -114,7 +114,7 @@ def assert_tags_in_history(repo: Path, ref: str = "main") -> None:
 def assert_deployments_valid(repo: Path, ref: str = "main") -> int:
     """Every version of every deployment file in the history is schema-valid and consistent; returns how many."""
     from modelctl import schema, yamlio
-    from modelctl.checks import deployment_problems
+    from modelctl.state import problems as deployment_problems
 
     text = git(repo, "log", "--format=%x00%H", "--name-only", ref, "--", "deployments/")
     checked = 0

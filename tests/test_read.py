@@ -95,6 +95,20 @@ def test_check_finds_a_changed_prompt_and_bad_deployment(two_versions):
     assert all(f["line"] for f in doc["findings"] if f["path"].startswith("deployments/"))
 
 
+def test_check_lists_every_bundle_problem_and_doctor_refuses_on_the_first(two_versions):
+    # one rule list (bundle.stored_problems): check reports all of them, doctor --fix names the first
+    (two_versions / "prompts/p2.txt").unlink()
+    path = two_versions / "bundles/support-agent/1.0.1.yaml"
+    path.write_text(path.read_text() + "eval:\n  report: evals/none.yaml\n")
+    _commit_all(two_versions)
+    doc = json.loads(run_cli("check", "--json", cwd=two_versions).stdout)
+    mine = [f for f in doc["findings"] if f["path"] == "bundles/support-agent/1.0.1.yaml"]
+    said = [f["message"] for f in mine]
+    assert any("prompt.template: prompts/p2.txt does not exist in the registry" in m for m in said), said
+    assert any("eval.report: evals/none.yaml does not exist in the registry" in m for m in said), said
+    assert all(f["line"] for f in mine if "does not exist" in f["message"])
+
+
 def test_check_reports_schema_errors_with_line(two_versions):
     (two_versions / "evals/support-agent").mkdir(parents=True)
     (two_versions / "evals/support-agent/1.0.0.yaml").write_text(

@@ -1,0 +1,130 @@
+"""The read side of a registry clone, below `ops`: where the registry is, a snapshot at a ref, and
+modelctl.yaml, deployments and bundles as validated data; the versions map of a deployment file
+(compact on disk, whole in memory). Reads committed state only, never the work tree.
+
+`ops` plans writes on what this module reads; the public `Registry` (registry.py) adds the read
+documents (status, show, ...) and the write methods on top.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import bundle as bundlemod
+from . import config as configmod
+from . import schema, yamlio
+from .errors import NotFound, UsageError, ValidationError
+from .names import NAME_RE, check_name
+from .state import bundle_versions, compact_versions, expand_versions, version_key  # noqa: F401 (API)
+from .store import Snapshot, Store
+
+def find_root(path: str | os.PathLike | None) -> Path:
+    """The top of the git work tree containing `path` (a registry), or a clear error."""
+    return _locate(path)[0]
+
+
+def _locate(path: str | os.PathLike | None) -> tuple[Path, Store]:
+    """(top of the work tree, a Store there that has learnt the repository's layout)."""
+    start = Path(path or os.environ.get("MODELCTL_REGISTRY") or ".").resolve()
+    if not start.is_dir():
+        raise UsageError(f"registry directory {str(start)!r} does not exist", hint="pass --registry DIR")
+    probe = Store(start)
+    top = probe.locate()
+    if top is None:
+        raise UsageError(f"{start} is not inside a git repository",
+                         hint="run 'modelctl init DIR' or pass --registry DIR")
+    store = Store(top)
+    store.adopt(probe)
+    return top, store
+
+
+def deployment_path(name: str) -> str:
+    return f"deployments/{check_name(name)}.yaml"
+
+
+def dump_deployment(dep: dict, previous: bytes | None, path: str) -> bytes:
+    """deployments/NAME.yaml as written (compact, comments kept); refused when it could not be read back."""
+    text = yamlio.dumps(compact_versions(dep), previous.decode("utf-8") if previous else None).encode("utf-8")
+    if len(text) > yamlio.MAX_BYTES:
+        raise ValidationError(
+            f"{path} would be {len(text)} bytes, above the {yamlio.MAX_BYTES} modelctl reads back; nothing was written",
+            hint="archive versions that no longer serve ('modelctl promote NAME VERSION --to archived')")
+    return text
+
+
+def load_deployment(snap: Snapshot, name: str, raw: bytes | None = None, oid: str | None = None,
+                    cache: "schema.ValidCache | None" = None) -> dict | None:
+    """deployments/NAME.yaml at a snapshot, validated, with its whole versions map; None when absent."""
+    path = deployment_path(name)
+    raw = snap.read(path) if raw is None else raw
+    if raw is None:
+        return None
+    doc = yamlio.loads(raw, path)
+    data = cache.validate(doc, oid) if cache is not None else schema.validate(doc, "Deployment")
+    return expand_versions(data, bundle_versions(snap.list(f"bundles/{name}")))
+
+
+class Reader:
+    """A registry clone's committed state: a git work tree with modelctl.yaml at its top."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.root, self.store = _locate(path)
+
+    def snapshot(self, ref: str = "HEAD") -> Snapshot:
+        """The registry at a ref; refuses a repository that is not a registry."""
+        snap = self.store.snapshot(ref)
+        if snap.commit is None:
+            why = self.store.unborn() if ref == "HEAD" else None
+            if why:
+                raise UsageError(why)
+            raise UsageError(f"{ref} does not name a commit in {self.root}",
+                             hint="run 'modelctl init' first" if ref == "HEAD" else "pass an existing ref")
+        if len(snap.commit) != 40:  # free to check: a sha256 repository names commits with 64 hex digits
+            raise UsageError(f"{self.root} is a git repository with sha256 object names, which modelctl does not "
+                             "support",
+                             hint="keep the registry in a sha1 repository ('git init --object-format=sha1')")
+        if snap.read(configmod.CONFIG_FILE) is None:
+            raise UsageError(f"{self.root} is not a modelctl registry (no modelctl.yaml at {ref})",
+                             hint="run 'modelctl init' in an empty directory, or pass --registry DIR")
+        return snap
+
+    def config(self, snap: Snapshot | None = None) -> dict:
+        """modelctl.yaml merged over the defaults."""
+        return configmod.load(snap or self.snapshot())
+
+    @staticmethod
+    def load_yaml(snap: Snapshot, path: str, kind: str | None = None) -> dict | None:
+        """A YAML file at a snapshot (strict, schema-validated when kind is given), or None."""
+        raw = snap.read(path)
+        if raw is None:
+            return None
+        doc = yamlio.loads(raw, path)
+        return schema.validate(doc, kind) if kind else doc.data
+
+    def deployment(self, name: str, snap: Snapshot | None = None) -> dict | None:
+        """deployments/<name>.yaml with its whole versions map, or None before the first registration."""
+        return load_deployment(snap or self.snapshot(), check_name(name))
+
+    def bundle(self, name: str, version: str, snap: Snapshot | None = None) -> dict:
+        """A registered bundle, or NotFound listing what exists."""
+        snap = snap or self.snapshot()
+        data = self.load_yaml(snap, bundlemod.bundle_path(name, version), "Bundle")
+        if data is None:
+            known = self.versions(name, snap)
+            if not known:
+                raise NotFound(f"no model named {name!r} in this registry",
+                               hint="see 'modelctl status' for the models it has")
+            raise NotFound(f"{name} has no version {version}", hint="known versions: " + ", ".join(known[-8:]))
+        return data
+
+    def versions(self, name: str, snap: Snapshot | None = None) -> list[str]:
+        """Registered versions of a model, in SemVer order."""
+        snap = snap or self.snapshot()
+        return bundle_versions(snap.list(f"bundles/{check_name(name)}"))
+
+    def models(self, snap: Snapshot | None = None) -> list[str]:
+        """Every model with a bundle or a deployment file."""
+        snap = snap or self.snapshot()
+        names = set(n for n in snap.list("bundles") if NAME_RE.fullmatch(n))
+        names |= {n[:-5] for n in snap.list("deployments") if n.endswith(".yaml") and NAME_RE.fullmatch(n[:-5])}
+        return sorted(names)

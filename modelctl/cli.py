@@ -572,7 +572,6 @@ def gate(
     Example:
       modelctl gate support-agent 2.4.0 --format markdown --output gate.md
     """
-    from . import gate as gatemod
     from . import render, review
     from .names import check_name, check_version
 
@@ -586,9 +585,9 @@ def gate(
     if fmt == "json":
         text = render.json_text(result.to_dict())
     elif fmt == "markdown":
-        text = gatemod.to_markdown(result)
+        text = render.gate_markdown(result)
     elif fmt == "junit":
-        text = gatemod.to_junit(result)
+        text = render.gate_junit(result)
     elif output is not None:
         text = render.gate_text(result)
     else:

@@ -41,8 +41,6 @@ for the rest). Reports on different datasets (name or version) are never compare
 from __future__ import annotations
 
 import math
-import re
-import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -134,6 +132,13 @@ class GateResult:
     alpha: float
     failures: list[str] = field(default_factory=list)  # names of failed metrics
     note: str | None = None  # why nothing was compared (a first version), shown with the verdict
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "GateResult":
+        """The result back from its `to_dict` document (the pull-request body renders a stored one)."""
+        rows = [GateRow(**row) for row in data["metrics"]]
+        return cls(passed=data["passed"], rows=rows, dataset=data["dataset"], candidate=data["candidate"],
+                   baseline=data["baseline"], alpha=data["alpha"], failures=data["failures"], note=data.get("note"))
 
     def to_dict(self) -> GateDocument:
         """The JSON document for `gate --json` (stable keys)."""
@@ -504,92 +509,3 @@ def fmt_change(row: GateRow) -> str:
     return text
 
 
-def _md(text: Any) -> str:
-    text = " ".join(str(text).split())
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return re.sub(r"([\\`*_\[\]|~])", r"\\\1", text)
-
-
-def _with_n(value: float | None, n: int | None) -> str:
-    return fmt_number(value) + (f" (n={n})" if n is not None else "")
-
-
-def _title(result: GateResult) -> str:
-    c = result.candidate
-    return " ".join(x for x in (c.get("name"), c.get("version")) if x) or "candidate"
-
-
-def to_markdown(result: GateResult) -> str:
-    """A pull-request comment: headline, per-metric table, and the reasons for failures."""
-    mark, word = ("✅", "passed") if result.passed else ("❌", "failed")
-    b = result.baseline
-    base = " ".join(x for x in (b.get("name"), b.get("version")) if x) or "baseline"
-    if result.baseline.get("version") is None and result.note:
-        compared = (f"No baseline: {_md(result.note)}. Dataset {_md(result.dataset['name'])} version "
-                    f"{_md(result.dataset['version'])}.")
-    else:
-        compared = (f"Compared with {_md(base)} on dataset {_md(result.dataset['name'])} version "
-                    f"{_md(result.dataset['version'])} (alpha {fmt_number(result.alpha)}).")
-    lines = [f"### {mark} Eval gate {word}: {_md(_title(result))}", "", compared, ""]
-    if not result.rows:
-        lines.append("No metrics are configured under `gate.metrics` in modelctl.yaml.")
-        return "\n".join(lines) + "\n"
-    lines += [
-        "| Metric | Baseline | Candidate | Change | Rule | p | Verdict |",
-        "| --- | ---: | ---: | ---: | --- | ---: | --- |",
-    ]
-    for row in result.rows:
-        verdict = "pass" if row.passed else "**fail**"
-        lines.append(
-            f"| {_md(row.metric)} | {_md(_with_n(row.baseline, row.n_baseline))} "
-            f"| {_md(_with_n(row.candidate, row.n_candidate))} | {_md(fmt_change(row))} "
-            f"| {_md(row.rule)} | {_md(fmt_p(row.p_value))} | {verdict} |"
-        )
-    failed = [row for row in result.rows if not row.passed]
-    if failed:
-        lines += ["", "**Failed:**", ""]
-        lines += [f"- {_md(row.metric)}: {_md(row.reason)}" for row in failed]
-    return "\n".join(lines) + "\n"
-
-
-# XML 1.0 forbids most control characters even when escaped; drop them.
-_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
-
-
-def _x(text: Any) -> str:
-    return _XML_BAD.sub("", str(text))
-
-
-def to_junit(result: GateResult) -> str:
-    """JUnit XML: one testcase per metric, a failure element for each failed metric."""
-    title = _title(result)
-    failures = str(len(result.failures))
-    tests = str(len(result.rows))
-    suites = ET.Element("testsuites", name=_x("modelctl gate"), tests=tests, failures=failures, errors="0")
-    suite = ET.SubElement(
-        suites, "testsuite", name=_x(f"gate {title}"), tests=tests, failures=failures, errors="0", skipped="0"
-    )
-    props = ET.SubElement(suite, "properties")
-    for key, value in (
-        ("dataset", f"{result.dataset['name']} version {result.dataset['version']}"),
-        ("baseline", " ".join(x for x in result.baseline.values() if x)),
-        ("alpha", fmt_number(result.alpha)),
-    ):
-        ET.SubElement(props, "property", name=key, value=_x(value))
-    if result.note:
-        ET.SubElement(props, "property", name="note", value=_x(result.note))
-    classname = _x(f"modelctl.gate.{result.candidate.get('name') or 'candidate'}")
-    for row in result.rows:
-        case = ET.SubElement(suite, "testcase", classname=classname, name=_x(row.metric), time="0")
-        detail = (
-            f"baseline {_with_n(row.baseline, row.n_baseline)}, candidate "
-            f"{_with_n(row.candidate, row.n_candidate)}, change {fmt_change(row)}, rule {row.rule}, "
-            f"p {fmt_p(row.p_value)}: {row.reason}"
-        )
-        if row.passed:
-            ET.SubElement(case, "system-out").text = _x(detail)
-        else:
-            failure = ET.SubElement(case, "failure", message=_x(row.reason), type="gate")
-            failure.text = _x(detail)
-    ET.indent(suites)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"

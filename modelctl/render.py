@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
     from .documents import WriteDocument
+    from .gate import GateResult
 
 API_SCHEMA = "modelctl/v1"
 
@@ -411,43 +413,22 @@ def gate_verdict(result) -> str:
 
 def check_junit(doc: dict) -> str:
     """check as JUnit XML: a testcase per file with findings (errors fail it), or one passing case."""
-    import xml.etree.ElementTree as ET
-    import re
-
-    bad = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
-
-    def x(text) -> str:
-        return bad.sub("", str(text))
-
     by_path: dict[str, list[dict]] = {}
     for f in doc["findings"]:
         by_path.setdefault(f["path"], []).append(f)
-    failed = sum(1 for fs in by_path.values() if any(f["level"] == "error" for f in fs))
-    tests = max(1, len(by_path))
-    suites = ET.Element("testsuites", name="modelctl check", tests=str(tests), failures=str(failed), errors="0")
-    suite = ET.SubElement(suites, "testsuite", name="modelctl check", tests=str(tests), failures=str(failed),
-                          errors="0", skipped="0")
-    props = ET.SubElement(suite, "properties")
-    ET.SubElement(props, "property", name="commit", value=x(doc.get("commit") or ""))
-    ET.SubElement(props, "property", name="checked", value=str(doc.get("checked")))
+    props = [("commit", doc.get("commit") or ""), ("checked", str(doc.get("checked")))]
     if doc.get("changed_since"):
-        ET.SubElement(props, "property", name="changed_since", value=x(doc["changed_since"]))
+        props.append(("changed_since", doc["changed_since"]))
+    cases: list[tuple[str, str, str | None, str]] = []
     if not by_path:
-        case = ET.SubElement(suite, "testcase", classname="modelctl.check", name="registry", time="0")
-        ET.SubElement(case, "system-out").text = f"{doc['checked']} files checked, no problems"
+        cases.append(("modelctl.check", "registry", None, f"{doc['checked']} files checked, no problems"))
     for path, fs in by_path.items():
-        case = ET.SubElement(suite, "testcase", classname="modelctl.check", name=x(path), time="0")
         text = "\n".join(f"{f['level']}: {f['path']}" + (f":{f['line']}" if f.get("line") else "")
                          + f": {f['message']}" for f in fs)
         errors = [f for f in fs if f["level"] == "error"]
-        if errors:
-            failure = ET.SubElement(case, "failure", type="check", message=x(errors[0]["message"]
-                                    + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")))
-            failure.text = x(text)
-        else:
-            ET.SubElement(case, "system-out").text = x(text)
-    ET.indent(suites)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+        failed = errors[0]["message"] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "") if errors else None
+        cases.append(("modelctl.check", path, failed, text))
+    return junit("modelctl check", "modelctl check", props, cases, failure_type="check")
 
 
 def github_escape_data(text: str) -> str:
@@ -566,3 +547,195 @@ def resolve(doc: dict) -> None:
         return
     table(f"{doc['name']} (commit {doc['commit'][:12]}; shadow traffic is mirrored, never served)",
           ["role", "version", "traffic", "model", "prompt", "sha256"], rows)
+
+
+# -- Markdown: the eval gate's comment and the promotion pull request's body -----------------------
+
+def _gate():
+    from . import gate  # imported when a gate is rendered, not by every command
+
+    return gate
+
+
+def md(text: Any) -> str:
+    """Text as one line of Markdown that renders as itself (no markup, no HTML from the user's values)."""
+    text = " ".join(str(text).split())
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"([\\`*_\[\]|~])", r"\\\1", text)
+
+
+def _with_n(value: float | None, n: int | None) -> str:
+    return _gate().fmt_number(value) + (f" (n={n})" if n is not None else "")
+
+
+def _gate_title(result: GateResult) -> str:
+    c = result.candidate
+    return " ".join(x for x in (c.get("name"), c.get("version")) if x) or "candidate"
+
+
+def gate_markdown(result: GateResult) -> str:
+    """A pull-request comment: headline, per-metric table, and the reasons for failures."""
+    mark, word = ("✅", "passed") if result.passed else ("❌", "failed")
+    b = result.baseline
+    base = " ".join(x for x in (b.get("name"), b.get("version")) if x) or "baseline"
+    if result.baseline.get("version") is None and result.note:
+        compared = (f"No baseline: {md(result.note)}. Dataset {md(result.dataset['name'])} version "
+                    f"{md(result.dataset['version'])}.")
+    else:
+        compared = (f"Compared with {md(base)} on dataset {md(result.dataset['name'])} version "
+                    f"{md(result.dataset['version'])} (alpha {_gate().fmt_number(result.alpha)}).")
+    lines = [f"### {mark} Eval gate {word}: {md(_gate_title(result))}", "", compared, ""]
+    if not result.rows:
+        lines.append("No metrics are configured under `gate.metrics` in modelctl.yaml.")
+        return "\n".join(lines) + "\n"
+    lines += [
+        "| Metric | Baseline | Candidate | Change | Rule | p | Verdict |",
+        "| --- | ---: | ---: | ---: | --- | ---: | --- |",
+    ]
+    for row in result.rows:
+        verdict = "pass" if row.passed else "**fail**"
+        lines.append(
+            f"| {md(row.metric)} | {md(_with_n(row.baseline, row.n_baseline))} "
+            f"| {md(_with_n(row.candidate, row.n_candidate))} | {md(_gate().fmt_change(row))} "
+            f"| {md(row.rule)} | {md(_gate().fmt_p(row.p_value))} | {verdict} |"
+        )
+    failed = [row for row in result.rows if not row.passed]
+    if failed:
+        lines += ["", "**Failed:**", ""]
+        lines += [f"- {md(row.metric)}: {md(row.reason)}" for row in failed]
+    return "\n".join(lines) + "\n"
+
+
+def fence(text: str, lang: str = "") -> str:
+    """A code block whose fence no backtick run inside `text` can close."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{lang}\n{text.rstrip()}\n{fence}"
+
+
+def _val(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict) and set(value) >= {"version", "percent"}:
+        return f"{value['version']} at {value['percent']}%"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
+def pull_request_markdown(doc: dict) -> str:
+    """The pull-request body (pure): what changes, against what, and the gate's answer."""
+    name, version = doc.get("name"), doc.get("version")
+    lines = [f"## {md(doc['subject'])}", ""]
+    base = doc.get("base")
+    lines.append(f"Branch `{md(doc['branch'])}`" + (f" into `{md(base)}`" if base else "")
+                 + f", commit `{doc['commit'][:12]}`. Made by `modelctl`; review it like any other change.")
+    lines.append("")
+    if doc.get("state"):
+        b, a = doc["state"]["before"], doc["state"]["after"]
+        lines += ["### State change", "",
+                  f"{md(name)} {md(version)}: **{md(b['status'] or 'new')}** → **{md(a['status'] or '-')}**", "",
+                  "| | before | after |", "| --- | --- | --- |"]
+        for key in ("active", "previous", "canary", "shadow", "hold"):
+            if b[key] != a[key] or key in ("active",):
+                mark = "" if b[key] == a[key] else " (changed)"
+                lines.append(f"| {key} | {md(_val(b[key]))} | {md(_val(a[key]))}{mark} |")
+        lines.append("")
+        if doc.get("deployment_diff"):
+            lines += [f"<details><summary>deployments/{md(name)}.yaml</summary>", "",
+                      fence(doc["deployment_diff"], "diff"), "", "</details>", ""]
+    if doc.get("files"):
+        lines += ["Files: " + ", ".join(f"`{md(f['path'])}` ({md(f['status'])})" for f in doc["files"]), ""]
+    if doc.get("state") is not None:
+        lines += ["### Bundle against the serving version", ""]
+        diff = doc.get("bundle_diff")
+        serving = doc.get("serving")
+        if diff is None:
+            lines.append(f"Nothing serves {md(name)} yet: {md(version)} is its first version." if not serving
+                         else f"{md(version)} is the serving version itself.")
+        elif not diff["changed"]:
+            lines.append(f"{md(version)} does not differ from the serving {md(serving)}.")
+        else:
+            what = ", ".join(diff["changed"]) + (f" (a {diff['semver']} change)" if diff.get("semver") else "")
+            lines += [f"{md(version)} against the serving {md(serving)}: {md(what)} changed.", "",
+                      f"| field | {md(serving)} (serving) | {md(version)} |", "| --- | --- | --- |"]
+            for section in diff["changed"]:
+                for row in diff["fields"][section]:
+                    lines.append(f"| {md(row['field'])} | {md(_val(row['from']))} | {md(_val(row['to']))} |")
+        lines.append("")
+    g = doc.get("gate")
+    if g is not None:
+        lines += ["### Eval gate", ""]
+        if not g["applies"]:
+            lines.append(md(g["reason"]) + ".")
+        else:
+            for key, value in g.get("recorded", {}).items():
+                lines.append(f"Recorded in the commit: `{md(key)}: {md(value)}`")
+                lines.append("")
+            if g["result"] is not None:
+                body = gate_markdown(_gate().GateResult.from_dict(g["result"]))
+                lines.append(body.replace("### ", "#### ", 1).rstrip())
+            else:
+                lines.append(f"The gate could not run: {md(g['error'])}.")
+        lines.append("")
+    trailer_text = "\n".join(f"{k}: {v}" for k, v in doc.get("trailers", []))
+    if trailer_text:
+        lines += ["<details><summary>Commit trailers</summary>", "", fence(trailer_text), "", "</details>", ""]
+    lines += ["### After merging", "",
+              "Tags cannot be made on a review branch. Once this is merged, run `modelctl doctor --fix` on "
+              + (f"`{md(base)}`" if base else "the base branch")
+              + " (the registry's CI workflow does this on every push) to create the registration and stage "
+              "tags that GTO and `modelctl log` read.", ""]
+    return "\n".join(lines)
+
+
+# -- JUnit XML: the one writer, for the eval gate and for check ---------------------------------------
+
+# XML 1.0 forbids most control characters even when escaped; drop them.
+_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _x(text: Any) -> str:
+    return _XML_BAD.sub("", str(text))
+
+
+def junit(name: str, suite_name: str, properties: list[tuple[str, str]],
+          cases: list[tuple[str, str, str | None, str]], *, failure_type: str) -> str:
+    """A JUnit XML report with one suite: cases are (classname, name, failure message or None, text);
+    a failed case carries its text in <failure>, a passing one in <system-out>."""
+    import xml.etree.ElementTree as ET
+
+    failures = str(sum(1 for case in cases if case[2] is not None))
+    tests = str(len(cases))
+    suites = ET.Element("testsuites", name=_x(name), tests=tests, failures=failures, errors="0")
+    suite = ET.SubElement(suites, "testsuite", name=_x(suite_name), tests=tests, failures=failures, errors="0",
+                          skipped="0")
+    props = ET.SubElement(suite, "properties")
+    for key, value in properties:
+        ET.SubElement(props, "property", name=key, value=_x(value))
+    for classname, case_name, failed, text in cases:
+        case = ET.SubElement(suite, "testcase", classname=_x(classname), name=_x(case_name), time="0")
+        if failed is not None:
+            failure = ET.SubElement(case, "failure", message=_x(failed), type=failure_type)
+            failure.text = _x(text)
+        else:
+            ET.SubElement(case, "system-out").text = _x(text)
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+def gate_junit(result: GateResult) -> str:
+    """The eval gate as JUnit XML: one testcase per metric, a failure for each failed metric."""
+    props = [("dataset", f"{result.dataset['name']} version {result.dataset['version']}"),
+             ("baseline", " ".join(x for x in result.baseline.values() if x)),
+             ("alpha", _gate().fmt_number(result.alpha))]
+    if result.note:
+        props.append(("note", result.note))
+    classname = f"modelctl.gate.{result.candidate.get('name') or 'candidate'}"
+    cases = []
+    for row in result.rows:
+        detail = (f"baseline {_with_n(row.baseline, row.n_baseline)}, candidate "
+                  f"{_with_n(row.candidate, row.n_candidate)}, change {_gate().fmt_change(row)}, rule {row.rule}, "
+                  f"p {_gate().fmt_p(row.p_value)}: {row.reason}")
+        cases.append((classname, row.metric, None if row.passed else row.reason, detail))
+    return junit("modelctl gate", f"gate {_gate_title(result)}", props, cases, failure_type="gate")

@@ -3,7 +3,7 @@
 `run_gate` finds the two eval reports (the candidate's from its bundle or a file, the baseline's
 from the serving version's bundle or `--baseline`) and hands them to the pure `gate.evaluate`.
 `pull_request` reads back a commit that a `--branch` write left on a review branch and describes
-it: the state change, the bundle diff against the serving version, the gate; `to_markdown`
+it: the state change, the bundle diff against the serving version, the gate; `render.pull_request_markdown`
 renders that (pure), `pr_body` does both.
 
 A first version has no serving version and so no baseline report: the gate then compares
@@ -13,9 +13,7 @@ which waives shadow and canary for a first version for the same reason.
 """
 from __future__ import annotations
 
-import json
 import os
-import re
 from typing import Any
 
 from . import config as configmod
@@ -167,100 +165,8 @@ def pull_request(reg, commit: str, *, branch: str, base: str | None = None) -> d
     return doc
 
 
-def _fence(text: str, lang: str = "") -> str:
-    """A code block whose fence no backtick run inside `text` can close."""
-    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return f"{fence}{lang}\n{text.rstrip()}\n{fence}"
-
-
-def _md(text: Any) -> str:
-    return gatemod._md(text)
-
-
-def _val(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, dict) and set(value) >= {"version", "percent"}:
-        return f"{value['version']} at {value['percent']}%"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True, default=str)
-    return str(value)
-
-
-def to_markdown(doc: dict) -> str:
-    """The pull-request body (pure): what changes, against what, and the gate's answer."""
-    name, version = doc.get("name"), doc.get("version")
-    lines = [f"## {_md(doc['subject'])}", ""]
-    base = doc.get("base")
-    lines.append(f"Branch `{_md(doc['branch'])}`" + (f" into `{_md(base)}`" if base else "")
-                 + f", commit `{doc['commit'][:12]}`. Made by `modelctl`; review it like any other change.")
-    lines.append("")
-    if doc.get("state"):
-        b, a = doc["state"]["before"], doc["state"]["after"]
-        lines += ["### State change", "",
-                  f"{_md(name)} {_md(version)}: **{_md(b['status'] or 'new')}** → **{_md(a['status'] or '-')}**", "",
-                  "| | before | after |", "| --- | --- | --- |"]
-        for key in ("active", "previous", "canary", "shadow", "hold"):
-            if b[key] != a[key] or key in ("active",):
-                mark = "" if b[key] == a[key] else " (changed)"
-                lines.append(f"| {key} | {_md(_val(b[key]))} | {_md(_val(a[key]))}{mark} |")
-        lines.append("")
-        if doc.get("deployment_diff"):
-            lines += [f"<details><summary>deployments/{_md(name)}.yaml</summary>", "",
-                      _fence(doc["deployment_diff"], "diff"), "", "</details>", ""]
-    if doc.get("files"):
-        lines += ["Files: " + ", ".join(f"`{_md(f['path'])}` ({_md(f['status'])})" for f in doc["files"]), ""]
-    if doc.get("state") is not None:
-        lines += ["### Bundle against the serving version", ""]
-        diff = doc.get("bundle_diff")
-        serving = doc.get("serving")
-        if diff is None:
-            lines.append(f"Nothing serves {_md(name)} yet: {_md(version)} is its first version." if not serving
-                         else f"{_md(version)} is the serving version itself.")
-        elif not diff["changed"]:
-            lines.append(f"{_md(version)} does not differ from the serving {_md(serving)}.")
-        else:
-            what = ", ".join(diff["changed"]) + (f" (a {diff['semver']} change)" if diff.get("semver") else "")
-            lines += [f"{_md(version)} against the serving {_md(serving)}: {_md(what)} changed.", "",
-                      f"| field | {_md(serving)} (serving) | {_md(version)} |", "| --- | --- | --- |"]
-            for section in diff["changed"]:
-                for row in diff["fields"][section]:
-                    lines.append(f"| {_md(row['field'])} | {_md(_val(row['from']))} | {_md(_val(row['to']))} |")
-        lines.append("")
-    g = doc.get("gate")
-    if g is not None:
-        lines += ["### Eval gate", ""]
-        if not g["applies"]:
-            lines.append(_md(g["reason"]) + ".")
-        else:
-            for key, value in g.get("recorded", {}).items():
-                lines.append(f"Recorded in the commit: `{_md(key)}: {_md(value)}`")
-                lines.append("")
-            if g["result"] is not None:
-                body = gatemod.to_markdown(_result_from_dict(g["result"]))
-                lines.append(body.replace("### ", "#### ", 1).rstrip())
-            else:
-                lines.append(f"The gate could not run: {_md(g['error'])}.")
-        lines.append("")
-    trailer_text = "\n".join(f"{k}: {v}" for k, v in doc.get("trailers", []))
-    if trailer_text:
-        lines += ["<details><summary>Commit trailers</summary>", "", _fence(trailer_text), "", "</details>", ""]
-    lines += ["### After merging", "",
-              "Tags cannot be made on a review branch. Once this is merged, run `modelctl doctor --fix` on "
-              + (f"`{_md(base)}`" if base else "the base branch")
-              + " (the registry's CI workflow does this on every push) to create the registration and stage "
-              "tags that GTO and `modelctl log` read.", ""]
-    return "\n".join(lines)
-
-
-def _result_from_dict(data: dict) -> gatemod.GateResult:
-    rows = [gatemod.GateRow(**row) for row in data["metrics"]]
-    return gatemod.GateResult(passed=data["passed"], rows=rows, dataset=data["dataset"], candidate=data["candidate"],
-                              baseline=data["baseline"], alpha=data["alpha"], failures=data["failures"],
-                              note=data.get("note"))
-
-
 def pr_body(reg, commit: str, *, branch: str, base: str | None = None) -> str:
     """The Markdown pull-request body for a commit a --branch write made."""
-    return to_markdown(pull_request(reg, commit, branch=branch, base=base))
+    from . import render
+
+    return render.pull_request_markdown(pull_request(reg, commit, branch=branch, base=base))

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from modelctl import gate
+from modelctl import gate, render
 from modelctl.errors import UsageError, ValidationError
 
 GATE = {
@@ -289,7 +289,7 @@ def _markdown_table(text):
 def test_markdown_comment_has_headline_and_a_row_per_metric():
     failing = report(accuracy={"value": 0.90, "n": 1200}, hallucination_rate={"value": 0.011, "n": 1200},
                      latency_p95_ms={"value": 870})
-    text = gate.to_markdown(gate.evaluate(failing, BASE, GATE))
+    text = render.gate_markdown(gate.evaluate(failing, BASE, GATE))
     assert text.splitlines()[0].startswith("### ") and "failed" in text.splitlines()[0]
     assert "support-agent 2.4.0" in text.splitlines()[0]
     table = _markdown_table(text)
@@ -302,13 +302,13 @@ def test_markdown_comment_has_headline_and_a_row_per_metric():
     assert body[2][3] == "-20 (-2.25%)"
     assert "**Failed:**" in text
 
-    passing = gate.to_markdown(gate.evaluate(BASE | {"version": "2.4.0"}, BASE, GATE))
+    passing = render.gate_markdown(gate.evaluate(BASE | {"version": "2.4.0"}, BASE, GATE))
     assert "passed" in passing.splitlines()[0] and "**Failed:**" not in passing
 
 
 def test_markdown_escapes_table_breaking_text():
     cfg = {"metrics": {"a|b<script>": {"max_drop": 0.1}}}
-    text = gate.to_markdown(gate.evaluate(report(**{"a|b<script>": 0.5}), report("1.0.0", **{"a|b<script>": 0.5}), cfg))
+    text = render.gate_markdown(gate.evaluate(report(**{"a|b<script>": 0.5}), report("1.0.0", **{"a|b<script>": 0.5}), cfg))
     table = _markdown_table(text)
     assert all(len(r) == 7 for r in table)
     assert "<script>" not in text and "&lt;script&gt;" in text
@@ -317,7 +317,7 @@ def test_markdown_escapes_table_breaking_text():
 def test_junit_parses_with_a_testcase_per_metric_and_failures():
     failing = report(accuracy={"value": 0.90, "n": 1200}, hallucination_rate={"value": 0.011, "n": 1200},
                      latency_p95_ms={"value": 2000})
-    xml = gate.to_junit(gate.evaluate(failing, BASE, GATE))
+    xml = render.gate_junit(gate.evaluate(failing, BASE, GATE))
     root = ET.fromstring(xml.encode())
     suite = root.find("testsuite")
     assert suite.get("tests") == "3" and suite.get("failures") == "2"
@@ -334,7 +334,7 @@ def test_junit_parses_with_a_testcase_per_metric_and_failures():
 def test_junit_escapes_markup_and_control_characters():
     name = 'x<&>"\x01'
     cfg = {"metrics": {name: {"max_drop": 0.1}}}
-    xml = gate.to_junit(gate.evaluate(report(**{name: 0.1}), report("1.0.0", **{name: 0.5}), cfg))
+    xml = render.gate_junit(gate.evaluate(report(**{name: 0.1}), report("1.0.0", **{name: 0.5}), cfg))
     case = ET.fromstring(xml.encode()).find("testsuite/testcase")
     assert case.get("name") == 'x<&>"'
     assert case.find("failure") is not None

@@ -54,112 +54,143 @@ def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None, base: 
     the versions it moves onto a route, not on what already served before.
     """
     snap = staged_snapshot(reg) if staged else reg.snapshot(ref)
-    store = reg.store
-    findings: list[Finding] = []
-    files = store.tree_files(snap.commit)
-
-    def want(path: str) -> bool:
-        return only is None or path in only
-
-    def add(path, line, level, message):
-        findings.append(Finding(path, line, level, message))
-
-    yaml_paths = [p for p in files if p.endswith((".yaml", ".yml", ".json")) and not files[p].startswith("symlink:")
-                  and (p == "modelctl.yaml" or p.startswith(("bundles/", "deployments/", "evals/"))
-                       or p == "deprecations.yaml")]
-    raw = snap.read_many(yaml_paths)
-    docs: dict[str, yamlio.Document] = {}
-    for path in yaml_paths:
-        try:
-            if path.endswith(".json"):
-                import json
-
-                docs[path] = yamlio.Document(json.loads(raw[path]), path, {})
-            else:
-                docs[path] = yamlio.loads(raw[path], path)
-        except (ModelctlError, ValueError) as exc:
-            if want(path):
-                text = str(exc)
-                line = _line(text) if isinstance(exc, ModelctlError) else None
-                add(path, line, "error", _msg(text) if line is not None else
-                    text.split(": ", 1)[-1] if isinstance(exc, ModelctlError) else text)
-
-    cfg = configmod.DEFAULTS
-    if "modelctl.yaml" not in files:
-        add("modelctl.yaml", None, "error", "missing: this is not a modelctl registry")
-    elif "modelctl.yaml" in docs:
-        found = configmod.all_problems(docs["modelctl.yaml"])
-        for p in found:
-            add("modelctl.yaml", _line(p), "error", _msg(p))
-        if not found:
-            cfg = configmod.parse(raw["modelctl.yaml"])
-
-    reg_commits = _registration_commits(store)
-
-    def lookup(rel: str) -> tuple[str, bytes | None]:
-        if rel not in files:
-            return "missing", None
-        return ("symlink", None) if files[rel].startswith("symlink:") else ("file", snap.read(rel))
-    bundles: dict[tuple[str, str], dict] = {}
-    for path, doc in docs.items():
-        parts = path.split("/")
-        if parts[0] == "bundles":
-            if len(parts) != 3 or not parts[2].endswith(".yaml"):
-                if want(path):
-                    add(path, None, "error", "bundles live at bundles/<name>/<version>.yaml")
-                continue
-            name, version = parts[1], parts[2][:-5]
-            problems = schema.problems(doc, "Bundle")
-            if want(path):
-                for p in problems:
-                    add(path, _line(p), "error", _msg(p))
-            if problems:
-                continue
-            bundles[(name, version)] = doc.data
-            if not want(path):
-                continue
-            for p in bundlemod.stored_problems(doc, path, lookup, validated=True):
-                add(path, _line(p), "error", _msg(p))
-            tag_commit = reg_commits.get((name, version))
-            if tag_commit is None:
-                # a bundle new in a pull request cannot have its tag before the merge
-                if base is None or store.read_many(base, [path])[path] is not None:
-                    add(path, None, "warning", f"no registration tag {name}@v{version} (run 'modelctl doctor --fix')")
-            else:
-                if store.blob_id(tag_commit, path) != files[path]:
-                    add(path, None, "error", f"bundle changed since its registration tag {name}@v{version}; "
-                                             "registered bundles are immutable: register a new version instead")
-        elif parts[0] == "evals" and want(path):
-            for p in schema.problems(doc, "EvalReport"):
-                add(path, _line(p), "error", _msg(p))
-
-    for path, doc in docs.items():
-        if not path.startswith("deployments/") or not want(path):
-            continue
-        name = path[len("deployments/"):-5]
-        problems = schema.problems(doc, "Deployment")
-        for p in problems:
-            add(path, _line(p), "error", _msg(p))
-        if problems:
-            continue
-        for msg, loc in state.problems(doc.data, name, [v for (n, v) in bundles if n == name]):
-            add(path, doc.line_of(loc), "error", msg)
-
-    for path, blob in files.items():
-        if path.startswith("bundles/") and path not in docs and want(path) and not path.endswith(".gitkeep"):
-            if path not in [f.path for f in findings]:
-                add(path, None, "error", "unexpected file under bundles/")
-
-    extra = _extensions(reg, snap, cfg, files, docs, bundles, want, only=only, today=today, base=base, staged=staged)
-    findings.extend(extra)
+    scan = _Run(reg, snap, only, base)
+    scan.parse()
+    cfg = scan.config()
+    bundles = scan.bundles_and_evals()
+    scan.deployments(bundles)
+    scan.stray_files()
+    findings = scan.findings
+    findings.extend(_extensions(reg, snap, cfg, scan.files, scan.docs, bundles, scan.want, only=only, today=today,
+                                base=base, staged=staged))
     errors = sum(1 for f in findings if f.level == "error")
     from .secrets import redact_text
 
     for f in findings:  # messages echo values from the files (ids, fields): never a key whole
         f.message = redact_text(f.message)
-    return {"commit": snap.commit, "checked": len([p for p in yaml_paths if want(p)]),
+    return {"commit": snap.commit, "checked": len([p for p in scan.yaml_paths if scan.want(p)]),
             "ok": errors == 0, "errors": errors, "warnings": len(findings) - errors,
             "findings": [asdict(f) for f in findings]}
+
+
+class _Run:
+    """One `check` pass over a snapshot: the files it reads, what it found, one method per kind of file."""
+
+    def __init__(self, reg, snap, only: set[str] | None, base: str | None):
+        self.reg, self.snap, self.only, self.base = reg, snap, only, base
+        self.store = reg.store
+        self.findings: list[Finding] = []
+        self.files = self.store.tree_files(snap.commit)
+        self.docs: dict[str, yamlio.Document] = {}
+        self.raw: dict[str, bytes | None] = {}
+        self.yaml_paths: list[str] = []
+
+    def want(self, path: str) -> bool:
+        return self.only is None or path in self.only
+
+    def add(self, path: str, line: int | None, level: str, message: str) -> None:
+        self.findings.append(Finding(path, line, level, message))
+
+    def add_problems(self, path: str, problems: list[str]) -> None:
+        """Problems in the 'file:line: message' form, as error findings."""
+        for p in problems:
+            self.add(path, _line(p), "error", _msg(p))
+
+    def lookup(self, rel: str) -> tuple[str, bytes | None]:
+        """A path of the snapshot as bundle.stored_problems asks for it."""
+        if rel not in self.files:
+            return "missing", None
+        return ("symlink", None) if self.files[rel].startswith("symlink:") else ("file", self.snap.read(rel))
+
+    def parse(self) -> None:
+        """Read and parse every file check knows (YAML, or JSON eval reports)."""
+        files = self.files
+        self.yaml_paths = [p for p in files if p.endswith((".yaml", ".yml", ".json"))
+                           and not files[p].startswith("symlink:")
+                           and (p in ("modelctl.yaml", "deprecations.yaml")
+                                or p.startswith(("bundles/", "deployments/", "evals/")))]
+        self.raw = self.snap.read_many(self.yaml_paths)
+        for path in self.yaml_paths:
+            try:
+                if path.endswith(".json"):
+                    import json
+
+                    self.docs[path] = yamlio.Document(json.loads(self.raw[path]), path, {})
+                else:
+                    self.docs[path] = yamlio.loads(self.raw[path], path)
+            except (ModelctlError, ValueError) as exc:
+                if self.want(path):
+                    text = str(exc)
+                    line = _line(text) if isinstance(exc, ModelctlError) else None
+                    self.add(path, line, "error", _msg(text) if line is not None else
+                             text.split(": ", 1)[-1] if isinstance(exc, ModelctlError) else text)
+
+    def config(self) -> dict:
+        """modelctl.yaml's problems; the config the other checks use (the defaults when it is broken)."""
+        if "modelctl.yaml" not in self.files:
+            self.add("modelctl.yaml", None, "error", "missing: this is not a modelctl registry")
+        elif "modelctl.yaml" in self.docs:
+            found = configmod.all_problems(self.docs["modelctl.yaml"])
+            self.add_problems("modelctl.yaml", found)
+            if not found:
+                return configmod.parse(self.raw["modelctl.yaml"])
+        return configmod.DEFAULTS
+
+    def bundles_and_evals(self) -> dict[tuple[str, str], dict]:
+        """Every bundle (stored-bundle rules, registration tag) and eval report; the valid bundles."""
+        reg_commits = _registration_commits(self.store)
+        bundles: dict[tuple[str, str], dict] = {}
+        for path, doc in self.docs.items():
+            parts = path.split("/")
+            if parts[0] == "evals" and self.want(path):
+                self.add_problems(path, schema.problems(doc, "EvalReport"))
+            if parts[0] != "bundles":
+                continue
+            if len(parts) != 3 or not parts[2].endswith(".yaml"):
+                if self.want(path):
+                    self.add(path, None, "error", "bundles live at bundles/<name>/<version>.yaml")
+                continue
+            problems = schema.problems(doc, "Bundle")
+            if problems:
+                if self.want(path):
+                    self.add_problems(path, problems)
+                continue
+            name, version = parts[1], parts[2][:-5]
+            bundles[(name, version)] = doc.data
+            if self.want(path):
+                self.add_problems(path, bundlemod.stored_problems(doc, path, self.lookup, validated=True))
+                self._registration(path, name, version, reg_commits.get((name, version)))
+        return bundles
+
+    def _registration(self, path: str, name: str, version: str, tag_commit: str | None) -> None:
+        """A bundle's registration tag exists and names this very bundle (registered bundles are immutable)."""
+        if tag_commit is None:
+            # a bundle new in a pull request cannot have its tag before the merge
+            if self.base is None or self.store.read_many(self.base, [path])[path] is not None:
+                self.add(path, None, "warning", f"no registration tag {name}@v{version} (run 'modelctl doctor --fix')")
+        elif self.store.blob_id(tag_commit, path) != self.files[path]:
+            self.add(path, None, "error", f"bundle changed since its registration tag {name}@v{version}; "
+                                          "registered bundles are immutable: register a new version instead")
+
+    def deployments(self, bundles: dict[tuple[str, str], dict]) -> None:
+        """Every deployment file: its schema, then the one invariant check (state.problems)."""
+        for path, doc in self.docs.items():
+            if not path.startswith("deployments/") or not self.want(path):
+                continue
+            name = path[len("deployments/"):-5]
+            problems = schema.problems(doc, "Deployment")
+            self.add_problems(path, problems)
+            if not problems:
+                for msg, loc in state.problems(doc.data, name, [v for (n, v) in bundles if n == name]):
+                    self.add(path, doc.line_of(loc), "error", msg)
+
+    def stray_files(self) -> None:
+        """Anything under bundles/ that is not a bundle."""
+        reported = {f.path for f in self.findings}
+        for path in self.files:
+            if (path.startswith("bundles/") and path not in self.docs and self.want(path)
+                    and not path.endswith(".gitkeep") and path not in reported):
+                self.add(path, None, "error", "unexpected file under bundles/")
 
 
 def _registration_commits(store) -> dict[tuple[str, str], str]:

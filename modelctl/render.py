@@ -568,7 +568,7 @@ def _with_n(value: float | None, n: int | None) -> str:
     return _gate().fmt_number(value) + (f" (n={n})" if n is not None else "")
 
 
-def _gate_title(result: GateResult) -> str:
+def _candidate_name(result: GateResult) -> str:
     c = result.candidate
     return " ".join(x for x in (c.get("name"), c.get("version")) if x) or "candidate"
 
@@ -584,7 +584,7 @@ def gate_markdown(result: GateResult) -> str:
     else:
         compared = (f"Compared with {md(base)} on dataset {md(result.dataset['name'])} version "
                     f"{md(result.dataset['version'])} (alpha {_gate().fmt_number(result.alpha)}).")
-    lines = [f"### {mark} Eval gate {word}: {md(_gate_title(result))}", "", compared, ""]
+    lines = [f"### {mark} Eval gate {word}: {md(_candidate_name(result))}", "", compared, ""]
     if not result.rows:
         lines.append("No metrics are configured under `gate.metrics` in modelctl.yaml.")
         return "\n".join(lines) + "\n"
@@ -738,4 +738,4 @@ def gate_junit(result: GateResult) -> str:
                   f"{_with_n(row.candidate, row.n_candidate)}, change {_gate().fmt_change(row)}, rule {row.rule}, "
                   f"p {_gate().fmt_p(row.p_value)}: {row.reason}")
         cases.append((classname, row.metric, None if row.passed else row.reason, detail))
-    return junit("modelctl gate", f"gate {_gate_title(result)}", props, cases, failure_type="gate")
+    return junit("modelctl gate", f"gate {_candidate_name(result)}", props, cases, failure_type="gate")

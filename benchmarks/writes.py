@@ -87,7 +87,7 @@ def setup(work: Path, kind: str):
             break
         except OSError:
             if time.monotonic() > deadline:
-                raise SystemExit("git daemon did not start")
+                raise SystemExit("git daemon did not start") from None
             time.sleep(0.02)
     return f"git://127.0.0.1:{port}/registry.git", daemon
 

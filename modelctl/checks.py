@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 from . import bundle as bundlemod
 from . import config as configmod
 from . import schema, state, trailers, yamlio
-from .history import deployment_at
 from .errors import ModelctlError
+from .history import deployment_at
 from .names import NAME_RE, VERSION_RE
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
@@ -219,7 +219,7 @@ def _extensions(reg, snap, cfg, files, docs, bundles, want, *, only=None, today=
     import datetime as dt
 
     if today is None:
-        today = dt.datetime.now(dt.timezone.utc).date()
+        today = dt.datetime.now(dt.UTC).date()
     findings = _secret_findings(snap, files, want)
     statuses = {}
     for path, doc in docs.items():

@@ -3,6 +3,7 @@
 Heavy modules (git plumbing, jsonschema, httpx) are imported inside the commands so that
 `modelctl --help` starts fast.
 """
+
 from __future__ import annotations
 
 import functools
@@ -10,7 +11,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 
@@ -19,7 +20,7 @@ from .errors import EXIT_INTERRUPTED, ModelctlError
 app = typer.Typer(
     name="modelctl",
     help="A git-backed model registry: validated lifecycle commits, GTO-readable tags, automatic rollback.\n\n"
-         "\b\nExample:\n  modelctl init registry && cd registry && modelctl register bundle.yaml",
+    "\b\nExample:\n  modelctl init registry && cd registry && modelctl register bundle.yaml",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
@@ -31,12 +32,20 @@ _state = {"debug": False, "registry": None}
 _default_showwarning = warnings.showwarning
 _notes_shown: set[str] = set()
 
-JSON_HELP = "Print one JSON document (stable keys, \"schema\": \"modelctl/v1\")."
-JSON_OPT = typer.Option(False, "--json", help=JSON_HELP)
-FORCE_OPT = typer.Option(False, "--force",
-                         help="Skip a required stage, release a hold or exceed a budget; needs --reason (all on record).")
-REASON_OPT = typer.Option(None, "--reason", help="Why: one line, recorded in the commit trailers and tag messages.",
-                          show_default=False)
+JSON_HELP = 'Print one JSON document (stable keys, "schema": "modelctl/v1").'
+JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
+ForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force", help="Skip a required stage, release a hold or exceed a budget; needs --reason (all on record)."
+    ),
+]
+ReasonOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--reason", help="Why: one line, recorded in the commit trailers and tag messages.", show_default=False
+    ),
+]
 REGISTRY_HELP = "Registry directory (default: the git work tree around the current directory)."
 
 
@@ -68,8 +77,10 @@ def funnel(fn):
         except Exception as exc:  # a bug: still one line unless --debug
             if _state["debug"]:
                 raise
-            sys.stderr.write(f"error: internal error: {type(exc).__name__}: {_redacted(' '.join(str(exc).split()))} "
-                             "(run with --debug for a traceback)\n")
+            sys.stderr.write(
+                f"error: internal error: {type(exc).__name__}: {_redacted(' '.join(str(exc).split()))} "
+                "(run with --debug for a traceback)\n"
+            )
             raise typer.Exit(4) from None
 
     return wrapper
@@ -108,11 +119,14 @@ def _check_arguments(kwargs: dict) -> None:
 
 @app.callback()
 def _main(
-    registry: Optional[Path] = typer.Option(None, "--registry", "-C", help=REGISTRY_HELP, show_default=False,
-                                            envvar="MODELCTL_REGISTRY"),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
-                                 callback=_print_version),
+    registry: Annotated[
+        Path | None,
+        typer.Option("--registry", "-C", help=REGISTRY_HELP, show_default=False, envvar="MODELCTL_REGISTRY"),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_print_version)
+    ] = False,
 ):
     """modelctl: a git-backed model registry."""
     _state["debug"] = debug
@@ -125,7 +139,7 @@ def _registry():
     return Registry(_state["registry"])
 
 
-def _write_opts(push: Optional[bool], branch: Optional[str] = None, pr_body: Optional[Path] = None):
+def _write_opts(push: bool | None, branch: str | None = None, pr_body: Path | None = None):
     from .ops import WriteOptions
 
     if pr_body is not None:
@@ -133,21 +147,38 @@ def _write_opts(push: Optional[bool], branch: Optional[str] = None, pr_body: Opt
     return WriteOptions(push=push, branch=branch)
 
 
-PUSH_OPT = typer.Option(None, "--push/--no-push", help="Push atomically to the remote (default: modelctl.yaml remote.push).",
-                        show_default=False)
-BRANCH_OPT = typer.Option(None, "--branch", help="Put the commit on this new branch for review instead (no tags).",
-                          show_default=False)
-PR_BODY_OPT = typer.Option(None, "--pr-body", help="With --branch: write the pull-request body to this file "
-                           "instead of stdout.", show_default=False)
+PushOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--push/--no-push",
+        help="Push atomically to the remote (default: modelctl.yaml remote.push).",
+        show_default=False,
+    ),
+]
+BranchOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--branch", help="Put the commit on this new branch for review instead (no tags).", show_default=False
+    ),
+]
+PrBodyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--pr-body",
+        help="With --branch: write the pull-request body to this file instead of stdout.",
+        show_default=False,
+    ),
+]
 
 
 # -- foundation ------------------------------------------------------------------------------
 
+
 @app.command()
 @funnel
 def init(
-    directory: Path = typer.Argument(Path("."), help="Directory to create the registry in (new or empty)."),
-    json_out: bool = JSON_OPT,
+    directory: Annotated[Path, typer.Argument(help="Directory to create the registry in (new or empty).")] = Path("."),
+    json_out: JsonOpt = False,
 ):
     """Create a registry: a git repository laid out from the template, with a first commit.
 
@@ -168,17 +199,24 @@ def init(
 @app.command()
 @funnel
 def register(
-    file: Path = typer.Argument(..., help="Bundle YAML file to register."),
-    bump: Optional[str] = typer.Option(None, "--bump", help="Compute the version from the parent: major, minor or patch.",
-                                       show_default=False),
-    allow_multi_change: bool = typer.Option(False, "--allow-multi-change",
-                                            help="Allow more than one of model, prompt, config to change (on record)."),
-    message: Optional[str] = typer.Option(None, "--message", "-m", help="Why: recorded in the commit body.",
-                                          show_default=False),
-    push: Optional[bool] = PUSH_OPT,
-    branch: Optional[str] = BRANCH_OPT,
-    pr_body: Optional[Path] = PR_BODY_OPT,
-    json_out: bool = JSON_OPT,
+    file: Annotated[Path, typer.Argument(help="Bundle YAML file to register.")],
+    bump: Annotated[
+        str | None,
+        typer.Option("--bump", help="Compute the version from the parent: major, minor or patch.", show_default=False),
+    ] = None,
+    allow_multi_change: Annotated[
+        bool,
+        typer.Option(
+            "--allow-multi-change", help="Allow more than one of model, prompt, config to change (on record)."
+        ),
+    ] = False,
+    message: Annotated[
+        str | None, typer.Option("--message", "-m", help="Why: recorded in the commit body.", show_default=False)
+    ] = None,
+    push: PushOpt = None,
+    branch: BranchOpt = None,
+    pr_body: PrBodyOpt = None,
+    json_out: JsonOpt = False,
 ):
     """Validate a bundle and commit it as a new immutable version, tagged NAME@vVERSION.
 
@@ -192,18 +230,25 @@ def register(
     from . import ops
 
     reg = _registry()
-    out = ops.register(reg, file, bump=bump, allow_multi_change=allow_multi_change, message=message,
-                       opts=_write_opts(push, branch, pr_body))
+    out = ops.register(
+        reg,
+        file,
+        bump=bump,
+        allow_multi_change=allow_multi_change,
+        message=message,
+        opts=_write_opts(push, branch, pr_body),
+    )
     r = out.result
-    _after_write(reg, out, "registered", f"{r['name']} {r['version']}", branch=branch, json_out=json_out,
-                 pr_body=pr_body)
+    _after_write(
+        reg, out, "registered", f"{r['name']} {r['version']}", branch=branch, json_out=json_out, pr_body=pr_body
+    )
 
 
 @app.command()
 @funnel
 def status(
-    name: Optional[str] = typer.Argument(None, help="Only this model.", show_default=False),
-    json_out: bool = JSON_OPT,
+    name: Annotated[str | None, typer.Argument(help="Only this model.", show_default=False)] = None,
+    json_out: JsonOpt = False,
 ):
     """What serves: every model's active version, canary and percent, shadow, newest registered.
 
@@ -220,8 +265,8 @@ def status(
 @app.command()
 @funnel
 def show(
-    ref: str = typer.Argument(..., help="NAME (all versions) or NAME@VERSION (one bundle)."),
-    json_out: bool = JSON_OPT,
+    ref: Annotated[str, typer.Argument(help="NAME (all versions) or NAME@VERSION (one bundle).")],
+    json_out: JsonOpt = False,
 ):
     """A model's versions with status, model id, prompt hash and who registered them; or one bundle.
 
@@ -240,10 +285,10 @@ def show(
 @app.command()
 @funnel
 def diff(
-    name: str = typer.Argument(..., help="Model name."),
-    v1: str = typer.Argument(..., help="From version."),
-    v2: str = typer.Argument(..., help="To version."),
-    json_out: bool = JSON_OPT,
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    v1: Annotated[str, typer.Argument(help="From version.")],
+    v2: Annotated[str, typer.Argument(help="To version.")],
+    json_out: JsonOpt = False,
 ):
     """Which of model, prompt, config, data and baseline changed between two versions, field by field.
 
@@ -261,13 +306,26 @@ def diff(
 @app.command()
 @funnel
 def check(
-    json_out: bool = typer.Option(False, "--json", help="Same as --format json."),
-    fmt: str = typer.Option("text", "--format", help="Output: text, json, junit, or github (workflow annotations)."),
-    changed_since: Optional[str] = typer.Option(None, "--changed-since", metavar="REF", show_default=False,
-                                                help="Check only files changed since the merge base with REF "
-                                                     "(what a pull request touches), e.g. origin/main."),
-    staged: bool = typer.Option(False, "--staged", help="Check what the index is about to commit instead of HEAD "
-                                                         "(what a pre-commit hook needs)."),
+    json_out: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    fmt: Annotated[
+        str, typer.Option("--format", help="Output: text, json, junit, or github (workflow annotations).")
+    ] = "text",
+    changed_since: Annotated[
+        str | None,
+        typer.Option(
+            "--changed-since",
+            metavar="REF",
+            show_default=False,
+            help="Check only files changed since the merge base with REF "
+            "(what a pull request touches), e.g. origin/main.",
+        ),
+    ] = None,
+    staged: Annotated[
+        bool,
+        typer.Option(
+            "--staged", help="Check what the index is about to commit instead of HEAD (what a pre-commit hook needs)."
+        ),
+    ] = False,
 ):
     """Check every file against its schema, prompt hashes, bundle immutability, deployment consistency.
 
@@ -292,7 +350,7 @@ def check(
     reg = _registry()
     base = checks.merge_base(reg, changed_since) if changed_since is not None else None
     only = checks.changed_paths(reg, base) if base is not None else None
-    doc = checks.run(reg, only=only, base=base, today=dt.datetime.now(dt.timezone.utc).date(), staged=staged)
+    doc = checks.run(reg, only=only, base=base, today=dt.datetime.now(dt.UTC).date(), staged=staged)
     if changed_since is not None:
         doc["changed_since"] = changed_since
     if fmt == "json":
@@ -310,8 +368,12 @@ def check(
 @app.command()
 @funnel
 def demo(
-    directory: Optional[Path] = typer.Option(None, "--dir", help="Build the demo registry here (default: a temporary directory).",
-                                             show_default=False),
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir", help="Build the demo registry here (default: a temporary directory).", show_default=False
+        ),
+    ] = None,
 ):
     """Build a registry in a temporary directory and walk through what modelctl does, with the real commands.
 
@@ -326,14 +388,27 @@ def demo(
 
 # -- remote and repair --------------------------------------------------------------------------
 
+
 @app.command()
 @funnel
 def doctor(
-    fix: bool = typer.Option(False, "--fix", help="Repair what is safe: stale locks and temporary files, an interrupted "
-                                                  "work-tree update, unpushed commits and tags, missing tags."),
-    push: Optional[bool] = typer.Option(None, "--push/--no-push", help="Compare with the remote and push repairs to it "
-                                        "(default: modelctl.yaml remote.push).", show_default=False),
-    json_out: bool = JSON_OPT,
+    fix: Annotated[
+        bool,
+        typer.Option(
+            "--fix",
+            help="Repair what is safe: stale locks and temporary files, an interrupted "
+            "work-tree update, unpushed commits and tags, missing tags.",
+        ),
+    ] = False,
+    push: Annotated[
+        bool | None,
+        typer.Option(
+            "--push/--no-push",
+            help="Compare with the remote and push repairs to it (default: modelctl.yaml remote.push).",
+            show_default=False,
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
 ):
     """Explain what crashes, interrupted writes and merged pull requests left behind; --fix repairs it.
 
@@ -358,29 +433,77 @@ def doctor(
 
 # -- watch ------------------------------------------------------------------------------------
 
+
 @app.command()
 @funnel
 def watch(
-    name: str = typer.Argument(..., help="Model whose live canary (and shadow) to follow."),
-    interval: Optional[str] = typer.Option(None, "--interval", help="Time between polls: 5, 5s, 2m (default: analysis.interval).",
-                                           show_default=False),
-    max_duration: Optional[str] = typer.Option(None, "--max-duration",
-                                               help="Stop after this long without a decision, changing nothing (exit 0): 90s, 10m.",
-                                               show_default=False),
-    once: bool = typer.Option(False, "--once", help="Poll once and exit (cron, CI); failing streaks carry over between runs."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Judge and report but never write (a rollback verdict still exits 1)."),
-    advance: bool = typer.Option(False, "--advance",
-                                 help="Step a passing canary through canary.steps (canary.min_step_seconds each), then promote it."),
-    provider: Optional[str] = typer.Option(None, "--provider", help="Metrics provider: prometheus or http-json (default: metrics.provider).",
-                                           show_default=False),
-    url: Optional[str] = typer.Option(None, "--url", help="Metrics URL (default: metrics.url); a bearer token only comes from metrics.token_env.",
-                                      show_default=False),
-    push: Optional[bool] = PUSH_OPT,
-    record: Optional[Path] = typer.Option(None, "--record", help="Append every poll to this file (JSONL poll "
-                                          "record format; 'modelctl replay' reads it).", show_default=False),
-    report: Optional[Path] = typer.Option(None, "--report", help="When the watch ends, write a self-contained "
-                                          "HTML page of the judgement here.", show_default=False),
-    json_out: bool = typer.Option(False, "--json", help="One JSON line per poll and a final result line (the default when stdout is not a terminal)."),
+    name: Annotated[str, typer.Argument(help="Model whose live canary (and shadow) to follow.")],
+    interval: Annotated[
+        str | None,
+        typer.Option(
+            "--interval", help="Time between polls: 5, 5s, 2m (default: analysis.interval).", show_default=False
+        ),
+    ] = None,
+    max_duration: Annotated[
+        str | None,
+        typer.Option(
+            "--max-duration",
+            help="Stop after this long without a decision, changing nothing (exit 0): 90s, 10m.",
+            show_default=False,
+        ),
+    ] = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Poll once and exit (cron, CI); failing streaks carry over between runs.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Judge and report but never write (a rollback verdict still exits 1).")
+    ] = False,
+    advance: Annotated[
+        bool,
+        typer.Option(
+            "--advance",
+            help="Step a passing canary through canary.steps (canary.min_step_seconds each), then promote it.",
+        ),
+    ] = False,
+    provider: Annotated[
+        str | None,
+        typer.Option(
+            "--provider",
+            help="Metrics provider: prometheus or http-json (default: metrics.provider).",
+            show_default=False,
+        ),
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            help="Metrics URL (default: metrics.url); a bearer token only comes from metrics.token_env.",
+            show_default=False,
+        ),
+    ] = None,
+    push: PushOpt = None,
+    record: Annotated[
+        Path | None,
+        typer.Option(
+            "--record",
+            help="Append every poll to this file (JSONL poll record format; 'modelctl replay' reads it).",
+            show_default=False,
+        ),
+    ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="When the watch ends, write a self-contained HTML page of the judgement here.",
+            show_default=False,
+        ),
+    ] = None,
+    json_out: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="One JSON line per poll and a final result line (the default when stdout is not a terminal)."
+        ),
+    ] = False,
 ):
     """Follow a model's live canary: poll its metrics, judge them against the live control, roll back on a breach.
 
@@ -403,12 +526,27 @@ def watch(
         if path is not None:
             _check_output_path(path, option)
     reg = _registry()
-    options = watchmod.WatchOptions(interval=interval, max_duration=max_duration, once=once, dry_run=dry_run,
-                                    advance=advance, record=record, report=report)
+    options = watchmod.WatchOptions(
+        interval=interval,
+        max_duration=max_duration,
+        once=once,
+        dry_run=dry_run,
+        advance=advance,
+        record=record,
+        report=report,
+    )
     view = render.WatchView(json_lines=True if json_out else None)
     try:
-        watcher = watchmod.Watcher(reg, name, options, provider_name=provider, url=url, on_poll=view.poll,
-                                   on_event=view.event, write_options=_write_opts(push))
+        watcher = watchmod.Watcher(
+            reg,
+            name,
+            options,
+            provider_name=provider,
+            url=url,
+            on_poll=view.poll,
+            on_event=view.event,
+            write_options=_write_opts(push),
+        )
         result = watcher.run()
     finally:
         view.close()
@@ -423,12 +561,24 @@ def watch(
 @app.command()
 @funnel
 def replay(
-    file: Path = typer.Argument(..., help="A poll record (JSONL), as 'watch --record' writes it.", show_default=False),
-    config: Optional[Path] = typer.Option(None, "--config", help="Judge with this modelctl.yaml (default: the "
-                                          "registry's committed one).", show_default=False),
-    report: Optional[Path] = typer.Option(None, "--report", help="Write a self-contained HTML page of every "
-                                          "canary's judgement here.", show_default=False),
-    json_out: bool = JSON_OPT,
+    file: Annotated[
+        Path, typer.Argument(help="A poll record (JSONL), as 'watch --record' writes it.", show_default=False)
+    ],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="Judge with this modelctl.yaml (default: the registry's committed one).",
+            show_default=False,
+        ),
+    ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report", help="Write a self-contained HTML page of every canary's judgement here.", show_default=False
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
 ):
     """Judge recorded polls again, canary by canary, with the same code as watch: each decision and its evidence.
 
@@ -469,13 +619,15 @@ def replay(
     for item in items:
         doc = item.to_json()
         where = f" at poll {doc['poll']} of {doc['polls']}" if doc["poll"] else f" after {doc['polls']} polls"
-        render.line(f"{item.model or '-'} {item.canary} vs {item.control or '-'} ({item.canary_id}): "
-                    f"{doc['action']}{where}")
+        render.line(
+            f"{item.model or '-'} {item.canary} vs {item.control or '-'} ({item.canary_id}): {doc['action']}{where}"
+        )
         for line in doc["evidence"]:
             render.line(f"  evidence: {line}")
 
 
 # -- gate and review --------------------------------------------------------------------------
+
 
 def _check_format(fmt: str, allowed: tuple[str, ...], json_out: bool) -> str:
     from .errors import UsageError
@@ -489,7 +641,7 @@ def _check_format(fmt: str, allowed: tuple[str, ...], json_out: bool) -> str:
     return fmt
 
 
-def _check_output_path(path: Path, option: str, needs: tuple[str, Optional[str]] | None = None) -> None:
+def _check_output_path(path: Path, option: str, needs: tuple[str, str | None] | None = None) -> None:
     """Refuse an output file that cannot be written, before anything is committed."""
     from .errors import UsageError
 
@@ -508,8 +660,17 @@ def _write_file(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _after_write(reg, out, verb: str, detail: str = "", *, branch: Optional[str] = None, json_out: bool = False,
-                 pr_body: Optional[Path] = None, extra: Optional[dict] = None) -> None:
+def _after_write(
+    reg,
+    out,
+    verb: str,
+    detail: str = "",
+    *,
+    branch: str | None = None,
+    json_out: bool = False,
+    pr_body: Path | None = None,
+    extra: dict | None = None,
+) -> None:
     """Report a write. With --branch: the pull-request body on stdout (or in --pr-body FILE, or
     under "pull_request" with --json) and the outcome line on stderr."""
     from . import render, review
@@ -529,8 +690,12 @@ def _after_write(reg, out, verb: str, detail: str = "", *, branch: Optional[str]
     if json_out:
         doc = render.outcome_json(out, extra)
         if body is not None:
-            doc["pull_request"] = {"branch": out.branch, "base": base, "body": body,
-                                   "body_file": str(pr_body) if pr_body is not None else None}
+            doc["pull_request"] = {
+                "branch": out.branch,
+                "base": base,
+                "body": body,
+                "body_file": str(pr_body) if pr_body is not None else None,
+            }
         render.emit_json(doc)
         return
     if body is None:
@@ -543,23 +708,41 @@ def _after_write(reg, out, verb: str, detail: str = "", *, branch: Optional[str]
         render.outcome(verb, out, detail, stream="stderr")
         render.line(body.rstrip("\n"))
     where = f"{out.branch} (pushed)" if out.pushed else out.branch
-    render.say(f"next: open a pull request from {where} into {base}; after it merges, "
-               f"'modelctl doctor --fix' on {base} creates the tags")
+    render.say(
+        f"next: open a pull request from {where} into {base}; after it merges, "
+        f"'modelctl doctor --fix' on {base} creates the tags"
+    )
 
 
 @app.command()
 @funnel
 def gate(
-    name: str = typer.Argument(..., help="Model name."),
-    version: str = typer.Argument(..., help="Candidate version."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Candidate eval report file (default: eval.report "
-                                          "of the version's bundle).", show_default=False),
-    baseline: Optional[str] = typer.Option(None, "--baseline", help="Compare with this version's report "
-                                           "(default: the serving version's).", show_default=False),
-    json_out: bool = typer.Option(False, "--json", help="Same as --format json."),
-    fmt: str = typer.Option("table", "--format", help="Output: table, json, markdown (a PR comment) or junit."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the output to this file instead of stdout.",
-                                          show_default=False),
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[str, typer.Argument(help="Candidate version.")],
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Candidate eval report file (default: eval.report of the version's bundle).",
+            show_default=False,
+        ),
+    ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline",
+            help="Compare with this version's report (default: the serving version's).",
+            show_default=False,
+        ),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    fmt: Annotated[
+        str, typer.Option("--format", help="Output: table, json, markdown (a PR comment) or junit.")
+    ] = "table",
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the output to this file instead of stdout.", show_default=False),
+    ] = None,
 ):
     """Judge a version's eval report against the serving version's, under the gate rules of modelctl.yaml.
 
@@ -606,8 +789,7 @@ def gate(
 # -- lifecycle --------------------------------------------------------------------------------
 
 
-
-def _lifecycle_written(reg, out, json_out: bool, branch: Optional[str], pr_body: Optional[Path]) -> None:
+def _lifecycle_written(reg, out, json_out: bool, branch: str | None, pr_body: Path | None) -> None:
     from . import render
 
     r = None if out.noop else out.result
@@ -622,16 +804,20 @@ def _lifecycle_written(reg, out, json_out: bool, branch: Optional[str], pr_body:
 @app.command()
 @funnel
 def promote(
-    name: str = typer.Argument(..., help="Model name."),
-    version: str = typer.Argument(..., help="Version to move."),
-    to: str = typer.Option(..., "--to", help="Target: staging, shadow, canary, active, deprecated or archived.",
-                           show_default=False),
-    force: bool = FORCE_OPT,
-    reason: Optional[str] = REASON_OPT,
-    push: Optional[bool] = PUSH_OPT,
-    branch: Optional[str] = BRANCH_OPT,
-    pr_body: Optional[Path] = PR_BODY_OPT,
-    json_out: bool = JSON_OPT,
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[str, typer.Argument(help="Version to move.")],
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to", help="Target: staging, shadow, canary, active, deprecated or archived.", show_default=False
+        ),
+    ],
+    force: ForceOpt = False,
+    reason: ReasonOpt = None,
+    push: PushOpt = None,
+    branch: BranchOpt = None,
+    pr_body: PrBodyOpt = None,
+    json_out: JsonOpt = False,
 ):
     """Move a version to the next stage of the lifecycle, or retire it; one commit plus GTO tags.
 
@@ -651,22 +837,34 @@ def promote(
 @app.command()
 @funnel
 def shadow(
-    name: str = typer.Argument(..., help="Model name."),
-    version: str = typer.Argument(..., help="Version to mirror traffic to."),
-    pct: Optional[float] = typer.Option(None, "--pct", help="Share of traffic to mirror, in (0, 100] (default 100).",
-                                        show_default=False),
-    requests_per_day: Optional[float] = typer.Option(None, "--requests-per-day",
-                                                     help="Traffic estimate for the cost (default: modelctl.yaml "
-                                                          "shadow.requests_per_day).", show_default=False),
-    cost_per_request: Optional[float] = typer.Option(None, "--cost-per-request",
-                                                     help="USD per call for the cost (default: the bundle's "
-                                                          "baseline.cost_per_request).", show_default=False),
-    force: bool = FORCE_OPT,
-    reason: Optional[str] = REASON_OPT,
-    push: Optional[bool] = PUSH_OPT,
-    branch: Optional[str] = BRANCH_OPT,
-    pr_body: Optional[Path] = PR_BODY_OPT,
-    json_out: bool = JSON_OPT,
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[str, typer.Argument(help="Version to mirror traffic to.")],
+    pct: Annotated[
+        float | None,
+        typer.Option("--pct", help="Share of traffic to mirror, in (0, 100] (default 100).", show_default=False),
+    ] = None,
+    requests_per_day: Annotated[
+        float | None,
+        typer.Option(
+            "--requests-per-day",
+            help="Traffic estimate for the cost (default: modelctl.yaml shadow.requests_per_day).",
+            show_default=False,
+        ),
+    ] = None,
+    cost_per_request: Annotated[
+        float | None,
+        typer.Option(
+            "--cost-per-request",
+            help="USD per call for the cost (default: the bundle's baseline.cost_per_request).",
+            show_default=False,
+        ),
+    ] = None,
+    force: ForceOpt = False,
+    reason: ReasonOpt = None,
+    push: PushOpt = None,
+    branch: BranchOpt = None,
+    pr_body: PrBodyOpt = None,
+    json_out: JsonOpt = False,
 ):
     """Mirror traffic to a version (never served), or change the mirrored share; prints the daily cost.
 
@@ -680,25 +878,39 @@ def shadow(
     from . import ops
 
     reg = _registry()
-    out = ops.shadow(reg, name, version, pct, force=force, reason=reason, requests_per_day=requests_per_day,
-                     cost_per_request=cost_per_request, opts=_write_opts(push, branch, pr_body))
+    out = ops.shadow(
+        reg,
+        name,
+        version,
+        pct,
+        force=force,
+        reason=reason,
+        requests_per_day=requests_per_day,
+        cost_per_request=cost_per_request,
+        opts=_write_opts(push, branch, pr_body),
+    )
     _lifecycle_written(reg, out, json_out, branch, pr_body)
 
 
 @app.command()
 @funnel
 def canary(
-    name: str = typer.Argument(..., help="Model name."),
-    version: str = typer.Argument(..., help="Version to send a share of live traffic to."),
-    pct: Optional[float] = typer.Option(None, "--pct", help="Percent of traffic: one of canary.steps in "
-                                                             "modelctl.yaml (default: the first step).",
-                                        show_default=False),
-    force: bool = FORCE_OPT,
-    reason: Optional[str] = REASON_OPT,
-    push: Optional[bool] = PUSH_OPT,
-    branch: Optional[str] = BRANCH_OPT,
-    pr_body: Optional[Path] = PR_BODY_OPT,
-    json_out: bool = JSON_OPT,
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[str, typer.Argument(help="Version to send a share of live traffic to.")],
+    pct: Annotated[
+        float | None,
+        typer.Option(
+            "--pct",
+            help="Percent of traffic: one of canary.steps in modelctl.yaml (default: the first step).",
+            show_default=False,
+        ),
+    ] = None,
+    force: ForceOpt = False,
+    reason: ReasonOpt = None,
+    push: PushOpt = None,
+    branch: BranchOpt = None,
+    pr_body: PrBodyOpt = None,
+    json_out: JsonOpt = False,
 ):
     """Start a canary at an allowed percent, or move the live canary's percent up or down.
 
@@ -721,22 +933,38 @@ def canary(
 @app.command()
 @funnel
 def rollback(
-    name: str = typer.Argument(..., help="Model name."),
-    from_: Optional[str] = typer.Option(None, "--from", help="Version to take out of service: the live canary or the "
-                                        "active version (needed when no canary is live).", show_default=False),
-    to: Optional[str] = typer.Option(None, "--to", help="Version to serve again (a deprecated one; default: previous).",
-                                     show_default=False),
-    reason: Optional[str] = REASON_OPT,
-    expect_canary: Optional[str] = typer.Option(None, "--expect-canary",
-                                                help="Only roll back if this version is the live canary "
-                                                     "(exit 3 if another one is; exit 0 if it is already rolled back).",
-                                                show_default=False),
-    evidence: Optional[str] = typer.Option(None, "--evidence", help="What showed the problem (recorded as a trailer).",
-                                           show_default=False),
-    push: Optional[bool] = PUSH_OPT,
-    branch: Optional[str] = BRANCH_OPT,
-    pr_body: Optional[Path] = PR_BODY_OPT,
-    json_out: bool = JSON_OPT,
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    from_: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Version to take out of service: the live canary or the "
+            "active version (needed when no canary is live).",
+            show_default=False,
+        ),
+    ] = None,
+    to: Annotated[
+        str | None,
+        typer.Option("--to", help="Version to serve again (a deprecated one; default: previous).", show_default=False),
+    ] = None,
+    reason: ReasonOpt = None,
+    expect_canary: Annotated[
+        str | None,
+        typer.Option(
+            "--expect-canary",
+            help="Only roll back if this version is the live canary "
+            "(exit 3 if another one is; exit 0 if it is already rolled back).",
+            show_default=False,
+        ),
+    ] = None,
+    evidence: Annotated[
+        str | None,
+        typer.Option("--evidence", help="What showed the problem (recorded as a trailer).", show_default=False),
+    ] = None,
+    push: PushOpt = None,
+    branch: BranchOpt = None,
+    pr_body: PrBodyOpt = None,
+    json_out: JsonOpt = False,
 ):
     """End the live canary, or take the named active version out of service; the pulled version goes on hold.
 
@@ -751,18 +979,28 @@ def rollback(
     from . import ops
 
     reg = _registry()
-    out = ops.rollback(reg, name, to=to, reason=reason, expect_canary=expect_canary, evidence=evidence,
-                       from_=from_, opts=_write_opts(push, branch, pr_body))
+    out = ops.rollback(
+        reg,
+        name,
+        to=to,
+        reason=reason,
+        expect_canary=expect_canary,
+        evidence=evidence,
+        from_=from_,
+        opts=_write_opts(push, branch, pr_body),
+    )
     _lifecycle_written(reg, out, json_out, branch, pr_body)
 
 
 @app.command()
 @funnel
 def log(
-    name: str = typer.Argument(..., help="Model name."),
-    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Show at most this many events (newest first).",
-                                        show_default=False),
-    json_out: bool = JSON_OPT,
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", "-n", min=1, help="Show at most this many events (newest first).", show_default=False),
+    ] = None,
+    json_out: JsonOpt = False,
 ):
     """Every event of a model from git history: time, author, action, versions, percent, reason, evidence.
 
@@ -780,12 +1018,15 @@ def log(
 @app.command()
 @funnel
 def which(
-    name: str = typer.Argument(..., help="Model name."),
-    at: str = typer.Option(..., "--at", help="ISO 8601 time (no zone means UTC), @UNIX seconds, or now.",
-                           show_default=False),
-    key: Optional[str] = typer.Option(None, "--key", help="Routing key (user, session...): which version served it.",
-                                      show_default=False),
-    json_out: bool = JSON_OPT,
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    at: Annotated[
+        str, typer.Option("--at", help="ISO 8601 time (no zone means UTC), @UNIX seconds, or now.", show_default=False)
+    ],
+    key: Annotated[
+        str | None,
+        typer.Option("--key", help="Routing key (user, session...): which version served it.", show_default=False),
+    ] = None,
+    json_out: JsonOpt = False,
 ):
     """What served a model at a past time: active, canary and percent, shadow, and who last changed it.
 
@@ -803,10 +1044,11 @@ def which(
 @app.command()
 @funnel
 def resolve(
-    name: str = typer.Argument(..., help="Model name."),
-    key: Optional[str] = typer.Option(None, "--key", help="Routing key: print the version that serves it.",
-                                      show_default=False),
-    json_out: bool = JSON_OPT,
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    key: Annotated[
+        str | None, typer.Option("--key", help="Routing key: print the version that serves it.", show_default=False)
+    ] = None,
+    json_out: JsonOpt = False,
 ):
     """The routing document a gateway needs: active, canary and shadow with bundles and percents.
 

@@ -210,7 +210,7 @@ def run(directory: Path | None) -> int:
     env.pop("MODELCTL_REGISTRY", None)
     env["NO_COLOR"] = "1"
     d = Demo(base, env)
-    start = _dt.datetime.now(_dt.timezone.utc).replace(minute=0, second=0, microsecond=0) - _dt.timedelta(days=14)
+    start = _dt.datetime.now(_dt.UTC).replace(minute=0, second=0, microsecond=0) - _dt.timedelta(days=14)
 
     def day(n: float) -> str:
         return (start + _dt.timedelta(days=n)).strftime("%Y-%m-%dT%H:%M:%SZ")

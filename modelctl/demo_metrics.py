@@ -14,9 +14,9 @@ import json
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 
 @dataclass
@@ -120,7 +120,7 @@ class DemoMetrics:
         return {"model": self.model, "timestamp": round(time.time(), 3), "versions": versions}
 
     # -- serving ---------------------------------------------------------------------------
-    def start(self) -> "DemoMetrics":
+    def start(self) -> DemoMetrics:
         """Serve on a free 127.0.0.1 port in a daemon thread."""
         owner = self
 
@@ -155,7 +155,7 @@ class DemoMetrics:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> "DemoMetrics":
+    def __enter__(self) -> DemoMetrics:
         return self.start()
 
     def __exit__(self, *exc) -> None:

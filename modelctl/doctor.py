@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING
 from . import trailers
 from .errors import ModelctlError, RemoteError
 from .names import NAME_RE, VERSION_RE, semver_key
-from .store import (JOURNAL_NAME, LOCK_NAME, TEMP_INDEX_PREFIX, Snapshot, Store, TagSpec, pid_alive,
-                    read_lock)
-from .tags import TagEvent, TagRef, parse as parse_tag, registration_tag
+from .store import JOURNAL_NAME, LOCK_NAME, TEMP_INDEX_PREFIX, Snapshot, Store, TagSpec, pid_alive, read_lock
+from .tags import TagEvent, TagRef, registration_tag
+from .tags import parse as parse_tag
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
     from .documents import DoctorDocument

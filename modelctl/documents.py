@@ -12,7 +12,7 @@ field may be added within v1; removing, renaming or retyping one makes a new ver
 Nothing here runs at import time beyond the class statements: the builders import this module
 only for type checking, so no command starts slower.
 """
-from typing import Any, Literal, NotRequired, TypedDict, Union
+from typing import Any, Literal, NotRequired, TypedDict
 
 # command -> file under schemas/output/ (the write commands print one document shape)
 OUTPUT_SCHEMAS = {
@@ -35,9 +35,9 @@ OUTPUT_SCHEMAS = {
     "replay": "replay.schema.json",
 }
 
-Number = Union[int, float]
+Number = int | float
 # watch and replay: JSON has no NaN or Infinity, so those floats are written as "nan", "inf", "-inf"
-Real = Union[int, float, str]
+Real = int | float | str
 
 
 # -- pieces of the deployment file ------------------------------------------------------------
@@ -195,7 +195,7 @@ class ShowBundleDocument(TypedDict):
     bundle: dict[str, Any]
 
 
-ShowDocument = Union[ShowModelDocument, ShowBundleDocument]
+ShowDocument = ShowModelDocument | ShowBundleDocument
 
 FieldChange = TypedDict("FieldChange", {"field": str, "from": Any, "to": Any})
 FieldChange.__doc__ = "One field that differs between two bundles (null: absent on that side)."
@@ -549,7 +549,7 @@ class WatchResultLine(TypedDict):
     evidence: list[str]
 
 
-WatchLine = Union[WatchPollLine, WatchEventLine, WatchResultLine]
+WatchLine = WatchPollLine | WatchEventLine | WatchResultLine
 
 
 class DecisionDocument(TypedDict):

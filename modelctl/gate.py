@@ -41,8 +41,9 @@ for the rest). Reports on different datasets (name or version) are never compare
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError, ValidationError
 
@@ -134,7 +135,7 @@ class GateResult:
     note: str | None = None  # why nothing was compared (a first version), shown with the verdict
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "GateResult":
+    def from_dict(cls, data: Mapping[str, Any]) -> GateResult:
         """The result back from its `to_dict` document (the pull-request body renders a stored one)."""
         rows = [GateRow(**row) for row in data["metrics"]]
         return cls(passed=data["passed"], rows=rows, dataset=data["dataset"], candidate=data["candidate"],

@@ -25,7 +25,7 @@ _FIELDS = ["%H", "%P", "%ct", "%an", "%ae", "%s", "%(trailers:only,unfold)"]
 
 def iso(ts: int) -> str:
     """A unix time as UTC ISO 8601 with a Z (always a 4-digit year: strftime drops zeros on year 1)."""
-    d = dt.datetime.fromtimestamp(ts, dt.timezone.utc)
+    d = dt.datetime.fromtimestamp(ts, dt.UTC)
     return f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}Z"
 
 
@@ -39,7 +39,7 @@ def parse_time(text: str) -> int:
     """`--at` as a unix time: ISO 8601 date or date-time (no zone means UTC), `@UNIX`, or `now`."""
     raw = (text or "").strip()
     if raw == "now":
-        return int(dt.datetime.now(dt.timezone.utc).timestamp())
+        return int(dt.datetime.now(dt.UTC).timestamp())
     if raw.startswith("@") and raw[1:].isdigit():
         ts = int(raw[1:]) if len(raw) < 20 else _MAX_TS + 1
     else:
@@ -48,7 +48,7 @@ def parse_time(text: str) -> int:
         except ValueError:
             raise UsageError(f"invalid time {text!r}", hint=_TIME_HINT) from None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.timezone.utc)
+            when = when.replace(tzinfo=dt.UTC)
         try:
             ts = int(when.timestamp())
         except (OverflowError, ValueError):

@@ -13,8 +13,9 @@ what watch saw).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ValidationError
 
@@ -50,7 +51,7 @@ class Counters:
         return doc
 
     @classmethod
-    def from_json(cls, doc: Any, where: str = "counters") -> "Counters":
+    def from_json(cls, doc: Any, where: str = "counters") -> Counters:
         """Parse `to_json()` output; ValidationError with a one-line reason."""
         _mapping(doc, where)
         _only(doc, ("requests", "events", "latency_buckets", "cost_total", "gauges"), where)
@@ -93,7 +94,7 @@ class Reading:
         }
 
     @classmethod
-    def from_json(cls, doc: Any, where: str = "reading") -> "Reading":
+    def from_json(cls, doc: Any, where: str = "reading") -> Reading:
         """Parse `to_json()` output; ValidationError with a one-line reason."""
         _mapping(doc, where)
         _only(doc, ("segments", "problems", "timestamp"), where)
@@ -140,7 +141,7 @@ class Poll:
         }
 
     @classmethod
-    def from_json(cls, doc: Any) -> "Poll":
+    def from_json(cls, doc: Any) -> Poll:
         """Parse one record line (already JSON-decoded); strict: ValidationError with a one-line reason."""
         _mapping(doc, "poll")
         if doc.get("schema") != SCHEMA:

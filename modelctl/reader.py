@@ -18,6 +18,7 @@ from .names import NAME_RE, check_name
 from .state import bundle_versions, compact_versions, expand_versions, version_key  # noqa: F401 (API)
 from .store import Snapshot, Store
 
+
 def find_root(path: str | os.PathLike | None) -> Path:
     """The top of the git work tree containing `path` (a registry), or a clear error."""
     return _locate(path)[0]
@@ -53,7 +54,7 @@ def dump_deployment(dep: dict, previous: bytes | None, path: str) -> bytes:
 
 
 def load_deployment(snap: Snapshot, name: str, raw: bytes | None = None, oid: str | None = None,
-                    cache: "schema.ValidCache | None" = None) -> dict | None:
+                    cache: schema.ValidCache | None = None) -> dict | None:
     """deployments/NAME.yaml at a snapshot, validated, with its whole versions map; None when absent."""
     path = deployment_path(name)
     raw = snap.read(path) if raw is None else raw

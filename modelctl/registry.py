@@ -14,13 +14,11 @@ from .bundle import bundle_diff
 from .errors import NotFound, UsageError
 from .names import check_name, check_version
 from .ops import WriteOptions
-from .reader import (Reader, bundle_versions, deployment_path, expand_versions, find_root,  # noqa: F401 (API)
-                     load_deployment, version_key)
+from .reader import Reader, bundle_versions, deployment_path, expand_versions, find_root, load_deployment, version_key  # noqa: F401 (API)
 from .store import Store
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
-    from .documents import (DiffDocument, LogDocument, ResolveDocument, ShowDocument, StatusDocument,
-                            WhichDocument)
+    from .documents import DiffDocument, LogDocument, ResolveDocument, ShowDocument, StatusDocument, WhichDocument
 
 API_SCHEMA = "modelctl/v1"
 
@@ -188,7 +186,6 @@ def _write_kwargs(kwargs: dict) -> dict:
     return kwargs
 
 
-from typing import TYPE_CHECKING
 def _iso(ts: int) -> str:
     """Unix seconds as ISO 8601 UTC (the date part from a per-day cache: `show` formats thousands)."""
     day, sec = divmod(int(ts), 86400)

@@ -8,7 +8,8 @@ import json
 import os
 import re
 import sys
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
     from .documents import WriteDocument

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError, ValidationError
 from .observation import Poll
@@ -80,7 +81,8 @@ def read_polls(path: str | os.PathLike) -> Iterator[Poll]:
     try:
         fh = open(name, "rb")
     except OSError as exc:
-        raise UsageError(f"cannot read {name}: {exc.strerror or exc}", hint="pass a file written by watch --record")
+        raise UsageError(f"cannot read {name}: {exc.strerror or exc}",
+                         hint="pass a file written by watch --record") from None
     with fh:
         for number, raw in enumerate(fh, 1):
             if len(raw) > MAX_LINE:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import html
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 W, H = 720, 220  # chart size in px
 PAD_L, PAD_R, PAD_T, PAD_B = 64, 16, 20, 34
@@ -50,7 +51,7 @@ class CanaryStory:
 
     @classmethod
     def build(cls, model: str, canary_id: str | None, steps: Sequence[tuple[Any, Any]],
-              final: tuple[int, Any] | None = None) -> "CanaryStory":
+              final: tuple[int, Any] | None = None) -> CanaryStory:
         """From (poll, decision) pairs in order; `final` = (poll number, decision) that decided, if any."""
         first = steps[0][0] if steps else None
         story = cls(model=model, canary_id=canary_id or "", canary=first.canary if first else "",

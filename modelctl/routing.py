@@ -37,7 +37,7 @@ TEST_VECTORS = [
 
 def bucket(name: str, key: str) -> int:
     """The key's bucket in [0, 10000): sha256 of ``name\\0key``, first 8 bytes big-endian, mod 10000."""
-    digest = hashlib.sha256(f"{name}\0{key}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{name}\0{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % BUCKETS
 
 

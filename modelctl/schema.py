@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 from .errors import ValidationError
@@ -25,7 +25,7 @@ def data_path(*parts: str):
     return resources.files("modelctl").joinpath("data", *parts)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(kind: str):
     from jsonschema import Draft202012Validator
 

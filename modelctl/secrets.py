@@ -39,8 +39,9 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 KIND_LABELS = {
     "openai-api-key": "OpenAI API key",

@@ -62,13 +62,13 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass, field
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from . import names, trailers
 from .errors import Conflict, NotFound, TransitionError, UsageError
 from .names import PROMOTE_TARGETS, VERSION_RE, check_stage, check_version, semver_key
-from . import names, trailers
 
 PIPELINE = ("staging", "shadow", "canary")
 DEFAULT_REQUIRED = PIPELINE

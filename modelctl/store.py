@@ -32,12 +32,12 @@ import signal
 import subprocess
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
-from .errors import Conflict, LockTimeout, ModelctlError, RemoteError, UsageError
 from . import trailers
+from .errors import Conflict, LockTimeout, ModelctlError, RemoteError, UsageError
 from .tags import TagEvent, TagRef, last_time, next_counter, registration_tag, stage_tag
 
 ZERO = "0" * 40
@@ -196,7 +196,7 @@ class _Target:
     branch: str  # the branch the write extends
     new_branch: str | None
     checked_out: bool  # `branch` is checked out in a work tree whose files must follow
-    worktree: "Store | None" = None  # that work tree (this one, or a linked worktree that has the branch)
+    worktree: Store | None = None  # that work tree (this one, or a linked worktree that has the branch)
     models: tuple[str, ...] | None = None  # whose tags the write needs (None: every tag)
 
 
@@ -211,7 +211,7 @@ class _Sync:
 class Snapshot:
     """The registry as of one commit (plus the tag index as of now)."""
 
-    def __init__(self, store: "Store", commit: str | None):
+    def __init__(self, store: Store, commit: str | None):
         self.store = store
         self.commit = commit
         self._cache: dict[str, bytes | None] = {}
@@ -309,7 +309,7 @@ class Store:
         self._bare = lines[3] == "true"
         return Path(lines[0])
 
-    def adopt(self, other: "Store") -> None:
+    def adopt(self, other: Store) -> None:
         """Take what `other`, a Store of the same repository, already learnt (see locate)."""
         for attr in ("_git_dir", "_shallow", "_bare"):
             if getattr(other, attr, None) is not None:
@@ -818,7 +818,7 @@ class Store:
         return found
 
     # -- locking ----------------------------------------------------------------------------
-    def lock(self, timeout: float | None = None) -> "_Lock":
+    def lock(self, timeout: float | None = None) -> _Lock:
         """Serialize writers of this clone (a process that dies releases it with its file descriptor)."""
         if timeout is None:
             timeout = lock_timeout(os.environ.get("MODELCTL_LOCK_TIMEOUT"))

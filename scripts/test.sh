@@ -22,6 +22,9 @@ fi
 
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
+# Lint first (rules in pyproject.toml [tool.ruff]): a finding fails the run like a failing test.
+python3 -m ruff check --quiet .
+
 # A run that collected nothing is a failure, and under CI (CI=true) so is a skipped test: a missing
 # Prometheus or an unreachable PyPI must not turn into a green build.
 report="$(mktemp -d)/junit.xml"

@@ -54,7 +54,7 @@ class GitDaemon:
                 break
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("git daemon did not start")
+                    raise RuntimeError("git daemon did not start") from None
                 time.sleep(0.02)
 
     def url(self, name: str) -> str:

@@ -26,10 +26,10 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -75,7 +75,7 @@ def free_port() -> int:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "_Server"
+    server: _Server
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
@@ -120,7 +120,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    owner: "LocalServer"
+    owner: LocalServer
 
 
 class LocalServer:
@@ -134,7 +134,7 @@ class LocalServer:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "LocalServer":
+    def start(self) -> LocalServer:
         """Bind a free port and serve in a daemon thread."""
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.owner = self
@@ -150,7 +150,7 @@ class LocalServer:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> "LocalServer":
+    def __enter__(self) -> LocalServer:
         return self.start() if self._server is None else self
 
     def __exit__(self, *exc) -> None:
@@ -233,7 +233,7 @@ class JsonMetricsServer(LocalServer):
 class LiveJsonMetrics(LocalServer):
     """`GET /metrics/<model>` answering live simulated traffic in the full http-json format."""
 
-    def __init__(self, model: str, versions: dict[str, "Traffic"], *, segments: dict[str, float] | None = None,
+    def __init__(self, model: str, versions: dict[str, Traffic], *, segments: dict[str, float] | None = None,
                  replicas: int = 1, clock: Callable[[], float] = time.monotonic):
         super().__init__(self._answer)
         self.model = model
@@ -252,7 +252,7 @@ class LiveJsonMetrics(LocalServer):
     def url(self) -> str:
         return f"{self.base_url}/metrics/{{model}}"
 
-    def route(self, registry, name: str, total_rps: float) -> "LiveJsonMetrics":
+    def route(self, registry, name: str, total_rps: float) -> LiveJsonMetrics:
         """From now on split `total_rps` between the active version and the canary as the registry says."""
         self._router = (registry, name, total_rps)
         return self
@@ -441,7 +441,7 @@ class TrafficExporter:
                     totals["errors"] += e
                     totals["cost"] += n * t.cost_per_request
 
-    def start(self, tick_seconds: float = 0.1) -> "TrafficExporter":
+    def start(self, tick_seconds: float = 0.1) -> TrafficExporter:
         """Serve /metrics on a free port and simulate traffic in real time."""
         from prometheus_client import start_http_server
 
@@ -467,7 +467,7 @@ class TrafficExporter:
             self._httpd.server_close()
             self._httpd = None
 
-    def __enter__(self) -> "TrafficExporter":
+    def __enter__(self) -> TrafficExporter:
         return self.start() if self._httpd is None else self
 
     def __exit__(self, *exc) -> None:

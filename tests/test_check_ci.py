@@ -9,7 +9,6 @@ import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
-
 from conftest import git, repo_state, run_cli
 from evalkit import NAME, bundle_file, configure, promote, register
 
@@ -18,7 +17,7 @@ GH_TOKEN = "ghp_" + "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dF3hJ5"
 
 
 def today() -> dt.date:
-    return dt.datetime.now(dt.timezone.utc).date()
+    return dt.datetime.now(dt.UTC).date()
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import git, new_registry, register_chain, repo_state, run_cli
 from lifecyclekit import isolated_env
+
 from modelctl import yamlio
 from modelctl.registry import Registry
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT, git, run_cli
 from evalkit import bundle_file, configure, promote, register, write_report
 from gitremote import bare_remote, clone

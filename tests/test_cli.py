@@ -6,8 +6,9 @@ from conftest import ROOT, git, repo_state, run_cli
 
 
 def _commands():
-    from modelctl.cli import app
     import typer.main
+
+    from modelctl.cli import app
 
     group = typer.main.get_command(app)
     return group, sorted(group.commands)

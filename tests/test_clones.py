@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, bundle_text, git, repo_state, run_cli
 from gitremote import assert_tags_in_history, bare_remote, tags
 

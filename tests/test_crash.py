@@ -17,10 +17,16 @@ import os
 import signal
 
 import pytest
-
 from conftest import bundle_text, git, run_cli
-from gitremote import (assert_deployments_valid, assert_tags_in_history, bare_remote, commits, index_consistent,
-                       leftovers, tags)
+from gitremote import (
+    assert_deployments_valid,
+    assert_tags_in_history,
+    bare_remote,
+    commits,
+    index_consistent,
+    leftovers,
+    tags,
+)
 
 REPS_PUSH = 10  # x 8 points = 80 pushed operations
 REPS_LOCAL = 4  # x 5 points = 20 local operations (100 in all)

@@ -9,7 +9,6 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import git, run_cli
 from gitremote import bare_remote, clone, index_consistent, leftovers, tags
 from test_remote import Stopped, bundle_file
@@ -258,6 +257,7 @@ def test_remote_unreachable_is_exit_4_but_local_problems_are_still_reported(regi
 def _hand_bundle(repo, version, model_id="gpt-4.1-mini-2025-04-14", parent=None, temperature=0.3):
     """Commit a bundle the way a merged pull request would (no register, no tag); sha256 filled in."""
     from conftest import bundle_text
+
     from modelctl.bundle import sha256
 
     digest = sha256((repo / "prompts" / "p1.txt").read_bytes())

@@ -5,7 +5,6 @@ import json
 import xml.etree.ElementTree as ET
 
 import pytest
-
 from conftest import repo_state, run_cli
 from evalkit import NAME, configure, promote, register, trailers
 

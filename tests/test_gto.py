@@ -14,8 +14,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import git, run_cli
+
 from modelctl.registry import Registry
 
 NAME = "support-agent"
@@ -128,7 +128,7 @@ def _stage_tags(repo) -> list[tuple]:
         rows.append((int(when), parse(tag), target))
     versions = {target: info["version"] for _, info, target in rows if info["kind"] == "registration"}
     out = []
-    for when, info, target in sorted(rows, key=lambda r: r[0]):
+    for _when, info, target in sorted(rows, key=lambda r: r[0]):
         if info["kind"] == "stage":
             out.append(("assignment" if info["assign"] else "unassignment", versions[target], info["stage"]))
         elif info["kind"] == "deregistration":

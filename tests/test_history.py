@@ -3,9 +3,9 @@ import json
 import shutil
 
 import pytest
-
 from conftest import bundle_text, git, new_registry, run_cli
 from lifecyclekit import isolated_env
+
 from modelctl import history, routing
 from modelctl.registry import Registry
 

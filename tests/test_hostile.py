@@ -58,16 +58,16 @@ def commit_by_hand(repo, path: str, text: str | bytes) -> None:
 
 def _schema_patterns():
     for path in sorted((ROOT / "schemas").glob("*.json")):
-        def walk(node, where):
+        def walk(node, where, path=path):
             if isinstance(node, dict):
                 for key, value in node.items():
                     if key == "pattern" and isinstance(value, str):
                         yield path.name, where, value
                     else:
-                        yield from walk(value, f"{where}/{key}")
+                        yield from walk(value, f"{where}/{key}", path)
             elif isinstance(node, list):
                 for i, value in enumerate(node):
-                    yield from walk(value, f"{where}/{i}")
+                    yield from walk(value, f"{where}/{i}", path)
         yield from walk(json.loads(path.read_text()), "")
 
 
@@ -517,8 +517,9 @@ def test_unknown_content_encodings_are_refused():
 
 
 def test_a_prometheus_partial_response_is_a_poll_error_not_data():
-    from modelctl.errors import MetricsError
     from test_metrics import CANARY, HEALTHY, MODEL, FakePrometheus, prom_provider, vector
+
+    from modelctl.errors import MetricsError
 
     partial = vector("1200")
     partial["warnings"] = ["store 10.0.0.7:10901 unavailable: results may be incomplete"]

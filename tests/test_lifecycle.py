@@ -5,9 +5,9 @@ import subprocess
 
 import pytest
 import yaml as pyyaml
-
 from conftest import git, new_registry, register_chain, repo_state, run_cli
 from lifecyclekit import isolated_env
+
 from modelctl.registry import Registry
 
 NAME = "support-agent"

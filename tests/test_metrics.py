@@ -7,7 +7,6 @@ import math
 import time
 
 import pytest
-
 from metrics_servers import (
     JsonMetricsServer,
     LocalServer,
@@ -19,9 +18,18 @@ from metrics_servers import (
     free_port,
     prometheus_server,
 )
+
 from modelctl.analysis import HOLD, ROLLBACK, AnalysisConfig, Judge
 from modelctl.errors import InvalidName, MetricsError, UsageError
-from modelctl.metrics import DEFAULT_QUERIES, PROVIDERS, HttpJsonProvider, HttpLimits, PrometheusProvider, make_provider, take_poll
+from modelctl.metrics import (
+    DEFAULT_QUERIES,
+    PROVIDERS,
+    HttpJsonProvider,
+    HttpLimits,
+    PrometheusProvider,
+    make_provider,
+    take_poll,
+)
 
 FAST = HttpLimits(timeout=0.2, deadline=0.5, max_bytes=64 * 1024)
 MODEL = "support-agent"
@@ -268,7 +276,7 @@ def test_hostile_endpoint_never_rolls_back_and_holds_after_the_error_budget(json
     for i, reply in enumerate(replies):
         json_server.misbehave(reply)
         poll = take_poll(provider, MODEL, control=ACTIVE, canary=CANARY, percent=10, versions=[ACTIVE, CANARY],
-                         since_seconds=1, clock=lambda: 1000.0 + i)
+                         since_seconds=1, clock=lambda i=i: 1000.0 + i)
         actions.append(judge.observe(poll).action)
     assert ROLLBACK not in actions
     assert actions[-1] == HOLD

@@ -1,7 +1,7 @@
 """Names first: hostile names and versions exit 2 before git or the filesystem is touched."""
 import pytest
-
 from conftest import bundle_text, repo_state, run_cli
+
 from modelctl import names
 from modelctl.errors import InvalidName
 

@@ -15,10 +15,10 @@ import subprocess
 
 import pytest
 import typer
-
 from conftest import ROOT, git, run_cli
 from evalkit import NAME, bundle_file, configure, write_report
 from lifecyclekit import isolated_env
+
 from modelctl.documents import OUTPUT_SCHEMAS
 
 OUTPUT = ROOT / "schemas" / "output"
@@ -29,7 +29,7 @@ def _schemas() -> dict[str, dict]:
     return {str(p.relative_to(ROOT / "schemas")): json.loads(p.read_text()) for p in sorted((ROOT / "schemas").rglob("*.json"))}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _validator(command: str):
     from jsonschema import Draft202012Validator
     from referencing import Registry, Resource

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import git, repo_state, run_cli
 from evalkit import NAME, configure, promote, register, trailers
 from gitremote import bare_remote, clone

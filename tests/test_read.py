@@ -2,7 +2,6 @@
 import json
 
 import pytest
-
 from conftest import git, repo_state, run_cli
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 import yaml as pyyaml
-
 from conftest import ROOT, bundle_text, git, repo_state, run_cli
+
 from modelctl import bundle as bundlemod
 
 

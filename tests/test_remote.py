@@ -15,11 +15,19 @@ import sys
 import weakref
 
 import pytest
-
 from conftest import ROOT, bundle_text, git, repo_state, run_cli
-from gitremote import (GitDaemon, assert_tags_in_history, bare_remote, clone, commits, env_with, free_port,
-                       index_consistent, leftovers, tags)
-
+from gitremote import (
+    GitDaemon,
+    assert_tags_in_history,
+    bare_remote,
+    clone,
+    commits,
+    env_with,
+    free_port,
+    index_consistent,
+    leftovers,
+    tags,
+)
 
 # -- fixtures and helpers --------------------------------------------------------------------
 

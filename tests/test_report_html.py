@@ -8,8 +8,8 @@ import subprocess
 from html.parser import HTMLParser
 
 import pytest
-
 from test_watch import ACTIVE, CANARY, FakeClock, SimProvider, canary_registry, canary_template, make_watcher  # noqa: F401
+
 from modelctl import watch
 
 
@@ -58,7 +58,7 @@ class Shapes(HTMLParser):
             self.texts.append(data.strip())
 
 
-def test_watch_report_shows_rates_statistic_boundary_and_the_decision(canary_registry, tmp_path):
+def test_watch_report_shows_rates_statistic_boundary_and_the_decision(canary_registry, tmp_path):  # noqa: F811 (fixture)
     page = tmp_path / "judgement.html"
     clock = FakeClock()
     provider = SimProvider(clock, {ACTIVE: 0.01, CANARY: 0.03}, rps={ACTIVE: 900, CANARY: 100})
@@ -81,7 +81,7 @@ def test_watch_report_shows_rates_statistic_boundary_and_the_decision(canary_reg
     assert result.evidence[0] in text
 
 
-def test_replay_report_has_one_section_per_canary(canary_registry, tmp_path):
+def test_replay_report_has_one_section_per_canary(canary_registry, tmp_path):  # noqa: F811 (fixture)
     from conftest import run_cli
 
     record = tmp_path / "polls.jsonl"

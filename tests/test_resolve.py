@@ -2,9 +2,9 @@
 import json
 
 import pytest
-
 from conftest import git, new_registry, register_chain, run_cli
 from lifecyclekit import isolated_env
+
 import modelctl
 from modelctl import routing
 from modelctl.registry import Registry

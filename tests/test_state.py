@@ -333,7 +333,7 @@ def test_each_promotion_to_active_records_the_one_it_replaces():
 def test_one_canary_per_model():
     dep = make(active="1.0.0", canary={"version": "2.0.0", "percent": 5},
                v1_0_0="active", v2_0_0="canary", v2_1_0="shadow", shadow={"version": "2.1.0", "percent": 100})
-    with pytest.raises(TransitionError, 
+    with pytest.raises(TransitionError,
                        match="2.0.0 of support-agent is already in canary at 5% .one canary"):
         S.canary(dep, "2.1.0", 5, **FORCE)
 
@@ -650,7 +650,7 @@ def test_rollback_expect_matches_proceeds():
 
 def test_rollback_expect_refuses_when_the_canary_was_promoted_meanwhile():
     promoted = S.promote(base("canary"), "2.0.0", "active").deployment
-    with pytest.raises(Conflict, 
+    with pytest.raises(Conflict,
                        match="2.0.0 is no longer the canary version of support-agent .it is active"):
         S.rollback(promoted, reason="w", now=NOW, expect=("canary", "2.0.0"))
 

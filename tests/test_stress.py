@@ -19,10 +19,17 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import bundle_text, git, run_cli
-from gitremote import (GitDaemon, assert_deployments_valid, assert_tags_in_history, clone, commits, index_consistent,
-                       leftovers, tags)
+from gitremote import (
+    GitDaemon,
+    assert_deployments_valid,
+    assert_tags_in_history,
+    clone,
+    commits,
+    index_consistent,
+    leftovers,
+    tags,
+)
 
 WORKERS = 8
 OPS = 25

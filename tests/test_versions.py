@@ -11,7 +11,6 @@ import hashlib
 
 import pytest
 import yaml as pyyaml
-
 from conftest import git, repo_state, run_cli
 
 NAME = "support-agent"

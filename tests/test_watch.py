@@ -13,8 +13,8 @@ import shutil
 import time
 
 import pytest
-
 from conftest import git, repo_state
+
 from modelctl import ops, watch, yamlio
 from modelctl.errors import MetricsError, UsageError
 from modelctl.observation import Counters, Reading
@@ -79,7 +79,7 @@ class SimProvider:
         self.totals: dict[tuple[str, str], dict] = {}
         self._carry: dict[tuple[str, str], list[float]] = {}
 
-    def route(self, path, total_rps: float) -> "SimProvider":
+    def route(self, path, total_rps: float) -> SimProvider:
         """Split `total_rps` between active and canary as the registry at `path` says, read by read."""
         self.router = (path, total_rps)
         return self
@@ -160,9 +160,7 @@ def set_deployment(path, **fields) -> None:
 @pytest.fixture(scope="module")
 def canary_template(tmp_path_factory):
     """A registry serving 1.0.0 with 1.0.1 in canary at 10 %, built once per module."""
-    from conftest import bundle_text
-
-    from conftest import new_registry
+    from conftest import bundle_text, new_registry
     from lifecyclekit import isolated_env
 
     base = tmp_path_factory.mktemp("canary")

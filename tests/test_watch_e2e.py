@@ -21,13 +21,22 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, git, repo_state, run_cli
-from metrics_servers import (JsonMetricsServer, LiveJsonMetrics, LocalServer, Reply, Traffic, TrafficExporter,
-                             ensure_prometheus, free_port, prometheus_server)
+from metrics_servers import (
+    JsonMetricsServer,
+    LiveJsonMetrics,
+    LocalServer,
+    Reply,
+    Traffic,
+    TrafficExporter,
+    ensure_prometheus,
+    free_port,
+    prometheus_server,
+)
+from test_watch import set_deployment_of
+
 from modelctl import ops, watch
 from modelctl.registry import Registry
-from test_watch import set_deployment_of
 
 pytestmark = pytest.mark.e2e
 

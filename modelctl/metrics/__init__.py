@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import UsageError
@@ -135,7 +136,7 @@ def _token(var: Any, env: Mapping[str, str]) -> str | None:
 def _check_url(url: str, token: str | None) -> None:
     try:
         parts = urlsplit(url)
-        parts.port  # raises on a port that is not a number
+        _ = parts.port  # raises on a port that is not a number
     except ValueError as exc:
         raise UsageError(f"invalid metrics url {url[:80]!r}: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:

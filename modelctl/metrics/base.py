@@ -11,8 +11,9 @@ import functools
 import json
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 from ..errors import MetricsError
@@ -104,7 +105,7 @@ class HttpSession:
     def __repr__(self) -> str:
         return f"HttpSession(limits={self._limits!r}, token={'set' if self._token else 'none'})"
 
-    def __enter__(self) -> "HttpSession":
+    def __enter__(self) -> HttpSession:
         import httpx  # lazily: watch is the only command that needs it
 
         headers = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate", "User-Agent": "modelctl"}

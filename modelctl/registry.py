@@ -15,7 +15,7 @@ from .errors import NotFound, UsageError
 from .names import check_name, check_version
 from .ops import WriteOptions
 from .reader import Reader, bundle_versions, deployment_path, expand_versions, find_root, load_deployment, version_key  # noqa: F401 (API)
-from .store import Store
+from .store import Store, read_json_lines
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
     from .documents import DiffDocument, LogDocument, ResolveDocument, ShowDocument, StatusDocument, WhichDocument
@@ -221,18 +221,7 @@ class _Summaries:
         only bundles not seen before."""
         import json
 
-        known: dict[str, list] = {}
-        try:
-            with open(self.path, encoding="utf-8") as fh:
-                for line in fh:
-                    try:
-                        chunk = json.loads(line)
-                    except ValueError:
-                        continue  # a torn append: those bundles are read again
-                    if isinstance(chunk, dict):
-                        known.update(chunk)
-        except (OSError, UnicodeDecodeError):
-            pass
+        known: dict[str, list] = read_json_lines(self.path)
         missing = sorted({o for o in oids.values() if o not in known})
         if missing:
             learnt = {}

@@ -244,6 +244,26 @@ _NO_STAMP = (0, "")
 _LS_BLOB = re.compile(r"(?:^|\0)\d+ blob ([0-9a-f]+)\t([^\0]*)")  # `ls-tree -z` entries that are files
 
 
+def read_json_lines(path: Path) -> dict:
+    """A content-addressed cache file: one JSON object per line (one line per append), merged.
+
+    A torn line (a process killed mid-append) is skipped: what it held is simply read again.
+    """
+    out: dict = {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    chunk = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(chunk, dict):
+                    out.update(chunk)
+    except (OSError, UnicodeDecodeError):
+        pass
+    return out
+
+
 def _tagger_line(body: bytes) -> tuple[int, str]:
     """(time, "Name <email>") from an annotated tag object's header; (0, "") without one."""
     head = body.split(b"\n\n", 1)[0].decode("utf-8", "replace")
@@ -554,18 +574,7 @@ class Store:
     def _stamps(self) -> dict[str, tuple[int, str]]:
         """The stamp cache: one JSON object per line, {tag object id: [time, tagger]}."""
         if self._stamp_cache is None:
-            self._stamp_cache = {}
-            try:
-                with open(self.private_path(TAG_STAMPS), encoding="utf-8") as fh:
-                    for line in fh:
-                        try:
-                            chunk = json.loads(line)
-                        except ValueError:
-                            continue  # a torn append: those tags are read again
-                        if isinstance(chunk, dict):
-                            self._stamp_cache.update(chunk)
-            except (OSError, UnicodeDecodeError):
-                pass
+            self._stamp_cache = read_json_lines(self.private_path(TAG_STAMPS))
         return self._stamp_cache
 
     def model_tags(self, model: str) -> list[TagRef]:

@@ -48,7 +48,8 @@ def test_version_and_shell_completion(tmp_path):
     assert proc.returncode == 0 and proc.stdout == f"modelctl {modelctl.__version__}\n"
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert 'version = {attr = "modelctl.__version__"}' in pyproject  # one place for the version
-    script = run_cli("--show-completion", "bash", cwd=tmp_path)
+    # the shell named explicitly: typer's detection reads the process tree, which a detached test run lacks
+    script = run_cli("--show-completion", "bash", cwd=tmp_path, env={"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"})
     assert script.returncode == 0 and "complete -o default -F _modelctl_completion modelctl" in script.stdout
     # what the installed script answers when bash asks for completions
     words = run_cli(cwd=tmp_path, env={"_MODELCTL_COMPLETE": "complete_bash", "COMP_WORDS": "modelctl pro",

@@ -9,11 +9,10 @@ import os
 from typing import TYPE_CHECKING
 
 from . import bundle as bundlemod
-from . import ops, schema, yamlio
+from . import schema, yamlio
 from .bundle import bundle_diff
 from .errors import NotFound, UsageError
 from .names import check_name, check_version
-from .ops import WriteOptions
 from .reader import Reader, bundle_versions, deployment_path, expand_versions, find_root, load_deployment, version_key  # noqa: F401 (API)
 from .store import Store, read_json_lines
 
@@ -157,27 +156,39 @@ class Registry(Reader):
     # Each takes the command's options as keywords, plus push=True/False and branch="name".
     def register(self, file: str | os.PathLike, **kwargs):
         """Register a bundle file (see `ops.register` for the keyword arguments); returns the Outcome."""
+        from . import ops  # the writes load their machinery only when used: status and show stay light
+
         return ops.register(self, file, **_write_kwargs(kwargs))
 
     def promote(self, name: str, version: str, to: str, **kwargs):
         """Move a version to a stage or retire it (`ops.promote`)."""
+        from . import ops
+
         return ops.promote(self, name, version, to, **_write_kwargs(kwargs))
 
     def shadow(self, name: str, version: str, percent: float | None = None, **kwargs):
         """Mirror a share of traffic to a version (`ops.shadow`)."""
+        from . import ops
+
         return ops.shadow(self, name, version, percent, **_write_kwargs(kwargs))
 
     def canary(self, name: str, version: str, percent: float | None = None, **kwargs):
         """Start a canary or change its percent (`ops.canary`)."""
+        from . import ops
+
         return ops.canary(self, name, version, percent, **_write_kwargs(kwargs))
 
     def rollback(self, name: str, **kwargs):
         """Pull the canary, or return active to previous (`ops.rollback`)."""
+        from . import ops
+
         return ops.rollback(self, name, **_write_kwargs(kwargs))
 
 
 def _write_kwargs(kwargs: dict) -> dict:
     """`push=` and `branch=` keywords folded into the WriteOptions the ops take."""
+    from .ops import WriteOptions
+
     push, branch = kwargs.pop("push", None), kwargs.pop("branch", None)
     if push is not None or branch is not None:
         if kwargs.get("opts") is not None:

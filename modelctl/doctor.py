@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from . import trailers
 from .errors import ModelctlError, RemoteError
 from .names import NAME_RE, VERSION_RE, semver_key
-from .store import JOURNAL_NAME, LOCK_NAME, TEMP_INDEX_PREFIX, Snapshot, Store, TagSpec, pid_alive, read_lock
+from .store import JOURNAL_NAME, Snapshot, Store, TagSpec, pid_alive
 from .tags import TagEvent, TagRef, registration_tag
 from .tags import parse as parse_tag
 
@@ -143,11 +143,10 @@ def _rel(ctx: _Context, path: Path) -> str:
 
 def _local_files(ctx: _Context) -> list[Finding]:
     """Lock files, temporary indexes and an unfinished work-tree update in the git directory."""
-    git_dir = ctx.store.git_dir
     out: list[Finding] = []
-    lock = read_lock(git_dir / LOCK_NAME)
+    lock = ctx.store.lock_status()
     writer = lock["pid"] if lock["held"] else 0  # a live modelctl write owns its files
-    lock_path = _rel(ctx, git_dir / LOCK_NAME)
+    lock_path = _rel(ctx, ctx.store.lock_path)
     if lock["held"] and lock["pid"] != ctx.me:
         out.append(Finding("lock-held", "info", f"a modelctl write is in progress: pid {lock['pid']} has held "
                            f"{lock_path} for {_age(ctx.now - lock['since'])}", subject=lock_path))
@@ -156,9 +155,7 @@ def _local_files(ctx: _Context) -> list[Finding]:
         who = f"pid {lock['pid']}" if lock["pid"] > 0 else "an unreadable record"
         out.append(Finding("stale-lock", "error", f"stale modelctl lock {lock_path}: {who}, {since}, "
                            "died without releasing it", fix="clear it", subject=lock_path))
-    for path in sorted(git_dir.glob(TEMP_INDEX_PREFIX + "*")):
-        pid_text = path.name[len(TEMP_INDEX_PREFIX):].split(".", 1)[0]
-        pid = int(pid_text) if pid_text.isdigit() else 0
+    for path, pid in ctx.store.temp_indexes():
         if pid and pid == writer and pid_alive(pid):
             continue
         out.append(Finding("temp-index", "error", f"leftover temporary index {_rel(ctx, path)} of a killed write "
@@ -172,7 +169,7 @@ def _local_files(ctx: _Context) -> list[Finding]:
                            f"to {new} but did not update the work tree ({len(journal['paths'])} file(s)); "
                            "'git status' shows those changes reversed", fix="finish the work-tree update",
                            subject=_rel(ctx, ctx.store.journal_path)))
-    for path in _git_locks(git_dir):
+    for path in ctx.store.git_lock_files():
         age = ctx.now - _mtime(path)
         rel = _rel(ctx, path)
         if age >= ctx.stale_after:
@@ -189,17 +186,6 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except FileNotFoundError:
         return time.time()
-
-
-def _git_locks(git_dir: Path) -> list[Path]:
-    found = []
-    for top, dirs, files in os.walk(git_dir):
-        if Path(top) == git_dir:
-            dirs[:] = [d for d in dirs if d != "objects"]  # large, and git locks nothing there by name
-        for name in files:
-            if name.endswith(".lock") and name != LOCK_NAME and not name.startswith(TEMP_INDEX_PREFIX):
-                found.append(Path(top) / name)
-    return sorted(found)
 
 
 def _remote(ctx: _Context, findings: list[Finding], info: dict) -> tuple[str | None, set[str]]:

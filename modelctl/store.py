@@ -831,11 +831,34 @@ class Store:
         """Serialize writers of this clone (a process that dies releases it with its file descriptor)."""
         if timeout is None:
             timeout = lock_timeout(os.environ.get("MODELCTL_LOCK_TIMEOUT"))
-        return _Lock(self.git_dir / LOCK_NAME, timeout)
+        return _Lock(self.lock_path, timeout)
 
     def lock_status(self) -> dict:
         """The clone lock: whether a live process holds it, and the pid/since it records."""
-        return read_lock(self.git_dir / LOCK_NAME)
+        return read_lock(self.lock_path)
+
+    @property
+    def lock_path(self) -> Path:
+        return self.private_path(LOCK_NAME)
+
+    def temp_indexes(self) -> list[tuple[Path, int]]:
+        """Temporary indexes of writes in this clone, with the pid that made each (0 when unreadable)."""
+        out = []
+        for path in sorted(self.git_dir.glob(TEMP_INDEX_PREFIX + "*")):
+            pid_text = path.name[len(TEMP_INDEX_PREFIX):].split(".", 1)[0]
+            out.append((path, int(pid_text) if pid_text.isdigit() else 0))
+        return out
+
+    def git_lock_files(self) -> list[Path]:
+        """git's own *.lock files in the git directory (objects/ skipped; modelctl's lock is not git's)."""
+        found = []
+        for top, dirs, files in os.walk(self.git_dir):
+            if Path(top) == self.git_dir:
+                dirs[:] = [d for d in dirs if d != "objects"]  # large, and git locks nothing there by name
+            for name in files:
+                if name.endswith(".lock") and name != LOCK_NAME and not name.startswith(TEMP_INDEX_PREFIX):
+                    found.append(Path(top) / name)
+        return sorted(found)
 
     # -- the remote -------------------------------------------------------------------------
     def fetch(self, remote: str, branch: str, timeout: float = 30, models: tuple[str, ...] | None = None) -> str | None:
@@ -1347,7 +1370,7 @@ class Store:
 
     @property
     def journal_path(self) -> Path:
-        return self.git_dir / JOURNAL_NAME
+        return self.private_path(JOURNAL_NAME)
 
     def _write_journal(self, branch: str, sync: _Sync) -> None:
         tmp = self.journal_path.with_suffix(".tmp")

@@ -680,7 +680,7 @@ def _after_write(
     if branch is not None and not out.noop and out.commit:
         cfg = reg.config()
         base = cfg["remote"]["branch"] if out.pushed else (reg.store.current_branch() or cfg["remote"]["branch"])
-        body = review.pr_body(reg, out.commit, branch=out.branch, base=base)
+        body = render.pull_request_markdown(review.pull_request(reg, out.commit, branch=out.branch, base=base))
         if pr_body is not None:
             try:
                 _write_file(pr_body, body)

@@ -4,7 +4,7 @@
 from the serving version's bundle or `--baseline`) and hands them to the pure `gate.evaluate`.
 `pull_request` reads back a commit that a `--branch` write left on a review branch and describes
 it: the state change, the bundle diff against the serving version, the gate; `render.pull_request_markdown`
-renders that (pure), `pr_body` does both.
+renders that (pure).
 
 A first version has no serving version and so no baseline report: the gate then compares
 nothing, but still requires every configured metric in the candidate's report (it becomes the
@@ -163,10 +163,3 @@ def pull_request(reg, commit: str, *, branch: str, base: str | None = None) -> d
         except ModelctlError as exc:
             doc["gate"] = {"applies": True, "result": None, "error": str(exc), "recorded": recorded}
     return doc
-
-
-def pr_body(reg, commit: str, *, branch: str, base: str | None = None) -> str:
-    """The Markdown pull-request body for a commit a --branch write made."""
-    from . import render
-
-    return render.pull_request_markdown(pull_request(reg, commit, branch=branch, base=base))

@@ -677,6 +677,8 @@ class _Bad(Exception):
 
 
 def _ok_number(x: Any) -> bool:
+    if type(x) is float or type(x) is int:  # the common case first: this runs for every counter of every poll
+        return x >= 0 and x != math.inf
     return _is_number(x) and math.isfinite(x) and x >= 0
 
 
@@ -742,11 +744,16 @@ def _diff_buckets(value: tuple, prev: dict[str, Any], out: _Deltas, problem: str
         else:
             out.problems[key] = "absent"
         return
-    bounds = [b for b, _ in value]
-    counts = [c for _, c in value]
-    valid = (all(_is_number(b) and not math.isnan(b) for b in bounds) and all(_ok_number(c) for c in counts)
-             and all(bounds[i] < bounds[i + 1] for i in range(len(bounds) - 1)) and math.isinf(bounds[-1])
-             and bounds[0] > 0 and all(counts[i] <= counts[i + 1] for i in range(len(counts) - 1)))
+    # one pass: bounds are numbers increasing from > 0 to +Inf, counts finite, >= 0 and non-decreasing
+    valid = True
+    last_b, last_c = 0.0, 0.0
+    for b, c in value:
+        if not (_is_number(b) and b > last_b and _ok_number(c) and c >= last_c):
+            valid = False
+            break
+        last_b, last_c = b, c
+    if valid and last_b != math.inf:
+        valid = False
     if not valid:
         prev.pop(key, None)
         out.problems[key] = "histogram buckets are not increasing counts ending at +Inf"
@@ -756,14 +763,16 @@ def _diff_buckets(value: tuple, prev: dict[str, Any], out: _Deltas, problem: str
     if before is None:
         out.problems[key] = "start"
         return
-    if [b for b, _ in before] != bounds:
+    if len(before) != len(value) or any(b != b0 for (b, _), (b0, _) in zip(value, before)):
         out.problems[key] = "histogram bucket bounds changed"
         return
-    deltas = tuple((b, c - c0) for (b, c), (_, c0) in zip(value, before))
-    if any(d < 0 for _, d in deltas):
-        out.problems[key] = "histogram counts decreased (reset or glitch)"
-        return
-    out.buckets = deltas
+    deltas = []
+    for (b, c), (_, c0) in zip(value, before):
+        if c < c0:
+            out.problems[key] = "histogram counts decreased (reset or glitch)"
+            return
+        deltas.append((b, c - c0))
+    out.buckets = tuple(deltas)
 
 
 # --------------------------------------------------------------------------- the judge
@@ -1385,6 +1394,8 @@ def _duration(seconds: float) -> str:
 
 
 def _is_number(value: Any) -> bool:
+    if type(value) is float or type(value) is int:
+        return True
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 

@@ -22,6 +22,7 @@ Regressed canaries have twice the errors (1 % -> 2 %) unless the row says otherw
     python benchmarks/judgement.py                     # 1,000 healthy + 500 regressed per row
     python benchmarks/judgement.py --quick             # 200 + 100
     python benchmarks/judgement.py --markdown out.md   # also write the table as Markdown
+    python benchmarks/judgement.py --jobs 2            # rows in two processes (the same table)
 
 Seeded: the same arguments print the same table. Uses numpy to draw the traffic when it is
 installed (it is not a dependency of modelctl), plain `random` otherwise (slower).
@@ -277,9 +278,20 @@ def judge_stream(sc: Scenario, stream: Stream, config: AnalysisConfig, prior: di
     cum_b = {"c": [0] * len(BOUNDS), "k": [10 ** 5] * len(BOUNDS)}
     offset_k = {s: 0 for s in names}  # restarted replica: what the sum lost
     out = Outcome()
-    canary_n = canary_x = 0
-    tot = {"c_req": 0, "c_err": 0, "k_req": 0, "k_err": 0}
+    base = segs[""]
     latency = bool(stream.buckets)
+    if not latency:
+        # the z-test on the totals and the naive rule at every poll: plain sums, no Judge involved
+        tot = {q: sum(base[q]) for q in ("c_req", "c_err", "k_req", "k_err")}
+        out.z_rollback = _z(tot["c_err"], tot["c_req"], tot["k_err"], tot["k_req"]) > Z_ALPHA
+        canary_n = canary_x = 0
+        for n, x in zip(base["c_req"], base["c_err"]):
+            canary_n += n
+            canary_x += x
+            if canary_n >= 100 and canary_x / canary_n > 2 * naive_base:
+                out.naive_rollback = True
+                break
+    canary_n = 0
     for i in range(POLLS + 1):
         if i:
             j = i - 1
@@ -297,11 +309,7 @@ def judge_stream(sc: Scenario, stream: Stream, config: AnalysisConfig, prior: di
             if stream.restart_at == i:
                 for s in names:  # one of four replicas restarts: its quarter of the history is gone
                     offset_k[s] = (cum[(s, "k_req")] // 4, cum[(s, "k_err")] // 4)
-            base = segs[""]
             canary_n += base["c_req"][j]
-            canary_x += base["c_err"][j]
-            for q in tot:
-                tot[q] += base[q][j]
         readings_c, readings_k = {}, {}
         for s in names:
             lost = offset_k[s] if stream.restart_at is not None and i >= stream.restart_at else (0, 0)
@@ -316,16 +324,23 @@ def judge_stream(sc: Scenario, stream: Stream, config: AnalysisConfig, prior: di
                                      events={"errors": cum[(s, "k_err")] - lost[1]}, latency_buckets=kb)
         poll = Poll(time=i * POLL, control="1.0.0", canary="1.1.0", percent=stream.percent[max(0, i - 1)],
                     readings={"1.0.0": Reading(segments=readings_k), "1.1.0": Reading(segments=readings_c)})
-        if out.rollback_poll is None and not out.srm_hold:
-            decision = judge.observe(poll)
-            if decision.action == ROLLBACK:
-                out.rollback_poll = i
-                out.canary_requests = canary_n
-            elif decision.action == SRM_HOLD:
-                out.srm_hold = True
-        if not latency and not out.naive_rollback and canary_n >= 100 and canary_x / canary_n > 2 * naive_base:
-            out.naive_rollback = True
+        decision = judge.observe(poll)
+        if decision.action == ROLLBACK:
+            out.rollback_poll = i
+            out.canary_requests = canary_n
+            break
+        if decision.action == SRM_HOLD:
+            out.srm_hold = True
+            break
     if latency:
+        # the latency judges need the whole two hours' histograms, not only what the Judge read
+        for i in range(i + 1, POLLS + 1):
+            for v in ("c", "k"):
+                acc = 0
+                row = cum_b[v]
+                for b, c in enumerate(stream.buckets[v][i - 1]):
+                    acc += c
+                    row[b] += acc
         # requests slower than the control's p95 (interpolated from its buckets), totals of the canary
         kd = [c - 10 ** 5 for c in cum_b["k"]]
         cd = cum_b["c"]
@@ -338,8 +353,6 @@ def judge_stream(sc: Scenario, stream: Stream, config: AnalysisConfig, prior: di
         # naive on latency: canary p95 > 1.2x the control's at any poll is the old rule; at the end here
         p95c = histogram_quantile(0.95, tuple(zip(BOUNDS, cd)))
         out.naive_rollback = bool(p95c and tau and p95c > 1.2 * tau)
-    else:
-        out.z_rollback = _z(tot["c_err"], tot["c_req"], tot["k_err"], tot["k_req"]) > Z_ALPHA
     return out
 
 
@@ -405,6 +418,11 @@ def run_row(sc: Scenario, rps: float, healthy: int, regressed: int, seed: int, c
     return row
 
 
+def _timed_row(*args) -> tuple[Row, float]:
+    t0 = time.perf_counter()
+    return run_row(*args), time.perf_counter() - t0
+
+
 def pct(k: int, n: int) -> str:
     return "-" if n == 0 else f"{100 * k / n:.1f}"
 
@@ -433,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", default=None, help="comma-separated canary rps (default 0.05,1,5,50)")
     parser.add_argument("--markdown", default=None, help="also write the table to this Markdown file")
     parser.add_argument("--seed", type=int, default=20261130)
+    parser.add_argument("--jobs", type=int, default=1, help="rows judged in parallel processes (same table)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override an analysis setting (for tuning), e.g. --set cusum_growth=0.5")
     args = parser.parse_args(argv)
@@ -444,15 +463,27 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: float(v) for k, v in (item.split("=", 1) for item in args.set)}
     config = AnalysisConfig.from_section({**overrides, "metrics": {"error_rate": None, "latency": None}})
     started = time.perf_counter()
-    rows = []
-    for si, sc in enumerate(SCENARIOS):
-        if only and sc.name not in only:
-            continue
-        for ri, rps in enumerate(rates):
-            t0 = time.perf_counter()
-            row = run_row(sc, rps, healthy, regressed, args.seed + 1000 * si + ri, config)
+    # each row has its own seed (from its place in SCENARIOS and RATES): rows can run in any order
+    # and in parallel processes and print the same table
+    work = [(sc, rps, healthy, regressed, args.seed + 1000 * si + RATES.index(rps) if rps in RATES
+             else args.seed + 1000 * si + 100 + ri, config)
+            for si, sc in enumerate(SCENARIOS) if not only or sc.name in only
+            for ri, rps in enumerate(rates)]
+    if args.jobs > 1 and len(work) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            futures = [pool.submit(_timed_row, *w) for w in work]
+            rows = []
+            for future in futures:
+                row, seconds = future.result()
+                rows.append(row)
+                print(render([row])[-1], f"  ({seconds:.0f}s)", file=sys.stderr, flush=True)
+    else:
+        rows = []
+        for w in work:
+            row, seconds = _timed_row(*w)
             rows.append(row)
-            print(render([row])[-1], f"  ({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
+            print(render([row])[-1], f"  ({seconds:.0f}s)", file=sys.stderr, flush=True)
     lines = render(rows)
     fresh = {r.rps: statistics.median(r.minutes) for r in rows if r.scenario == "iid" and r.minutes}
     late = {r.rps: statistics.median(r.minutes) for r in rows if r.scenario == "late" and r.minutes}
@@ -463,7 +494,8 @@ def main(argv: list[str] | None = None) -> int:
                           f"{late[rps] / fresh[rps]:.2f} ({late[rps]:.1f} / {fresh[rps]:.1f})")
     footer.append(f"{healthy} healthy and {regressed} regressed two-hour canaries per row, a poll every "
                   f"{POLL:g} s, template defaults (alpha {config.alpha:g}); "
-                  f"{'numpy' if np is not None else 'random'} draws; {time.perf_counter() - started:.0f} s")
+                  f"{'numpy' if np is not None else 'random'} draws; {time.perf_counter() - started:.0f} s "
+                  f"wall time, {args.jobs} process{'es' if args.jobs > 1 else ''}")
     print("\n".join(lines + [""] + footer))
     if args.markdown:
         Path(args.markdown).write_text("\n".join(lines + [""] + [f"- {f}" for f in footer]) + "\n")

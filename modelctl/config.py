@@ -33,7 +33,7 @@ ANALYSIS_DEFAULTS: dict = {
     "srm_tolerance": 0.2,
     "segment_share": 0.5,
     "max_segments": 8,
-    "cusum_growth": 1.25,
+    "cusum_growth": 1.2,
     "burst_prior": 0.3,
     "burst_prior_weight": 10,
     "max_step": 1.0,

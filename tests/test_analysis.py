@@ -249,6 +249,48 @@ def test_a_late_regression_is_caught_about_as_fast_as_a_fresh_one():
     assert sorted(late)[6] <= 1.5 * sorted(fresh)[6]
 
 
+def test_one_interval_adds_at_most_max_step_plus_its_own_information():
+    config = rate_config()
+    incident = {60: 0.05}  # one poll at five times the errors, on the canary alone
+
+    def jump(canary_rps):
+        _, before, _ = run(config, rate_stream(31, canary_rps=canary_rps, canary_only=incident)[:60])
+        _, after, _ = run(config, rate_stream(31, canary_rps=canary_rps, canary_only=incident)[:61])
+        return after._tests["error_rate|"].W - before._tests["error_rate|"].W
+
+    # at 1 canary request/s an interval carries little information: one burst cannot decide alone
+    assert 0.5 < jump(1.0) <= config.max_step + 0.1
+    # at 50 requests/s the same interval holds 1,500 canary requests and may add more than max_step
+    # (the raw log likelihood ratio of 75 errors where 15 were expected is about 20)
+    assert config.max_step + 0.3 < jump(50.0) <= config.max_step + 2.0
+
+
+def test_a_late_regression_at_high_traffic_is_not_held_back_by_the_step_cap():
+    config = rate_config()
+    fresh, late = [], []
+    for seed in range(9):
+        i, _, _ = run(config, rate_stream(500 + seed, canary_rps=50.0, ratio=2.0, polls=30))
+        fresh.append(i)
+        j, _, _ = run(config, rate_stream(600 + seed, canary_rps=50.0, ratio=2.0, onset=120, polls=160))
+        late.append(None if j is None else j - 120)
+    assert None not in fresh and None not in late
+    assert min(late) >= 0
+    # with at most max_step per poll the late boundary (about 11 after an hour) took 12 polls or more
+    assert sorted(late)[4] <= 1.5 * sorted(fresh)[4]
+    assert sorted(late)[4] <= 9
+
+
+def test_restarts_after_little_information_already_raise_the_boundary():
+    config = rate_config()
+    _, judge, decision = run(config, rate_stream(41, canary_rps=1.0, polls=120))
+    result = next(r for r in decision.results if r.metric == "error_rate")
+    test = judge._tests["error_rate|"]
+    assert 1.0 < test.Ir < 4.0  # an hour at 1 canary request/s: a few units of information
+    # the boundary counts that information in quarter units: ln(1 + Ir / 0.25), not ln(1 + Ir)
+    assert result.bound == pytest.approx(math.log(1 / 0.01) + config.cusum_growth * math.log1p(test.Ir / 0.25))
+    assert result.bound - math.log(1 / 0.01) > config.cusum_growth * math.log1p(test.Ir) + 1.0
+
+
 def test_the_bar_comes_from_the_control_and_never_from_a_registered_baseline():
     config = rate_config()
     polls = rate_stream(21, ratio=2.0)

@@ -334,11 +334,11 @@ def judge_stream(sc: Scenario, stream: Stream, config: AnalysisConfig, prior: di
             break
     if latency:
         # the latency judges need the whole two hours' histograms, not only what the Judge read
-        for i in range(i + 1, POLLS + 1):
+        for j in range(i + 1, POLLS + 1):  # the polls after the one the Judge stopped at
             for v in ("c", "k"):
                 acc = 0
                 row = cum_b[v]
-                for b, c in enumerate(stream.buckets[v][i - 1]):
+                for b, c in enumerate(stream.buckets[v][j - 1]):
                     acc += c
                     row[b] += acc
         # requests slower than the control's p95 (interpolated from its buckets), totals of the canary
@@ -398,14 +398,14 @@ def run_row(sc: Scenario, rps: float, healthy: int, regressed: int, seed: int, c
     serving = {"error_rate": P}  # the serving version's registered baseline
     naive_base = 2 * P if sc.candidate_baseline else P
     draw = Draw(seed)
-    for k in range(healthy if sc.healthy else 0):
+    for _ in range(healthy if sc.healthy else 0):
         out = judge_stream(sc, make_stream(sc, rps, False, draw), config, serving, naive_base)
         row.healthy += 1
         row.false_rb += out.rollback_poll is not None
         row.srm += out.srm_hold
         row.z_fa += out.z_rollback
         row.naive_fa += out.naive_rollback
-    for k in range(regressed):
+    for _ in range(regressed):
         stream = make_stream(sc, rps, True, draw)
         out = judge_stream(sc, stream, config, serving, naive_base)
         row.regressed += 1

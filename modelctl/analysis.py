@@ -108,8 +108,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .config import ANALYSIS_DEFAULTS, ANALYSIS_METRICS
 from .errors import ValidationError
@@ -212,13 +213,13 @@ class AnalysisConfig:
     metrics: tuple[MetricSpec, ...] = field(default_factory=lambda: _default_specs())
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any] | None) -> "AnalysisConfig":
+    def from_config(cls, config: Mapping[str, Any] | None) -> AnalysisConfig:
         """Build from a whole registry config (reads its `analysis` section)."""
         section = (config or {}).get("analysis") if isinstance(config, Mapping) else None
         return cls.from_section(section)
 
     @classmethod
-    def from_section(cls, section: Mapping[str, Any] | None) -> "AnalysisConfig":
+    def from_section(cls, section: Mapping[str, Any] | None) -> AnalysisConfig:
         """Build from the `analysis` mapping itself; raise ValidationError on bad values."""
         section = section or {}
         if not isinstance(section, Mapping):
@@ -605,7 +606,7 @@ class _Sequential:
         return doc
 
     @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> "_Sequential":
+    def from_json(cls, doc: Mapping[str, Any]) -> _Sequential:
         out = cls()
         for k in cls.__slots__:
             if k in ("hist", "hist_bounds", "last"):

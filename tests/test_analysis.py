@@ -6,8 +6,21 @@ import random
 import pytest
 
 from modelctl.analysis import (
-    ADVANCE_OK, ALERT, CONTINUE, ERROR, FAIL, HOLD, INSUFFICIENT, ROLLBACK, SRM_HOLD,
-    AnalysisConfig, Judge, binomial_llr, count_above, histogram_quantile, indifference_ratio,
+    ADVANCE_OK,
+    ALERT,
+    CONTINUE,
+    ERROR,
+    FAIL,
+    HOLD,
+    INSUFFICIENT,
+    ROLLBACK,
+    SRM_HOLD,
+    AnalysisConfig,
+    Judge,
+    binomial_llr,
+    count_above,
+    histogram_quantile,
+    indifference_ratio,
 )
 from modelctl.errors import ValidationError
 from modelctl.observation import Counters, Poll, Reading

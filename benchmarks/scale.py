@@ -27,7 +27,8 @@ from fastimport import FastImport, head
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = b"You are a helpful assistant.\n"
-ENV = {**os.environ, "GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
+# PYTHONDONTWRITEBYTECODE dropped: an installed modelctl has its bytecode compiled (pip does it)
+ENV = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}, "GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
        "GIT_COMMITTER_NAME": "Bench", "GIT_COMMITTER_EMAIL": "bench@example.com", "NO_COLOR": "1",
        "PYTHONPATH": str(ROOT)}
 

@@ -370,6 +370,8 @@ def test_readers_during_many_reloads_see_whole_snapshots(tmp_path):
             failures.append(exc)
 
     threads = [threading.Thread(target=reader, args=(n,)) for n in range(4)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often: more interleavings, and the writer is not starved
     for t in threads:
         t.start()
     try:
@@ -380,6 +382,7 @@ def test_readers_during_many_reloads_see_whole_snapshots(tmp_path):
         done.set()
         for t in threads:
             t.join()
+        sys.setswitchinterval(interval)
     assert failures == []
     assert router.error is None and router.pick("m0", "k").version.endswith(".100")
     assert len(seen) == 4

@@ -60,17 +60,19 @@ def shadow_bucket(name: str, key: str) -> int:
 
 def _freeze(value: Any) -> Any:
     # shared by every reader thread: a caller mutating a config must not change what others serve
-    if isinstance(value, dict):
+    kind = type(value)  # exact types: JSON gives only these, and isinstance on ABCs is slow
+    if kind is dict:
         return MappingProxyType({k: _freeze(v) for k, v in value.items()})
-    if isinstance(value, list):
-        return tuple(_freeze(v) for v in value)
+    if kind is list:
+        return tuple([_freeze(v) for v in value])
     return value
 
 
 def _thaw(value: Any) -> Any:
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind is MappingProxyType or kind is dict:
         return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, tuple):
+    if kind is tuple or kind is list:
         return [_thaw(v) for v in value]
     return value
 
@@ -85,7 +87,15 @@ class Bundle:
     prompt: Mapping[str, Any]         # template, sha256, and text when rendered inline
     config: Mapping[str, Any]
     fallbacks: tuple = ()
-    sha256: str = ""                  # digest of the resolved bundle, see digest()
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def sha256(self) -> str:
+        """Digest of the resolved bundle (:func:`digest`), computed on first use: reloads stay cheap."""
+        value = self._cache.get("sha256")
+        if value is None:
+            value = self._cache.setdefault("sha256", digest(self.as_dict()))
+        return value
 
     @property
     def provider(self) -> str:
@@ -106,17 +116,17 @@ class Bundle:
         return out
 
 
-def digest(entry: Mapping[str, Any]) -> str:
+def digest(entry: dict) -> str:
     """sha256 of a resolved bundle: canonical JSON of its model, prompt (template, sha256), config, fallbacks.
 
     The inline prompt text is left out (its sha256 already pins it), so the digest is the same whether
     a document carries the text or not, and anyone can recompute it from ``modelctl resolve NAME --json``.
     """
     prompt = entry.get("prompt") or {}
-    canonical = {"model": _thaw(entry.get("model") or {}),
+    canonical = {"model": entry.get("model") or {},
                  "prompt": {k: prompt[k] for k in ("template", "sha256") if k in prompt},
-                 "config": _thaw(entry.get("config") or {}),
-                 "fallbacks": _thaw(entry.get("fallbacks") or [])}
+                 "config": entry.get("config") or {},
+                 "fallbacks": entry.get("fallbacks") or []}
     text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -133,11 +143,14 @@ class Pick:
     mirror: bool                      # send a copy of this request to the shadow (never served)
     shadow: Bundle | None             # the shadow's bundle when mirror is true, else None
     commit: str | None                # registry commit the document was resolved at, when known
-    _attrs: Mapping[str, Any] = field(repr=False, compare=False)
+    _attrs: dict = field(repr=False, compare=False)   # the model's version -> static attributes cache
 
     def attributes(self) -> dict[str, Any]:
         """OpenTelemetry attributes for the request's span (a plain dict; no opentelemetry dependency)."""
-        out = dict(self._attrs)
+        static = self._attrs.get(self.version)
+        if static is None:  # built on first use per version; racing threads build equal dicts
+            static = self._attrs.setdefault(self.version, _span_attrs(self.model, self.bundle, self.commit))
+        out = dict(static)
         out["modelctl.role"] = self.role
         out["modelctl.bucket"] = self.bucket
         out["modelctl.shadow.mirrored"] = self.mirror
@@ -154,16 +167,18 @@ class _Model:
     shadow_until: int
     commit: str | None
     origin: str
-    attrs: Mapping[str, Mapping[str, Any]]   # version -> static span attributes
+    attrs: dict                       # version -> static span attributes, filled on first use
 
 
 class Snapshot:
     """An immutable set of loaded routing documents; every pick from one snapshot agrees with the others."""
 
-    __slots__ = ("_models", "stamp", "commit", "origin")
+    __slots__ = ("_models", "stamp", "commit", "origin", "compiled")
 
-    def __init__(self, models: dict[str, _Model], stamp: Any = None, commit: str | None = None, origin: str = ""):
+    def __init__(self, models: dict[str, _Model], stamp: Any = None, commit: str | None = None, origin: str = "",
+                 compiled: dict | None = None):
         self._models = models
+        self.compiled = compiled or {}  # (origin, file bytes) -> compiled model, reused by the next reload
         self.stamp = stamp      # what the source looked like when read (to skip unchanged reloads)
         self.commit = commit    # the git source's commit; per-model commits are on each pick
         self.origin = origin
@@ -207,7 +222,7 @@ class Snapshot:
             served, role = m.active, "active"
         mirror = m.shadow_until > 0 and shadow_bucket(name, key) < m.shadow_until
         return Pick(name, b, served.version, role, served, mirror, m.shadow if mirror else None, m.commit,
-                    m.attrs[served.version])
+                    m.attrs)
 
 
 # -- validation and compilation (plain Python checks: no jsonschema at serving time) ----------------
@@ -241,10 +256,10 @@ def _bundle(origin: str, where: str, entry: Any) -> Bundle:
     if not isinstance(fallbacks, list) or not all(isinstance(f, dict) for f in fallbacks):
         raise _fail(origin, f"{where}.fallbacks must be a list of objects")
     return Bundle(version, percent, _freeze(model), _freeze(entry.get("prompt") or {}),
-                  _freeze(entry.get("config") or {}), _freeze(fallbacks), digest(entry))
+                  _freeze(entry.get("config") or {}), _freeze(fallbacks))
 
 
-def _span_attrs(name: str, bundle: Bundle, commit: str | None) -> Mapping[str, Any]:
+def _span_attrs(name: str, bundle: Bundle, commit: str | None) -> dict[str, Any]:
     # gen_ai.provider.name is the current semantic-convention name; gen_ai.system is the one it replaced
     # (conventions up to v1.36), still what many backends and dashboards read, so both are set.
     attrs: dict[str, Any] = {"gen_ai.provider.name": bundle.provider, "gen_ai.system": bundle.provider,
@@ -260,7 +275,7 @@ def _span_attrs(name: str, bundle: Bundle, commit: str | None) -> Mapping[str, A
         attrs["modelctl.prompt.sha256"] = bundle.prompt["sha256"]
     if commit:
         attrs["modelctl.registry.commit"] = commit
-    return MappingProxyType(attrs)
+    return attrs
 
 
 def compile_document(doc: Any, origin: str = "<document>", commit: str | None = None) -> _Model:
@@ -284,9 +299,8 @@ def compile_document(doc: Any, origin: str = "<document>", commit: str | None = 
     if active is None and (canary or shadow):
         raise _fail(origin, "a canary or shadow needs an active version")
     commit = doc.get("commit") if isinstance(doc.get("commit"), str) else commit
-    attrs = {b.version: _span_attrs(name, b, commit) for b in (active, canary) if b is not None}
     return _Model(name, active, canary, routing.threshold(canary.percent) if canary else 0,
-                  shadow, routing.threshold(shadow.percent) if shadow else 0, commit, origin, MappingProxyType(attrs))
+                  shadow, routing.threshold(shadow.percent) if shadow else 0, commit, origin, {})
 
 
 def _parse(raw: bytes, origin: str) -> Any:
@@ -313,14 +327,14 @@ class FileSource:
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def load(self) -> tuple[Any, list[tuple[str, Any]], str | None]:
-        """(stamp, [(origin, document)], commit)."""
+        """(stamp, [(origin, raw bytes)], commit)."""
         try:
             with open(self.path, "rb") as f:
                 st = os.fstat(f.fileno())  # the stamp of exactly the bytes read
                 raw = f.read()
         except OSError as exc:
             raise _fail(self.path, f"cannot be read ({exc.strerror})") from None
-        return (st.st_ino, st.st_mtime_ns, st.st_size), [(self.path, _parse(raw, self.path))], None
+        return (st.st_ino, st.st_mtime_ns, st.st_size), [(self.path, raw)], None
 
 
 class DirectorySource:
@@ -353,7 +367,7 @@ class DirectorySource:
             return None
 
     def load(self) -> tuple[Any, list[tuple[str, Any]], str | None]:
-        """(stamp, [(origin, document)], commit)."""
+        """(stamp, [(origin, raw bytes)], commit)."""
         for _ in range(3):  # the kubelet removes an old ..data target right after a swap: read the new one
             target = self._target()
             stamp = self.stamp() if target is None else ("..data", target)
@@ -368,15 +382,15 @@ class DirectorySource:
     def _read(self, base: str) -> list[tuple[str, Any]]:
         docs = []
         try:
-            entries = sorted(e.name for e in os.scandir(base) if not e.name.startswith("."))
+            entries = sorted((e.name, e.is_dir()) for e in os.scandir(base) if not e.name.startswith("."))
         except FileNotFoundError:
             raise
         except OSError as exc:
             raise _fail(base, f"cannot be listed ({exc.strerror})") from None
-        for name in entries:
-            path = os.path.join(base, name)
-            if os.path.isdir(path):
+        for name, is_dir in entries:
+            if is_dir:
                 continue
+            path = os.path.join(base, name)
             origin = os.path.join(self.path, name)
             try:
                 with open(path, "rb") as f:
@@ -385,7 +399,7 @@ class DirectorySource:
                 raise
             except OSError as exc:
                 raise _fail(origin, f"cannot be read ({exc.strerror})") from None
-            docs.append((origin, _parse(raw, origin)))
+            docs.append((origin, raw))
         return docs
 
 
@@ -452,13 +466,21 @@ class Router:
 
     def _build(self) -> Snapshot:
         stamp, docs, commit = self.source.load()
+        previous = getattr(self, "_snapshot", None)
+        known = previous.compiled if previous is not None else {}
         models: dict[str, _Model] = {}
-        for origin, doc in docs:
-            m = compile_document(doc, origin, commit)
+        compiled: dict[tuple[str, bytes], _Model] = {}
+        for origin, payload in docs:
+            if isinstance(payload, bytes):
+                # a ConfigMap update usually changes one model: reuse what the same bytes compiled to
+                m = known.get((origin, payload)) or compile_document(_parse(payload, origin), origin, commit)
+                compiled[(origin, payload)] = m
+            else:
+                m = compile_document(payload, origin, commit)
             if m.name in models:
                 raise _fail(origin, f"model {m.name} is also defined in {models[m.name].origin}")
             models[m.name] = m
-        return Snapshot(models, stamp, commit, self.source.path)
+        return Snapshot(models, stamp, commit, self.source.path, compiled)
 
     def reload(self) -> Snapshot:
         """Read the source again and swap the new snapshot in; on error keep the old one, record it, raise."""

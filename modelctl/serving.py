@@ -374,9 +374,9 @@ class DirectorySource:
             base = self.path if target is None else os.path.join(self.path, target)
             try:
                 return stamp, self._read(base), None
-            except FileNotFoundError:
+            except FileNotFoundError as exc:
                 if target is None:
-                    raise
+                    raise _fail(self.path, f"{exc.filename} vanished while it was read") from None
         raise _fail(self.path, "kept changing while it was read")
 
     def _read(self, base: str) -> list[tuple[str, Any]]:

@@ -224,6 +224,7 @@ def test_configmap_swap_reloads_once_and_ignores_dotfiles(tmp_path):
     assert router.maybe_reload() is True and router.reloads == 1
     assert router.pick(NAME, "user-42").version == "1.0.1"
     assert old.pick(NAME, "user-42").version == "1.0.0"  # a held snapshot never changes
+    assert router.snapshot.bundles(OTHER) == old.bundles(OTHER)  # unchanged bytes: the same bundles
     assert router.maybe_reload() is False and router.reloads == 1
 
 
@@ -309,6 +310,8 @@ def test_two_files_for_one_model_and_a_missing_file_are_refused(tmp_path):
         serving.Router.from_directory(root)
     with pytest.raises(serving.InvalidRoutingDocument, match="cannot be read"):
         serving.Router.from_file(tmp_path / "missing.json")
+    with pytest.raises(serving.InvalidRoutingDocument, match="vanished while it was read"):
+        serving.Router.from_directory(tmp_path / "missing")
 
 
 def test_inline_prompt_text_is_served_and_leaves_the_digest_alone(tmp_path):

@@ -27,7 +27,7 @@ from . import routing
 from .errors import NotFound, ValidationError
 
 __all__ = ["Router", "Snapshot", "Pick", "Bundle", "UnknownModel", "NoActiveVersion", "InvalidRoutingDocument",
-           "shadow_bucket"]
+           "shadow_bucket", "digest"]
 
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")  # names.NAME_RE, without its imports
 # The fields of the bucket rule this client implements; a document announcing another rule is refused

@@ -14,7 +14,7 @@ from conftest import ROOT
 
 SHIPPED = ("modelctl/data/schemas/bundle.schema.json", "modelctl/data/schemas/registry.schema.json",
            "modelctl/data/schemas/deployment.schema.json", "modelctl/data/schemas/eval-report.schema.json",
-           "modelctl/data/registry-template/modelctl.yaml", "modelctl/data/registry-template/README.md",
+           "modelctl/data/registry-template/modelctl.yaml", "modelctl/data/registry-template/README.md", "modelctl/py.typed",
            *(f"modelctl/data/schemas/output/{p.name}" for p in sorted((ROOT / "schemas" / "output").glob("*.json"))))
 
 

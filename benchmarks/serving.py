@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -113,7 +112,7 @@ def run(models: int, picks: int, reloads: int) -> list[tuple]:
         same_s = timed(lambda i: router.reload(), reloads)
         same_cpu = timed(lambda i: router.reload(), reloads, time.thread_time)
         changed_s, changed_cpu, gen = [], [], 0
-        for i in range(reloads):
+        for _ in range(reloads):
             for out, clock in ((changed_s, time.perf_counter), (changed_cpu, time.thread_time)):
                 gen ^= 1
                 swap(root, gen)  # not timed: every document differs from the loaded ones

@@ -19,9 +19,10 @@ import json
 import os
 import re
 import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from . import routing
 from .errors import NotFound, ValidationError

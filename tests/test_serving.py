@@ -11,9 +11,9 @@ import sys
 import threading
 
 import pytest
-
 from conftest import ROOT, bundle_text, git, new_registry, register_chain, run_cli
 from lifecyclekit import isolated_env
+
 import modelctl
 from modelctl import routing, serving
 from modelctl.errors import ModelctlError

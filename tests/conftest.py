@@ -132,3 +132,12 @@ def write_bundle(tmp_path):
         path.write_text(bundle_text(**fields))
         return path
     return _write
+
+
+@pytest.fixture
+def two_versions(registry, write_bundle):
+    """A registry with support-agent 1.0.0 and 1.0.1 registered (the second on prompts/p2.txt)."""
+    assert run_cli("register", write_bundle(version="1.0.0"), cwd=registry).returncode == 0
+    f = write_bundle("c.yaml", version="1.0.1", parent="1.0.0", prompt="prompts/p2.txt", error_rate=0.012)
+    assert run_cli("register", f, cwd=registry).returncode == 0
+    return registry

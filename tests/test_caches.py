@@ -9,14 +9,6 @@ from conftest import git, run_cli
 from modelctl.store import Store
 
 
-@pytest.fixture
-def two_versions(registry, write_bundle):
-    assert run_cli("register", write_bundle(version="1.0.0"), cwd=registry).returncode == 0
-    f = write_bundle("c.yaml", version="1.0.1", parent="1.0.0", prompt="prompts/p2.txt", error_rate=0.012)
-    assert run_cli("register", f, cwd=registry).returncode == 0
-    return registry
-
-
 def _show(repo) -> list[dict]:
     proc = run_cli("show", "support-agent", "--json", cwd=repo)
     assert proc.returncode == 0, proc.stderr

@@ -1,16 +1,7 @@
 """status, show, diff, check: real output, JSON documents, and problems found by check."""
 import json
 
-import pytest
 from conftest import git, repo_state, run_cli
-
-
-@pytest.fixture
-def two_versions(registry, write_bundle):
-    assert run_cli("register", write_bundle(version="1.0.0"), cwd=registry).returncode == 0
-    f = write_bundle("c.yaml", version="1.0.1", parent="1.0.0", prompt="prompts/p2.txt", error_rate=0.012)
-    assert run_cli("register", f, cwd=registry).returncode == 0
-    return registry
 
 
 def test_status_plain_text_and_json(two_versions):

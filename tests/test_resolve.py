@@ -2,8 +2,8 @@
 import json
 
 import pytest
-from conftest import git, new_registry, register_chain, run_cli
-from lifecyclekit import isolated_env
+from conftest import git, new_registry, run_cli
+from lifecyclekit import live_registry
 
 import modelctl
 from modelctl import routing
@@ -15,18 +15,7 @@ NAME = "support-agent"
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     """1.0.0 active, 1.0.1 in canary at 10 %, 1.0.2 shadowed at 25 % (read only)."""
-    base = tmp_path_factory.mktemp("live")
-    with isolated_env(tmp_path_factory):
-        reg = modelctl.Registry(new_registry(base / "reg"))
-        register_chain(reg, base, count=3)
-        reg.promote(NAME, "1.0.0", "staging")
-        reg.promote(NAME, "1.0.0", "active")
-        for v in ("1.0.1", "1.0.2"):
-            reg.promote(NAME, v, "staging")
-        reg.shadow(NAME, "1.0.1", 25)
-        reg.canary(NAME, "1.0.1", 10)
-        reg.shadow(NAME, "1.0.2", 25)
-    return reg.root
+    return live_registry(tmp_path_factory, NAME).root
 
 
 def test_routing_document(live):

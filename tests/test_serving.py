@@ -11,8 +11,8 @@ import sys
 import threading
 
 import pytest
-from conftest import ROOT, bundle_text, git, new_registry, register_chain, run_cli
-from lifecyclekit import isolated_env
+from conftest import ROOT, bundle_text, git, run_cli
+from lifecyclekit import isolated_env, live_registry
 
 import modelctl
 from modelctl import routing, serving
@@ -25,17 +25,9 @@ OTHER = "search-ranker"
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     """support-agent: 1.0.0 active, 1.0.1 canary at 10 %, 1.0.2 shadow at 25 %; search-ranker: registered only."""
-    base = tmp_path_factory.mktemp("live")
+    reg = live_registry(tmp_path_factory, NAME)
+    base = reg.root.parent
     with isolated_env(tmp_path_factory):
-        reg = modelctl.Registry(new_registry(base / "reg"))
-        register_chain(reg, base, count=3)
-        reg.promote(NAME, "1.0.0", "staging")
-        reg.promote(NAME, "1.0.0", "active")
-        for v in ("1.0.1", "1.0.2"):
-            reg.promote(NAME, v, "staging")
-        reg.shadow(NAME, "1.0.1", 25)
-        reg.canary(NAME, "1.0.1", 10)
-        reg.shadow(NAME, "1.0.2", 25)
         other = base / "ranker.yaml"
         other.write_text(bundle_text(name=OTHER, version="1.0.0"))
         reg.register(other)

@@ -965,7 +965,7 @@ class Judge:
 
     def _update_srm(self, poll: Poll, can: _Deltas, con: _Deltas, canary_missing: bool) -> None:
         srm = self._srm
-        if srm["held"] or poll.percent is None or self._last_percent != poll.percent:
+        if poll.percent is None or self._last_percent != poll.percent:
             return
         n0 = con.requests
         if n0 is None:
@@ -985,6 +985,10 @@ class Judge:
         srm["variance"] += total * pi * (1 - pi)
         srm["intervals"] += 1
         dev = abs(srm["observed"] - srm["expected"]) - self.config.srm_tolerance * srm["expected"]
+        # judged again at every poll on the whole canary's counts: a skew of a few intervals (pods
+        # scraped at different moments, a router warming up) holds the verdict only until the
+        # totals agree with the configured percent again; a real mismatch never stops holding
+        srm["held"] = None
         if dev > 0 and dev >= srm_boundary(srm["variance"], self.config.srm_alpha):
             share = srm["observed"] / (srm["expected"] / pi) if srm["expected"] else 0.0
             if srm["observed"] == 0:

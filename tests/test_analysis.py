@@ -520,6 +520,24 @@ def test_a_sample_ratio_mismatch_holds_instead_of_judging():
     assert "configured 5%" in actions[-1].reason
 
 
+def test_a_mismatch_of_a_few_intervals_holds_only_until_the_totals_agree_again():
+    # two polls where the canary gets 18 % instead of 10 % (pods scraped at different moments), then
+    # the configured split: the verdict is held, then judged again; a lasting mismatch keeps holding
+    config = rate_config()
+    control, canary = Version(), Version()
+    judge = Judge(config)
+    actions = []
+    for i in range(40):
+        if i:
+            share = 0.18 if i <= 2 else 0.10
+            control.add("", round(2000 * (1 - share)), round(20 * (1 - share)))
+            canary.add("", round(2000 * share), round(20 * share))
+        actions.append(judge.observe(Poll(time=30.0 * i, control="1.0.0", canary="1.1.0", percent=10.0,
+                                          readings={"1.0.0": control.reading(), "1.1.0": canary.reading()})).action)
+    assert SRM_HOLD in actions[:4]
+    assert actions[-1] != SRM_HOLD and ROLLBACK not in actions
+
+
 def test_a_canary_that_gets_no_traffic_is_held_and_said_so():
     config = rate_config()
     control = Version()

@@ -24,9 +24,19 @@ _FIELDS = ["%H", "%P", "%ct", "%an", "%ae", "%s", "%(trailers:only,unfold)"]
 
 
 def iso(ts: int) -> str:
-    """A unix time as UTC ISO 8601 with a Z (always a 4-digit year: strftime drops zeros on year 1)."""
-    d = dt.datetime.fromtimestamp(ts, dt.UTC)
-    return f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}Z"
+    """A unix time as UTC ISO 8601 with a Z (always a 4-digit year: strftime drops zeros on year 1).
+
+    The date part is computed once per day: `show` formats ten thousand registration times.
+    """
+    day, sec = divmod(int(ts), 86400)
+    date = _DAYS.get(day)
+    if date is None:
+        d = dt.datetime.fromtimestamp(day * 86400, dt.UTC)
+        date = _DAYS[day] = f"{d.year:04d}-{d.month:02d}-{d.day:02d}"
+    return f"{date}T{sec // 3600:02d}:{sec % 3600 // 60:02d}:{sec % 60:02d}Z"
+
+
+_DAYS: dict[int, str] = {}
 
 
 # what a UTC datetime can hold: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z

@@ -67,6 +67,8 @@ class Registry(Reader):
 
     def show(self, name: str, version: str | None = None, ref: str = "HEAD") -> ShowDocument:
         """One model's versions with status, model id, prompt hash, who registered when; or one bundle."""
+        from .history import iso
+
         check_name(name)
         snap = self.snapshot(ref)
         if version is not None:
@@ -97,7 +99,7 @@ class Registry(Reader):
             parent, provider, model, adapter, prompt, sha = found[v]
             rows.append({"version": v, "status": statuses.get(v, "registered"), "parent": parent,
                          "provider": provider, "model": model, "adapter": adapter, "prompt": prompt,
-                         "prompt_sha256": sha, "registered_at": _iso(at) if at else None, "registered_by": by})
+                         "prompt_sha256": sha, "registered_at": iso(at) if at else None, "registered_by": by})
         return {"schema": API_SCHEMA, "name": name, "active": dep.get("active"), "canary": dep.get("canary"),
                 "shadow": dep.get("shadow"), "versions": rows}
 
@@ -195,20 +197,6 @@ def _write_kwargs(kwargs: dict) -> dict:
             raise UsageError("pass either opts= or push=/branch=, not both")
         kwargs["opts"] = WriteOptions(push=push, branch=branch)
     return kwargs
-
-
-def _iso(ts: int) -> str:
-    """Unix seconds as ISO 8601 UTC (the date part from a per-day cache: `show` formats thousands)."""
-    day, sec = divmod(int(ts), 86400)
-    date = _DAYS.get(day)
-    if date is None:
-        import time
-
-        date = _DAYS[day] = time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
-    return f"{date}T{sec // 3600:02d}:{sec % 3600 // 60:02d}:{sec % 60:02d}Z"
-
-
-_DAYS: dict[int, str] = {}
 
 
 class _Summaries:

@@ -827,10 +827,14 @@ class Store:
         return found
 
     # -- locking ----------------------------------------------------------------------------
-    def lock(self, timeout: float | None = None) -> _Lock:
-        """Serialize writers of this clone (a process that dies releases it with its file descriptor)."""
+    def lock(self, timeout: float | None = None, *, holds: float = 0.0) -> _Lock:
+        """Serialize writers of this clone (a process that dies releases it with its file descriptor).
+
+        `holds` is how long a writer of this kind may keep the lock retrying its push (the write's
+        deadline): without MODELCTL_LOCK_TIMEOUT a waiter waits that long on top of the default,
+        so it never gives up on a holder that is still within its own deadline."""
         if timeout is None:
-            timeout = lock_timeout(os.environ.get("MODELCTL_LOCK_TIMEOUT"))
+            timeout = lock_timeout(os.environ.get("MODELCTL_LOCK_TIMEOUT"), holds)
         return _Lock(self.lock_path, timeout)
 
     def lock_status(self) -> dict:
@@ -940,12 +944,14 @@ class Store:
 
         `models` names the models whose tags the plan creates; when pushing, only their tags are
         fetched."""
-        started = clock()
         self.require_identity()
         if not push and new_branch is None:
             # tag counters and registration commits come from the local tags and history
             self.require_full_history("the tags this write makes (counters, registration commits)")
-        with self.lock():
+        with self.lock(holds=deadline):
+            # the deadline is for racing other clones' writers; waiting for this clone's lock is
+            # the lock timeout's business, so the retries get their whole deadline once it is held
+            started = clock()
             self.recover()
             target = replace(self._target(push, remote, branch, new_branch), models=models)
             self._deadline_at = started + deadline
@@ -962,8 +968,8 @@ class Store:
         self.require_identity()
         if locked:
             return self._add_tags(plan_fn, push, remote, branch, deadline, sleep, clock, started)
-        with self.lock():
-            return self._add_tags(plan_fn, push, remote, branch, deadline, sleep, clock, started)
+        with self.lock(holds=deadline):
+            return self._add_tags(plan_fn, push, remote, branch, deadline, sleep, clock, clock())
 
     def _add_tags(self, plan_fn, push, remote, branch, deadline, sleep, clock, started) -> Outcome:
         target = self._target(push, remote, branch, None)
@@ -1512,12 +1518,12 @@ def read_lock(path: Path) -> dict:
     return info
 
 
-def lock_timeout(text: str | None) -> float:
-    """MODELCTL_LOCK_TIMEOUT in seconds (default 60); UsageError for anything but 0..86400."""
+def lock_timeout(text: str | None, holds: float = 0.0) -> float:
+    """MODELCTL_LOCK_TIMEOUT in seconds (default 60 plus `holds`); UsageError for anything but 0..86400."""
     import math
 
     if text is None or not text.strip():
-        return 60.0
+        return 60.0 + max(holds, 0.0)
     try:
         value = float(text)
     except ValueError:

@@ -328,6 +328,18 @@ def test_a_second_process_waits_for_the_lock_and_says_who_holds_it(registry, rem
     assert run_cli("register", bundle_file(tmp_path, "b.yaml", name="b", version="1.0.0"), "--push",
                    cwd=registry).returncode == 0
     assert [c["trailers"]["Modelctl-Model"] for c in commits(remote)[-2:]] == ["a", "b"]
+
+
+def test_by_default_a_waiter_outlasts_a_holder_still_within_its_push_deadline(registry, monkeypatch):
+    # a writer keeps the lock while it retries its push for up to remote.deadline seconds; a
+    # waiter that gave up sooner would fail although the holder is behaving (seen with 8 writers)
+    from modelctl.store import Store
+
+    monkeypatch.delenv("MODELCTL_LOCK_TIMEOUT", raising=False)
+    assert Store(registry).lock(holds=120).timeout == 180
+    assert Store(registry).lock().timeout == 60
+    monkeypatch.setenv("MODELCTL_LOCK_TIMEOUT", "5")  # an explicit setting is taken as it is
+    assert Store(registry).lock(holds=120).timeout == 5
     assert index_consistent(registry) and leftovers(registry) == []
 
 

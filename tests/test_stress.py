@@ -183,7 +183,8 @@ def test_eight_writers_twenty_five_operations_each(served, tmp_path):
             assert landed == [], r  # a refusal, a conflict or a no-op wrote nothing
             assert r["noop"] or r["code"] in (2, 3), r
     registers = [r for r in results if r["kind"] == "register"]
-    assert all(r["ok"] and not r["noop"] for r in registers), [r for r in registers if not r["ok"]]
+    assert all(r["ok"] and not r["noop"] for r in registers), [(r["id"], r.get("code"), r.get("error"), r["seconds"])
+                                                              for r in registers if not r["ok"] or r["noop"]]
     assert set(by_marker) <= {r["id"] for r in results if r["ok"]}
 
     # every registered version has its bundle (registered versions are implicit in deployment files)

@@ -121,7 +121,8 @@ def test_every_command_with_json_has_a_published_schema():
                  if any("--json" in getattr(p, "opts", ()) for p in cmd.params)}
     assert with_json == set(OUTPUT_SCHEMAS), "a command with --json needs an entry in documents.OUTPUT_SCHEMAS"
     published = {p.name for p in OUTPUT.glob("*.schema.json")}
-    assert set(OUTPUT_SCHEMAS.values()) == published
+    # notification.schema.json is the body watch POSTs to webhooks (modelctl.notify), not a command's output
+    assert set(OUTPUT_SCHEMAS.values()) | {"notification.schema.json"} == published
 
 
 # (TypedDict in modelctl/documents.py, schema file, JSON pointer of the object schema inside it)

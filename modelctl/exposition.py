@@ -1,0 +1,208 @@
+"""The controller's own metrics: a small registry of gauges and counters, the Prometheus text
+format (version 0.0.4), and a loopback-or-any HTTP server for `/metrics` and `/healthz`.
+
+Written here instead of depending on prometheus_client: the controller needs a dozen families,
+label escaping and one HTTP handler, and this keeps `import modelctl` free of a server library.
+The format is checked against prometheus_client's own parser and a real Prometheus in the tests.
+
+`/healthz` answers 200 while the controller's loop has completed a cycle recently (within
+`stale_after` seconds, set from the poll interval), 503 otherwise: a liveness probe restarts a
+controller whose loop is stuck, not one whose metrics backend is down (that is a poll error,
+counted on /metrics).
+"""
+from __future__ import annotations
+
+import math
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def _labels(values: Mapping[str, str]) -> Labels:
+    return tuple(sorted((k, str(v)) for k, v in values.items()))
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
+
+
+@dataclass
+class Family:
+    """One metric family: name, help text, type and its samples by label set."""
+
+    name: str
+    help: str
+    kind: str  # "gauge" or "counter"
+    samples: dict[Labels, float] = field(default_factory=dict)
+
+    def text(self) -> str:
+        """This family in the exposition format (nothing when it has no samples)."""
+        if not self.samples:
+            return ""
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
+        for labels, value in sorted(self.samples.items()):
+            inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+            lines.append(f"{self.name}{{{inner}}} {_number(value)}" if inner else f"{self.name} {_number(value)}")
+        return "\n".join(lines) + "\n"
+
+
+class Metrics:
+    """Thread-safe gauges and counters; the controller writes, the HTTP thread reads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._families: dict[str, Family] = {}
+
+    def declare(self, name: str, help: str, kind: str = "gauge") -> None:
+        """Declare a family once (its HELP and TYPE); samples come with set/inc."""
+        if kind not in ("gauge", "counter"):
+            raise ValueError(kind)
+        with self._lock:
+            self._families.setdefault(name, Family(name, help, kind))
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        """Set a gauge's sample."""
+        with self._lock:
+            self._families[name].samples[_labels(labels)] = float(value)
+
+    def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
+        """Add to a counter's sample (created at 0)."""
+        if amount < 0:
+            raise ValueError("a counter only goes up")
+        with self._lock:
+            samples = self._families[name].samples
+            key = _labels(labels)
+            samples[key] = samples.get(key, 0.0) + amount
+
+    def remove(self, name: str, **match: str) -> None:
+        """Drop a gauge's samples whose labels include `match` (a model no longer watched)."""
+        want = set(_labels(match))
+        with self._lock:
+            samples = self._families[name].samples
+            for key in [k for k in samples if want <= set(k)]:
+                del samples[key]
+
+    def value(self, name: str, **labels: str) -> float | None:
+        """One sample's value (None when absent)."""
+        with self._lock:
+            return self._families[name].samples.get(_labels(labels))
+
+    def text(self) -> str:
+        """Every family, sorted by name."""
+        with self._lock:
+            return "".join(f.text() for _, f in sorted(self._families.items()))
+
+
+class Health:
+    """Whether the loop is alive: `beat()` after every cycle; healthy while the last beat is recent."""
+
+    def __init__(self, stale_after: float, monotonic: Callable[[], float] = time.monotonic):
+        self.stale_after = stale_after
+        self._monotonic = monotonic
+        self._last: float | None = None
+        self.started = monotonic()
+
+    def beat(self) -> None:
+        """A cycle completed."""
+        self._last = self._monotonic()
+
+    def healthy(self) -> tuple[bool, str]:
+        """(healthy, why) for /healthz."""
+        now = self._monotonic()
+        if self._last is None:
+            # starting: the first cycle may take a while (a clone, the first fetch)
+            if now - self.started <= self.stale_after:
+                return True, "starting"
+            return False, f"no cycle completed in {now - self.started:.0f}s"
+        age = now - self._last
+        if age <= self.stale_after:
+            return True, f"last cycle {age:.0f}s ago"
+        return False, f"last cycle {age:.0f}s ago (more than {self.stale_after:g}s)"
+
+
+class Server:
+    """`/metrics` and `/healthz` on host:port, served from a daemon thread."""
+
+    def __init__(self, metrics: Metrics, health: Health, host: str = "127.0.0.1", port: int = 0):
+        outer = self
+        self.metrics = metrics
+        self.health = health
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    outer._answer(self, 200, outer.metrics.text(), CONTENT_TYPE)
+                elif path in ("/healthz", "/livez"):
+                    ok, why = outer.health.healthy()
+                    outer._answer(self, 200 if ok else 503, ("ok: " if ok else "unhealthy: ") + why + "\n")
+                else:
+                    outer._answer(self, 404, "not found: try /metrics or /healthz\n")
+
+            def log_message(self, *args: object) -> None:  # scrapes are not worth a log line each
+                pass
+
+        server_class = ThreadingHTTPServer
+        if ":" in host:  # an IPv6 address
+            server_class = type("Server6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
+        self._server = server_class((host, port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="modelctl-metrics", daemon=True)
+
+    @staticmethod
+    def _answer(handler: BaseHTTPRequestHandler, code: int, body: str,
+                content_type: str = "text/plain; charset=utf-8") -> None:
+        data = body.encode()
+        handler.send_response(code)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    @property
+    def port(self) -> int:
+        """The port served (useful with port 0)."""
+        return int(self._server.server_address[1])
+
+    def start(self) -> Server:
+        """Serve in the background."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def parse_port(text: str) -> tuple[str, int]:
+    """`--metrics-port` value: PORT (all interfaces, as a pod needs) or HOST:PORT; ValueError if bad."""
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - a scrape target in a pod listens on all interfaces
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not a port (1-65535) or HOST:PORT")
+    return host, int(port)
+
+
+def families(metrics: Metrics, declared: Iterable[tuple[str, str, str]]) -> Metrics:
+    """Declare several (name, help, kind) families at once."""
+    for name, help_text, kind in declared:
+        metrics.declare(name, help_text, kind)
+    return metrics

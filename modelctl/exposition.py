@@ -137,6 +137,10 @@ class Health:
         return False, f"last cycle {age:.0f}s ago (more than {self.stale_after:g}s)"
 
 
+class _Server6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 class Server:
     """`/metrics` and `/healthz` on host:port, served from a daemon thread."""
 
@@ -159,9 +163,7 @@ class Server:
             def log_message(self, *args: object) -> None:  # scrapes are not worth a log line each
                 pass
 
-        server_class = ThreadingHTTPServer
-        if ":" in host:  # an IPv6 address
-            server_class = type("Server6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
+        server_class = _Server6 if ":" in host else ThreadingHTTPServer  # ":" only in an IPv6 address
         self._server = server_class((host, port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="modelctl-metrics", daemon=True)

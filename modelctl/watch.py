@@ -402,15 +402,12 @@ class Actions(Protocol):
 
     def rollback(self, target: Target, *, reason: str, evidence: list[str]) -> Outcome:
         """Roll back target.canary (precondition: it is still the live canary); return the store Outcome."""
-        ...
 
     def step(self, target: Target, percent: float, *, reason: str, evidence: list[str]) -> Outcome:
         """Move the live canary to `percent` (precondition: still target.canary's version and percent)."""
-        ...
 
     def promote(self, target: Target, *, reason: str, evidence: list[str]) -> Outcome:
         """Promote the live canary to active (precondition: still target.canary's version and percent)."""
-        ...
 
 
 def _judged(target: Target) -> Split:

@@ -10,12 +10,18 @@ import functools
 import os
 import sys
 import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TextIO, TypedDict, TypeVar
 
 import typer
 
 from .errors import EXIT_INTERRUPTED, ModelctlError
+
+if TYPE_CHECKING:  # annotations only: the commands import what they use
+    from .ops import WriteOptions
+    from .registry import Registry
+    from .store import Outcome
 
 app = typer.Typer(
     name="modelctl",
@@ -28,7 +34,15 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-_state = {"debug": False, "registry": None}
+
+class _Globals(TypedDict):
+    """What the top-level options set for the command that runs."""
+
+    debug: bool
+    registry: Path | None
+
+
+_state: _Globals = {"debug": False, "registry": None}
 _default_showwarning = warnings.showwarning
 _notes_shown: set[str] = set()
 
@@ -49,11 +63,15 @@ ReasonOpt = Annotated[
 REGISTRY_HELP = "Registry directory (default: the git work tree around the current directory)."
 
 
-def funnel(fn):
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def funnel(fn: Callable[P, R]) -> Callable[P, R]:
     """The one place errors become `error: ...` on stderr and an exit code (DESIGN §7)."""
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             _check_arguments(kwargs)
             return fn(*args, **kwargs)
@@ -101,7 +119,7 @@ def _redacted(text: str) -> str:
     return redact_text(text)
 
 
-def _check_arguments(kwargs: dict) -> None:
+def _check_arguments(kwargs: Mapping[str, object]) -> None:
     """Refuse what no command can use, before it reaches one: text that is not UTF-8 (surrogate
     escapes from argv) and numbers that are not finite (`--cost-per-request nan` compares false
     with every budget)."""
@@ -127,19 +145,19 @@ def _main(
     version: Annotated[
         bool, typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_print_version)
     ] = False,
-):
+) -> None:
     """modelctl: a git-backed model registry."""
     _state["debug"] = debug
     _state["registry"] = registry
 
 
-def _registry():
+def _registry() -> Registry:
     from .registry import Registry
 
     return Registry(_state["registry"])
 
 
-def _write_opts(push: bool | None, branch: str | None = None, pr_body: Path | None = None):
+def _write_opts(push: bool | None, branch: str | None = None, pr_body: Path | None = None) -> WriteOptions:
     from .ops import WriteOptions
 
     if pr_body is not None:
@@ -179,7 +197,7 @@ PrBodyOpt = Annotated[
 def init(
     directory: Annotated[Path, typer.Argument(help="Directory to create the registry in (new or empty).")] = Path("."),
     json_out: JsonOpt = False,
-):
+) -> None:
     """Create a registry: a git repository laid out from the template, with a first commit.
 
     \b
@@ -217,7 +235,7 @@ def register(
     branch: BranchOpt = None,
     pr_body: PrBodyOpt = None,
     json_out: JsonOpt = False,
-):
+) -> None:
     """Validate a bundle and commit it as a new immutable version, tagged NAME@vVERSION.
 
     With --branch the commit goes on a new branch for review (no tags) and the pull-request
@@ -239,6 +257,7 @@ def register(
         opts=_write_opts(push, branch, pr_body),
     )
     r = out.result
+    assert isinstance(r, dict)  # ops.register's RegisterResult, also when nothing was written
     _after_write(
         reg, out, "registered", f"{r['name']} {r['version']}", branch=branch, json_out=json_out, pr_body=pr_body
     )
@@ -249,7 +268,7 @@ def register(
 def status(
     name: Annotated[str | None, typer.Argument(help="Only this model.", show_default=False)] = None,
     json_out: JsonOpt = False,
-):
+) -> None:
     """What serves: every model's active version, canary and percent, shadow, newest registered.
 
     \b
@@ -267,7 +286,7 @@ def status(
 def show(
     ref: Annotated[str, typer.Argument(help="NAME (all versions) or NAME@VERSION (one bundle).")],
     json_out: JsonOpt = False,
-):
+) -> None:
     """A model's versions with status, model id, prompt hash and who registered them; or one bundle.
 
     \b
@@ -289,7 +308,7 @@ def diff(
     v1: Annotated[str, typer.Argument(help="From version.")],
     v2: Annotated[str, typer.Argument(help="To version.")],
     json_out: JsonOpt = False,
-):
+) -> None:
     """Which of model, prompt, config, data and baseline changed between two versions, field by field.
 
     \b
@@ -326,7 +345,7 @@ def check(
             "--staged", help="Check what the index is about to commit instead of HEAD (what a pre-commit hook needs)."
         ),
     ] = False,
-):
+) -> None:
     """Check every file against its schema, prompt hashes, bundle immutability, deployment consistency.
 
     Also: secrets anywhere in the registry (errors, redacted), pinned models past their retirement
@@ -374,7 +393,7 @@ def demo(
             "--dir", help="Build the demo registry here (default: a temporary directory).", show_default=False
         ),
     ] = None,
-):
+) -> None:
     """Build a registry in a temporary directory and walk through what modelctl does, with the real commands.
 
     \b
@@ -409,7 +428,7 @@ def doctor(
         ),
     ] = None,
     json_out: JsonOpt = False,
-):
+) -> None:
     """Explain what crashes, interrupted writes and merged pull requests left behind; --fix repairs it.
 
     Checks stale lock files (with their age), leftover temporary files, local commits and tags
@@ -504,7 +523,7 @@ def watch(
             "--json", help="One JSON line per poll and a final result line (the default when stdout is not a terminal)."
         ),
     ] = False,
-):
+) -> None:
     """Follow a model's live canary: poll its metrics, judge them against the live control, roll back on a breach.
 
     The rollback is the same commit as 'modelctl rollback', with the evidence in Modelctl-Evidence trailers;
@@ -579,7 +598,7 @@ def replay(
         ),
     ] = None,
     json_out: JsonOpt = False,
-):
+) -> None:
     """Judge recorded polls again, canary by canary, with the same code as watch: each decision and its evidence.
 
     Tune analysis: on past canaries, or re-run a decision for an audit. Reads the poll record format
@@ -595,7 +614,8 @@ def replay(
 
     if report is not None:
         _check_output_path(report, "--report")
-    prior = lambda model, version: None  # noqa: E731 - no registry, no prior
+    # no registry, no prior
+    prior: Callable[[str | None, str | None], Mapping[str, Any] | None] = lambda model, version: None  # noqa: E731
     if config is not None:
         try:
             raw = config.read_bytes()
@@ -661,22 +681,22 @@ def _write_file(path: Path, text: str) -> None:
 
 
 def _after_write(
-    reg,
-    out,
+    reg: Registry,
+    out: Outcome,
     verb: str,
     detail: str = "",
     *,
     branch: str | None = None,
     json_out: bool = False,
     pr_body: Path | None = None,
-    extra: dict | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """Report a write. With --branch: the pull-request body on stdout (or in --pr-body FILE, or
     under "pull_request" with --json) and the outcome line on stderr."""
     from . import render, review
 
-    body = None
-    base = None
+    body: str | None = None
+    base: str | None = None
     if branch is not None and not out.noop and out.commit:
         cfg = reg.config()
         base = cfg["remote"]["branch"] if out.pushed else (reg.store.current_branch() or cfg["remote"]["branch"])
@@ -690,6 +710,7 @@ def _after_write(
     if json_out:
         doc = render.outcome_json(out, extra)
         if body is not None:
+            assert base is not None  # found with the body
             doc["pull_request"] = {
                 "branch": out.branch,
                 "base": base,
@@ -743,7 +764,7 @@ def gate(
         Path | None,
         typer.Option("--output", "-o", help="Write the output to this file instead of stdout.", show_default=False),
     ] = None,
-):
+) -> None:
     """Judge a version's eval report against the serving version's, under the gate rules of modelctl.yaml.
 
     Exit 0 when every metric passes, 1 when one fails, 2 when the reports cannot be compared
@@ -789,10 +810,15 @@ def gate(
 # -- lifecycle --------------------------------------------------------------------------------
 
 
-def _lifecycle_written(reg, out, json_out: bool, branch: str | None, pr_body: Path | None) -> None:
+def _summary(out: Outcome) -> dict[str, Any] | None:
+    """What a lifecycle write did (ops' TransitionResult); None when it did nothing."""
+    return None if out.noop or not isinstance(out.result, dict) else out.result
+
+
+def _lifecycle_written(reg: Registry, out: Outcome, json_out: bool, branch: str | None, pr_body: Path | None) -> None:
     from . import render
 
-    r = None if out.noop else out.result
+    r = _summary(out)
     if r and not json_out:
         render.lifecycle_before(r, "stderr" if branch else "stdout")
     verb = r["subject"].removeprefix("modelctl: ") if r else "done"
@@ -818,7 +844,7 @@ def promote(
     branch: BranchOpt = None,
     pr_body: PrBodyOpt = None,
     json_out: JsonOpt = False,
-):
+) -> None:
     """Move a version to the next stage of the lifecycle, or retire it; one commit plus GTO tags.
 
     Promoting to active deprecates the old active version and records it as previous.
@@ -865,7 +891,7 @@ def shadow(
     branch: BranchOpt = None,
     pr_body: PrBodyOpt = None,
     json_out: JsonOpt = False,
-):
+) -> None:
     """Mirror traffic to a version (never served), or change the mirrored share; prints the daily cost.
 
     The cost is requests/day x share x cost per call x 2; above shadow.budget_per_day it is refused
@@ -911,7 +937,7 @@ def canary(
     branch: BranchOpt = None,
     pr_body: PrBodyOpt = None,
     json_out: JsonOpt = False,
-):
+) -> None:
     """Start a canary at an allowed percent, or move the live canary's percent up or down.
 
     Without --pct a new canary starts at the first of canary.steps; a live canary needs --pct.
@@ -925,8 +951,9 @@ def canary(
 
     reg = _registry()
     out = ops.canary(reg, name, version, pct, force=force, reason=reason, opts=_write_opts(push, branch, pr_body))
-    if pct is None and not out.noop and not json_out:
-        render.say(f"starting at {fmt_pct(out.result['percent'])}% (first of canary.steps; pass --pct to choose)")
+    started = _summary(out)
+    if pct is None and started is not None and not json_out:
+        render.say(f"starting at {fmt_pct(started['percent'])}% (first of canary.steps; pass --pct to choose)")
     _lifecycle_written(reg, out, json_out, branch, pr_body)
 
 
@@ -965,7 +992,7 @@ def rollback(
     branch: BranchOpt = None,
     pr_body: PrBodyOpt = None,
     json_out: JsonOpt = False,
-):
+) -> None:
     """End the live canary, or take the named active version out of service; the pulled version goes on hold.
 
     Every rollback names what it removes: without a live canary, pass --from ACTIVE (previous serves
@@ -1001,7 +1028,7 @@ def log(
         typer.Option("--limit", "-n", min=1, help="Show at most this many events (newest first).", show_default=False),
     ] = None,
     json_out: JsonOpt = False,
-):
+) -> None:
     """Every event of a model from git history: time, author, action, versions, percent, reason, evidence.
 
     \b
@@ -1027,7 +1054,7 @@ def which(
         typer.Option("--key", help="Routing key (user, session...): which version served it.", show_default=False),
     ] = None,
     json_out: JsonOpt = False,
-):
+) -> None:
     """What served a model at a past time: active, canary and percent, shadow, and who last changed it.
 
     \b
@@ -1049,7 +1076,7 @@ def resolve(
         str | None, typer.Option("--key", help="Routing key: print the version that serves it.", show_default=False)
     ] = None,
     json_out: JsonOpt = False,
-):
+) -> None:
     """The routing document a gateway needs: active, canary and shadow with bundles and percents.
 
     With --key, the version that serves that key (stable hash into 10,000 buckets, see README).
@@ -1065,7 +1092,8 @@ def resolve(
     render.emit_json(doc) if json_out else render.resolve(doc)
 
 
-def _show_note(message, category, filename, lineno, file=None, line=None):
+def _show_note(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+               file: TextIO | None = None, line: str | None = None) -> None:
     # the library signals "using the committed modelctl.yaml / eval report" as a warning; users see a note
     if category.__name__ == "UncommittedNote":
         if str(message) not in _notes_shown:  # once per process, however often the file is read
@@ -1096,7 +1124,7 @@ def main() -> None:
     global _default_showwarning
     _default_showwarning = warnings.showwarning
     warnings.showwarning = _show_note
-    code: object = 0
+    code: str | int | None = 0
     try:
         app(prog_name="modelctl")
     except SystemExit as exc:

@@ -10,7 +10,9 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 PROMPT_V1 = "You are a support agent for Acme. Answer briefly and cite the help centre.\n"
 PROMPT_V2 = "You are a support agent for Acme. Answer in at most three sentences; cite the help centre.\n"
@@ -45,7 +47,7 @@ def _bundle(version: str, parent: str | None, prompt: str, error_rate: float, te
 class Demo:
     """Runs modelctl as a user would, printing each command and its output."""
 
-    def __init__(self, workdir: Path, env: dict):
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
         self.workdir = workdir
         self.env = env
         self.step = 0
@@ -58,7 +60,7 @@ class Demo:
         self.step += 1
         print(f"\n== {self.step}. {text}", flush=True)
 
-    def run(self, *args: str, cwd: Path | None = None, ok=(0,)) -> subprocess.CompletedProcess:
+    def run(self, *args: str, cwd: Path | None = None, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
         shown = " ".join(shlex.quote(a) for a in args)
         print(f"$ {shown}", flush=True)
         cmd = [sys.executable, "-m", "modelctl", *args[1:]] if args[0] == "modelctl" else list(args)
@@ -78,7 +80,7 @@ def _canary_key(name: str, percent: float) -> str:
     return next(f"user-{i}" for i in range(100_000) if bucket(name, f"user-{i}") < threshold(percent))
 
 
-def _lifecycle(d: Demo, reg: Path, day) -> None:
+def _lifecycle(d: Demo, reg: Path, day: Callable[[float], str]) -> None:
     """The lifecycle over two weeks: first version live, a candidate through shadow and canary, a rollback."""
     m = "support-agent"
     d.title("Serve the first version: staging, then active (shadow and canary are waived: nothing to compare yet)")
@@ -120,7 +122,7 @@ def _remote(d: Demo, base: Path, reg: Path) -> Path:
     return remote
 
 
-def _watch(d: Demo, base: Path, reg: Path, remote: Path, day) -> dict:
+def _watch(d: Demo, base: Path, reg: Path, remote: Path, day: Callable[[float], str]) -> dict[str, Any]:
     """A second candidate in canary; the embedded endpoint simulates a regression; watch rolls it back."""
     from .demo_metrics import DemoMetrics
 
@@ -157,10 +159,10 @@ def _watch(d: Demo, base: Path, reg: Path, remote: Path, day) -> dict:
     return result
 
 
-def _poll_line(doc: dict) -> str:
+def _poll_line(doc: dict[str, Any]) -> str:
     """One watch JSON line, condensed for the demo's reader."""
     if doc.get("event") != "poll":
-        return doc.get("message", "")
+        return str(doc.get("message", ""))
     if doc.get("error"):
         return f"poll {doc['poll']:>2}  no data: {doc['error']}"
     rate = next((r for r in doc["metrics"] if r["metric"] == "error_rate"), None)
@@ -172,11 +174,12 @@ def _poll_line(doc: dict) -> str:
             f"vs control {control}  {stat}  {rate['verdict']}  -> {doc['action']}")
 
 
-def _stream_watch(d: Demo, reg: Path, args: list[str]) -> dict | None:
+def _stream_watch(d: Demo, reg: Path, args: list[str]) -> dict[str, Any] | None:
     """Run watch, printing each poll as it happens (condensed from its JSON lines); the result line."""
     print(f"$ {' '.join(shlex.quote(a) for a in args)}", flush=True)
     proc = subprocess.Popen([sys.executable, "-m", "modelctl", *args[1:]], cwd=reg, env=d.env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None  # both are pipes
     result = None
     for raw in proc.stdout:
         try:

@@ -14,9 +14,10 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 
 @dataclass
@@ -36,7 +37,7 @@ class VersionTraffic:
 
 
 # histogram bounds in ms (the last is +Inf)
-BOUNDS = (250.0, 500.0, 750.0, 1000.0, 1250.0, 1500.0, 2000.0, 3000.0, math.inf)
+BOUNDS: tuple[float, ...] = (250.0, 500.0, 750.0, 1000.0, 1250.0, 1500.0, 2000.0, 3000.0, math.inf)
 
 
 def _share_below(bound: float, p95: float) -> float:
@@ -56,7 +57,7 @@ class DemoMetrics:
         self.rps = rps
         self._clock = clock
         self._versions: dict[str, VersionTraffic] = {}
-        self._schedule: list[tuple[float, str, dict]] = []
+        self._schedule: list[tuple[float, str, dict[str, float]]] = []
         self._lock = threading.Lock()
         self._last = clock()
         self._server: ThreadingHTTPServer | None = None
@@ -75,7 +76,7 @@ class DemoMetrics:
             self._schedule.append((self._clock() + after_seconds, version, changes))
             self._schedule.sort(key=lambda item: item[0])
 
-    def _apply(self, version: str, changes: dict) -> None:
+    def _apply(self, version: str, changes: Mapping[str, float]) -> None:
         entry = self._versions.setdefault(version, VersionTraffic(share=0.0))
         for key, value in changes.items():
             if key not in ("share", "error_rate", "latency_p95_ms", "cost_per_request"):
@@ -107,7 +108,7 @@ class DemoMetrics:
             entry.buckets = [max(old, math.floor(entry.requests * _share_below(b, entry.latency_p95_ms)))
                              for old, b in zip(entry.buckets, BOUNDS)]
 
-    def document(self) -> dict:
+    def document(self) -> dict[str, Any]:
         """The http-json document a GET returns now."""
         with self._lock:
             self._advance(self._clock())
@@ -138,7 +139,7 @@ class DemoMetrics:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args) -> None:
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -158,7 +159,7 @@ class DemoMetrics:
     def __enter__(self) -> DemoMetrics:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     @property

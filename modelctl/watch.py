@@ -51,7 +51,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from . import trailers
 from .errors import Conflict, ModelctlError, UsageError
@@ -59,7 +59,12 @@ from .names import check_name
 from .observation import Poll
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
-    from .documents import MetricRow, WatchEventLine, WatchPollLine, WatchResultLine
+    from .analysis import Decision, Judge
+    from .documents import MetricRow, PollSplit, WatchEventLine, WatchPollLine, WatchResultLine
+    from .metrics.base import Provider
+    from .ops import WriteOptions
+    from .reader import Reader
+    from .store import Outcome
 
 EXIT_DONE = 0
 EXIT_ROLLED_BACK = 1
@@ -120,13 +125,13 @@ def iso(ts: float) -> str:
 # --------------------------------------------------------------------------- the shared judgement
 
 
-def judge_polls(judge, polls: Iterable[Poll]) -> Iterator[tuple[int, Poll, Any]]:
+def judge_polls(judge: Judge, polls: Iterable[Poll]) -> Iterator[tuple[int, Poll, Decision]]:
     """Feed polls to a Judge in order: (1-based poll number, poll, decision). watch and replay both use this."""
     for number, poll in enumerate(polls, 1):
         yield number, poll, judge.observe(poll)
 
 
-def ends_watch(decision) -> bool:
+def ends_watch(decision: Decision) -> bool:
     """Whether a decision ends a watch by itself (a rollback, or the hold fail-safe)."""
     return decision.action in (ROLLBACK, HOLD)
 
@@ -141,24 +146,21 @@ def exact(poll: Poll) -> Poll:
     return Poll.from_json(json.loads(json.dumps(poll.to_json(), allow_nan=False)))
 
 
-def metric_rows(decision) -> list[MetricRow]:
+def metric_rows(decision: Decision | None) -> list[MetricRow]:
     """One JSON-ready row per metric (and segment) result of a decision."""
     if decision is None:
         return []
-    rows = []
+    rows: list[MetricRow] = []
     streaks = getattr(decision, "streaks", None) or {}
     for r in decision.results:
-        row = dict(r.evidence()) if hasattr(r, "evidence") else {}
-        row.setdefault("metric", getattr(r, "metric", None))
-        row.setdefault("verdict", getattr(r, "verdict", None))
-        row.setdefault("action", getattr(r, "action", None))
-        row["streak"] = streaks.get(row["metric"], 0) if isinstance(streaks, Mapping) else 0
-        rows.append(row)
+        evidence = r.evidence()
+        streak = streaks.get(evidence["metric"], 0) if isinstance(streaks, Mapping) else 0
+        rows.append({**evidence, "streak": streak})
     return rows
 
 
-def _reason(decision) -> str:
-    return str(getattr(decision, "reason", "") or decision.action)
+def _reason(decision: Decision) -> str:
+    return decision.reason or decision.action
 
 
 # --------------------------------------------------------------------------- what is live
@@ -189,7 +191,7 @@ class Target:
     ref: str = "HEAD"
 
 
-def read_target(reg, name: str, *, history: bool = True, ref: str = "HEAD") -> Target:
+def read_target(reg: Reader, name: str, *, history: bool = True, ref: str = "HEAD") -> Target:
     """The live canary, shadow and active version of a model at `ref`, with the serving baseline."""
     check_name(name)
     snap = reg.snapshot(ref)
@@ -199,7 +201,7 @@ def read_target(reg, name: str, *, history: bool = True, ref: str = "HEAD") -> T
 
         raise NotFound(f"no model named {name!r} in this registry", hint="see 'modelctl status' for the models it has")
     active = dep.get("active")
-    splits = {}
+    splits: dict[str, Split] = {}
     for stage in ("canary", "shadow"):
         slot = dep.get(stage) or None
         if slot:
@@ -217,24 +219,30 @@ def read_target(reg, name: str, *, history: bool = True, ref: str = "HEAD") -> T
                   shadow=splits.get("shadow"), versions=dict(dep.get("versions") or {}), prior=dict(prior), ref=ref)
 
 
-def history(reg, name: str, limit: int = 200, ref: str = "HEAD") -> list[dict]:
+# one commit that changed a deployment file: its trailers ("" when absent); "from" is a keyword
+DeploymentChange = TypedDict("DeploymentChange", {
+    "commit": str, "time": float, "author": str,
+    "action": str, "version": str, "from": str, "to": str, "percent": str,
+})
+
+
+def history(reg: Reader, name: str, limit: int = 200, ref: str = "HEAD") -> list[DeploymentChange]:
     """Recent commits that changed a model's deployment file, newest first, with their trailers."""
     from .reader import deployment_path
 
-    keys = {"action": trailers.ACTION, "version": trailers.VERSION, "from": trailers.FROM, "to": trailers.TO,
-            "percent": trailers.PERCENT}
     records = reg.store.log_records(["%H", "%ct", "%an <%ae>", "%(trailers:only,unfold)"], ref,
                                     [deployment_path(name)], limit=limit, check=False) or []
-    out = []
+    out: list[DeploymentChange] = []
     for commit, when, author, block in records:
         said = trailers.parse(block)
-        item = {"commit": commit, "time": float(when), "author": author}
-        item.update({field: said.get(key, "") for field, key in keys.items()})
-        out.append(item)
+        out.append({"commit": commit, "time": float(when), "author": author,
+                    "action": said.get(trailers.ACTION, ""), "version": said.get(trailers.VERSION, ""),
+                    "from": said.get(trailers.FROM, ""), "to": said.get(trailers.TO, ""),
+                    "percent": said.get(trailers.PERCENT, "")})
     return out
 
 
-def _with_history(reg, name: str, split: Split, stage: str = "canary", ref: str = "HEAD") -> Split:
+def _with_history(reg: Reader, name: str, split: Split, stage: str = "canary", ref: str = "HEAD") -> Split:
     """Fill in when the split started (if the file does not say) and when its percent last changed."""
     commits = history(reg, name, ref=ref)
     step = None
@@ -254,7 +262,7 @@ def _with_history(reg, name: str, split: Split, stage: str = "canary", ref: str 
     return replace(split, started=started, step_started=step)
 
 
-def who_rolled_back(reg, name: str, version: str, ref: str = "HEAD") -> str | None:
+def who_rolled_back(reg: Reader, name: str, version: str, ref: str = "HEAD") -> str | None:
     """'<short commit> by <author>' of the newest rollback commit of a version, if any."""
     for c in history(reg, name, ref=ref):
         if c["action"] == "rollback" and c["version"] == version:
@@ -262,7 +270,7 @@ def who_rolled_back(reg, name: str, version: str, ref: str = "HEAD") -> str | No
     return None
 
 
-def last_change(reg, name: str, ref: str = "HEAD") -> str | None:
+def last_change(reg: Reader, name: str, ref: str = "HEAD") -> str | None:
     """'<action> in commit <short> by <author>' of the newest change of a model's deployment."""
     for c in history(reg, name, limit=1, ref=ref):
         what = f"{c['action']} {c['version']}".strip() if c["action"] else "a direct edit"
@@ -284,8 +292,8 @@ class PollReport:
     canary: Split | None
     shadow: Split | None
     since_seconds: float
-    decision: Any  # analysis.Decision; None when there is no canary to judge
-    shadow_decision: Any
+    decision: Decision | None  # None when there is no canary to judge
+    shadow_decision: Decision | None
     error: str | None  # the provider's failure, when the poll got no data
     seconds: float  # how long the poll took
     dry_run: bool = False
@@ -296,10 +304,10 @@ class PollReport:
 
     def to_json(self) -> WatchPollLine:
         """The poll as a JSON-ready dict (one line of `watch --json`)."""
-        def split(s: Split | None) -> dict | None:
+        def split(s: Split | None) -> PollSplit | None:
             return None if s is None else {"version": s.version, "percent": s.percent}
 
-        doc = {
+        doc: WatchPollLine = {
             "event": "poll",
             "poll": self.poll,
             "time": iso(self.at),
@@ -309,7 +317,7 @@ class PollReport:
             "since_seconds": round(self.since_seconds, 3),
             "action": self.action,
             "reason": _reason(self.decision) if self.decision else None,
-            "error_polls": getattr(self.decision, "error_polls", 0) if self.decision else 0,
+            "error_polls": self.decision.error_polls if self.decision else 0,
             "error": self.error,
             "metrics": metric_rows(self.decision),
             "shadow": None,
@@ -317,10 +325,21 @@ class PollReport:
             "seconds": round(self.seconds, 3),
         }
         if self.shadow is not None:
-            doc["shadow"] = {**split(self.shadow),
+            doc["shadow"] = {"version": self.shadow.version, "percent": self.shadow.percent,
                              "verdict": self.shadow_decision.action if self.shadow_decision else None,
                              "metrics": metric_rows(self.shadow_decision)}
         return doc
+
+
+class EventData(TypedDict, total=False):
+    """What an event carries besides its kind and message (which keys depends on the kind)."""
+
+    lines: list[str]
+    rps_canary: float | None
+    version: str
+    percent: float
+    commit: str | None
+    evidence: list[str]
 
 
 @dataclass(frozen=True)
@@ -329,10 +348,12 @@ class WatchEvent:
 
     kind: str  # "header" | "alert" | "srm" | "step" | "promote" | "would-step" | "would-promote" | "note"
     message: str
-    data: Mapping[str, Any] = field(default_factory=dict)
+    data: EventData = field(default_factory=EventData)
 
     def to_json(self) -> WatchEventLine:
-        return {"event": self.kind, "message": self.message, **self.data}
+        """The event as a JSON-ready dict (one line of `watch --json`)."""
+        # mypy cannot rule out extra keys (such as "schema") in a TypedDict that is not closed (PEP 728)
+        return {"event": self.kind, "message": self.message, **self.data}  # type: ignore[typeddict-item]
 
 
 @dataclass(frozen=True)
@@ -351,9 +372,10 @@ class WatchResult:
     detect_to_commit_seconds: float | None = None
     evidence: Sequence[str] = ()
     reason: str | None = None
-    decision: Any = None
+    decision: Decision | None = None
 
     def to_json(self) -> WatchResultLine:
+        """The result as a JSON-ready dict (the last line of `watch --json`)."""
         return {
             "event": "result",
             "outcome": self.outcome,
@@ -378,42 +400,52 @@ class WatchResult:
 class Actions(Protocol):
     """The writes watch makes (the lifecycle operations by default); each checks what watch saw."""
 
-    def rollback(self, target: Target, *, reason: str, evidence: list[str]) -> Any:
+    def rollback(self, target: Target, *, reason: str, evidence: list[str]) -> Outcome:
         """Roll back target.canary (precondition: it is still the live canary); return the store Outcome."""
 
-    def step(self, target: Target, percent: float, *, reason: str, evidence: list[str]) -> Any:
+    def step(self, target: Target, percent: float, *, reason: str, evidence: list[str]) -> Outcome:
         """Move the live canary to `percent` (precondition: still target.canary's version and percent)."""
 
-    def promote(self, target: Target, *, reason: str, evidence: list[str]) -> Any:
+    def promote(self, target: Target, *, reason: str, evidence: list[str]) -> Outcome:
         """Promote the live canary to active (precondition: still target.canary's version and percent)."""
+
+
+def _judged(target: Target) -> Split:
+    """The canary watch judged: it acts only while one is live."""
+    assert target.canary is not None, "watch acts only on a live canary"
+    return target.canary
 
 
 class OpsActions:
     """Actions through modelctl.ops: the same code paths as the rollback/canary/promote commands."""
 
-    def __init__(self, reg, opts=None):
+    def __init__(self, reg: Reader, opts: WriteOptions | None = None) -> None:
         self.reg = reg
         self.opts = opts
 
-    def rollback(self, target: Target, *, reason: str, evidence: list[str]) -> Any:
+    def rollback(self, target: Target, *, reason: str, evidence: list[str]) -> Outcome:
+        """`modelctl rollback`, only if the judged canary is still live."""
         from . import ops
 
         # one Modelctl-Evidence trailer; metrics are separated by " | " (each line uses "; " inside)
-        return ops.rollback(self.reg, target.name, reason=reason, expect_canary=target.canary.version,
+        return ops.rollback(self.reg, target.name, reason=reason, expect_canary=_judged(target).version,
                             evidence=" | ".join(evidence), opts=self.opts)
 
-    def step(self, target: Target, percent: float, *, reason: str, evidence: list[str]) -> Any:
+    def step(self, target: Target, percent: float, *, reason: str, evidence: list[str]) -> Outcome:
+        """`modelctl canary --pct`, only if the judged canary is still live at its percent."""
         from . import ops
 
-        return ops.canary(self.reg, target.name, target.canary.version, percent, reason=reason, opts=self.opts,
-                          expect_canary=(target.canary.version, target.canary.percent),
-                          evidence=" | ".join(evidence))
+        canary = _judged(target)
+        return ops.canary(self.reg, target.name, canary.version, percent, reason=reason, opts=self.opts,
+                          expect_canary=(canary.version, canary.percent), evidence=" | ".join(evidence))
 
-    def promote(self, target: Target, *, reason: str, evidence: list[str]) -> Any:
+    def promote(self, target: Target, *, reason: str, evidence: list[str]) -> Outcome:
+        """`modelctl promote --to active`, only if the judged canary is still live at its percent."""
         from . import ops
 
-        return ops.promote(self.reg, target.name, target.canary.version, to="active", reason=reason,
-                           opts=self.opts, expect_canary=(target.canary.version, target.canary.percent),
+        canary = _judged(target)
+        return ops.promote(self.reg, target.name, canary.version, to="active", reason=reason,
+                           opts=self.opts, expect_canary=(canary.version, canary.percent),
                            evidence=" | ".join(evidence))
 
 
@@ -429,8 +461,8 @@ class WatchOptions:
     once: bool = False
     dry_run: bool = False
     advance: bool = False
-    record: str | os.PathLike | None = None  # append every poll to this JSONL file
-    report: str | os.PathLike | None = None  # write the HTML report here when the watch ends
+    record: str | os.PathLike[str] | None = None  # append every poll to this JSONL file
+    report: str | os.PathLike[str] | None = None  # write the HTML report here when the watch ends
 
 
 class Watcher:
@@ -438,11 +470,11 @@ class Watcher:
 
     def __init__(
         self,
-        reg,
+        reg: Reader,
         name: str,
         options: WatchOptions = WatchOptions(),
         *,
-        provider=None,
+        provider: Provider | None = None,
         actions: Actions | None = None,
         config: Mapping[str, Any] | None = None,
         clock: Callable[[], float] = time.time,
@@ -452,8 +484,8 @@ class Watcher:
         on_event: Callable[[WatchEvent], None] | None = None,
         provider_name: str | None = None,
         url: str | None = None,
-        write_options=None,
-    ):
+        write_options: WriteOptions | None = None,
+    ) -> None:
         from .analysis import AnalysisConfig
 
         self.reg = reg
@@ -492,8 +524,8 @@ class Watcher:
         # per followed canary
         self.following: str | None = None
         self.following_id: str | None = None
-        self.judge = None
-        self.shadow_judge = None
+        self.judge: Judge | None = None
+        self.shadow_judge: Judge | None = None
         self.shadow_following: str | None = None
         self.step_started: float | None = None
         self.window_start: float | None = None  # when the followed canary started (unix seconds)
@@ -504,7 +536,7 @@ class Watcher:
         self.polls = 0
         self.started_at = 0.0
         self.deadline: float | None = None  # monotonic time --max-duration ends
-        self.history: list[tuple[Poll, Any]] = []  # (poll, decision) of the followed canary (the report)
+        self.history: list[tuple[Poll, Decision]] = []  # (poll, decision) of the followed canary (the report)
         self.fetch_failed = False
 
     # -- the loop ----------------------------------------------------------------------------
@@ -556,6 +588,7 @@ class Watcher:
         from .metrics import take_poll
 
         main = target.canary or target.shadow
+        assert main is not None  # _follow ends the watch when neither is live
         poll = take_poll(self.provider, self.name, control=target.active, canary=main.version,
                          percent=main.percent if target.canary else None, versions=versions,
                          since_seconds=since, clock=self.clock, time_left=self.time_left(),
@@ -564,13 +597,16 @@ class Watcher:
             poll = exact(poll)
         except ModelctlError as exc:  # an answer the record cannot carry is no data, never a crash
             poll = replace(poll, readings={}, error=f"unusable answer: {exc}")
-        decision = shadow_decision = None
+        decision: Decision | None = None
+        shadow_decision: Decision | None = None
         if target.canary:
+            assert self.judge is not None  # _follow made it when it began following this canary
             self._record(poll)
             decision = self.judge.observe(poll)
             self.history.append((poll, decision))
         if target.shadow and target.shadow.version != (target.canary.version if target.canary else None):
             shadow_poll = replace(poll, canary=target.shadow.version, percent=None, canary_id=None)
+            assert self.shadow_judge is not None  # _follow made it with the shadow
             shadow_decision = self.shadow_judge.observe(shadow_poll)
         report = PollReport(poll=self.polls, at=poll.time, model=self.name, active=target.active,
                             canary=target.canary, shadow=target.shadow, since_seconds=since, decision=decision,
@@ -635,9 +671,12 @@ class Watcher:
 
     def _canary_rps(self) -> float | None:
         """The canary's requests per second between the first and last polls that saw it."""
-        seen = [(p.time, p.readings[p.canary].segments[""].requests) for p, _ in self.history
-                if p.error is None and p.canary in p.readings and "" in p.readings[p.canary].segments
-                and p.readings[p.canary].segments[""].requests is not None]
+        seen: list[tuple[float, float]] = []
+        for p, _ in self.history:
+            reading = p.readings.get(p.canary) if p.error is None else None
+            whole = reading.segments.get("") if reading is not None else None
+            if whole is not None and whole.requests is not None:
+                seen.append((p.time, whole.requests))
         if len(seen) < 2 or seen[-1][0] <= seen[0][0] or seen[-1][1] < seen[0][1]:
             return None
         return (seen[-1][1] - seen[0][1]) / (seen[-1][0] - seen[0][0])
@@ -656,9 +695,9 @@ class Watcher:
             return self._end(ENDED, EXIT_DONE,
                              f"canary {self.following} of {self.name} ended elsewhere: it is {status} now"
                              f"{detail}; nothing left to do", version=self.following)
-        if canary is not None and self.following is None:
-            self.following = canary
-            self.following_id = canary_id(self.name, canary, target.canary.started or self.started_at)
+        if target.canary is not None and self.following is None:
+            self.following = target.canary.version
+            self.following_id = canary_id(self.name, target.canary.version, target.canary.started or self.started_at)
             self.judge = Judge(self.analysis, prior=target.prior or None, state=self._load_state(target))
             self.alerting = False
             self.window_start = target.canary.started
@@ -675,16 +714,17 @@ class Watcher:
         return None
 
     # -- acting ------------------------------------------------------------------------------
-    def _act(self, target: Target, decision, poll_start: float, now: float) -> WatchResult | None:
+    def _act(self, target: Target, decision: Decision, poll_start: float, now: float) -> WatchResult | None:
         action = decision.action
-        version = target.canary.version
+        canary = _judged(target)
+        version = canary.version
         if action == ROLLBACK:
             return self._rollback(target, decision, poll_start)
         if action == HOLD:
             self._clear_state()
             return self._end(HELD, EXIT_METRICS,
                              f"no usable metrics for {getattr(decision, 'error_polls', 0) or 'several'} polls in a "
-                             f"row; holding: canary {version} of {self.name} stays at {_pct(target.canary.percent)}% "
+                             f"row; holding: canary {version} of {self.name} stays at {_pct(canary.percent)}% "
                              f"and nothing was written (last problem: {_first_reason(decision)})",
                              version=version, decision=decision)
         if action == ALERT:
@@ -705,14 +745,15 @@ class Watcher:
             self.srm_said = False
         if action != ADVANCE_OK or not self.options.advance:
             return None
+        assert self.judge is not None  # _follow made it when it began following this canary
         ready, _why = self.judge.ready_to_advance(now)
         on_step = now - (self.step_started if self.step_started is not None else now)
         if not ready or on_step < self.min_step_seconds:
             return None
-        return self._advance(target, decision, now)
+        return self._advance(target, decision, on_step)
 
-    def _rollback(self, target: Target, decision, poll_start: float) -> WatchResult:
-        version = target.canary.version
+    def _rollback(self, target: Target, decision: Decision, poll_start: float) -> WatchResult:
+        version = _judged(target).version
         evidence = list(decision.evidence_lines())
         why = "fail-safe: " if getattr(decision, "fail_safe", False) else ""
         reason = f"watch {why}{_reason(decision)}"
@@ -754,11 +795,12 @@ class Watcher:
         return self._end(CHANGED, EXIT_CONFLICT, f"{exc.message}{f' (last change: {who})' if who else ''}",
                          version=version)
 
-    def _advance(self, target: Target, decision, now: float) -> WatchResult | None:
-        canary = target.canary
+    def _advance(self, target: Target, decision: Decision, on_step: float) -> WatchResult | None:
+        """Move the passing canary to the next step, or promote it past the last (`on_step`: seconds on this one)."""
+        canary = _judged(target)
         higher = [s for s in self.steps if s > canary.percent]
         evidence = list(decision.evidence_lines())
-        held = f"{_secs(now - self.step_started)} at {_pct(canary.percent)}%"
+        held = f"{_secs(on_step)} at {_pct(canary.percent)}%"
         if higher:
             nxt = higher[0]
             reason = f"watch --advance: every rollback metric passes ({held})"
@@ -817,8 +859,9 @@ class Watcher:
     def _state_path(self) -> Path:
         return self.reg.store.private_path("modelctl-watch") / f"{self.name}.json"
 
-    def _state_key(self, target: Target) -> dict:
-        return {"canary": target.canary.version, "started": target.canary.started_raw}
+    def _state_key(self, target: Target) -> dict[str, str | None]:
+        canary = _judged(target)
+        return {"canary": canary.version, "started": canary.started_raw}
 
     def _load_state(self, target: Target) -> Any:
         """The saved judge state of this very canary (None: a fresh start)."""
@@ -867,7 +910,7 @@ class Watcher:
             pass
 
     # -- the report --------------------------------------------------------------------------
-    def write_report(self, path: str | os.PathLike) -> None:
+    def write_report(self, path: str | os.PathLike[str]) -> None:
         """Write the HTML report of the followed canary (what was judged, poll by poll)."""
         from . import report_html
 
@@ -878,7 +921,7 @@ class Watcher:
         report_html.write(path, page)
 
 
-def watch(reg, name: str, options: WatchOptions = WatchOptions(), **kwargs: Any) -> WatchResult:
+def watch(reg: Reader, name: str, options: WatchOptions = WatchOptions(), **kwargs: Any) -> WatchResult:
     """Watch a model's live canary until a decision (see Watcher for the keyword arguments)."""
     return Watcher(reg, name, options, **kwargs).run()
 
@@ -897,8 +940,8 @@ def _secs(seconds: float | None) -> str:
     return f"{seconds / 60:.1f}m"
 
 
-def _first_reason(decision) -> str:
-    for r in list(getattr(decision, "deciding", ()) or ()) + list(decision.results):
-        if getattr(r, "reason", None):
+def _first_reason(decision: Decision) -> str:
+    for r in (*decision.deciding, *decision.results):
+        if r.reason:
             return r.reason
     return _reason(decision)

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import UsageError
-from ..observation import Poll
+from ..observation import Poll, Reading
 from .base import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, HttpLimits, Provider
 from .http_json import HttpJsonProvider
 from .prometheus import DEFAULT_QUERIES, PrometheusProvider
@@ -72,14 +72,14 @@ def make_provider(
     limits = _limits(section)
     token = _token(section.get("token_env"), os.environ if env is None else env)
     _check_url(target, token)
-    common = dict(limits=limits, token=token, stale_seconds=stale_seconds, clock=clock, monotonic=monotonic,
-                  counters=counters)
     if name == "prometheus":
         queries = section.get("queries") or DEFAULT_QUERIES
         if not isinstance(queries, Mapping) or not all(isinstance(q, str) for q in queries.values()):
             raise UsageError("modelctl.yaml: metrics.queries must map quantity names to PromQL strings")
-        return PrometheusProvider(target, queries, **common)
-    return HttpJsonProvider(target, **common)
+        return PrometheusProvider(target, queries, limits=limits, token=token, stale_seconds=stale_seconds,
+                                  clock=clock, monotonic=monotonic, counters=counters)
+    return HttpJsonProvider(target, limits=limits, token=token, stale_seconds=stale_seconds, clock=clock,
+                            monotonic=monotonic, counters=counters)
 
 
 def _analysis_needs(config: Mapping[str, Any]) -> tuple[frozenset[str], float]:
@@ -96,7 +96,7 @@ def take_poll(provider: Provider, model: str, *, control: str | None, canary: st
               versions: Sequence[str], since_seconds: float, clock: Callable[[], float] = time.time,
               time_left: float | None = None, canary_id: str | None = None) -> Poll:
     """Read every version once and return the Poll; any failure is the poll's `error`, never an exception."""
-    readings: dict = {}
+    readings: dict[str, Reading] = {}
     error = None
     try:
         readings = provider.read(model, list(versions), since_seconds, time_left=time_left)

@@ -11,13 +11,16 @@ import functools
 import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 from ..errors import MetricsError
 from ..observation import Reading
+
+if TYPE_CHECKING:  # annotations only: httpx is imported when a provider first reads
+    import httpx
 
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_MAX_BYTES = 1_048_576
@@ -72,7 +75,7 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme, (parts.hostname or "").lower(), parts.port or default
 
 
-def _one_line(text: str, limit: int = 200) -> str:
+def _one_line(text: object, limit: int = 200) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -89,11 +92,11 @@ class HttpSession:
     """One poll's worth of GETs sharing a connection pool and a deadline; use as a context manager."""
 
     def __init__(self, limits: HttpLimits, token: str | None = None,
-                 monotonic: Callable[[], float] = time.monotonic, time_left: float | None = None):
+                 monotonic: Callable[[], float] = time.monotonic, time_left: float | None = None) -> None:
         self._limits = limits
         self._token = token
         self._monotonic = monotonic
-        self._client = None
+        self._client: httpx.Client | None = None
         self._deadline_at = 0.0
         # a watch near its --max-duration gets only what is left (issue 11: a slow server must
         # not carry a watch far past its bound)
@@ -139,7 +142,7 @@ class HttpSession:
         assert self._client is not None, "use HttpSession as a context manager"
         start = url
         for _hop in range(MAX_REDIRECTS + 1):
-            status, location, body = self._get_once(httpx, url, params)
+            status, location, body = self._get_once(httpx, self._client, url, params)
             if location is None:
                 return status, body
             target = urljoin(url, location)
@@ -151,10 +154,11 @@ class HttpSession:
             url = target
         raise MetricsError(f"metrics endpoint {where(start)} redirects more than {MAX_REDIRECTS} times")
 
-    def _get_once(self, httpx: Any, url: str, params: Mapping[str, str] | None):
+    def _get_once(self, httpx: Any, client: httpx.Client, url: str,
+                  params: Mapping[str, str] | None) -> tuple[int, str | None, bytes]:
         timeout = min(self._limits.timeout, self._remaining(url))
         try:
-            with self._client.stream(
+            with client.stream(
                 "GET", url, params=params,
                 timeout=httpx.Timeout(timeout, connect=timeout, read=timeout),
             ) as response:
@@ -200,7 +204,7 @@ class HttpSession:
 _DECODE_STEP = 65536  # bytes of decompressed output per step: memory stays flat whatever the ratio
 
 
-def _decoded(raw: Any, encoding: str | None, url: str):
+def _decoded(raw: Iterable[bytes], encoding: str | None, url: str) -> Iterator[bytes]:
     """The body as a stream of decompressed chunks of at most _DECODE_STEP bytes each.
 
     httpx's own decoder inflates a whole network chunk at once (a 64 KiB gzip bomb chunk becomes

@@ -66,7 +66,7 @@ class HttpJsonProvider:
         stale_seconds: float = 120,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
-    ):
+    ) -> None:
         self.url = url
         # event counters (numerators of rate metrics); "requests" and the structure keys are known
         self.counters = frozenset(counters) - {"requests", "cost_total"} | frozenset(DEFAULT_COUNTERS)
@@ -81,7 +81,7 @@ class HttpJsonProvider:
     def __repr__(self) -> str:
         return f"HttpJsonProvider(url={where(self.url)!r}, counters={sorted(self.counters)})"
 
-    def export_state(self) -> dict:
+    def export_state(self) -> dict[str, Any]:
         """The replica counters last seen (a restarted watch detects restarts across the gap)."""
         return {"url": where(self.url), "replicas": self._replicas}
 
@@ -147,7 +147,7 @@ class HttpJsonProvider:
             segments = self._replica_sum(version, replicas, problems)
         # gauges live at the version level, also when counters come from replicas
         if replicas is not None and "" in segments:
-            gauges = {}
+            gauges: dict[str, float] = {}
             self._gauges(entry, gauges, problems, "")
             segments[""] = Counters(requests=segments[""].requests, events=segments[""].events,
                                     latency_buckets=segments[""].latency_buckets,
@@ -182,7 +182,7 @@ class HttpJsonProvider:
                 value = self._number(entry, key, problems, prefix)
                 if value is not None:
                     events[key] = value
-        buckets: tuple = ()
+        buckets: tuple[tuple[float, float], ...] = ()
         if "latency_bucket" in entry:
             buckets, why = parse_buckets(entry["latency_bucket"])
             if why:
@@ -226,9 +226,9 @@ class HttpJsonProvider:
             flats[name] = _flat(parts[name])
         previous = self._replicas.get(version)
         if previous is not None:
-            why = _replica_change(previous, flats)
-            if why:
-                problems["*"] = why
+            change = _replica_change(previous, flats)
+            if change:
+                problems["*"] = change
         self._replicas[version] = flats
         return _sum_segments(parts.values(), problems)
 
@@ -320,14 +320,16 @@ def _sum_segments(parts: Iterable[Mapping[str, Counters]], problems: dict[str, s
 
 
 def _sum(values: list[float | None], key: str, problems: dict[str, str]) -> float | None:
-    if any(v is None for v in values):
-        if any(v is not None for v in values):
+    present = [v for v in values if v is not None]
+    if len(present) != len(values):
+        if present:
             problems.setdefault(key, "missing in some replicas")
         return None
-    return float(sum(values))
+    return float(sum(present))
 
 
-def _sum_buckets(hists: list[tuple], key: str, problems: dict[str, str]) -> tuple:
+def _sum_buckets(hists: list[tuple[tuple[float, float], ...]], key: str,
+                 problems: dict[str, str]) -> tuple[tuple[float, float], ...]:
     present = [h for h in hists if h]
     if not present:
         return ()

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..errors import MetricsError
@@ -79,13 +79,13 @@ class PrometheusProvider:
         url: str = DEFAULT_URL,
         queries: Mapping[str, str] | None = None,
         *,
-        counters: Sequence[str] = ("errors",),
+        counters: Iterable[str] = ("errors",),
         limits: HttpLimits = HttpLimits(),
         token: str | None = None,
         stale_seconds: float = 120,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
-    ):
+    ) -> None:
         self.url = url
         self.queries = dict(queries or DEFAULT_QUERIES)
         self.counters = frozenset(counters) - {"requests", "cost_total", "latency_bucket"}
@@ -161,7 +161,7 @@ class PrometheusProvider:
             out[seg] = Counters(**kw)
         return out
 
-    def _by_segment(self, quantity: str, series: list, stamps: list[float]) -> tuple[dict[str, Any], str | None]:
+    def _by_segment(self, quantity: str, series: list[Any], stamps: list[float]) -> tuple[dict[str, Any], str | None]:
         """segment ("" = the whole) -> value (buckets for latency_bucket), or a problem."""
         if not series:
             return {}, "no series (no data for this version yet)"
@@ -171,9 +171,10 @@ class PrometheusProvider:
         for item in series:
             labels = item.get("metric") if isinstance(item, dict) else None
             labels = labels if isinstance(labels, dict) else {}
-            value, stamp, problem = self._sample_value(item)
-            if problem:
-                return {}, problem
+            sample = self._sample_value(item)
+            if isinstance(sample, str):
+                return {}, sample
+            value, stamp = sample
             stamps.append(stamp)
             seg = labels.get(SEGMENT_LABEL, "")
             if not isinstance(seg, str) or "/" in seg:
@@ -204,7 +205,7 @@ class PrometheusProvider:
             return {}, "histogram segments disagree on their buckets"
         return out, None
 
-    def _read(self, status: int, body: bytes, endpoint: str) -> tuple[list, str | None]:
+    def _read(self, status: int, body: bytes, endpoint: str) -> tuple[list[Any], str | None]:
         """(series, problem) of one query response."""
         try:
             doc = parse_json(body, endpoint)
@@ -239,10 +240,11 @@ class PrometheusProvider:
             return [], "response has no result list"
         return result, None
 
-    def _sample_value(self, series: Any) -> tuple[float | None, float | None, str | None]:
+    def _sample_value(self, series: Any) -> tuple[float, float] | str:
+        """(value, timestamp) of one series' sample, or why it is unusable."""
         pair = series.get("value") if isinstance(series, dict) else None
         if not isinstance(pair, list) or len(pair) != 2:
-            return None, None, "series has no [timestamp, value] pair"
+            return "series has no [timestamp, value] pair"
         stamp, raw = pair
         try:
             value = float(raw) if isinstance(raw, str) else None
@@ -250,17 +252,17 @@ class PrometheusProvider:
         except (TypeError, ValueError):
             value = None
         if value is None or stamp is None:
-            return None, None, f"unreadable sample {_one_line(repr(pair), 60)}"
+            return f"unreadable sample {_one_line(repr(pair), 60)}"
         if not math.isfinite(value):
-            return None, None, f"value is {raw}"
+            return f"value is {raw}"
         if value < 0:
-            return None, None, f"value is negative ({raw})"
+            return f"value is negative ({raw})"
         if not math.isfinite(stamp):
-            return None, None, "sample timestamp is not a time"
+            return "sample timestamp is not a time"
         age = self._clock() - stamp
         if age > self.stale_seconds:
-            return None, None, f"stale sample ({age:.0f}s old, limit {self.stale_seconds:g}s)"
-        return value, stamp, None
+            return f"stale sample ({age:.0f}s old, limit {self.stale_seconds:g}s)"
+        return value, stamp
 
 
 def _total(quantity: str, values: list[Any]) -> Any:

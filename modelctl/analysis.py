@@ -106,11 +106,12 @@ metric passes on the whole version, no metric fails or errs, and `ready_to_advan
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, TypeGuard, TypeVar
 
 from .config import ANALYSIS_DEFAULTS, ANALYSIS_METRICS
 from .errors import ValidationError
@@ -118,6 +119,8 @@ from .observation import Counters, Poll, Reading
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
     from .documents import DecisionDocument, MetricEvidence
+
+_T = TypeVar("_T")
 
 PASS = "pass"
 FAIL = "fail"
@@ -289,7 +292,7 @@ class AnalysisConfig:
         return self.alpha * weights[spec.name] / sum(weights.values())
 
 
-def _setting(values: Mapping[str, Any], key: str, ok, want: str) -> Any:
+def _setting(values: Mapping[str, Any], key: str, ok: Callable[[float], bool], want: str) -> Any:
     value = values[key]
     if not _is_number(value) or not math.isfinite(value) or not ok(value):
         raise ValidationError(f"modelctl.yaml: analysis.{key} must be {want} (got {_short(value)})")
@@ -481,7 +484,7 @@ class Decision:
     time: float | None = None
     srm: Mapping[str, Any] | None = None  # the sample-ratio figures
 
-    def evidence(self) -> list[dict[str, Any]]:
+    def evidence(self) -> list[MetricEvidence]:
         """One dict per deciding result."""
         return [r.evidence() for r in self.deciding]
 
@@ -591,7 +594,9 @@ class _Sequential:
         self.n1 = self.n0 = self.x1 = self.x0 = 0.0  # requests and events (cost: summed costs in x)
         # sums behind the burst estimate (see burst()): excess variance and its scale, lag-1 products
         self.dEx = self.dG = self.dX = self.dE = self.dLx = self.dGL = 0.0
-        self.pe = self.pes = None  # the previous interval's residual and expected canary events
+        # the previous interval's residual and expected canary events (None: no previous interval)
+        self.pe: float | None = None
+        self.pes: float | None = None
         self.errors = 0
         self.sumy = self.sumy2 = self.sumw = 0.0  # cost: weighted log ratios
         self.hist: dict[float, float] = {}  # latency: the control's accumulated buckets
@@ -655,7 +660,7 @@ class _Sequential:
         # and must not pass itself off as dispersion
         self.dEx += min(e * e - r * ks * (1 - rs), _BURST_CAP * g)
         self.dG += g
-        if self.pe is not None:
+        if self.pe is not None and self.pes is not None:  # set together (or restored together)
             gl = 2 * es * self.pes * (1 - s) * (1 - s)
             self.dLx += min(e * self.pe, _BURST_CAP * gl)
             self.dGL += gl
@@ -690,7 +695,7 @@ class _Bad(Exception):
     """A quantity that cannot be used at this poll (becomes an error verdict)."""
 
 
-def _ok_number(x: Any) -> bool:
+def _ok_number(x: Any) -> TypeGuard[float]:
     if type(x) is float or type(x) is int:  # the common case first: this runs for every counter of every poll
         return x >= 0 and x != math.inf
     return _is_number(x) and math.isfinite(x) and x >= 0
@@ -737,7 +742,7 @@ def _diff_scalar(key: str, value: Any, prev: dict[str, Any], out_problems: dict[
         prev[key] = value
         out_problems[key] = "start"
         return None
-    before = prev[key]
+    before: float = prev[key]  # a start is only ever stored after _ok_number
     prev[key] = value
     if value < before:
         out_problems[key] = f"decreased from {_fmt(before)} to {_fmt(value)} (reset or glitch)"
@@ -745,7 +750,8 @@ def _diff_scalar(key: str, value: Any, prev: dict[str, Any], out_problems: dict[
     return value - before
 
 
-def _diff_buckets(value: tuple, prev: dict[str, Any], out: _Deltas, problem: str | None) -> None:
+def _diff_buckets(value: tuple[tuple[float, float], ...], prev: dict[str, Any], out: _Deltas,
+                  problem: str | None) -> None:
     key = "buckets"
     if problem:
         prev.pop(key, None)
@@ -792,6 +798,16 @@ def _diff_buckets(value: tuple, prev: dict[str, Any], out: _Deltas, problem: str
 # --------------------------------------------------------------------------- the judge
 
 
+class _SrmState(TypedDict):
+    """The sample-ratio test's sums over the intervals with an unchanged percent, and the hold (if any)."""
+
+    observed: float
+    expected: float
+    variance: float
+    intervals: int
+    held: str | None
+
+
 class Judge:
     """Judges one canary poll by poll; export_state() and state= carry it over a restart."""
 
@@ -803,11 +819,13 @@ class Judge:
         self._trace: list[dict[str, Any]] = []
         self._alpha = {spec.name: config.metric_alpha(spec) for spec in config.metrics}
         self._rolls = {spec.name: spec.rolls_back for spec in config.metrics}
-        self._event_names = tuple(dict.fromkeys(spec.events for spec in config.metrics if spec.type == "rate"))
+        self._event_names = tuple(dict.fromkeys(spec.events for spec in config.metrics
+                                                if spec.type == "rate" and spec.events))
         self._need_buckets = any(spec.type == "latency" for spec in config.metrics)
         self._need_cost = any(spec.type == "cost" for spec in config.metrics)
         self._priors = {spec.name: self._prior_rate_of(spec) for spec in config.metrics}
-        self._cache: dict[tuple, MetricResult] = {}  # results that cannot have changed (no new interval)
+        # results that cannot have changed (no new interval): (metric, segment, verdict, reason, m, errors)
+        self._cache: dict[tuple[str, str, str, str, int, int], MetricResult] = {}
         self._start: dict[str, dict[str, dict[str, Any]]] = {"control": {}, "canary": {}}  # role -> segment -> key -> value
         self._tests: dict[str, _Sequential] = {}  # "metric|segment" -> test
         self._gauge_streak: dict[str, int] = {}
@@ -817,7 +835,7 @@ class Judge:
         self._last_percent: float | None = None
         self._canary_requests = 0.0
         self._segments: tuple[str, ...] | None = config.segments[: config.max_segments] if config.segments else None
-        self._srm = {"observed": 0.0, "expected": 0.0, "variance": 0.0, "intervals": 0, "held": None}
+        self._srm: _SrmState = {"observed": 0.0, "expected": 0.0, "variance": 0.0, "intervals": 0, "held": None}
         self._versions: tuple[str | None, str] | None = None
         self._polls = 0
         if state:
@@ -862,7 +880,9 @@ class Judge:
             self._last_percent = doc["last_percent"]
             self._canary_requests = float(doc["canary_requests"])
             self._segments = tuple(doc["segments"]) if doc["segments"] is not None else None
-            self._srm = dict(doc["srm"])
+            srm = doc["srm"]
+            self._srm = {"observed": srm["observed"], "expected": srm["expected"], "variance": srm["variance"],
+                         "intervals": srm["intervals"], "held": srm["held"]}
             self._versions = tuple(doc["versions"]) if doc["versions"] else None
             self._polls = int(doc["polls"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -1091,27 +1111,29 @@ class Judge:
         return min(r1, _MAX_R1)
 
     def _rate_interval(self, spec: MetricSpec, test: _Sequential, can: _Deltas, con: _Deltas) -> str | None:
-        key = "events." + spec.events
+        events = _events_of(spec)
+        key = "events." + events
         prior = self._prior_rate(spec)
         if con.missing and not con.seen and prior is not None and not can.missing:
             return self._prior_step(spec, test, can, prior)
         waiting = self._needs(can, con, ("requests", key))
         if waiting:
             return waiting
-        n1, n0 = can.requests, con.requests
-        x1, x0 = can.events[spec.events], con.events[spec.events]
+        n1, n0 = _counted(can.requests), _counted(con.requests)
+        x1, x0 = can.events[events], con.events[events]
         if x1 > n1 or x0 > n0:
-            raise _Bad(f"{'canary' if x1 > n1 else 'control'}: {spec.events} exceed requests in the interval")
+            raise _Bad(f"{'canary' if x1 > n1 else 'control'}: {events} exceed requests in the interval")
         return self._binomial_step(spec, test, n1, n0, x1, x0)
 
     def _prior_step(self, spec: MetricSpec, test: _Sequential, can: _Deltas, p0: float) -> str | None:
         """No control at all: the canary against the serving version's registered rate (one-sample test)."""
-        waiting = self._needs(can, can, ("requests", "events." + spec.events))
+        events = _events_of(spec)
+        waiting = self._needs(can, can, ("requests", "events." + events))
         if waiting:
             return waiting.replace("control ", "canary ")
-        n1, x1 = can.requests, can.events[spec.events]
+        n1, x1 = _counted(can.requests), can.events[events]
         if x1 > n1:
-            raise _Bad(f"canary: {spec.events} exceed requests in the interval")
+            raise _Bad(f"canary: {events} exceed requests in the interval")
         p0 = min(max(p0, 0.5 / max(n1 + test.n1, 1.0)), 0.5)  # a zero baseline counts as half an event
         r1 = self._r1(spec, test)
         p1 = min(r1 * p0, (1 + p0) / 2)
@@ -1157,8 +1179,9 @@ class Judge:
         waiting = self._needs(can, con, ("buckets",))
         if waiting:
             return waiting
-        cb, kb = can.buckets, con.buckets
+        cb, kb = _counted(can.buckets), _counted(con.buckets)
         bounds = tuple(b for b, _ in kb)
+        tau: float | None
         if spec.threshold_ms is not None:
             tau = spec.threshold_ms
         else:
@@ -1183,7 +1206,8 @@ class Judge:
         waiting = self._needs(can, con, ("requests", "cost_total"))
         if waiting:
             return waiting
-        n1, n0, c1, c0 = can.requests, con.requests, can.cost, con.cost
+        n1, n0 = _counted(can.requests), _counted(con.requests)
+        c1, c0 = _counted(can.cost), _counted(con.cost)
         test.last = {"canary_rate": c1 / n1 if n1 else None, "control_rate": c0 / n0 if n0 else None,
                      "canary_n": n1, "control_n": n0}
         test.n1 += n1
@@ -1217,30 +1241,27 @@ class Judge:
     def _judge_gauge(self, spec: MetricSpec, can: _Deltas, con: _Deltas) -> MetricResult:
         name = spec.gauge or spec.name
         n = can.requests
-        common = dict(metric=spec.name, type=spec.type, action=spec.action, canary_n=n, statistic="ratio",
-                      bound=spec.max_ratio, alpha=None)
+        result = functools.partial(MetricResult, metric=spec.name, type=spec.type, action=spec.action, canary_n=n,
+                                   statistic="ratio", bound=spec.max_ratio, alpha=None)
         for who, d in (("canary", can), ("control", con)):
             why = d.why("gauge." + name)
             if why:
                 self._gauge_streak[spec.name] = self._gauge_streak.get(spec.name, 0)
-                return MetricResult(verdict=ERROR, reason=f"{who} {name}: {why}", **common)
+                return result(verdict=ERROR, reason=f"{who} {name}: {why}")
         value, base = can.gauges.get(name), con.gauges.get(name)
         if value is None or base is None:
             self._gauge_streak[spec.name] = 0
-            return MetricResult(verdict=INSUFFICIENT, reason=f"{name}: not reported by both versions", **common)
+            return result(verdict=INSUFFICIENT, reason=f"{name}: not reported by both versions")
         min_req = spec.min_requests if spec.min_requests is not None else self.config.min_requests
         if self._canary_requests < min_req:
             self._gauge_streak[spec.name] = 0
-            return MetricResult(verdict=INSUFFICIENT, canary_value=value, control_value=base,
-                                control_source="control",
-                                reason=f"canary has {_fmt(self._canary_requests)} of the {min_req} requests needed",
-                                **common)
+            return result(verdict=INSUFFICIENT, canary_value=value, control_value=base, control_source="control",
+                          reason=f"canary has {_fmt(self._canary_requests)} of the {min_req} requests needed")
         ratio = value / base if base > 0 else (1.0 if value == 0 else math.inf)
         verdict = FAIL if ratio > spec.max_ratio else PASS
         self._gauge_streak[spec.name] = self._gauge_streak.get(spec.name, 0) + 1 if verdict == FAIL else 0
-        return MetricResult(verdict=verdict, canary_value=value, control_value=base, control_source="control",
-                            statistic_value=ratio, reason=f"a gauge: alerts, never rolls back; n={_fmt(n)}",
-                            **common)
+        return result(verdict=verdict, canary_value=value, control_value=base, control_source="control",
+                      statistic_value=ratio, reason=f"a gauge: alerts, never rolls back; n={_fmt(n)}")
 
     def _bound(self, spec: MetricSpec, seg: str, test: _Sequential) -> float:
         return math.log(1 / self._alpha_of(spec, seg)) + self.config.cusum_growth * math.log1p(test.Ir / _INFO_UNIT)
@@ -1298,36 +1319,35 @@ class Judge:
         guards = [r for r in whole if self._rolls[r.metric]] or whole
         error_poll = any(r.verdict == ERROR for r in guards) or not results
         self._errors = self._errors + 1 if error_poll else 0
-        srm = dict(self._srm)
-        common = dict(results=results, error_polls=self._errors, time=poll.time, srm=srm)
-        if self._srm["held"]:
-            return Decision(action=SRM_HOLD, deciding=(), reason=self._srm["held"], **common)
+        decision = functools.partial(Decision, results=results, error_polls=self._errors, time=poll.time,
+                                     srm=dict(self._srm))
+        held = self._srm["held"]
+        if held:
+            return decision(action=SRM_HOLD, deciding=(), reason=held)
         failing = [r for r in results if r.verdict == FAIL]
         rollbacks = [r for r in failing if self._rolls[r.metric]]
         if rollbacks:
             names = ", ".join(r.metric + (f" in segment {r.segment}" if r.segment else "") for r in rollbacks)
-            return Decision(action=ROLLBACK, deciding=tuple(rollbacks),
-                            reason=f"{names} crossed the rollback boundary", **common)
+            return decision(action=ROLLBACK, deciding=tuple(rollbacks), reason=f"{names} crossed the rollback boundary")
         if self._errors >= self.config.consecutive_errors:
             errs = [r for r in guards if r.verdict == ERROR] or list(results)
-            return Decision(action=self.config.on_errors, deciding=tuple(errs), fail_safe=True,
+            return decision(action=self.config.on_errors, deciding=tuple(errs), fail_safe=True,
                             reason=f"no usable data for {self._errors} polls in a row "
-                                   f"(fail-safe: {self.config.on_errors})", **common)
+                                   f"(fail-safe: {self.config.on_errors})")
         alerts = [r for r in failing if r.type != "gauge" or
                   self._gauge_streak.get(r.metric, 0) >= self.config.consecutive_failures]
         if alerts:
             names = ", ".join(r.metric + (f" in segment {r.segment}" if r.segment else "") for r in alerts)
-            return Decision(action=ALERT, deciding=tuple(alerts), reason=f"{names} failed (alert only)", **common)
+            return decision(action=ALERT, deciding=tuple(alerts), reason=f"{names} failed (alert only)")
         rollback_whole = [r for r in whole if self._rolls[r.metric]]
         if rollback_whole and all(r.verdict == PASS for r in rollback_whole) and \
                 not any(r.verdict in (ERROR, FAIL) for r in results):
             ready, why = self.ready_to_advance(poll.time)
             if ready:
-                return Decision(action=ADVANCE_OK, deciding=tuple(rollback_whole),
-                                reason="every rollback metric passes", **common)
-            return Decision(action=CONTINUE, deciding=(), reason=f"passing, but {why}", **common)
-        return Decision(action=CONTINUE, deciding=(), reason="error poll" if error_poll else "no decision yet",
-                        **common)
+                return decision(action=ADVANCE_OK, deciding=tuple(rollback_whole),
+                                reason="every rollback metric passes")
+            return decision(action=CONTINUE, deciding=(), reason=f"passing, but {why}")
+        return decision(action=CONTINUE, deciding=(), reason="error poll" if error_poll else "no decision yet")
 
     def ready_to_advance(self, now: float) -> tuple[bool, str]:
         """Whether the canary has run long enough and seen enough to step or promote, and why not."""
@@ -1403,6 +1423,20 @@ class Judge:
         return lines
 
 
+def _events_of(spec: MetricSpec) -> str:
+    """The event counter of a rate metric (_metric_spec always names one)."""
+    if spec.events is None:
+        raise AssertionError(f"rate metric {spec.name} has no event counter")
+    return spec.events
+
+
+def _counted(value: _T | None) -> _T:
+    """A quantity _needs found counted in this interval (a None there is a bug, not a data problem)."""
+    if value is None:
+        raise AssertionError("a quantity _needs accepted was not counted")
+    return value
+
+
 def _duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "never"
@@ -1413,7 +1447,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[float]:
     if type(value) is float or type(value) is int:
         return True
     return isinstance(value, (int, float)) and not isinstance(value, bool)

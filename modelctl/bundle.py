@@ -7,9 +7,9 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import schema, yamlio
 from .errors import ValidationError
@@ -17,9 +17,10 @@ from .names import check_name, check_version, semver_key
 from .secrets import shown
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
-    from .documents import BundleDiff
+    from .documents import BundleDiff, FieldChange
 
-LEVELS = ("patch", "minor", "major")
+Level = Literal["patch", "minor", "major"]
+LEVELS: tuple[Level, ...] = ("patch", "minor", "major")
 MAX_PROMPT_BYTES = 10 * 1024 * 1024  # every prompt read, new or already committed
 # Snapshot suffixes that pin a model id within its family (dates, numeric revisions).
 _SNAPSHOT_SUFFIX = re.compile(r"([-@:](\d{4}-\d{2}-\d{2}|\d{8}|\d{3,4}|v\d+|\d{4}-\d{2})|-preview)$")
@@ -104,14 +105,14 @@ def check_prompt_digest(doc: yamlio.Document, source: str) -> None:
                               "register: remove it or give the full hex digest")
 
 
-def family(model: dict) -> str:
+def family(model: Mapping[str, Any]) -> str:
     """The model family: explicit `model.family`, else the model line derived from the id."""
     if model.get("family"):
         return str(model["family"])
     return derived_family(str(model["id"]))
 
 
-def check_pinned(model: dict, pinning: dict, source: str, line: int | None = None) -> None:
+def check_pinned(model: Mapping[str, Any], pinning: Mapping[str, Any], source: str, line: int | None = None) -> None:
     """Refuse floating aliases; apply per-provider snapshot patterns."""
     ident = str(model["id"])
     where = f"{source}:{line or 1}: model.id"
@@ -131,14 +132,14 @@ class Change:
 
     kinds: list[str] = field(default_factory=list)  # among model, prompt, config
     detail: list[str] = field(default_factory=list)
-    level: str | None = None  # patch | minor | major | None (nothing that matters changed)
+    level: Level | None = None  # None: nothing that matters changed
 
 
-def classify(parent: dict, child: dict) -> Change:
+def classify(parent: Mapping[str, Any], child: Mapping[str, Any]) -> Change:
     """Classify child's change against parent: model (major/minor), prompt, config (patch)."""
     ch = Change()
     pm, cm = parent["model"], child["model"]
-    levels = []
+    levels: list[Level] = []
     if pm["provider"] != cm["provider"]:
         ch.kinds.append("model")
         ch.detail.append(f"provider {pm['provider']} -> {cm['provider']}")
@@ -221,7 +222,7 @@ def stored_problems(doc: yamlio.Document, path: str, lookup: Lookup, *, validate
     The one list of these rules: `check` reports them all; doctor --fix (`ops.registration_problem`)
     refuses a hand-merged bundle on the first.
     """
-    def at(loc: tuple, message: str) -> str:
+    def at(loc: tuple[str, ...], message: str) -> str:
         line = doc.line_of(loc)
         return f"{path}:{line}: {message}" if line else f"{path}: {message}"
 
@@ -263,11 +264,11 @@ def stored_problems(doc: yamlio.Document, path: str, lookup: Lookup, *, validate
     return found
 
 
-def bundle_diff(a: dict, b: dict) -> BundleDiff:
+def bundle_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> BundleDiff:
     """Which of model, prompt, config, data, eval, baseline, fallbacks changed, field by field."""
-    sections = {}
+    sections: dict[str, list[FieldChange]] = {}
     for section in ("model", "prompt", "config", "data", "eval", "baseline", "fallbacks"):
-        rows = []
+        rows: list[FieldChange] = []
         _walk_diff(a.get(section), b.get(section), section, rows)
         sections[section] = rows
     changed = [s for s, rows in sections.items() if rows]
@@ -275,7 +276,7 @@ def bundle_diff(a: dict, b: dict) -> BundleDiff:
     return {"changed": changed, "fields": sections, "semver": change.level if change else None}
 
 
-def _walk_diff(x, y, path: str, out: list) -> None:
+def _walk_diff(x: Any, y: Any, path: str, out: list[FieldChange]) -> None:
     if isinstance(x, dict) and isinstance(y, dict):
         for key in list(x) + [k for k in y if k not in x]:
             _walk_diff(x.get(key), y.get(key), f"{path}.{key}", out)

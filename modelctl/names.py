@@ -74,7 +74,11 @@ def parse_ref(text: str) -> tuple[str, str | None]:
     return check_name(text), None
 
 
-def semver_key(version: str) -> tuple:
+# (major, minor, patch, 1 for a release / 0 for a pre-release, the pre-release identifiers)
+SemverKey = tuple[int, int, int, int, tuple[tuple[int, int, str], ...]]
+
+
+def semver_key(version: str) -> SemverKey:
     """Sort key implementing SemVer 2.0 precedence."""
     core, _, pre = version.partition("-")
     major, minor, patch = (int(p) for p in core.split("."))

@@ -24,7 +24,10 @@ from .observation import Poll
 from .watch import ends_watch, judge_polls
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
+    from .analysis import Decision
     from .documents import CanaryReplayDocument
+    from .reader import Reader
+    from .report_html import CanaryStory
 
 MAX_LINE = 16 * 1024 * 1024
 
@@ -38,12 +41,12 @@ class CanaryReplay:
     canary: str
     control: str | None
     polls: list[Poll] = field(default_factory=list)
-    decisions: list[Any] = field(default_factory=list)  # one per poll judged (up to the deciding one)
+    decisions: list[Decision] = field(default_factory=list)  # one per poll judged (up to the deciding one)
     decided: int | None = None  # 1-based poll number of the decision that ended it
 
     @property
-    def decision(self) -> Any:
-        """The deciding decision, or the last one."""
+    def decision(self) -> Decision | None:
+        """The deciding decision, or the last one (None before the first poll is judged)."""
         if self.decided is not None:
             return self.decisions[self.decided - 1]
         return self.decisions[-1] if self.decisions else None
@@ -51,8 +54,9 @@ class CanaryReplay:
     @property
     def action(self) -> str:
         """What watch would have done: the deciding action, or no-decision."""
-        if self.decided is not None:
-            return self.decision.action
+        decision = self.decision
+        if self.decided is not None and decision is not None:
+            return decision.action
         return "no-decision"
 
     def to_json(self) -> CanaryReplayDocument:
@@ -75,7 +79,7 @@ class CanaryReplay:
         }
 
 
-def read_polls(path: str | os.PathLike) -> Iterator[Poll]:
+def read_polls(path: str | os.PathLike[str]) -> Iterator[Poll]:
     """The polls of a record file, in order; ValidationError naming FILE:LINE for a bad line."""
     name = os.fspath(path)
     try:
@@ -101,7 +105,7 @@ def read_polls(path: str | os.PathLike) -> Iterator[Poll]:
                 raise ValidationError(f"{name}:{number}: {exc.message}") from None
 
 
-def replay(path: str | os.PathLike, config: Mapping[str, Any] | None,
+def replay(path: str | os.PathLike[str], config: Mapping[str, Any] | None,
            prior: Callable[[str | None, str | None], Mapping[str, Any] | None] = lambda model, version: None,
            ) -> list[CanaryReplay]:
     """Judge every canary of a record file; `prior(model, control)` gives the serving baseline."""
@@ -125,9 +129,9 @@ def replay(path: str | os.PathLike, config: Mapping[str, Any] | None,
     return list(canaries.values())
 
 
-def registry_prior(reg) -> Callable[[str | None, str | None], Mapping[str, Any] | None]:
+def registry_prior(reg: Reader) -> Callable[[str | None, str | None], Mapping[str, Any] | None]:
     """prior(model, version): that version's registered baseline at HEAD (None when unknown)."""
-    cache: dict[tuple, Mapping[str, Any] | None] = {}
+    cache: dict[tuple[str | None, str | None], Mapping[str, Any] | None] = {}
     snap = reg.snapshot()
 
     def prior(model: str | None, version: str | None) -> Mapping[str, Any] | None:
@@ -146,11 +150,11 @@ def registry_prior(reg) -> Callable[[str | None, str | None], Mapping[str, Any] 
     return prior
 
 
-def stories(items: list[CanaryReplay]) -> list:
+def stories(items: list[CanaryReplay]) -> list[CanaryStory]:
     """The report's view of each canary."""
     from .report_html import CanaryStory
 
-    out = []
+    out: list[CanaryStory] = []
     for item in items:
         steps = list(zip(item.polls, item.decisions))
         final = (item.decided, item.decision) if item.decided else None

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
-    from .documents import RoutingDocument
+    from .documents import ResolvedBundle, RoutingDocument
 
 BUCKETS = 10_000
 SCHEMA = "modelctl/v1"
@@ -48,18 +49,29 @@ def threshold(percent: float | int | None) -> int:
     return max(0, min(BUCKETS, round(percent * 100)))
 
 
-def assign(dep: dict, key: str) -> str | None:
+def assign(dep: Mapping[str, Any], key: str) -> str | None:
     """The version that serves ``key`` (None when the model has no active version)."""
     live = dep.get("canary") or None
     if live and bucket(dep["name"], key) < threshold(live.get("percent")):
-        return live["version"]
-    return dep.get("active")
+        version: str = live["version"]
+        return version
+    active: str | None = dep.get("active")
+    return active
 
 
-def _resolved(bundle: dict) -> dict:
+class _Resolved(TypedDict):
+    """What a gateway needs of a bundle (ResolvedBundle without the version and percent)."""
+
+    model: dict[str, str]
+    prompt: dict[str, str]
+    config: dict[str, Any]
+    fallbacks: NotRequired[list[dict[str, Any]]]
+
+
+def _resolved(bundle: Mapping[str, Any]) -> _Resolved:
     model = bundle.get("model") or {}
     prompt = bundle.get("prompt") or {}
-    out = {
+    out: _Resolved = {
         "model": {k: model[k] for k in ("provider", "id", "adapter") if model.get(k) is not None},
         "prompt": {k: prompt[k] for k in ("template", "sha256") if prompt.get(k) is not None},
         "config": copy.deepcopy(bundle.get("config") or {}),
@@ -69,7 +81,7 @@ def _resolved(bundle: dict) -> dict:
     return out
 
 
-def routing_document(dep: dict, bundles: dict[str, dict]) -> RoutingDocument:
+def routing_document(dep: Mapping[str, Any], bundles: Mapping[str, Mapping[str, Any]]) -> RoutingDocument:
     """What a gateway needs: active, canary and shadow with percents and resolved bundles.
 
     ``bundles`` maps each version named in the deployment to its loaded bundle; a missing one
@@ -77,20 +89,20 @@ def routing_document(dep: dict, bundles: dict[str, dict]) -> RoutingDocument:
     """
     from .errors import NotFound
 
-    def entry(version: str, percent: float | int) -> dict:
+    def entry(version: str, percent: float | int) -> ResolvedBundle:
         if version not in bundles:
             raise NotFound(f"bundle {version} of {dep.get('name')} is missing", hint="run `modelctl check`")
         return {"version": version, "percent": percent, **_resolved(bundles[version])}
 
     live = dep.get("canary") or None
     mirror = dep.get("shadow") or None
-    canary_pct = live["percent"] if live else 0
+    canary_pct: float | int = live["percent"] if live else 0
     served = 100 - canary_pct
     if isinstance(served, float) and served.is_integer():
         served = int(served)
     return {
         "schema": SCHEMA,
-        "name": dep.get("name"),
+        "name": dep["name"],
         "active": entry(dep["active"], served) if dep.get("active") else None,
         "canary": entry(live["version"], live["percent"]) if live else None,
         "shadow": entry(mirror["version"], mirror["percent"]) if mirror else None,

@@ -352,7 +352,8 @@ def redact_text(text: str) -> str:
     found = _found(text)
     if not found:
         return text
-    out, pos, out_start = [], 0, 0
+    out: list[str] = []
+    pos, out_start = 0, 0
     for start, _kind, value in found:
         end = start + len(value)
         if end <= pos:

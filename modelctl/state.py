@@ -62,13 +62,13 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from . import names, trailers
 from .errors import Conflict, NotFound, TransitionError, UsageError
-from .names import PROMOTE_TARGETS, VERSION_RE, check_stage, check_version, semver_key
+from .names import PROMOTE_TARGETS, VERSION_RE, SemverKey, check_stage, check_version, semver_key
 
 PIPELINE = ("staging", "shadow", "canary")
 DEFAULT_REQUIRED = PIPELINE
@@ -96,7 +96,7 @@ class TagEvent(NamedTuple):
 class Transition:
     """The result of one lifecycle action: new state, tag events, commit subject and trailers."""
 
-    deployment: dict
+    deployment: dict[str, Any]
     action: str
     version: str | None
     from_status: str | None
@@ -112,7 +112,7 @@ class Transition:
 # -- config ----------------------------------------------------------------------------------
 
 
-def required_stages(config: dict | None) -> tuple[str, ...]:
+def required_stages(config: Mapping[str, Any] | None) -> tuple[str, ...]:
     """Stages ``pipeline.required`` names, in pipeline order (default: staging, shadow, canary)."""
     pipeline = (config or {}).get("pipeline") or {}
     required = pipeline.get("required", DEFAULT_REQUIRED)
@@ -121,7 +121,7 @@ def required_stages(config: dict | None) -> tuple[str, ...]:
     return tuple(s for s in PIPELINE if s in required)
 
 
-def canary_steps(config: dict | None) -> tuple:
+def canary_steps(config: Mapping[str, Any] | None) -> tuple[int | float, ...]:
     """Allowed canary percents: ``canary.steps`` sorted (default 1, 5, 10, 25, 50)."""
     steps = ((config or {}).get("canary") or {}).get("steps") or DEFAULT_STEPS
     return tuple(sorted({_norm_pct(s) for s in steps}))
@@ -149,17 +149,18 @@ def _norm_pct(value: object) -> int | float:
     return value
 
 
-def fmt_pct(value: float | int) -> str:
-    """A percent as written in subjects and trailers: ``5``, ``0.5``."""
+def fmt_pct(value: object) -> str:
+    """A percent as written in subjects and trailers: ``5``, ``0.5`` (UsageError when not a number)."""
     value = _norm_pct(value)
     return str(value)
 
 
-def _name(dep: dict) -> str:
-    return dep.get("name", "?")
+def _name(dep: dict[str, Any]) -> str:
+    name: str = dep.get("name", "?")  # a validated deployment: its name is a string
+    return name
 
 
-def _status(dep: dict, version: str) -> str:
+def _status(dep: dict[str, Any], version: str) -> str:
     check_version(version)
     versions = dep.get("versions") or {}
     if version not in versions:
@@ -169,19 +170,20 @@ def _status(dep: dict, version: str) -> str:
             f"version {version} of {_name(dep)} is not registered (registered: {listing})",
             hint="register it first with `modelctl register`",
         )
-    return versions[version]
+    status: str = versions[version]
+    return status
 
 
-def _slot(dep: dict, stage: str) -> dict | None:
+def _slot(dep: dict[str, Any], stage: str) -> dict[str, Any] | None:
     return dep.get(stage) or None
 
 
-def _on_hold(dep: dict, version: str) -> bool:
+def _on_hold(dep: dict[str, Any], version: str) -> bool:
     hold = dep.get("hold") or None
     return dep["versions"].get(version) == "rolled-back" or bool(hold and hold.get("version") == version)
 
 
-def _hold_text(dep: dict, version: str) -> str:
+def _hold_text(dep: dict[str, Any], version: str) -> str:
     hold = dep.get("hold") or None
     if hold and hold.get("version") == version:
         bits = [b for b in (hold.get("at"), hold.get("reason")) if b]
@@ -206,7 +208,7 @@ def _trailers(action: str, name: str, version: str, **extra: object) -> list[tup
     return trailers.transition(action, name, version, number=fmt_pct, **extra)
 
 
-def _clone(dep: dict) -> dict:
+def _clone(dep: dict[str, Any]) -> dict[str, Any]:
     """A deep copy of a deployment, its versions map (strings only, ten thousand entries for a big
     model) copied flat: copy.deepcopy of that map was a tenth of a write's time."""
     out = {}
@@ -218,7 +220,8 @@ def _clone(dep: dict) -> dict:
     return out
 
 
-def _noop(dep: dict, action: str, version: str, status: str, note: str, percent=None) -> Transition:
+def _noop(dep: dict[str, Any], action: str, version: str, status: str, note: str,
+          percent: float | int | None = None) -> Transition:
     return Transition(
         deployment=_clone(dep),
         action=action,
@@ -237,7 +240,7 @@ def _pipeline_note(required: tuple[str, ...]) -> str:
 
 
 def _gap(
-    dep: dict, version: str, status: str, target: str, required: tuple[str, ...], force: bool
+    dep: dict[str, Any], version: str, status: str, target: str, required: tuple[str, ...], force: bool
 ) -> tuple[list[str], list[str]]:
     """Required stages between status and target: (waived for a first version, forced skips)."""
     lo, hi = _RANK[status], _RANK[target]
@@ -255,7 +258,7 @@ def _gap(
 
 
 def _check_movable(
-    dep: dict, version: str, status: str, target: str, force: bool, *, what: str
+    dep: dict[str, Any], version: str, status: str, target: str, force: bool, *, what: str
 ) -> bool:
     """Refuse moves out of final/served statuses and held versions; True when a hold is overridden."""
     name = _name(dep)
@@ -286,7 +289,7 @@ def _check_movable(
     return _on_hold(dep, version)
 
 
-def _leave(dep: dict, new: dict, version: str, status: str, events: list[TagEvent]) -> None:
+def _leave(dep: dict[str, Any], new: dict[str, Any], version: str, status: str, events: list[TagEvent]) -> None:
     """Take the version out of the stage it is in (slot cleared, unassign event)."""
     if status in ("shadow", "canary"):
         slot = _slot(new, status)
@@ -298,14 +301,14 @@ def _leave(dep: dict, new: dict, version: str, status: str, events: list[TagEven
     # A held version that moves on is released; a retired one stays held.
 
 
-def _release_hold(new: dict, version: str) -> None:
+def _release_hold(new: dict[str, Any], version: str) -> None:
     hold = new.get("hold") or None
     if hold and hold.get("version") == version:
         new["hold"] = None
 
 
-def _split(version: str, percent, now: str | None, started: str | None = None) -> dict:
-    split = {"version": version, "percent": percent}
+def _split(version: str, percent: float | int, now: str | None, started: str | None = None) -> dict[str, Any]:
+    split: dict[str, Any] = {"version": version, "percent": percent}
     if started or now:
         split["started"] = started or now
     return split
@@ -314,7 +317,7 @@ def _split(version: str, percent, now: str | None, started: str | None = None) -
 # -- transitions -----------------------------------------------------------------------------
 
 
-def new_deployment(name: str) -> dict:
+def new_deployment(name: str) -> dict[str, Any]:
     """An empty deployment for a model that has no versions yet."""
     return {
         "apiVersion": "modelctl/v1",
@@ -329,7 +332,7 @@ def new_deployment(name: str) -> dict:
     }
 
 
-def register(dep: dict, version: str) -> Transition:
+def register(dep: dict[str, Any], version: str) -> Transition:
     """Add a new version with status ``registered``."""
     check_version(version)
     name = _name(dep)
@@ -353,10 +356,10 @@ def register(dep: dict, version: str) -> Transition:
 
 
 def promote(
-    dep: dict,
+    dep: dict[str, Any],
     version: str,
     to: str,
-    config: dict | None = None,
+    config: Mapping[str, Any] | None = None,
     *,
     force: bool = False,
     reason: str | None = None,
@@ -376,7 +379,8 @@ def promote(
     return _to_active(dep, version, config, force=force, reason=reason)
 
 
-def _to_staging(dep, version, config, *, force, reason) -> Transition:
+def _to_staging(dep: dict[str, Any], version: str, config: Mapping[str, Any] | None, *, force: bool,
+                reason: str | None) -> Transition:
     name = _name(dep)
     status = _status(dep, version)
     if status == "staging":
@@ -404,7 +408,8 @@ def _to_staging(dep, version, config, *, force, reason) -> Transition:
     )
 
 
-def _to_active(dep, version, config, *, force, reason) -> Transition:
+def _to_active(dep: dict[str, Any], version: str, config: Mapping[str, Any] | None, *, force: bool,
+               reason: str | None) -> Transition:
     name = _name(dep)
     status = _status(dep, version)
     if status == "active":
@@ -449,7 +454,7 @@ def _to_active(dep, version, config, *, force, reason) -> Transition:
     )
 
 
-def _retire(dep, version, to, *, reason) -> Transition:
+def _retire(dep: dict[str, Any], version: str, to: str, *, reason: str | None) -> Transition:
     name = _name(dep)
     status = _status(dep, version)
     if status == to:
@@ -483,10 +488,10 @@ def _retire(dep, version, to, *, reason) -> Transition:
 
 
 def shadow(
-    dep: dict,
+    dep: dict[str, Any],
     version: str,
     percent: float | int | None = None,
-    config: dict | None = None,
+    config: Mapping[str, Any] | None = None,
     *,
     force: bool = False,
     reason: str | None = None,
@@ -500,7 +505,7 @@ def shadow(
     current = _slot(dep, "shadow")
     if action == "promote" and status == "shadow":
         return _noop(dep, action, version, status, f"{version} of {name} is already in shadow",
-                     current and current.get("percent"))
+                     current.get("percent") if current else None)
     if not 0 < percent <= 100:
         raise TransitionError(f"shadow percent {fmt_pct(percent)} is out of range; use a number in (0, 100]")
     if current and current.get("version") == version:
@@ -537,7 +542,7 @@ def shadow(
                         now=now, action=action)
 
 
-def _hold_gate(dep: dict, version: str, force: bool, *, what: str) -> bool:
+def _hold_gate(dep: dict[str, Any], version: str, force: bool, *, what: str) -> bool:
     if _on_hold(dep, version):
         if not force:
             raise TransitionError(
@@ -549,10 +554,10 @@ def _hold_gate(dep: dict, version: str, force: bool, *, what: str) -> bool:
 
 
 def canary(
-    dep: dict,
+    dep: dict[str, Any],
     version: str,
     percent: float | int | None,
-    config: dict | None = None,
+    config: Mapping[str, Any] | None = None,
     *,
     force: bool = False,
     reason: str | None = None,
@@ -566,7 +571,7 @@ def canary(
     current = _slot(dep, "canary")
     if action == "promote" and status == "canary":
         return _noop(dep, action, version, status, f"{version} of {name} is already in canary",
-                     current and current.get("percent"))
+                     current.get("percent") if current else None)
     if percent is None and current and current.get("version") == version:
         raise TransitionError(
             f"{version} of {name} is already in canary at {fmt_pct(current['percent'])}%; pass --pct to move "
@@ -612,7 +617,8 @@ def canary(
                         now=now, action=action)
 
 
-def _enter_split(dep: dict, name: str, version: str, status: str, stage: str, percent, config, *, force: bool,
+def _enter_split(dep: dict[str, Any], name: str, version: str, status: str, stage: str, percent: float | int,
+                 config: Mapping[str, Any] | None, *, force: bool,
                  reason: str | None, now: str | None, action: str) -> Transition:
     """Start a shadow or canary of `version` at `percent` (the checks common to both are done)."""
     override = _check_movable(dep, version, status, stage, force, what=stage)
@@ -637,7 +643,7 @@ def _enter_split(dep: dict, name: str, version: str, status: str, stage: str, pe
     )
 
 
-def rollback_target(dep: dict) -> tuple[str, str] | None:
+def rollback_target(dep: dict[str, Any]) -> tuple[str, str] | None:
     """What ``rollback`` would pull now: ``("canary", v)``, ``("active", v)`` or None."""
     live = _slot(dep, "canary")
     if live:
@@ -647,7 +653,7 @@ def rollback_target(dep: dict) -> tuple[str, str] | None:
     return None
 
 
-def rollback_command(dep: dict) -> str:
+def rollback_command(dep: dict[str, Any]) -> str:
     """Why a plain rollback without a live canary is refused, with the exact commands that name a version."""
     name = _name(dep)
     active = dep.get("active")
@@ -665,8 +671,8 @@ def rollback_command(dep: dict) -> str:
 
 
 def rollback(
-    dep: dict,
-    config: dict | None = None,
+    dep: dict[str, Any],
+    config: Mapping[str, Any] | None = None,
     *,
     reason: str | None = None,
     now: str,
@@ -814,22 +820,24 @@ class Move(NamedTuple):
     after: str | None
 
 
-def _order(version: object) -> tuple:
+def _order(version: object) -> tuple[int, SemverKey | tuple[()], str]:
     # a hand edit may hold anything: valid versions in SemVer order, anything else after them
+    if not isinstance(version, str):
+        return (1, (), str(version))
     try:
         return (0, semver_key(version), "")
     except (AttributeError, TypeError, ValueError):
         return (1, (), str(version))
 
 
-def moves(before: dict | None, after: dict) -> list[Move]:
+def moves(before: dict[str, Any] | None, after: dict[str, Any]) -> list[Move]:
     """Every version whose status differs between two deployments, in version order."""
     b = (before or {}).get("versions") or {}
     a = after.get("versions") or {}
     return [Move(v, b.get(v), a.get(v)) for v in sorted(set(a) | set(b), key=_order) if b.get(v) != a.get(v)]
 
 
-def _replay(dep: dict, after: dict, move: Move, config: dict | None, force: bool) -> Transition | None:
+def _replay(dep: dict[str, Any], after: dict[str, Any], move: Move, config: Mapping[str, Any] | None, force: bool) -> Transition | None:
     """The command that makes `move` from `dep`, run as the commands run it (None: part of another move)."""
     v, s0, s1 = move
     reason = "replay" if force else None
@@ -849,7 +857,8 @@ def _replay(dep: dict, after: dict, move: Move, config: dict | None, force: bool
     raise TransitionError(f"{v} of {_name(dep)} moved from {s0} to {s1}, which no modelctl command does")
 
 
-def judge_move(before: dict | None, after: dict, config: dict | None = None, *, gate=None) -> list[Finding]:
+def judge_move(before: dict[str, Any] | None, after: dict[str, Any], config: Mapping[str, Any] | None = None, *,
+               gate: Callable[[str, str | None], str | None] | None = None) -> list[Finding]:
     """The lifecycle rules a change from `before` to `after` breaks, judged by replaying each
     version's move through the transitions the commands use (so the rules live once, here).
 
@@ -869,6 +878,7 @@ def judge_move(before: dict | None, after: dict, config: dict | None = None, *, 
                                f"one {stage} per model"))
     live = _slot(after, "canary")
     if live and live != _slot(base, "canary"):
+        pct: object
         try:
             pct = _norm_pct(live.get("percent"))
         except UsageError:
@@ -918,15 +928,18 @@ def judge_move(before: dict | None, after: dict, config: dict | None = None, *, 
     return out
 
 
-def infer_event(before: dict | None, after: dict) -> dict | None:
+def infer_event(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, Any] | None:
     """The lifecycle event a change without trailers most likely was (a squash merge, a hand
     edit): ``action``, ``version``, ``from``, ``to``, ``percent``... or None when nothing moved."""
     found = moves(before, after)
-    # a version with a bundle but not listed in `versions:` is registered (the compact map)
-    was = lambda m: m.before or "registered"  # noqa: E731
+
+    def was(m: Move) -> str:
+        # a version with a bundle but not listed in `versions:` is registered (the compact map)
+        return m.before or "registered"
+
     by_to = {m.after: m for m in found}
     old_active = (before or {}).get("active")
-    event: dict = {}
+    event: dict[str, Any] = {}
     if "rolled-back" in by_to:
         m = by_to["rolled-back"]
         event = {"action": "rollback", "version": m.version, "from": m.before, "to": m.after,
@@ -939,12 +952,13 @@ def infer_event(before: dict | None, after: dict) -> dict | None:
                  "replaces": old_active}
     else:
         for stage in ("canary", "shadow"):
-            slot, was = _slot(after, stage), _slot(before or {}, stage)
-            if slot and slot != was:
+            # not `was`: that name is the status helper above, which the loop below still calls
+            slot, prior = _slot(after, stage), _slot(before or {}, stage)
+            if slot and slot != prior:
                 event = {"action": stage, "version": slot.get("version"), "to": stage, "percent": slot.get("percent"),
                          "from": (before or {}).get("versions", {}).get(slot.get("version")) or "registered"}
-                if was and was.get("version") == slot.get("version"):
-                    event["from_percent"] = was.get("percent")
+                if prior and prior.get("version") == slot.get("version"):
+                    event["from_percent"] = prior.get("percent")
                 break
         else:
             for m in found:
@@ -960,7 +974,7 @@ def infer_event(before: dict | None, after: dict) -> dict | None:
 # -- reading ---------------------------------------------------------------------------------
 
 
-def next_moves(dep: dict, version: str, config: dict | None = None) -> list[str]:
+def next_moves(dep: dict[str, Any], version: str, config: Mapping[str, Any] | None = None) -> list[str]:
     """Promotion targets the lifecycle allows for a version now, without --force."""
     allowed = []
     for target in PROMOTE_TARGETS:
@@ -973,7 +987,7 @@ def next_moves(dep: dict, version: str, config: dict | None = None) -> list[str]
     return allowed
 
 
-def status_summary(dep: dict) -> dict:
+def status_summary(dep: dict[str, Any]) -> dict[str, Any]:
     """The deployment as `status` shows it: who serves what share, and every version's status."""
     live = _slot(dep, "canary")
     share = _norm_pct(live["percent"]) if live else 0
@@ -1013,7 +1027,7 @@ def bundle_versions(names: list[str], ordered: bool = True) -> list[str]:
     return sorted(found, key=version_key) if ordered else found
 
 
-def version_key(version: str) -> tuple:
+def version_key(version: str) -> SemverKey:
     """names.semver_key, quicker for the common MAJOR.MINOR.PATCH (ten thousand versions get sorted)."""
     if "-" not in version:
         major, minor, patch = version.split(".")
@@ -1021,7 +1035,7 @@ def version_key(version: str) -> tuple:
     return semver_key(version)
 
 
-def expand_versions(dep: dict, bundles: list[str]) -> dict:
+def expand_versions(dep: dict[str, Any], bundles: list[str]) -> dict[str, Any]:
     """The deployment with its whole versions map: listed statuses, archived runs, the rest registered."""
     listed = dict(dep.get("versions") or {})
     runs = dep.get("archived") or []
@@ -1031,7 +1045,7 @@ def expand_versions(dep: dict, bundles: list[str]) -> dict:
         out["versions"] = listed
         return out
     keys = [version_key(v) for v in bundles] if runs else []
-    archived = set()
+    archived: set[str] = set()
     for run in runs:
         lo, _, hi = str(run).partition("..")
         try:
@@ -1048,7 +1062,7 @@ def expand_versions(dep: dict, bundles: list[str]) -> dict:
     return out
 
 
-def compact_versions(dep: dict) -> dict:
+def compact_versions(dep: dict[str, Any]) -> dict[str, Any]:
     """The deployment as written: registered versions left out, archived ones as runs (see above)."""
     versions = dep.get("versions") or {}
     ordered = sorted(versions, key=version_key) if "archived" in versions.values() else []
@@ -1070,10 +1084,10 @@ def compact_versions(dep: dict) -> dict:
     return out
 
 
-def problems(dep: dict, name: str, bundles: Iterable[str]) -> list[tuple[str, tuple]]:
+def problems(dep: dict[str, Any], name: str, bundles: Iterable[str]) -> list[tuple[str, tuple[str, ...]]]:
     """Every inconsistency of one deployment file, in itself and against the model's bundles, as
     (message, location in the file); empty when sound. The one deployment-invariant check (`check`)."""
-    out: list[tuple[str, tuple]] = []
+    out: list[tuple[str, tuple[str, ...]]] = []
     registered = set(bundles)
     if dep.get("name") != name:
         out.append((f"file says name {dep.get('name')} but lives at deployments/{name}.yaml", ("name",)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal, NotRequired, TypedDict
 
 from .names import NAME_RE, VERSION_RE
 
@@ -43,6 +44,17 @@ class TagEvent:
     message: str = ""
 
 
+class TagInfo(TypedDict):
+    """A tag name's parts: `version` for (de)registrations; `stage`, `assign`, `n` for stage tags."""
+
+    kind: Literal["registration", "deregistration", "stage"]
+    model: str
+    version: NotRequired[str]
+    stage: NotRequired[str]
+    assign: NotRequired[bool]
+    n: NotRequired[int]
+
+
 def registration_tag(name: str, version: str) -> str:
     """The GTO registration tag of a version."""
     return f"{name}@v{version}"
@@ -58,12 +70,11 @@ def stage_tag(name: str, stage: str, n: int, assign: bool = True) -> str:
     return f"{name}#{stage}{'' if assign else '!'}#{n}"
 
 
-def parse(tag: str) -> dict | None:
+def parse(tag: str) -> TagInfo | None:
     """Parse a modelctl/GTO tag name into its parts, or None when it is not one."""
     m = REG_TAG_RE.match(tag)
     if m and NAME_RE.fullmatch(m["name"]) and VERSION_RE.fullmatch(m["version"]):
-        kind = "deregistration" if m["un"] else "registration"
-        return {"kind": kind, "model": m["name"], "version": m["version"]}
+        return {"kind": "deregistration" if m["un"] else "registration", "model": m["name"], "version": m["version"]}
     m = STAGE_TAG_RE.match(tag)
     if m and NAME_RE.fullmatch(m["name"]):
         return {

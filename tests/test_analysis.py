@@ -446,6 +446,20 @@ def test_export_and_restore_continue_the_statistic_without_fresh_alpha():
         Judge(config, state={"schema": "something else"})
 
 
+def test_a_saved_state_without_its_srm_figures_is_damaged_when_read():
+    # it used to restore and then fail with a KeyError at the next poll; watch starts a damaged
+    # state afresh instead
+    config = rate_config()
+    judge = Judge(config)
+    for poll in rate_stream(41, ratio=1.0)[:3]:
+        judge.observe(poll)
+    state = json.loads(json.dumps(judge.export_state()))
+    Judge(config, state=state).observe(rate_stream(41, ratio=1.0)[3])
+    del state["srm"]["held"]
+    with pytest.raises(ValidationError, match="damaged"):
+        Judge(config, state=state)
+
+
 # --------------------------------------------------------------------------- latency, cost, gauges
 
 

@@ -274,3 +274,22 @@ def test_a_squash_merged_promotion_is_inferred_from_the_deployment_diff(story_co
     # a commit with trailers is never inferred
     assert json.loads(run_cli("which", NAME, "--at", "2026-02-14T13:00:00Z", "--json", cwd=story).stdout)[
         "event"]["inferred"] is False
+
+
+def test_a_squash_merged_promotion_to_staging_is_inferred_too(story_copy, monkeypatch):
+    """Staging, retirements and new versions are read after the canary and shadow slots; a rebound
+    name there once made them a plain edit in `log` instead of the inferred promotion."""
+    story = story_copy
+    reg = Registry(story)
+    _at(monkeypatch, "2026-02-15T10:00:00Z")
+    reg.register(_bundle(story, "1.0.2"))
+    git(story, "checkout", "-q", "-b", "stage")
+    reg.promote(NAME, "1.0.2", "staging")
+    git(story, "checkout", "-q", "main")
+    _at(monkeypatch, "2026-02-20T10:00:00Z", "Dee Merger")
+    git(story, "merge", "-q", "--squash", "stage")
+    git(story, "commit", "-q", "-m", "Stage 1.0.2 (#13)")
+    squash = json.loads(run_cli("log", NAME, "--json", "--limit", "1", cwd=story).stdout)["events"][0]
+    assert {k: squash[k] for k in ("subject", "action", "version", "from", "to", "inferred")} == {
+        "subject": "Stage 1.0.2 (#13)", "action": "promote", "version": "1.0.2", "from": "registered",
+        "to": "staging", "inferred": True}

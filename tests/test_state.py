@@ -944,6 +944,21 @@ def test_infer_event_reads_the_move_from_the_diff():
     assert S.infer_event(dep, dep) is None
 
 
+def test_infer_event_reads_staging_retirement_and_registration_from_the_diff():
+    # these are read after the canary/shadow loop, whose slot variable once shadowed the `was`
+    # helper: the call raised TypeError and `log` showed such a squash merge as a plain edit
+    dep = base("registered")
+    staged = S.promote(dep, "2.0.0", "staging").deployment
+    assert S.infer_event(dep, staged) == {"action": "promote", "version": "2.0.0", "from": "registered",
+                                          "to": "staging"}
+    retired = S.promote(staged, "2.0.0", "deprecated").deployment
+    assert S.infer_event(staged, retired) == {"action": "promote", "version": "2.0.0", "from": "staging",
+                                              "to": "deprecated"}
+    added = copy.deepcopy(dep)
+    added["versions"]["3.0.0"] = "registered"
+    assert S.infer_event(dep, added) == {"action": "register", "version": "3.0.0", "from": None, "to": "registered"}
+
+
 def test_judge_move_reports_a_hand_written_bogus_version_instead_of_failing():
     after = S.new_deployment("support-agent")
     after["versions"] = {"latest": "active"}

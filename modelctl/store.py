@@ -865,8 +865,12 @@ class Store:
         return sorted(found)
 
     # -- the remote -------------------------------------------------------------------------
-    def fetch(self, remote: str, branch: str, timeout: float = 30, models: tuple[str, ...] | None = None) -> str | None:
-        """Fetch the branch and the tags (of `models` only, when given); return the remote tip (None if empty)."""
+    def fetch(self, remote: str, branch: str, timeout: float = 30, models: tuple[str, ...] | None = None,
+              extra: tuple[str, ...] = ()) -> str | None:
+        """Fetch the branch and the tags (of `models` only, when given); return the remote tip (None if empty).
+
+        `extra` refspecs come along in the same process; make them globs (`refs/x/*`), which match
+        nothing without failing, since a missing exact ref fails the whole fetch."""
         if models:
             # a write needs only its model's tags (counters, tagger times, registration commits):
             # fetching every tag costs seconds on registries with tens of thousands of them
@@ -875,7 +879,7 @@ class Store:
             tagspecs = ["+refs/tags/*:refs/tags/*"]
         proc = self.git("fetch", "--quiet", "--no-write-fetch-head", "--no-recurse-submodules", remote,
                         f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}",
-                        *tagspecs, check=False, timeout=timeout)
+                        *tagspecs, *extra, check=False, timeout=timeout)
         if proc.returncode != 0:
             err = proc.stderr.decode("utf-8", "replace")
             if "couldn't find remote ref" in err:
@@ -890,6 +894,43 @@ class Store:
             raise RemoteError(f"cannot fetch from remote {remote!r}: {last}",
                               hint="check the network and 'git remote -v', or use --no-push")
         return self.rev(f"refs/remotes/{remote}/{branch}")
+
+    # -- state on a ref of the remote (never on a branch) --------------------------------------
+    def file_at(self, ref: str, name: str) -> bytes | None:
+        """The content of file `name` in the commit `ref` points to (None: no such ref or file)."""
+        proc = self.git("cat-file", "blob", f"{ref}:{name}", check=False)
+        return proc.stdout if proc.returncode == 0 else None
+
+    def commit_file(self, name: str, data: bytes, message: str) -> str:
+        """A parentless commit holding one file: state that lives on a ref, so no history grows."""
+        blob = self.out("hash-object", "-w", "--stdin", input=data)
+        tree = self.out("mktree", input=f"100644 blob {blob}\t{name}\n".encode())
+        # the state is the controller's, not a person's: a fixed identity, so clones without
+        # user.name can keep it too
+        who = {"GIT_AUTHOR_NAME": "modelctl", "GIT_AUTHOR_EMAIL": "modelctl@localhost",
+               "GIT_COMMITTER_NAME": "modelctl", "GIT_COMMITTER_EMAIL": "modelctl@localhost"}
+        return self.out("commit-tree", tree, "-m", message, env=who)
+
+    def push_ref(self, remote: str, commit: str, ref: str, expect: str | None, timeout: float = 30) -> bool:
+        """Compare-and-swap `ref` on the remote from `expect` (None: absent) to `commit`.
+
+        True when it landed (the local ref follows), False when the remote's ref was not `expect`
+        (another process saved first); RemoteError when the remote cannot be reached or refuses."""
+        try:
+            proc = self.git("push", "--porcelain", "--no-verify", f"--force-with-lease={ref}:{expect or ''}",
+                            remote, f"{commit}:{ref}", check=False, timeout=timeout)
+        except GitTimeout:
+            raise RemoteError(f"git push of {ref} to remote {remote!r} timed out after {timeout:g}s",
+                              hint="check the network") from None
+        if proc.returncode == 0:
+            self.git("update-ref", ref, commit)
+            return True
+        said = proc.stdout.decode("utf-8", "replace") + proc.stderr.decode("utf-8", "replace")
+        if "stale info" in said or "[rejected]" in said:
+            return False
+        last = [line for line in said.strip().splitlines() if line.strip()]
+        raise RemoteError(f"cannot push {ref} to remote {remote!r}: {last[-1] if last else proc.returncode}",
+                          hint="check the network and 'git remote -v'")
 
     def remote_tags(self, remote: str, timeout: float = 30) -> dict[str, str]:
         """Tag name -> tag object on the remote (`git ls-remote`)."""

@@ -538,6 +538,8 @@ class Watcher:
         self.deadline: float | None = None  # monotonic time --max-duration ends
         self.history: list[tuple[Poll, Decision]] = []  # (poll, decision) of the followed canary (the report)
         self.fetch_failed = False
+        self.state_expect: str | None = None  # the remote state ref's id this process last saw or wrote
+        self.state_note = False
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> WatchResult:
@@ -628,7 +630,7 @@ class Watcher:
         left = self.time_left()
         try:
             self.reg.store.fetch(self.remote, self.branch, timeout=max(1.0, min(30.0, left if left else 30.0)),
-                                 models=(self.name,))
+                                 models=(self.name,), extra=(f"+{self._state_refs()}:{self._state_refs()}",))
             self.fetch_failed = False
         except ModelctlError as exc:
             # judging goes on with the last fetched tip: every write re-checks on the remote anyway
@@ -859,6 +861,30 @@ class Watcher:
     def _state_path(self) -> Path:
         return self.reg.store.private_path("modelctl-watch") / f"{self.name}.json"
 
+    def _state_refs(self) -> str:
+        """The remote's refs of this model's judgement state (a glob: fetching it never fails)."""
+        return f"refs/modelctl/watch/{self.name}/*"
+
+    def _state_ref(self) -> str:
+        return f"refs/modelctl/watch/{self.name}/state"
+
+    def _saved_state(self) -> Any:
+        """The saved state document: in a push-configured clone the remote's (a cron job's fresh
+        clone has no other), else this clone's file."""
+        if self.pushing:
+            if self.state_expect is None:  # not fetched yet this process: _tip fetches it with the branch
+                self.state_expect = self.reg.store.rev(self._state_ref()) or ""
+            data = self.reg.store.file_at(self._state_ref(), "state.json")
+            if data is not None:
+                try:
+                    return json.loads(data)
+                except ValueError:
+                    return None
+        try:
+            return json.loads(self._state_path().read_text())
+        except (OSError, ValueError):
+            return None
+
     def _state_key(self, target: Target) -> dict[str, str | None]:
         canary = _judged(target)
         return {"canary": canary.version, "started": canary.started_raw}
@@ -867,10 +893,7 @@ class Watcher:
         """The saved judge state of this very canary (None: a fresh start)."""
         if self.options.dry_run:
             return None
-        try:
-            data = json.loads(self._state_path().read_text())
-        except (OSError, ValueError):
-            return None
+        data = self._saved_state()
         if not isinstance(data, dict) or data.get("key") != self._state_key(target) or "judge" not in data:
             return None
         from .analysis import Judge
@@ -894,12 +917,39 @@ class Watcher:
             doc["provider"] = export()
         path = self._state_path()
         try:
+            text = json.dumps(doc, allow_nan=False)
             path.parent.mkdir(exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(doc, allow_nan=False))
+            tmp.write_text(text)
             os.replace(tmp, path)
         except (OSError, ValueError, TypeError):
-            pass  # losing the state costs a fresh start later; it must not stop the judgement
+            return  # losing the state costs a fresh start later; it must not stop the judgement
+        if self.pushing:
+            self._push_state(target, text)
+
+    def _push_state(self, target: Target, text: str) -> None:
+        """Keep the state on the remote too (compare-and-swap), so a fresh clone resumes it."""
+        store = self.reg.store
+        version = target.canary.version if target.canary else "-"
+        try:
+            commit = store.commit_file("state.json", text.encode(), f"modelctl watch state: {self.name} {version}")
+            expect = self.state_expect if self.state_expect is not None else store.rev(self._state_ref())
+            if store.push_ref(self.remote, commit, self._state_ref(), expect or None,
+                              timeout=max(1.0, min(30.0, self.time_left() or 30.0))):
+                self.state_expect = commit
+                self.state_note = False
+                return
+            # another watch of this model saved first (a replica): the next poll's fetch brings its
+            # state's id, and the next save replaces it; the decisions themselves are compare-and-swap
+            self.state_expect = None
+            reason = "another watch of this model saved its state first"
+        except ModelctlError as exc:
+            self.state_expect = None
+            reason = str(exc)
+        if not self.state_note:
+            self.on_event(WatchEvent("note", f"note: cannot keep the judgement state of {self.name} on "
+                                             f"{self.remote} ({reason}); a fresh clone would start it over"))
+            self.state_note = True
 
     def _clear_state(self) -> None:
         if self.options.dry_run:

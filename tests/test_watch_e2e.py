@@ -494,6 +494,48 @@ def test_once_from_cron_counts_from_the_first_run_and_resumes_the_judgement(temp
     assert git(registry, "log", "-1", "--format=%s").startswith(f"modelctl: rollback support-agent {CANARY}")
 
 
+def cron_runs(server, where) -> list[tuple[int, list[dict], str]]:
+    """`watch --once` runs with traffic between them, each in the clone `where(i)` gives, until one acts."""
+    server.traffic(ACTIVE, 50_000, 0.01)
+    server.traffic(CANARY, 5_000, 0.01)
+    runs = []
+    for i in range(12):
+        proc = run_cli("watch", "support-agent", "--once", "--push", "--url", server.url, cwd=where(i))
+        runs.append((proc.returncode, [json.loads(line) for line in proc.stdout.splitlines()], proc.stderr))
+        if proc.returncode != 0:
+            break
+        server.traffic(ACTIVE, 9_000, 0.01)
+        server.traffic(CANARY, 1_000, 0.05)
+    return runs
+
+
+def test_once_in_a_fresh_clone_each_time_resumes_from_the_remote_and_acts_at_the_same_run(template_registry,
+                                                                                           tmp_path):
+    # what a CronJob without a volume or a scheduled CI job does: a brand-new clone every run
+    from gitremote import bare_remote, clone
+
+    def pushing(name):
+        registry = tmp_path / name
+        shutil.copytree(template_registry, registry, symlinks=True)
+        return registry, bare_remote(registry, tmp_path / f"{name}.git")
+
+    kept, _ = pushing("kept")
+    with JsonMetricsServer("support-agent") as server:
+        one_clone = cron_runs(server, lambda i: kept)
+    _, url = pushing("fresh")
+    with JsonMetricsServer("support-agent") as server:
+        fresh = cron_runs(server, lambda i: clone(url, tmp_path / f"run{i}"))
+    rate = lambda run: polls_of(run[1])[0]["metrics"][0]  # noqa: E731
+    assert [r[0] for r in fresh] == [r[0] for r in one_clone], (fresh[-1][2], one_clone[-1][2])
+    assert fresh[-1][0] == 1 and fresh[-1][1][-1]["outcome"] == "rolled-back", fresh[-1][2]
+    assert [rate(r)["canary_n"] for r in fresh[1:3]] == [1_000, 2_000]  # carried over through the remote
+    assert [rate(r)["statistic"] for r in fresh] == [rate(r)["statistic"] for r in one_clone]
+    assert "note:" not in "".join(r[2] for r in fresh)
+    last = clone(url, tmp_path / "after")
+    assert git(last, "log", "-1", "--format=%s").startswith(f"modelctl: rollback support-agent {CANARY}")
+    assert git(last, "ls-remote", "origin", "refs/modelctl/watch/*").strip().endswith("refs/modelctl/watch/support-agent/state")
+
+
 def pushed_pair(template_registry, tmp_path):
     """The registry pushing to a bare remote, and a second clone of it (Bob's)."""
     from gitremote import bare_remote, clone

@@ -264,7 +264,7 @@ class Gateway:
     def build(cls, serving: ServingRouter, *, litellm_params: Mapping[str, Any] | None = None,
               router_kwargs: Mapping[str, Any] | None = None, **kwargs: Any) -> Gateway:
         """A new ``litellm.Router`` from the serving router's documents (``litellm_params`` added to each deployment)."""
-        from litellm import Router
+        from litellm.router import Router
 
         snapshot = serving.snapshot
         docs = [_document(snapshot, name) for name in snapshot.models()]

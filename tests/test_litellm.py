@@ -10,6 +10,8 @@ import hashlib
 import json
 import os
 import struct
+import subprocess
+import sys
 import time
 
 import pytest
@@ -257,6 +259,39 @@ def test_the_bundles_prompt_and_config_reach_the_deployment(gateway, observer, r
                                     {"role": "user", "content": "where is my order?"}]
         assert call["params"]["temperature"] == temperature and call["params"]["max_tokens"] == 256
         assert call["metadata"][integration.KEY] == key
+
+
+def test_a_reloaded_document_changes_prompt_and_config_in_place(gateway, observer, run, tmp_path):
+    gw, serving_router = gateway()
+    key = keys_by_role(serving_router)["canary"][0]
+    changed = fallback_document()
+    changed["canary"]["config"]["temperature"] = 0.1
+    changed["canary"]["prompt"]["text"] = "You are the canary assistant, second edition."
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps(changed))
+    os.utime(path, ns=(1, 1))
+
+    async def go():
+        await gw.acompletion(NAME, [{"role": "user", "content": "hi"}], key=key)
+        await gw.drain()
+        await settle(observer, 1)
+
+    run(go())
+    call = next(c for c in observer.calls if c["id"] == f"{NAME}@2.1.0")
+    assert call["params"]["temperature"] == 0.1
+    assert call["messages"][0]["content"] == "You are the canary assistant, second edition."
+
+
+def test_the_readme_example_runs_in_a_registry_checkout(live):
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## LiteLLM"):]
+    code = section[section.index("```python\n") + 10:section.index("```\n", section.index("```python\n") + 10)]
+    code = code.replace("port=9108", "port=0")  # any free port here
+    proc = subprocess.run([sys.executable, "-c", code], cwd=live, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    version = modelctl.Registry(live).resolve(NAME, key="user-42")["key"]["version"]
+    assert proc.stdout.strip().splitlines()[-1] == f"Your order ships today. {NAME}@{version}"
 
 
 def test_a_failing_deployment_falls_back_along_its_bundles_fallbacks(gateway, observer, run):

@@ -284,7 +284,9 @@ class Gateway:
         metadata = dict(kwargs.pop("metadata", None) or {})
         metadata.update({KEY: key, VERSION: bundle.version, "modelctl_role": "shadow" if bundle is not pick.bundle
                          else pick.role})
-        return {**kwargs, "messages": self._messages(bundle, messages), "metadata": metadata}
+        # the config as loaded now (a reload may have changed it since the deployment was built);
+        # parameters the caller passes explicitly win, as over any LiteLLM deployment's params
+        return {**_thaw_config(bundle), **kwargs, "messages": self._messages(bundle, messages), "metadata": metadata}
 
     def pick(self, model: str, key: str) -> Pick:
         """The serving client's pick, after a cheap reload check (a changed file is loaded first)."""
@@ -334,6 +336,11 @@ class Gateway:
         if isinstance(hidden, Mapping) and isinstance(hidden.get("response_cost"), (int, float)):
             cost = float(hidden["response_cost"])
         self.metrics.observe(model, version, role, self._clock() - start, error=error, cost=cost, segment=segment)
+
+
+def _thaw_config(bundle: Bundle) -> dict[str, Any]:
+    config: dict[str, Any] = bundle.as_dict()["config"]
+    return config
 
 
 def _document(snapshot: Any, name: str) -> dict[str, Any]:

@@ -406,3 +406,40 @@ def test_metrics_scraped_by_prometheus_are_what_watch_reads(backend, gateway, tm
     assert buckets[200.0] == 0 and 0 < buckets[300.0] and buckets[float("inf")] == want["2.0.0"]
     # the shadow's mirrored requests are counted under its own version
     assert readings["2.2.0"].segments[""].requests == sum(p.mirror for p in picks)
+
+
+def test_timed_and_observe_count_the_same_in_both_backends():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    doc = fallback_document()
+    samples = {}
+    for backend in ("prometheus_client", "pure"):
+        ticks = iter([0.0, 0.4, 1.0, 3.5])
+        metrics = ServingMetrics(backend=backend, clock=ticks.__next__)
+        snapshot = serving.Snapshot({NAME: serving.compile_document(doc)})
+        pick = next(snapshot.pick(NAME, f"k{i}") for i in range(100) if snapshot.pick(NAME, f"k{i}").role == "canary")
+        with metrics.timed(pick, segment="eu"):   # 400 ms, fine
+            pass
+        with pytest.raises(RuntimeError), metrics.timed(pick):   # 2.5 s, an error
+            raise RuntimeError("provider down")
+        metrics.observe(NAME, "2.0.0", "active", 0.05, cost=0.002)
+        metrics.observe(NAME, "2.0.0", "active", 0.05, cost=float("nan"))  # not a cost: left out
+        text = metrics.exposition().decode()
+        samples[backend] = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                            for family in text_string_to_metric_families(text) for s in family.samples
+                            if not s.name.endswith("_created")}
+    assert samples["pure"] == samples["prometheus_client"]
+    got = samples["pure"]
+
+    def val(name, version="2.1.0", role="canary", segment="", **extra):
+        labels = {"model": NAME, "version": version, "role": role, "segment": segment, **extra}
+        return got[(name, tuple(sorted(labels.items())))]
+
+    assert val("llm_requests_total") == 1 and val("llm_errors_total") == 1
+    assert val("llm_requests_total", segment="eu") == 1 and val("llm_errors_total", segment="eu") == 0
+    assert val("llm_latency_ms_bucket", segment="eu", le="400.0") == 1
+    assert val("llm_latency_ms_bucket", segment="eu", le="300.0") == 0
+    assert val("llm_latency_ms_bucket", le="2000.0") == 0 and val("llm_latency_ms_bucket", le="3000.0") == 1
+    assert val("llm_latency_ms_sum") == 2500.0
+    assert val("llm_cost_total", "2.0.0", "active") == pytest.approx(0.002)
+    assert val("llm_requests_total", "2.0.0", "active") == 2

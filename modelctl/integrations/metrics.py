@@ -141,11 +141,10 @@ class _ClientStore:
             metric.labels(*labels)
 
     def observe(self, labels: Labels, ms: float, error: bool, cost: float | None) -> None:
+        # every series of the labels exists from the first request (at zero), as in the pure store
         self.requests.labels(*labels).inc()
-        if error:
-            self.errors.labels(*labels).inc()
-        if cost is not None:
-            self.cost.labels(*labels).inc(cost)
+        self.errors.labels(*labels).inc(1 if error else 0)
+        self.cost.labels(*labels).inc(cost or 0.0)
         self.latency.labels(*labels).observe(ms)
 
     def exposition(self) -> bytes:

@@ -167,6 +167,20 @@ def test_router_config_of_the_registry_document_builds_a_litellm_router(live):
         f"{NAME}@1.0.0", f"{NAME}@1.0.1", f"{NAME}@1.0.2"]
 
 
+def test_router_config_needs_no_litellm_and_nothing_else_in_modelctl_imports_it():
+    code = ("import json, sys; from modelctl.integrations.litellm import router_config; "
+            "print(json.dumps(router_config([json.loads(sys.argv[1])]), sort_keys=True)); "
+            "assert not [m for m in sys.modules if m.split('.')[0] == 'litellm'], 'litellm was imported'")
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(fallback_document())], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == json.loads(json.dumps(integration.router_config([fallback_document()])))
+    importers = [p.relative_to(ROOT).as_posix() for p in (ROOT / "modelctl").rglob("*.py")
+                 if p.name != "litellm.py" and any(line.strip().startswith(("import litellm", "from litellm"))
+                                                   for line in p.read_text().splitlines())]
+    assert importers == []
+
+
 # -- sticky routing -------------------------------------------------------------------------------
 
 def test_20000_keys_route_as_resolve_says_and_stay_across_a_reload(live, tmp_path, run):
@@ -188,10 +202,10 @@ def test_20000_keys_route_as_resolve_says_and_stay_across_a_reload(live, tmp_pat
         assert chosen[key] == f"{NAME}@{version[documented_rule(NAME, key, doc['canary']['percent'])]}", key
     assert 1500 < sum(v.endswith(version["canary"]) for v in chosen.values()) < 2500
     # Registry.resolve(key=...) and the CLI agree on a sample of both roles
-    sample = keys[:60] + [k for k in keys if chosen[k].endswith(version["canary"])][:40]
+    sample = keys[:30] + [k for k in keys if chosen[k].endswith(version["canary"])][:20]
     for key in sample:
         assert chosen[key] == f"{NAME}@{reg.resolve(NAME, key=key)['key']['version']}"
-    for key in sample[:2] + sample[-2:]:
+    for key in sample[:2] + sample[-1:]:
         proc = run_cli("resolve", NAME, "--key", key, "--json", cwd=live)
         assert proc.returncode == 0, proc.stderr
         assert chosen[key] == f"{NAME}@{json.loads(proc.stdout)['key']['version']}"
@@ -199,8 +213,7 @@ def test_20000_keys_route_as_resolve_says_and_stay_across_a_reload(live, tmp_pat
     async def complete(batch):
         return [(await router.acompletion(model=NAME, messages=[{"role": "user", "content": "hi"}], user=k))
                 .choices[0].message.content for k in batch]
-    assert run(complete(sample[:20] + sample[-20:])) == [f"served by {chosen[k]}"
-                                                                  for k in sample[:20] + sample[-20:]]
+    assert run(complete(sample[:10] + sample[-10:])) == [f"served by {chosen[k]}" for k in sample[:10] + sample[-10:]]
     # the canary goes 10 % -> 20 %: keys below bucket 1000 and at or above 2000 keep their version
     wider = json.loads(json.dumps(doc))
     wider["canary"]["percent"], wider["active"]["percent"] = 20, 80

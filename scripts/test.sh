@@ -20,7 +20,8 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
-python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# the litellm extra is for tests/test_litellm.py (a real litellm.Router in process)
+python3 -m pip install --quiet --disable-pip-version-check -e '.[test,litellm]'
 
 # Lint first (rules in pyproject.toml [tool.ruff]): a finding fails the run like a failing test.
 python3 -m ruff check --quiet .

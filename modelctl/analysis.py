@@ -483,6 +483,7 @@ class Decision:
     fail_safe: bool = False  # True when the action comes from consecutive error polls
     time: float | None = None
     srm: Mapping[str, Any] | None = None  # the sample-ratio figures
+    streaks: Mapping[str, int] | None = None  # per metric: polls in a row with a failing result (after this one)
 
     def evidence(self) -> list[MetricEvidence]:
         """One dict per deciding result."""
@@ -829,6 +830,7 @@ class Judge:
         self._start: dict[str, dict[str, dict[str, Any]]] = {"control": {}, "canary": {}}  # role -> segment -> key -> value
         self._tests: dict[str, _Sequential] = {}  # "metric|segment" -> test
         self._gauge_streak: dict[str, int] = {}
+        self._fail_streak: dict[str, int] = {}  # per metric, whole or any segment: what `watch --json` shows
         self._errors = 0
         self._first_time: float | None = None
         self._last_time: float | None = None
@@ -853,6 +855,7 @@ class Judge:
             "starts": starts,
             "tests": {k: t.to_json() for k, t in self._tests.items()},
             "gauge_streak": dict(self._gauge_streak),
+            "fail_streak": dict(self._fail_streak),
             "errors": self._errors,
             "first_time": self._first_time,
             "last_time": self._last_time,
@@ -874,6 +877,8 @@ class Judge:
                            for role, segs in doc["starts"].items()}
             self._tests = {k: _Sequential.from_json(v) for k, v in doc["tests"].items()}
             self._gauge_streak = dict(doc["gauge_streak"])
+            # absent in states saved before it was kept: the streak restarts, nothing else does
+            self._fail_streak = {str(k): int(v) for k, v in (doc.get("fail_streak") or {}).items()}
             self._errors = int(doc["errors"])
             self._first_time = doc["first_time"]
             self._last_time = doc["last_time"]
@@ -1319,8 +1324,11 @@ class Judge:
         guards = [r for r in whole if self._rolls[r.metric]] or whole
         error_poll = any(r.verdict == ERROR for r in guards) or not results
         self._errors = self._errors + 1 if error_poll else 0
+        failing_now = {r.metric for r in results if r.verdict == FAIL}
+        self._fail_streak = {name: self._fail_streak.get(name, 0) + 1 if name in failing_now else 0
+                             for name in dict.fromkeys(r.metric for r in results)}
         decision = functools.partial(Decision, results=results, error_polls=self._errors, time=poll.time,
-                                     srm=dict(self._srm))
+                                     srm=dict(self._srm), streaks=dict(self._fail_streak))
         held = self._srm["held"]
         if held:
             return decision(action=SRM_HOLD, deciding=(), reason=held)

@@ -151,11 +151,10 @@ def metric_rows(decision: Decision | None) -> list[MetricRow]:
     if decision is None:
         return []
     rows: list[MetricRow] = []
-    streaks = getattr(decision, "streaks", None) or {}
+    streaks = decision.streaks or {}
     for r in decision.results:
         evidence = r.evidence()
-        streak = streaks.get(evidence["metric"], 0) if isinstance(streaks, Mapping) else 0
-        rows.append({**evidence, "streak": streak})
+        rows.append({**evidence, "streak": streaks.get(evidence["metric"], 0)})
     return rows
 
 

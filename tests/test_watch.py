@@ -324,6 +324,21 @@ def test_dry_run_reports_the_rollback_it_would_make(canary_registry):
     assert not (Registry(canary_registry).store.git_dir / "modelctl-watch").exists()
 
 
+def test_json_rows_count_the_failing_polls_in_a_row_of_each_metric(canary_registry):
+    clock = FakeClock()
+    provider = SimProvider(clock, {ACTIVE: 0.01, CANARY: 0.01}, rps={ACTIVE: 900, CANARY: 100},
+                           cost={ACTIVE: 0.001, CANARY: 0.003})  # cost fails every poll, alert only
+    w, polls, _ = make_watcher(canary_registry, clock, provider,
+                               watch.WatchOptions(interval=5, max_duration="2m", dry_run=True))
+    w.run()
+    rows = [{r["metric"]: r["streak"] for r in p.to_json()["metrics"] if not r.get("segment")} for p in polls]
+    cost = [r["cost_per_request"] for r in rows]
+    first_fail = next(i for i, p in enumerate(polls)
+                      if any(r.metric == "cost_per_request" and r.verdict == "fail" for r in p.decision.results))
+    assert cost[first_fail:] == list(range(1, len(cost) - first_fail + 1)), cost
+    assert all(r["error_rate"] == 0 for r in rows)
+
+
 def test_alert_metrics_are_reported_once_and_never_roll_back(canary_registry):
     clock = FakeClock()
     provider = SimProvider(clock, {ACTIVE: 0.01, CANARY: 0.01}, rps={ACTIVE: 900, CANARY: 100},

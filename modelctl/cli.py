@@ -608,7 +608,7 @@ def replay(
         reg = _registry()
         cfg = reg.config()
         prior = replaymod.registry_prior(reg)
-    items = replaymod.replay(file, cfg, prior)
+    items = replaymod.replay(file, cfg.as_dict(), prior)
     if report is not None:
         from . import report_html
 
@@ -678,8 +678,8 @@ def _after_write(
     body = None
     base = None
     if branch is not None and not out.noop and out.commit:
-        cfg = reg.config()
-        base = cfg["remote"]["branch"] if out.pushed else (reg.store.current_branch() or cfg["remote"]["branch"])
+        remote = reg.config().remote
+        base = remote.branch if out.pushed else (reg.store.current_branch() or remote.branch)
         body = render.pull_request_markdown(review.pull_request(reg, out.commit, branch=out.branch, base=base))
         if pr_body is not None:
             try:

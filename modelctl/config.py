@@ -14,13 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from . import schema, yamlio
 from .errors import ModelctlError, UsageError
-
-if TYPE_CHECKING:  # annotations only: no import cost at run time
-    from .store import Snapshot, Store
 
 CONFIG_FILE = "modelctl.yaml"
 
@@ -81,6 +78,28 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any], path: tuple[str
 
 
 T = TypeVar("T")
+
+
+# config sits below the store (the pure core reads its defaults), so it names what it uses of
+# store.Store and store.Snapshot instead of importing them
+class Store(Protocol):
+    """The clone a snapshot belongs to (store.Store)."""
+
+    @property
+    def root(self) -> Path: ...
+
+    def dirty(self, paths: list[str]) -> list[str]: ...
+
+    def private_path(self, name: str) -> Path: ...
+
+
+class Snapshot(Protocol):
+    """The registry at one commit (store.Snapshot)."""
+
+    @property
+    def store(self) -> Store: ...
+
+    def read(self, path: str) -> bytes | None: ...
 
 
 def _freeze(value: Any) -> Any:

@@ -302,8 +302,9 @@ def metrics_url_warning(before: bytes | str | None, after: bytes | str | None) -
     if before is None or after is None:
         return None
     try:
-        old, new = parse(before), parse(after)
+        old = parse(before)
         doc = yamlio.loads(after, CONFIG_FILE)
+        new = build(schema.validate(doc, "Registry", (problems,)))
     except UsageError:
         return None  # an invalid file is reported as an error elsewhere
     was, now = old.metrics, new.metrics

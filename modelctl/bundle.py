@@ -17,6 +17,7 @@ from .names import check_name, check_version, semver_key
 from .secrets import shown
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
+    from .config import PinningConfig
     from .documents import BundleDiff, FieldChange
 
 Level = Literal["patch", "minor", "major"]
@@ -112,15 +113,15 @@ def family(model: Mapping[str, Any]) -> str:
     return derived_family(str(model["id"]))
 
 
-def check_pinned(model: Mapping[str, Any], pinning: Mapping[str, Any], source: str, line: int | None = None) -> None:
+def check_pinned(model: Mapping[str, Any], pinning: PinningConfig, source: str, line: int | None = None) -> None:
     """Refuse floating aliases; apply per-provider snapshot patterns."""
     ident = str(model["id"])
     where = f"{source}:{line or 1}: model.id"
-    for pattern in pinning.get("forbid", []):
+    for pattern in pinning.forbid:
         if fnmatch.fnmatchcase(ident.lower(), pattern.lower()):
             raise ValidationError(f"{where}: {shown(ident)} is an alias (matches {pattern!r}), not a pinned model",
                                   hint="use a dated snapshot id such as gpt-4.1-mini-2025-04-14")
-    rule = pinning.get("providers", {}).get(model["provider"])
+    rule = pinning.providers.get(model["provider"])
     if rule and not re.fullmatch(rule, ident):
         raise ValidationError(f"{where}: {shown(ident)} is not a pinned {model['provider']} snapshot "
                               f"(modelctl.yaml pinning.providers.{model['provider']}: {rule})")

@@ -5,8 +5,10 @@ for-each-ref), so it stays fast on large registries.
 """
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from . import bundle as bundlemod
 from . import config as configmod
@@ -16,7 +18,12 @@ from .history import deployment_at
 from .names import NAME_RE, VERSION_RE
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
-    from .documents import CheckDocument
+    from .documents import CheckDocument, CheckFinding
+    from .reader import Reader
+    from .store import Snapshot, Store
+
+Bundles = dict[tuple[str, str], dict[str, Any]]  # (model, version) -> bundle data
+Statuses = dict[str, dict[str, str]]  # model -> {version: status}
 
 LIVE = ("active", "canary", "shadow")
 
@@ -31,7 +38,7 @@ class Finding:
     message: str
 
 
-def staged_snapshot(reg):
+def staged_snapshot(reg: Reader) -> Snapshot:
     """What the index is about to commit, as a snapshot of its tree (for pre-commit hooks)."""
     from .errors import UsageError
     from .store import Snapshot
@@ -45,7 +52,8 @@ def staged_snapshot(reg):
     return snap
 
 
-def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None, base: str | None = None,
+def run(reg: Reader, ref: str = "HEAD", only: set[str] | None = None, today: dt.date | None = None,
+        base: str | None = None,
         staged: bool = False) -> CheckDocument:
     """Check the registry at `ref`; `only` limits the files checked (e.g. those a PR touched).
 
@@ -68,19 +76,21 @@ def run(reg, ref: str = "HEAD", only: set[str] | None = None, today=None, base: 
 
     for f in findings:  # messages echo values from the files (ids, fields): never a key whole
         f.message = redact_text(f.message)
+    assert snap.commit is not None  # both snapshots above refuse a missing commit or tree
+    # a Finding's fields are CheckFinding's keys; `level` is error or warning by construction
+    rows = [cast("CheckFinding", asdict(f)) for f in findings]
     return {"commit": snap.commit, "checked": len([p for p in scan.yaml_paths if scan.want(p)]),
-            "ok": errors == 0, "errors": errors, "warnings": len(findings) - errors,
-            "findings": [asdict(f) for f in findings]}
+            "ok": errors == 0, "errors": errors, "warnings": len(findings) - errors, "findings": rows}
 
 
 class _Run:
     """One `check` pass over a snapshot: the files it reads, what it found, one method per kind of file."""
 
-    def __init__(self, reg, snap, only: set[str] | None, base: str | None):
+    def __init__(self, reg: Reader, snap: Snapshot, only: set[str] | None, base: str | None):
         self.reg, self.snap, self.only, self.base = reg, snap, only, base
         self.store = reg.store
         self.findings: list[Finding] = []
-        self.files = self.store.tree_files(snap.commit)
+        self.files = self.store.tree_files(snap.commit) if snap.commit else {}
         self.docs: dict[str, yamlio.Document] = {}
         self.raw: dict[str, bytes | None] = {}
         self.yaml_paths: list[str] = []
@@ -111,13 +121,14 @@ class _Run:
                                 or p.startswith(("bundles/", "deployments/", "evals/")))]
         self.raw = self.snap.read_many(self.yaml_paths)
         for path in self.yaml_paths:
+            raw = self.raw[path] or b""  # every path was listed in the tree just read
             try:
                 if path.endswith(".json"):
                     import json
 
-                    self.docs[path] = yamlio.Document(json.loads(self.raw[path]), path, {})
+                    self.docs[path] = yamlio.Document(json.loads(raw), path, {})
                 else:
-                    self.docs[path] = yamlio.loads(self.raw[path], path)
+                    self.docs[path] = yamlio.loads(raw, path)
             except (ModelctlError, ValueError) as exc:
                 if self.want(path):
                     text = str(exc)
@@ -125,21 +136,21 @@ class _Run:
                     self.add(path, line, "error", _msg(text) if line is not None else
                              text.split(": ", 1)[-1] if isinstance(exc, ModelctlError) else text)
 
-    def config(self) -> dict:
+    def config(self) -> configmod.Config:
         """modelctl.yaml's problems; the config the other checks use (the defaults when it is broken)."""
         if "modelctl.yaml" not in self.files:
             self.add("modelctl.yaml", None, "error", "missing: this is not a modelctl registry")
         elif "modelctl.yaml" in self.docs:
             found = configmod.all_problems(self.docs["modelctl.yaml"])
             self.add_problems("modelctl.yaml", found)
-            if not found:
-                return configmod.parse(self.raw["modelctl.yaml"])
-        return configmod.DEFAULTS
+            if not found:  # all_problems ran the schema and the rules: the document parsed above is built as is
+                return configmod.build(self.docs["modelctl.yaml"].data)
+        return configmod.defaults()
 
-    def bundles_and_evals(self) -> dict[tuple[str, str], dict]:
+    def bundles_and_evals(self) -> Bundles:
         """Every bundle (stored-bundle rules, registration tag) and eval report; the valid bundles."""
         reg_commits = _registration_commits(self.store)
-        bundles: dict[tuple[str, str], dict] = {}
+        bundles: Bundles = {}
         for path, doc in self.docs.items():
             parts = path.split("/")
             if parts[0] == "evals" and self.want(path):
@@ -172,7 +183,7 @@ class _Run:
             self.add(path, None, "error", f"bundle changed since its registration tag {name}@v{version}; "
                                           "registered bundles are immutable: register a new version instead")
 
-    def deployments(self, bundles: dict[tuple[str, str], dict]) -> None:
+    def deployments(self, bundles: Bundles) -> None:
         """Every deployment file: its schema, then the one invariant check (state.problems)."""
         for path, doc in self.docs.items():
             if not path.startswith("deployments/") or not self.want(path):
@@ -193,8 +204,8 @@ class _Run:
                 self.add(path, None, "error", "unexpected file under bundles/")
 
 
-def _registration_commits(store) -> dict[tuple[str, str], str]:
-    out = {}
+def _registration_commits(store: Store) -> dict[tuple[str, str], str]:
+    out: dict[tuple[str, str], str] = {}
     for name, commit in store.tags_and_commits("refs/tags/*@v*"):
         model, _, version = name.partition("@v")
         if NAME_RE.fullmatch(model) and VERSION_RE.fullmatch(version):
@@ -213,15 +224,15 @@ def _msg(problem: str) -> str:
     return problem.split(":", 2)[2].strip() if problem.count(":") >= 2 else problem
 
 
-def _extensions(reg, snap, cfg, files, docs, bundles, want, *, only=None, today=None, base=None,
-                staged=False) -> list[Finding]:
+def _extensions(reg: Reader, snap: Snapshot, cfg: configmod.Config, files: dict[str, str],
+                docs: dict[str, yamlio.Document], bundles: Bundles, want: Callable[[str], bool], *,
+                only: set[str] | None = None, today: dt.date | None = None, base: str | None = None,
+                staged: bool = False) -> list[Finding]:
     """Checks added by other parts (secrets, deprecations); each returns Findings."""
-    import datetime as dt
-
     if today is None:
         today = dt.datetime.now(dt.UTC).date()
     findings = _secret_findings(snap, files, want)
-    statuses = {}
+    statuses: Statuses = {}
     for path, doc in docs.items():
         if path.startswith("deployments/") and isinstance(doc.data, dict) and isinstance(doc.data.get("versions"), dict):
             statuses[path[len("deployments/"):-5]] = doc.data["versions"]
@@ -236,10 +247,8 @@ def _extensions(reg, snap, cfg, files, docs, bundles, want, *, only=None, today=
     return findings
 
 
-def _metrics_target_findings(reg, snap, base) -> list[Finding]:
+def _metrics_target_findings(reg: Reader, snap: Snapshot, base: str) -> list[Finding]:
     """A change that points watch's bearer token at a new URL gets a reviewer's warning."""
-    from . import config as configmod
-
     before = reg.store.read_many(base, [configmod.CONFIG_FILE]).get(configmod.CONFIG_FILE)
     warning = configmod.metrics_url_warning(before, snap.read(configmod.CONFIG_FILE))
     if warning is None:
@@ -247,19 +256,21 @@ def _metrics_target_findings(reg, snap, base) -> list[Finding]:
     return [Finding(configmod.CONFIG_FILE, warning[0], "warning", warning[1])]
 
 
-def _move_findings(reg, snap, cfg, docs, only, base) -> list[Finding]:
+def _move_findings(reg: Reader, snap: Snapshot, cfg: configmod.Config, docs: dict[str, yamlio.Document],
+                   only: set[str], base: str) -> list[Finding]:
     """Every commit base..HEAD that changes a deployment file must be a legal lifecycle move,
     judged with the rules the commands use (state.judge_move), or record an override with a
     reason: Modelctl-Force: true with Modelctl-Reason (hold, skipped stages), Modelctl-Gate-Override
     (gate.required), on that commit or on any commit of the range naming the model and version."""
     store = reg.store
     paths = sorted(p for p in only if p.startswith("deployments/") and p.endswith(".yaml") and p in docs)
-    if not paths:
+    if not paths or snap.commit is None:
         return []
-    gate_required = bool((cfg.get("gate") or {}).get("required"))
+    gate_required = cfg.gate.required
+    lifecycle = cfg.as_dict()  # state's rules take the document
     in_range = _range_overrides(reg, base, snap.commit)
     out: list[Finding] = []
-    seen: set[tuple] = set()
+    seen: set[tuple[str, str | None, str]] = set()
     for path in paths:
         name = path[len("deployments/"):-5]
         if not NAME_RE.fullmatch(name):
@@ -267,9 +278,10 @@ def _move_findings(reg, snap, cfg, docs, only, base) -> list[Finding]:
         head_versions = (docs[path].data or {}).get("versions") if isinstance(docs[path].data, dict) else None
         records = store.log_records(["%H", "%P", "%s", "%(trailers:only,unfold)"], f"{base}..{snap.commit}", [path],
                                     reverse=True, no_merges=True) or []
-        gates: dict[tuple, str | None] = {}
+        gates: dict[tuple[str, str | None], str | None] = {}
 
-        def gate(version, baseline, name=name, gates=gates):
+        def gate(version: str, baseline: str | None, name: str = name,
+                 gates: dict[tuple[str, str | None], str | None] = gates) -> str | None:
             if (version, baseline) not in gates:
                 gates[(version, baseline)] = _gate_failure(reg, snap, cfg, name, version, baseline)
             return gates[(version, baseline)]
@@ -284,12 +296,12 @@ def _move_findings(reg, snap, cfg, docs, only, base) -> list[Finding]:
             own = said.get(trailers.MODEL) in (None, name)
             force = (said.get(trailers.REASON) or None) if own and said.get(trailers.FORCE) == "true" else None
             gate_why = (said.get(trailers.GATE_OVERRIDE) or None) if own else None
-            for f in state.judge_move(before or None, after, cfg, gate=gate if gate_required else None):
+            for f in state.judge_move(before or None, after, lifecycle, gate=gate if gate_required else None):
                 key = (name, f.version, f.rule)
                 if key in seen:
                     continue
                 seen.add(key)
-                recorded = in_range.get((name, f.version), {})
+                recorded = in_range.get((name, f.version), {}) if f.version else {}
                 reason = (force or recorded.get("force")) if f.override == "force" else \
                     (gate_why or recorded.get("gate")) if f.override == "gate" else None
                 line = docs[path].line_of(("versions", f.version)) if f.version in (head_versions or {}) else \
@@ -312,7 +324,7 @@ _ADVICE = {
 }
 
 
-def _gate_failure(reg, snap, cfg, name: str, version: str, baseline: str | None) -> str | None:
+def _gate_failure(reg: Reader, snap: Snapshot, cfg: configmod.Config, name: str, version: str, baseline: str | None) -> str | None:
     """Why the eval gate fails a version against `baseline` (None when it passes)."""
     from . import review
 
@@ -323,15 +335,15 @@ def _gate_failure(reg, snap, cfg, name: str, version: str, baseline: str | None)
     return None if result.passed else "; ".join(f"{r.metric}: {r.reason}" for r in result.rows if not r.passed)
 
 
-def _range_overrides(reg, base: str, tip: str) -> dict[tuple[str, str], dict[str, str]]:
+def _range_overrides(reg: Reader, base: str, tip: str) -> dict[tuple[str, str], dict[str, str]]:
     """(model, version) -> {"force": reason, "gate": reason} recorded by any commit base..tip."""
     out: dict[tuple[str, str], dict[str, str]] = {}
     for (entry,) in reg.store.log_records(["%(trailers:only,unfold)"], f"{base}..{tip}") or []:
         fields = trailers.parse(entry)
-        key = (fields.get(trailers.MODEL), fields.get(trailers.VERSION))
-        if not all(key):
+        model, version = fields.get(trailers.MODEL), fields.get(trailers.VERSION)
+        if not model or not version:
             continue
-        found = out.setdefault(key, {})
+        found = out.setdefault((model, version), {})
         if fields.get(trailers.FORCE) == "true" and fields.get(trailers.REASON):
             found.setdefault("force", fields[trailers.REASON])
         if fields.get(trailers.GATE_OVERRIDE):
@@ -346,12 +358,12 @@ ON_ROUTE = ("active", "canary", "shadow", "staging")  # a retired pin here break
 SERVING = ("active", "canary")  # statuses that answer users' requests
 
 
-def _secret_findings(snap, files: dict[str, str], want) -> list[Finding]:
+def _secret_findings(snap: Snapshot, files: dict[str, str], want: Callable[[str], bool]) -> list[Finding]:
     """Provider keys and private keys in any text file of the registry, redacted."""
     from . import secrets
 
     paths = [p for p, blob in files.items() if not blob.startswith("symlink:") and want(p)]
-    out = []
+    out: list[Finding] = []
     for path, raw in snap.read_many(paths).items():
         if raw is None or len(raw) > SECRET_SCAN_LIMIT or b"\0" in raw:
             continue
@@ -362,9 +374,9 @@ def _secret_findings(snap, files: dict[str, str], want) -> list[Finding]:
     return out
 
 
-def _statuses_at(reg, commit: str | None, paths: list[str]) -> dict[str, dict]:
+def _statuses_at(reg: Reader, commit: str | None, paths: list[str]) -> Statuses:
     """model -> {version: status} of deployment files at `commit` (unreadable ones count as empty)."""
-    out = {}
+    out: Statuses = {}
     if commit is None or not paths:
         return out
     for path, raw in reg.store.read_many(commit, paths).items():
@@ -377,8 +389,8 @@ def _statuses_at(reg, commit: str | None, paths: list[str]) -> dict[str, dict]:
     return out
 
 
-def _in_scope(name: str, version: str, status: str | None, statuses_wanted: tuple, only, before: dict,
-              also: bool = False) -> bool:
+def _in_scope(name: str, version: str, status: str | None, statuses_wanted: tuple[str, ...], only: set[str] | None,
+              before: Statuses, also: bool = False) -> bool:
     """Bundles are immutable, so only those on a route are judged; with `only` (a pull request),
     those it adds or changes, or moves onto a route (or all on a route when `also`)."""
     path = f"bundles/{name}/{version}.yaml"
@@ -395,7 +407,9 @@ def _in_scope(name: str, version: str, status: str | None, statuses_wanted: tupl
     return f"deployments/{name}.yaml" in only and (before.get(name) or {}).get(version) != status
 
 
-def _deprecation_findings(cfg, docs, bundles, statuses, before, want, only, today) -> list[Finding]:
+def _deprecation_findings(cfg: configmod.Config, docs: dict[str, yamlio.Document], bundles: Bundles,
+                          statuses: Statuses, before: Statuses, want: Callable[[str], bool], only: set[str] | None,
+                          today: dt.date) -> list[Finding]:
     from . import deprecations
 
     doc = docs.get("deprecations.yaml")
@@ -408,9 +422,9 @@ def _deprecation_findings(cfg, docs, bundles, statuses, before, want, only, toda
             if want("deprecations.yaml") else []
     if not table:
         return []
-    warn_days = (cfg.get("deprecation") or {}).get("warn_days", 30)
+    warn_days = cfg.deprecation.warn_days
     table_changed = only is not None and "deprecations.yaml" in only
-    out = []
+    out: list[Finding] = []
     for (name, version), data in sorted(bundles.items()):
         status = statuses.get(name, {}).get(version)
         if not _in_scope(name, version, status, ON_ROUTE, only, before, also=table_changed):
@@ -424,8 +438,9 @@ def _deprecation_findings(cfg, docs, bundles, statuses, before, want, only, toda
     return out
 
 
-def _fallback_findings(docs, bundles, statuses, before, only) -> list[Finding]:
-    out = []
+def _fallback_findings(docs: dict[str, yamlio.Document], bundles: Bundles, statuses: Statuses, before: Statuses,
+                       only: set[str] | None) -> list[Finding]:
+    out: list[Finding] = []
     for (name, version), data in sorted(bundles.items()):
         status = statuses.get(name, {}).get(version)
         if data.get("fallbacks") or status not in SERVING or not _in_scope(name, version, status, SERVING, only, before):
@@ -439,7 +454,7 @@ def _fallback_findings(docs, bundles, statuses, before, only) -> list[Finding]:
     return out
 
 
-def merge_base(reg, ref: str) -> str:
+def merge_base(reg: Reader, ref: str) -> str:
     """The commit a pull request against `ref` started from: the merge base of `ref` and HEAD."""
     from .errors import UsageError
 
@@ -456,6 +471,6 @@ def merge_base(reg, ref: str) -> str:
     return base
 
 
-def changed_paths(reg, base: str) -> set[str]:
+def changed_paths(reg: Reader, base: str) -> set[str]:
     """Files that differ between commit `base` and HEAD (`git diff --name-only base...HEAD`)."""
     return reg.store.changed_since(base, "HEAD")

@@ -628,7 +628,7 @@ def replay(
         reg = _registry()
         cfg = reg.config()
         prior = replaymod.registry_prior(reg)
-    items = replaymod.replay(file, cfg, prior)
+    items = replaymod.replay(file, cfg.as_dict(), prior)
     if report is not None:
         from . import report_html
 
@@ -698,8 +698,8 @@ def _after_write(
     body: str | None = None
     base: str | None = None
     if branch is not None and not out.noop and out.commit:
-        cfg = reg.config()
-        base = cfg["remote"]["branch"] if out.pushed else (reg.store.current_branch() or cfg["remote"]["branch"])
+        remote = reg.config().remote
+        base = remote.branch if out.pushed else (reg.store.current_branch() or remote.branch)
         body = render.pull_request_markdown(review.pull_request(reg, out.commit, branch=out.branch, base=base))
         if pr_body is not None:
             try:

@@ -1,10 +1,20 @@
-"""modelctl.yaml: strict load, schema validation, defaults (the template documents each one)."""
+"""modelctl.yaml: strict load, schema validation, defaults (the template documents each one), and
+the one typed, frozen `Config` every other module reads it through.
+
+Every rule of the file lives here: the schema (schemas/registry.schema.json) and `problems` below.
+What passes both is turned once into a `Config`; readers use its attributes and never re-check.
+"""
 from __future__ import annotations
 
 import copy
 import re
 import warnings
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Protocol, TypeVar
 
 from . import schema, yamlio
 from .errors import ModelctlError, UsageError
@@ -13,13 +23,13 @@ CONFIG_FILE = "modelctl.yaml"
 
 # watch's judgement defaults (analysis.py reads them), tuned with benchmarks/judgement.py
 # (README "How watch judges")
-ANALYSIS_METRICS: dict = {
+ANALYSIS_METRICS: dict[str, dict[str, Any]] = {
     "error_rate": {"type": "rate", "events": "errors", "max_ratio": 1.5, "min_delta": 0.005,
                    "action": "rollback", "critical": True},
     "latency": {"type": "latency", "quantile": 0.95, "max_ratio": 1.5, "min_delta": 0.01, "action": "rollback"},
     "cost_per_request": {"type": "cost", "max_ratio": 1.3, "action": "alert"},
 }
-ANALYSIS_DEFAULTS: dict = {
+ANALYSIS_DEFAULTS: dict[str, Any] = {
     "alpha": 0.01,
     "beta": 0.1,
     "consecutive_failures": 2,
@@ -40,7 +50,7 @@ ANALYSIS_DEFAULTS: dict = {
     "prior_requests": 1000,
 }
 
-DEFAULTS: dict = {
+DEFAULTS: dict[str, dict[str, Any]] = {
     "pipeline": {"required": ["staging", "shadow", "canary"]},
     "pinning": {"forbid": ["latest", "default", "*-latest", "*:latest"], "providers": {}},
     "canary": {"steps": [1, 5, 10, 25, 50], "min_step_seconds": 300},
@@ -57,14 +67,204 @@ DEFAULTS: dict = {
 _REPLACE = {("analysis", "metrics"), ("gate", "metrics"), ("metrics", "queries"), ("pinning", "providers")}
 
 
-def _merge(base: dict, override: dict, path: tuple = ()) -> dict:
-    out = copy.deepcopy(base)
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any], path: tuple[str, ...] = ()) -> dict[str, Any]:
+    out = copy.deepcopy(dict(base))
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict) and path + (key,) not in _REPLACE:
             out[key] = _merge(out[key], value, path + (key,))
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+T = TypeVar("T")
+
+
+# config sits below the store (the pure core reads its defaults), so it names what it uses of
+# store.Store and store.Snapshot instead of importing them
+class Store(Protocol):
+    """The clone a snapshot belongs to (store.Store)."""
+
+    @property
+    def root(self) -> Path: ...
+
+    def dirty(self, paths: list[str]) -> list[str]: ...
+
+    def private_path(self, name: str) -> Path: ...
+
+
+class Snapshot(Protocol):
+    """The registry at one commit (store.Snapshot)."""
+
+    @property
+    def store(self) -> Store: ...
+
+    def read(self, path: str) -> bytes | None: ...
+
+
+def _freeze(value: Any) -> Any:
+    """A read-only copy of parsed YAML: mappings become MappingProxyType, lists tuples."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    """Plain YAML data again (dicts and lists) from what _freeze built: a fresh copy the caller may change."""
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+class _Section:
+    """A section of modelctl.yaml as typed, frozen fields."""
+
+    __slots__ = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """The section as plain YAML data (a fresh copy), for the pure modules that take a mapping."""
+        return {f.name: _thaw(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]  # subclasses are dataclasses
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteConfig(_Section):
+    """`remote:` where writes land: the remote, its base branch, push or not, how long to retry a push."""
+
+    name: str
+    branch: str
+    push: bool
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class PinningConfig(_Section):
+    """`pinning:` model-id patterns refused as floating aliases, and per-provider snapshot regexes."""
+
+    forbid: tuple[str, ...]
+    providers: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig(_Section):
+    """`pipeline:` the stages a version must pass before active."""
+
+    required: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryConfig(_Section):
+    """`canary:` the allowed percents and the least time between two steps."""
+
+    steps: tuple[float, ...]
+    min_step_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowConfig(_Section):
+    """`shadow:` the daily budget mirrored traffic is costed against."""
+
+    budget_per_day: float
+    requests_per_day: float
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisSection:
+    """`analysis:` how watch judges. `interval` is typed here; the judgement settings are the
+    section itself (`settings`), which analysis.AnalysisConfig turns into its own typed form."""
+
+    interval: float | str
+    settings: Mapping[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The whole section as plain YAML data (a fresh copy), as AnalysisConfig.from_section takes it."""
+        out: dict[str, Any] = _thaw(self.settings)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig(_Section):
+    """`metrics:` where watch reads its numbers."""
+
+    provider: str
+    url: str
+    token_env: str | None
+    timeout: float
+    max_bytes: int
+    queries: Mapping[str, str]
+    deadline: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The section as written (`deadline` only when set), for metrics.make_provider."""
+        out = _Section.as_dict(self)
+        if self.deadline is None:
+            del out["deadline"]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class GateConfig(_Section):
+    """`gate:` whether canary/active need a passing eval gate, its alpha and its per-metric rules."""
+
+    required: bool
+    alpha: float
+    metrics: Mapping[str, Mapping[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class DeprecationConfig(_Section):
+    """`deprecation:` how many days ahead `check` warns about a retiring model."""
+
+    warn_days: int
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """modelctl.yaml after schema validation and defaults: typed, and immutable all the way down."""
+
+    remote: RemoteConfig
+    pinning: PinningConfig
+    pipeline: PipelineConfig
+    canary: CanaryConfig
+    shadow: ShadowConfig
+    analysis: AnalysisSection
+    metrics: MetricsConfig
+    gate: GateConfig
+    deprecation: DeprecationConfig
+
+    def as_dict(self) -> dict[str, Any]:
+        """The effective document as plain YAML data (a fresh copy), for the pure modules whose
+        functions take the document (state's lifecycle rules, metrics.make_provider)."""
+        return {f.name: getattr(self, f.name).as_dict() for f in fields(self)}
+
+
+def build(data: Mapping[str, Any]) -> Config:
+    """The Config of a document that passed the schema and `problems` (defaults merged here)."""
+    doc = _merge(DEFAULTS, data)
+    remote, pinning, canary, shadow = doc["remote"], doc["pinning"], doc["canary"], doc["shadow"]
+    analysis, metrics, gate = doc["analysis"], doc["metrics"], doc["gate"]
+    return Config(
+        remote=RemoteConfig(name=remote["name"], branch=remote["branch"], push=remote["push"],
+                            deadline=remote["deadline"]),
+        pinning=PinningConfig(forbid=tuple(pinning["forbid"]), providers=_freeze(pinning["providers"])),
+        pipeline=PipelineConfig(required=tuple(doc["pipeline"]["required"])),
+        canary=CanaryConfig(steps=tuple(canary["steps"]), min_step_seconds=canary["min_step_seconds"]),
+        shadow=ShadowConfig(budget_per_day=shadow["budget_per_day"], requests_per_day=shadow["requests_per_day"]),
+        analysis=AnalysisSection(interval=analysis["interval"], settings=_freeze(analysis)),
+        metrics=MetricsConfig(provider=metrics["provider"], url=metrics["url"], token_env=metrics["token_env"],
+                              timeout=metrics["timeout"], max_bytes=metrics["max_bytes"],
+                              queries=_freeze(metrics["queries"]), deadline=metrics.get("deadline")),
+        gate=GateConfig(required=gate["required"], alpha=gate["alpha"], metrics=_freeze(gate["metrics"])),
+        deprecation=DeprecationConfig(warn_days=doc["deprecation"]["warn_days"]),
+    )
+
+
+def defaults() -> Config:
+    """The Config of a modelctl.yaml that sets nothing (what `check` judges by when the file is broken)."""
+    return build({})
 
 
 def all_problems(doc: yamlio.Document) -> list[str]:
@@ -80,7 +280,7 @@ def problems(doc: yamlio.Document) -> list[str]:
     """
     from .secrets import shown
 
-    out = []
+    out: list[str] = []
     providers = (doc.data.get("pinning") or {}).get("providers") or {}
     for provider, rule in providers.items():
         try:
@@ -102,50 +302,63 @@ def metrics_url_warning(before: bytes | str | None, after: bytes | str | None) -
     if before is None or after is None:
         return None
     try:
-        old, new = parse(before), parse(after)
+        old = parse(before)
         doc = yamlio.loads(after, CONFIG_FILE)
+        new = build(schema.validate(doc, "Registry", (problems,)))
     except UsageError:
         return None  # an invalid file is reported as an error elsewhere
-    was, now = old["metrics"], new["metrics"]
-    if was.get("url") == now.get("url") and was.get("token_env") == now.get("token_env"):
+    was, now = old.metrics, new.metrics
+    if was.url == now.url and was.token_env == now.token_env:
         return None
     from .secrets import shown
 
-    changed = "url" if was.get("url") != now.get("url") else "token_env"
+    changed = "url" if was.url != now.url else "token_env"
     line = doc.line_of(("metrics", changed)) or doc.line_of(("metrics",)) or 1
-    token = f" with the token from {now['token_env']}" if now.get("token_env") else ""
-    return line, (f"metrics.{changed} changes from {shown(was.get(changed), 100)} to {shown(now.get(changed), 100)}: "
-                  f"watch will query {shown(now.get('url'), 100)}{token}; make sure that host is yours "
-                  "before merging")
+    token = f" with the token from {now.token_env}" if now.token_env else ""
+    return line, (f"metrics.{changed} changes from {shown(getattr(was, changed), 100)} to "
+                  f"{shown(getattr(now, changed), 100)}: watch will query {shown(now.url, 100)}{token}; make sure "
+                  "that host is yours before merging")
 
 
-def parse(text: bytes | str, path: str = CONFIG_FILE, store=None) -> dict:
-    """Validate modelctl.yaml content and return it merged over the defaults.
+def parse(text: bytes | str, path: str = CONFIG_FILE, store: Store | None = None) -> Config:
+    """Validate modelctl.yaml content and return it, merged over the defaults, as a frozen Config.
 
     With a `store`, content already found valid in that clone is not validated again (schema.ValidCache,
-    keyed by the content's hash): most commands then never import jsonschema.
+    keyed by the content's hash): most commands then never import jsonschema. The same content is
+    also parsed only once per store: a write reads modelctl.yaml at HEAD for its remote settings and
+    again at the tip it extends, usually the same bytes.
     """
-    doc = yamlio.loads(text, path)
     if store is None:
-        return _merge(DEFAULTS, schema.validate(doc, "Registry", (problems,)))
+        return build(schema.validate(yamlio.loads(text, path), "Registry", (problems,)))
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    seen = _PARSED.get(store)
+    if seen is not None and seen[0] == raw and seen[1] == path:
+        return seen[2]
     import hashlib
 
-    raw = text.encode("utf-8") if isinstance(text, str) else text
+    doc = yamlio.loads(raw, path)
     cache = schema.ValidCache(store, "Registry", (problems,))
     data = cache.validate(doc, hashlib.sha256(raw).hexdigest())
     cache.save()
-    return _merge(DEFAULTS, data)
+    config = build(data)
+    _PARSED[store] = (raw, path, config)
+    return config
+
+
+# store -> (content, path, Config) of the last modelctl.yaml parsed for it (a Config is immutable, so
+# sharing it between the reads of one operation is safe)
+_PARSED: weakref.WeakKeyDictionary[Store, tuple[bytes, str, Config]] = weakref.WeakKeyDictionary()
 
 
 class UncommittedNote(UserWarning):
     """A file modelctl reads from git differs in the work tree: the committed version is used."""
 
 
-def uncommitted(snapshot, path: str) -> bool:
+def uncommitted(snapshot: Snapshot, path: str) -> bool:
     """Whether the work tree's copy of `path` has changes that are not in the snapshot's commit."""
     store = getattr(snapshot, "store", None)
     root = getattr(store, "root", None)
-    if root is None:
+    if store is None or root is None:
         return False
     try:
         here = (Path(root) / path).read_bytes()
@@ -157,7 +370,7 @@ def uncommitted(snapshot, path: str) -> bool:
     return committed is None or bool(store.dirty([path]))
 
 
-def read_committed(snapshot, path: str, parse_fn):
+def read_committed(snapshot: Snapshot, path: str, parse_fn: Callable[[bytes | None], T]) -> T:
     """parse_fn(committed bytes), saying so when the work tree's copy differs: a note (UncommittedNote
     warning) on success, the error extended on failure, since it is about a file the user is not looking at."""
     dirty = uncommitted(snapshot, path)
@@ -173,10 +386,10 @@ def read_committed(snapshot, path: str, parse_fn):
     return value
 
 
-def load(snapshot) -> dict:
+def load(snapshot: Snapshot) -> Config:
     """The registry config at a snapshot; a registry without modelctl.yaml is refused."""
     if snapshot.read(CONFIG_FILE) is None:
         raise UsageError("this is not a modelctl registry (no modelctl.yaml at HEAD)",
                          hint="run 'modelctl init' or pass --registry DIR")
     store = getattr(snapshot, "store", None)
-    return read_committed(snapshot, CONFIG_FILE, lambda text: parse(text, store=store))
+    return read_committed(snapshot, CONFIG_FILE, lambda text: parse(text or b"", store=store))

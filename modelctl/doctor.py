@@ -25,7 +25,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from . import trailers
 from .errors import ModelctlError, RemoteError
@@ -35,7 +35,8 @@ from .tags import TagEvent, TagRef, registration_tag
 from .tags import parse as parse_tag
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
-    from .documents import DoctorDocument
+    from .documents import DoctorDocument, DoctorFinding, DoctorRemote
+    from .reader import Reader
 
 STALE_AFTER = 120.0  # seconds after which a git *.lock file is taken to be left by a dead process
 SLOTS = ("staging", "shadow", "canary")
@@ -64,15 +65,14 @@ class _Context:
     me: int  # our pid when we hold the lock (fix mode), else 0
 
 
-def run(reg, *, fix: bool = False, push: bool | None = None, now: float | None = None,
+def run(reg: Reader, *, fix: bool = False, push: bool | None = None, now: float | None = None,
         stale_after: float = STALE_AFTER) -> DoctorDocument:
     """Inspect the clone, its remote and its tags; with fix=True repair what is safe; return the report."""
-    cfg = reg.config()
-    remote_cfg = cfg["remote"]
-    push = remote_cfg["push"] if push is None else push
+    remote = reg.config().remote
+    push = remote.push if push is None else push
     store = reg.store
-    branch = remote_cfg["branch"] if push else (store.current_branch() or remote_cfg["branch"])
-    ctx = _Context(store, push, remote_cfg["name"], branch, time.time() if now is None else now, stale_after, 0)
+    branch = remote.branch if push else (store.current_branch() or remote.branch)
+    ctx = _Context(store, push, remote.name, branch, time.time() if now is None else now, stale_after, 0)
     if not fix:
         findings, info = _inspect(reg, ctx)
         return _report(findings, info, [], False)
@@ -91,32 +91,34 @@ def run(reg, *, fix: bool = False, push: bool | None = None, now: float | None =
             fixed += done
             repaired = bool(done)
         if repaired or any(f.kind in ("missing-tag", "tag-drift") for f in findings):
-            fixed += _fix_tags(reg, ctx, float(remote_cfg.get("deadline", 30)))
+            fixed += _fix_tags(reg, ctx, float(remote.deadline))
             findings, info = _inspect(reg, ctx)
     return _report(findings, info, fixed, True)
 
 
-def _report(findings: list[Finding], info: dict, fixed: list[str], fix: bool) -> DoctorDocument:
+def _report(findings: list[Finding], info: DoctorRemote, fixed: list[str], fix: bool) -> DoctorDocument:
     problems = [f for f in findings if f.level == "error"]
+    # a Finding's fields are DoctorFinding's keys; `level` is one of its three literals by construction
+    rows = [cast("DoctorFinding", asdict(f)) for f in findings]
     return {"ok": not problems, "fix": fix, "remote": info, "problems": len(problems), "fixed": fixed,
-            "findings": [asdict(f) for f in findings]}
+            "findings": rows}
 
 
 # -- inspection ------------------------------------------------------------------------------
 
-def _inspect(reg, ctx: _Context) -> tuple[list[Finding], dict]:
+def _inspect(reg: Reader, ctx: _Context) -> tuple[list[Finding], DoctorRemote]:
     findings = _local_files(ctx)
     findings += [Finding("staged-revert", "error", f["message"], None, f["worktree"])
                  for f in ctx.store.staged_reverts()]
-    info: dict = {"push": ctx.push, "name": ctx.remote if ctx.push else None, "branch": ctx.branch,
+    info: DoctorRemote = {"push": ctx.push, "name": ctx.remote if ctx.push else None, "branch": ctx.branch,
                   "url": None, "reachable": None, "local": ctx.store.rev(f"refs/heads/{ctx.branch}"),
                   "remote": None, "ahead": 0, "behind": 0, "checked": None}
     tip = info["local"]
-    local_only: dict[str, TagRef] = {}
+    unpushed: set[str] = set()
     if ctx.push:
-        tip, local_only = _remote(ctx, findings, info)  # fetches: tags are read afterwards
+        tip, unpushed = _remote(ctx, findings, info)  # fetches: tags are read afterwards
     all_tags = [t for t in ctx.store.tag_refs() if parse_tag(t.name)]
-    local_only = {t.name: t for t in all_tags if t.name in local_only}
+    local_only = {t.name: t for t in all_tags if t.name in unpushed}
     info["checked"] = tip
     if tip:
         findings += _tag_findings(reg, ctx, tip, all_tags, local_only)
@@ -188,7 +190,7 @@ def _mtime(path: Path) -> float:
         return time.time()
 
 
-def _remote(ctx: _Context, findings: list[Finding], info: dict) -> tuple[str | None, set[str]]:
+def _remote(ctx: _Context, findings: list[Finding], info: DoctorRemote) -> tuple[str | None, set[str]]:
     """Compare the local branch and tags with the remote; return the tip to check tags against."""
     store = ctx.store
     info["url"] = store.remote_url(ctx.remote)
@@ -249,7 +251,7 @@ def _remote(ctx: _Context, findings: list[Finding], info: dict) -> tuple[str | N
     return remote_tip or local, local_only
 
 
-def _tag_findings(reg, ctx: _Context, tip: str, all_tags: list[TagRef], local_only: dict[str, TagRef]) -> list[Finding]:
+def _tag_findings(reg: Reader, ctx: _Context, tip: str, all_tags: list[TagRef], local_only: dict[str, TagRef]) -> list[Finding]:
     store = ctx.store
     out: list[Finding] = []
     history = store.reachable(tip)
@@ -280,17 +282,22 @@ def _tag_findings(reg, ctx: _Context, tip: str, all_tags: list[TagRef], local_on
     return out + drift
 
 
-def repairs(reg, snap: Snapshot, tags: list[TagRef]) -> tuple[list[TagSpec], list[Finding]]:
+def repairs(reg: Reader, snap: Snapshot, tags: list[TagRef]) -> tuple[list[TagSpec], list[Finding]]:
     """Tags missing at a snapshot (registration tags of its bundles, stage tags its deployment files
     imply) as specs for the store's tag builder, with one finding each."""
     store = reg.store
     specs: list[TagSpec] = []
     findings: list[Finding] = []
+    tip = snap.commit
+    if tip is None:  # an empty snapshot has nothing to tag
+        return specs, findings
     registered: dict[tuple[str, str], str] = {}  # (model, version) -> registration commit
     deregistered: set[tuple[str, str]] = set()
     stage_events: dict[str, list[tuple[int, str, bool, str]]] = {}  # model -> (n, stage, assign, commit)
     for t in tags:
         info = parse_tag(t.name)
+        if info is None:  # callers pass modelctl tags only
+            continue
         if info["kind"] == "registration":
             registered[(info["model"], info["version"])] = t.commit
         elif info["kind"] == "deregistration":
@@ -298,7 +305,7 @@ def repairs(reg, snap: Snapshot, tags: list[TagRef]) -> tuple[list[TagSpec], lis
         else:
             stage_events.setdefault(info["model"], []).append((info["n"], info["stage"], info["assign"], t.commit))
     # -- registration tags for every bundle at the tip
-    bundles = [p for p in store.list_files(snap.commit, "bundles") if p.count("/") == 2 and p.endswith(".yaml")]
+    bundles = [p for p in store.list_files(tip, "bundles") if p.count("/") == 2 and p.endswith(".yaml")]
     missing = []
     for path in bundles:
         _, model, file = path.split("/")
@@ -308,7 +315,7 @@ def repairs(reg, snap: Snapshot, tags: list[TagRef]) -> tuple[list[TagSpec], lis
     if missing:
         from .ops import registration_problem
 
-        added = store.adding_commits(snap.commit, [p for _, _, p in missing])
+        added = store.adding_commits(tip, [p for _, _, p in missing])
         for model, version, path in missing:
             commit = added.get(path)
             if commit is None:
@@ -362,14 +369,16 @@ def repairs(reg, snap: Snapshot, tags: list[TagRef]) -> tuple[list[TagSpec], lis
             fixes.append((None, v, False))
         if not fixes:
             continue
-        state_commit = store.last_change(snap.commit, f"deployments/{model}.yaml")
-        for stage, version, assign in fixes:
+        state_commit = store.last_change(tip, f"deployments/{model}.yaml")
+        if state_commit is None:  # cannot happen: the file is at the tip, so some commit changed it
+            continue
+        for slot, version, assign in fixes:
             if (model, version) not in registered:
                 findings.append(Finding("tag-drift", "error", f"deployments/{model}.yaml puts {version} in "
-                                        f"{stage or 'archived'} but {model} {version} has no registration tag to "
+                                        f"{slot or 'archived'} but {model} {version} has no registration tag to "
                                         "go with it", subject=model))
                 continue
-            if stage is None:
+            if slot is None:
                 findings.append(Finding("tag-drift", "error", f"deployments/{model}.yaml says {version} is archived "
                                         f"but no tag {model}@v{version}! deregisters it",
                                         fix=f"create the deregistration tag of {version}", subject=model))
@@ -379,30 +388,31 @@ def repairs(reg, snap: Snapshot, tags: list[TagRef]) -> tuple[list[TagSpec], lis
                                                                       (trailers.EVENT, "deregister")])),
                                      state_commit, registered[(model, version)]))
                 continue
-            said = _said(view, stage)
-            findings.append(Finding("tag-drift", "error", f"deployments/{model}.yaml says {stage} "
-                                    f"{_said(wanted, stage)} but the tags say {said} (a change merged without tags?)",
+            said = _said(view, slot)
+            findings.append(Finding("tag-drift", "error", f"deployments/{model}.yaml says {slot} "
+                                    f"{_said(wanted, slot)} but the tags say {said} (a change merged without tags?)",
                                     fix=f"create {'an assignment' if assign else 'an unassignment'} tag of {version} "
-                                        f"in {stage}", subject=model))
-            percent = (dep.get(stage) or {}).get("percent") if stage in ("canary", "shadow") and assign else None
-            pairs = [(trailers.ACTION, "repair"), (trailers.STAGE, stage)]
+                                        f"in {slot}", subject=model))
+            percent = (dep.get(slot) or {}).get("percent") if slot in ("canary", "shadow") and assign else None
+            pairs = [(trailers.ACTION, "repair"), (trailers.STAGE, slot)]
             if percent is not None:
                 pairs.append((trailers.PERCENT, str(percent)))
-            message = trailers.message(f"modelctl: {'assign' if assign else 'unassign'} {model} {version} {stage} "
+            message = trailers.message(f"modelctl: {'assign' if assign else 'unassign'} {model} {version} {slot} "
                                        "(repair)", pairs=pairs)
-            specs.append(TagSpec(TagEvent(model, version, stage, assign, message), state_commit,
+            specs.append(TagSpec(TagEvent(model, version, slot, assign, message), state_commit,
                                  registered[(model, version)]))
     return specs, findings
 
 
-def _said(view: dict, stage: str) -> str:
+def _said(view: dict[str, set[str]], stage: str) -> str:
     value = view[stage]
     if isinstance(value, set):
         return ", ".join(sorted(value, key=semver_key)) or "none"
     return value or "none"
 
 
-def _tag_view(events, model: str, by_commit: dict) -> dict:
+def _tag_view(events: list[tuple[int, str, bool, str]], model: str,
+              by_commit: dict[tuple[str, str], list[str]]) -> dict[str, set[str]]:
     """What the stage tags say, the way GTO reads them: per stage, the versions whose last event is an assignment."""
     last: dict[tuple[str, str], tuple[int, bool]] = {}
     for n, stage, assign, commit in events:
@@ -413,9 +423,9 @@ def _tag_view(events, model: str, by_commit: dict) -> dict:
     return {s: {v for (st, v), (_, a) in last.items() if st == s and a} for s in STAGES}
 
 
-def _deployment_view(dep: dict) -> dict:
+def _deployment_view(dep: dict[str, Any]) -> dict[str, set[str]]:
     versions = dep.get("versions") or {}
-    view: dict = {s: {v for v, st in versions.items() if st == s} for s in SLOTS}
+    view: dict[str, set[str]] = {s: {v for v, st in versions.items() if st == s} for s in SLOTS}
     for s in ("canary", "shadow"):
         if dep.get(s):
             view[s].add(dep[s]["version"])
@@ -423,7 +433,7 @@ def _deployment_view(dep: dict) -> dict:
     return view
 
 
-def _fix_local(reg, ctx: _Context) -> list[str]:
+def _fix_local(reg: Reader, ctx: _Context) -> list[str]:
     """Remove leftovers of dead processes and finish an interrupted work-tree update (under the lock)."""
     store = ctx.store
     done = []
@@ -444,7 +454,7 @@ def _fix_local(reg, ctx: _Context) -> list[str]:
     return done
 
 
-def _fix_remote(reg, ctx: _Context, findings: list[Finding], info: dict) -> list[str]:
+def _fix_remote(reg: Reader, ctx: _Context, findings: list[Finding], info: DoctorRemote) -> list[str]:
     store = ctx.store
     done = []
     kinds = {f.kind for f in findings}
@@ -468,7 +478,7 @@ def _fix_remote(reg, ctx: _Context, findings: list[Finding], info: dict) -> list
     return done
 
 
-def _fix_tags(reg, ctx: _Context, deadline: float) -> list[str]:
+def _fix_tags(reg: Reader, ctx: _Context, deadline: float) -> list[str]:
     store = ctx.store
 
     def plan(snap: Snapshot) -> list[TagSpec]:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from . import bundle as bundlemod
 from . import config as configmod
@@ -21,7 +22,10 @@ from .store import Outcome, Plan, Snapshot, Store, require_identity
 from .tags import TagEvent, registration_tag
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
+    from .bundle import Change
     from .documents import InitDocument, ShadowCost, TransitionResult
+    from .state import TagEvent as StateTagEvent
+    from .state import Transition
 
 
 @dataclass
@@ -32,14 +36,13 @@ class WriteOptions:
     branch: str | None = None  # --branch: commit on a new branch, no tags
 
 
-def _land(reg: Reader, plan_fn, opts: WriteOptions, model: str | None = None) -> Outcome:
+def _land(reg: Reader, plan_fn: Callable[[Snapshot], Plan], opts: WriteOptions, model: str | None = None) -> Outcome:
     """Run a plan through the store with the remote settings of modelctl.yaml."""
-    cfg = reg.config()
-    remote = cfg["remote"]
-    push = remote["push"] if opts.push is None else opts.push
+    remote = reg.config().remote
+    push = remote.push if opts.push is None else opts.push
     if opts.branch is not None:
-        _check_branch_name(reg.store, opts.branch, remote["name"])
-    base = remote["branch"] if push else None
+        _check_branch_name(reg.store, opts.branch, remote.name)
+    base = remote.branch if push else None
 
     def scanned(snap: Snapshot) -> Plan:
         # every write passes here: files, commit message and tag messages are scanned before
@@ -53,8 +56,8 @@ def _land(reg: Reader, plan_fn, opts: WriteOptions, model: str | None = None) ->
                            "a tag message": "\n".join(ev.message for ev in plan.tags).encode("utf-8")}, text=True)
         return plan
 
-    return reg.store.transact(scanned, push=push, remote=remote["name"], branch=base,
-                              new_branch=opts.branch, deadline=float(remote.get("deadline", 30)),
+    return reg.store.transact(scanned, push=push, remote=remote.name, branch=base,
+                              new_branch=opts.branch, deadline=float(remote.deadline),
                               models=(model,) if model else None)
 
 
@@ -86,7 +89,7 @@ def _check_branch_name(store: Store, name: str, remote: str = "origin") -> None:
 CI_PIN = ".github/modelctl-requirements.txt"
 
 
-def init(directory: str | os.PathLike) -> InitDocument:
+def init(directory: str | os.PathLike[str]) -> InitDocument:
     """Create a registry in an empty (or new) directory from the shipped template."""
     from .schema import data_path
 
@@ -111,10 +114,10 @@ def init(directory: str | os.PathLike) -> InitDocument:
     store = Store(target)
     if not (target / ".git").exists():
         store.init_repo("main")
-    files: dict[str, bytes] = {}
+    files: dict[str, bytes | None] = {}
     template = data_path("registry-template")
 
-    def collect(node, prefix=""):
+    def collect(node: Path, prefix: str = "") -> None:
         for child in sorted(node.iterdir(), key=lambda c: c.name):
             rel = prefix + child.name
             if child.is_dir():
@@ -126,17 +129,18 @@ def init(directory: str | os.PathLike) -> InitDocument:
     if CI_PIN in files:  # the registry's CI installs exactly the modelctl that made it
         from . import __version__
 
-        files[CI_PIN] = files[CI_PIN].replace(b"{modelctl_version}", __version__.encode())
+        files[CI_PIN] = (files[CI_PIN] or b"").replace(b"{modelctl_version}", __version__.encode())
     branch = store.current_branch() or "main"
     plan = Plan(files=files, subject="modelctl: init registry", trailers=[(trailers.ACTION, "init")])
     outcome = store.transact(lambda snap: plan, branch=branch)
     store.checkout_head()
+    assert outcome.commit is not None  # the template is never empty, so init always commits
     return {"path": str(target.resolve()), "commit": outcome.commit, "files": sorted(files)}
 
 
 # -- register -------------------------------------------------------------------------------
 
-def _read_input(path: str | os.PathLike) -> tuple[bytes, str]:
+def _read_input(path: str | os.PathLike[str]) -> tuple[bytes, str]:
     shown = str(path)
     try:
         st = os.stat(path)
@@ -150,7 +154,7 @@ def _read_input(path: str | os.PathLike) -> tuple[bytes, str]:
         return fh.read(), shown
 
 
-def _refuse_draft_in_place(reg: Reader, file: str | os.PathLike) -> None:
+def _refuse_draft_in_place(reg: Reader, file: str | os.PathLike[str]) -> None:
     """A draft written where register puts bundles (bundles/NAME/VERSION.yaml, uncommitted) would
     collide with the file register writes: say so plainly instead of a confusing conflict."""
     try:
@@ -221,7 +225,7 @@ def _referenced(reg: Reader, snap: Snapshot, rel: str, source: str, field_name: 
     return content, True
 
 
-def register(reg: Reader, file: str | os.PathLike, *, bump: str | None = None, allow_multi_change: bool = False,
+def register(reg: Reader, file: str | os.PathLike[str], *, bump: str | None = None, allow_multi_change: bool = False,
              message: str | None = None, opts: WriteOptions | None = None) -> Outcome:
     """Validate a bundle file and commit it as a new immutable version with its registration tag."""
     opts = opts or WriteOptions()
@@ -296,7 +300,7 @@ def register(reg: Reader, file: str | os.PathLike, *, bump: str | None = None, a
         stored = snap.read(path)
         if stored is not None and stored == yamlio.dumps(work, text).encode("utf-8"):
             # the same bundle again (a re-run after a crash or a lost reply): already done
-            commit = reg.store.rev(f"refs/tags/{registration_tag(name, version)}") or snap.commit
+            commit = reg.store.rev(f"refs/tags/{registration_tag(name, version)}") or snap.commit or ""
             return Plan(noop=True, result={"name": name, "version": version, "path": path,
                                            "note": f"{name} {version} is already registered with this bundle "
                                                    f"(commit {commit[:12]})"})
@@ -312,7 +316,7 @@ def register(reg: Reader, file: str | os.PathLike, *, bump: str | None = None, a
 
         dep_path = deployment_path(name)
         dep_raw = snap.read(dep_path)
-        dep = load_deployment(snap, name, dep_raw) if dep_raw else state.new_deployment(name)
+        dep = (load_deployment(snap, name, dep_raw) if dep_raw else None) or state.new_deployment(name)
         transition = state.register(dep, version)
         files[path] = yamlio.dumps(work, text).encode("utf-8")
         files[dep_path] = dump_deployment(transition.deployment, dep_raw, dep_path)
@@ -326,7 +330,8 @@ def register(reg: Reader, file: str | os.PathLike, *, bump: str | None = None, a
     return _land(reg, plan, opts, name)
 
 
-def _parent_bundle(reg: Reader, snap: Snapshot, name: str, work: dict, doc, source: str) -> dict | None:
+def _parent_bundle(reg: Reader, snap: Snapshot, name: str, work: dict[str, Any], doc: yamlio.Document,
+                   source: str) -> dict[str, Any] | None:
     """The parent's registered bundle (None without a parent); refuses a parent that does not exist."""
     if work.get("parent") is None:
         return None
@@ -338,16 +343,16 @@ def _parent_bundle(reg: Reader, snap: Snapshot, name: str, work: dict, doc, sour
     return parent_data
 
 
-def _schema_and_pins(cfg: dict, work: dict, doc, source: str) -> None:
+def _schema_and_pins(cfg: configmod.Config, work: dict[str, Any], doc: yamlio.Document, source: str) -> None:
     """Register rules: the bundle schema, and pinned model ids (model and fallbacks)."""
     schema.validate(yamlio.Document(work, source, doc.lines, doc.raw), "Bundle")
-    bundlemod.check_pinned(work["model"], cfg["pinning"], source, doc.line_of(("model", "id")))
+    bundlemod.check_pinned(work["model"], cfg.pinning, source, doc.line_of(("model", "id")))
     for fb in work.get("fallbacks") or []:
-        bundlemod.check_pinned(fb, cfg["pinning"], source, doc.line_of(("fallbacks",)))
+        bundlemod.check_pinned(fb, cfg.pinning, source, doc.line_of(("fallbacks",)))
 
 
-def _change_rules(parent_data: dict | None, work: dict, source: str, allow_multi_change: bool,
-                  bump: str | None = None):
+def _change_rules(parent_data: dict[str, Any] | None, work: dict[str, Any], source: str, allow_multi_change: bool,
+                  bump: str | None = None) -> Change | None:
     """Register rules against the parent: one variable at a time, semver by change kind."""
     if parent_data is None:
         return None
@@ -380,7 +385,7 @@ def registration_problem(reg: Reader, snap: Snapshot, path: str, *, allow_multi_
         data = doc.data
 
         def lookup(rel: str) -> tuple[str, bytes | None]:
-            entry = reg.store.tree_entry(snap.commit, rel)
+            entry = reg.store.tree_entry(snap.commit, rel) if snap.commit else None
             if entry is None:
                 return "missing", None
             return ("symlink", None) if entry[0] == "120000" else ("file", snap.read(rel))
@@ -423,7 +428,7 @@ def _scan_secrets(files: dict[str, bytes | None], text: bool = False) -> None:
 
 # -- lifecycle ------------------------------------------------------------------------------
 
-def _now_iso(clock=None) -> str:
+def _now_iso(clock: Callable[[], float] | None = None) -> str:
     """The time a lifecycle change records (hold.at, canary started): the commit's own date."""
     import time
 
@@ -438,7 +443,7 @@ def _now_iso(clock=None) -> str:
     return iso(int((clock or time.time)()))
 
 
-def _load_deployment(snap: Snapshot, name: str) -> tuple[dict, bytes]:
+def _load_deployment(snap: Snapshot, name: str) -> tuple[dict[str, Any], bytes]:
     """deployments/<name>.yaml at the snapshot (validated) and its raw bytes, or NotFound."""
     from .errors import NotFound
 
@@ -454,10 +459,11 @@ def _load_deployment(snap: Snapshot, name: str) -> tuple[dict, bytes]:
     cache = schema.ValidCache(snap.store, "Deployment")
     dep = load_deployment(snap, name, raw, oid, cache)
     cache.save()
+    assert dep is not None  # load_deployment returns None only for absent bytes
     return dep, raw
 
 
-def _tag_message(transition, ev) -> str:
+def _tag_message(transition: Transition, ev: StateTagEvent) -> str:
     """A stage tag's message: what happened, then the action, percent and reason as trailers."""
     from .state import fmt_pct
 
@@ -474,33 +480,41 @@ def _tag_message(transition, ev) -> str:
     return trailers.message(transition.subject, pairs=pairs)
 
 
-def _store_tags(name: str, transition) -> list[TagEvent]:
+def _store_tags(name: str, transition: Transition) -> list[TagEvent]:
     """State tag events (stage, version, kind) as store tag events, in the order state gave them."""
     return [TagEvent(name, ev.version, ev.stage, ev.kind == "assign", _tag_message(transition, ev))
             for ev in transition.events]
 
 
-def _summary(name: str, transition, **extra) -> TransitionResult:
+def _summary(name: str, transition: Transition, pairs: list[tuple[str, str]],
+             cost: ShadowCost | None = None) -> TransitionResult:
     dep = transition.deployment
-    return {"name": name, "action": transition.action, "version": transition.version,
-            "from": transition.from_status, "to": transition.to_status, "percent": transition.percent,
-            "subject": transition.subject, "active": dep.get("active"), "previous": dep.get("previous"),
-            "canary": dep.get("canary"), "shadow": dep.get("shadow"), "hold": dep.get("hold"), **extra}
+    out: dict[str, Any] = {
+        "name": name, "action": transition.action, "version": transition.version,
+        "from": transition.from_status, "to": transition.to_status, "percent": transition.percent,
+        "subject": transition.subject, "active": dep.get("active"), "previous": dep.get("previous"),
+        "canary": dep.get("canary"), "shadow": dep.get("shadow"), "hold": dep.get("hold")}
+    if cost is not None:
+        out["cost"] = cost
+    out["reason"] = trailers.first(pairs, trailers.REASON)
+    out["gate"] = trailers.first(pairs, trailers.GATE)
+    # built key by key so that --json keeps its published key order (cost before reason and gate)
+    return cast("TransitionResult", out)
 
 
-def _transition_plan(snap: Snapshot, name: str, raw: bytes, transition, extra_trailers=(), **extra) -> Plan:
+def _transition_plan(snap: Snapshot, name: str, raw: bytes, transition: Transition,
+                     extra_trailers: Iterable[tuple[str, str]] = (), cost: ShadowCost | None = None) -> Plan:
     """One commit that rewrites deployments/<name>.yaml only, plus the transition's tags."""
     if transition.noop:
         return Plan(noop=True, result=transition.note)
     path = deployment_path(name)
     content = dump_deployment(transition.deployment, raw, path)
     pairs = list(transition.trailers) + list(extra_trailers)
-    extra.update(reason=trailers.first(pairs, trailers.REASON), gate=trailers.first(pairs, trailers.GATE))
     return Plan(files={path: content}, subject=transition.subject, trailers=pairs,
-                tags=_store_tags(name, transition), result=_summary(name, transition, **extra))
+                tags=_store_tags(name, transition), result=_summary(name, transition, pairs, cost))
 
 
-def _gate_check(reg: Reader, snap: Snapshot, cfg: dict, name: str, version: str, force: bool,
+def _gate_check(reg: Reader, snap: Snapshot, cfg: configmod.Config, name: str, version: str, force: bool,
                 reason: str | None) -> list[tuple[str, str]]:
     """The eval gate before a version enters canary or active: trailers to record, or a refusal.
 
@@ -509,13 +523,16 @@ def _gate_check(reg: Reader, snap: Snapshot, cfg: dict, name: str, version: str,
     report, different datasets) refuses (exit 2); --force --reason passes either, on record as
     Modelctl-Gate-Override. The result itself is always recorded as Modelctl-Gate.
     """
-    if not (cfg.get("gate") or {}).get("required"):
+    if not cfg.gate.required:
         return []
     from . import review
     from .errors import VerdictFailed
-    from .state import clean_text as trailer_text
+    from .state import clean_text
 
-    why = trailer_text(reason) if force else None
+    def trailer_text(text: str) -> str:
+        return clean_text(text) or ""
+
+    why = clean_text(reason) if force else None
     override = "re-run with --force --reason to override it (on record)"
     try:
         result = review.run_gate(reg, snap, cfg, name, version)
@@ -533,7 +550,7 @@ def _gate_check(reg: Reader, snap: Snapshot, cfg: dict, name: str, version: str,
     return [(trailers.GATE, trailer_text(result.summary())), (trailers.GATE_OVERRIDE, why)]
 
 
-def _enters(transition, *stages: str) -> bool:
+def _enters(transition: Transition, *stages: str) -> bool:
     return not transition.noop and transition.to_status in stages and transition.from_status != transition.to_status
 
 
@@ -545,27 +562,29 @@ def shadow_cost(requests_per_day: float, percent: float, cost_per_request: float
             "over_budget": per_day > float(budget_per_day)}
 
 
-def _shadow_cost(reg: Reader, snap: Snapshot, cfg: dict, name: str, transition, *, force: bool,
-                 requests_per_day: float | None, cost_per_request: float | None) -> tuple[dict, list]:
+def _shadow_cost(reg: Reader, snap: Snapshot, cfg: configmod.Config, name: str, transition: Transition, *,
+                 force: bool, requests_per_day: float | None,
+                 cost_per_request: float | None) -> tuple[ShadowCost, list[tuple[str, str]]]:
     """Cost of the shadow a transition starts (or re-sizes); refuses above budget unless --force."""
     from .state import fmt_pct
 
-    version = transition.version
+    version, percent = transition.version, transition.percent
+    assert version is not None and percent is not None  # state gives every shadow it enters both
     for flag, value in (("--requests-per-day", requests_per_day), ("--cost-per-request", cost_per_request)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
             raise UsageError(f"invalid {flag} {value!r}", hint="use a number >= 0")
-    rpd = requests_per_day if requests_per_day is not None else cfg["shadow"]["requests_per_day"]
+    rpd = requests_per_day if requests_per_day is not None else cfg.shadow.requests_per_day
     if cost_per_request is None:
         cost_per_request = (reg.bundle(name, version, snap).get("baseline") or {}).get("cost_per_request")
         if cost_per_request is None:
             raise UsageError(f"{name} {version} has no baseline.cost_per_request, so the shadow cost is unknown",
                              hint="pass --cost-per-request USD")
-    budget = cfg["shadow"]["budget_per_day"]
-    cost = shadow_cost(rpd, transition.percent, cost_per_request, budget)
+    budget = cfg.shadow.budget_per_day
+    cost = shadow_cost(rpd, percent, cost_per_request, budget)
     if cost["over_budget"] and not force:
         raise UsageError(
-            f"shadow of {name} {version} at {fmt_pct(transition.percent)}% would cost ${cost['per_day']:.2f}/day "
-            f"({rpd:g} requests/day x {fmt_pct(transition.percent)}% x ${cost_per_request:g} x 2), above "
+            f"shadow of {name} {version} at {fmt_pct(percent)}% would cost ${cost['per_day']:.2f}/day "
+            f"({rpd:g} requests/day x {fmt_pct(percent)}% x ${cost_per_request:g} x 2), above "
             f"shadow.budget_per_day ${budget:.2f}",
             hint="lower --pct, raise the budget in modelctl.yaml, or pass --force --reason")
     pairs = [(trailers.SHADOW_COST, f"{cost['per_day']:.2f} USD/day")]
@@ -593,16 +612,15 @@ def promote(reg: Reader, name: str, version: str, to: str, *, force: bool = Fals
         cfg = configmod.load(snap)
         dep, raw = _load_deployment(snap, name)
         _expect_canary(dep, name, expect_canary)
-        t = state.promote(dep, version, to, cfg, force=force, reason=reason, now=_now_iso())
-        extra, more = _evidence(evidence), {}
+        t = state.promote(dep, version, to, cfg.as_dict(), force=force, reason=reason, now=_now_iso())
+        extra, cost = _evidence(evidence), None
         if _enters(t, "canary", "active"):
             extra += _gate_check(reg, snap, cfg, name, version, force, reason)
         if t.to_status == "shadow" and not t.noop:
             cost, pairs = _shadow_cost(reg, snap, cfg, name, t, force=force, requests_per_day=None,
-                                          cost_per_request=None)
+                                       cost_per_request=None)
             extra += pairs
-            more["cost"] = cost
-        return _transition_plan(snap, name, raw, t, extra, **more)
+        return _transition_plan(snap, name, raw, t, extra, cost)
 
     return _land(reg, plan, opts, name)
 
@@ -619,7 +637,7 @@ def shadow(reg: Reader, name: str, version: str, percent: float | None = None, *
     def plan(snap: Snapshot) -> Plan:
         cfg = configmod.load(snap)
         dep, raw = _load_deployment(snap, name)
-        t = state.shadow(dep, version, percent, cfg, force=force, reason=reason, now=_now_iso())
+        t = state.shadow(dep, version, percent, cfg.as_dict(), force=force, reason=reason, now=_now_iso())
         if t.noop:
             return Plan(noop=True, result=t.note)
         cost, pairs = _shadow_cost(reg, snap, cfg, name, t, force=force, requests_per_day=requests_per_day,
@@ -642,14 +660,14 @@ def canary(reg: Reader, name: str, version: str, percent: float | None, *, force
         cfg = configmod.load(snap)
         dep, raw = _load_deployment(snap, name)
         _expect_canary(dep, name, expect_canary)
-        t = state.canary(dep, version, percent, cfg, force=force, reason=reason, now=_now_iso())
+        t = state.canary(dep, version, percent, cfg.as_dict(), force=force, reason=reason, now=_now_iso())
         extra = _gate_check(reg, snap, cfg, name, version, force, reason) if _enters(t, "canary") else []
         return _transition_plan(snap, name, raw, t, extra + _evidence(evidence))
 
     return _land(reg, plan, opts, name)
 
 
-def _expect_canary(dep: dict, name: str, expect: tuple[str, float] | None) -> None:
+def _expect_canary(dep: dict[str, Any], name: str, expect: tuple[str, float] | None) -> None:
     """Refuse (Conflict, exit 3) when the live canary is not the (version, percent) the caller judged."""
     from .errors import Conflict
     from .state import fmt_pct
@@ -694,7 +712,7 @@ def rollback(reg: Reader, name: str, *, to: str | None = None, reason: str | Non
     for value in (to, expect_canary, from_):
         if value is not None:
             check_version(value)
-    decided: dict = {}
+    decided: dict[str, tuple[str, str] | None] = {}
     opts = opts or WriteOptions()
 
     def plan(snap: Snapshot) -> Plan:
@@ -720,10 +738,10 @@ def rollback(reg: Reader, name: str, *, to: str | None = None, reason: str | Non
                     f"{last['author']} at {last['time']} (commit {last['commit'][:12]}); {dep['active']} serves"
                     f"; to take it out of service too, run "
                     f"`modelctl rollback {name} --from {dep['active']}`"))
-        t = state.rollback(dep, cfg, reason=reason, now=_now_iso(), to=to, expect=expect, evidence=evidence,
+        t = state.rollback(dep, cfg.as_dict(), reason=reason, now=_now_iso(), to=to, expect=expect, evidence=evidence,
                            from_=from_)
         if t.noop:
-            who = history.last_exit(reg.store, snap.commit, name, t.version)
+            who = history.last_exit(reg.store, snap.commit, name, t.version) if t.version else None
             note = t.note
             if who:
                 note += f" by {who['author']} at {who['time']} (commit {who['commit'][:12]})"

@@ -89,8 +89,8 @@ class Reader:
                              hint="run 'modelctl init' in an empty directory, or pass --registry DIR")
         return snap
 
-    def config(self, snap: Snapshot | None = None) -> dict:
-        """modelctl.yaml merged over the defaults."""
+    def config(self, snap: Snapshot | None = None) -> configmod.Config:
+        """modelctl.yaml merged over the defaults, typed and frozen (parsed once per content and clone)."""
         return configmod.load(snap or self.snapshot())
 
     @staticmethod

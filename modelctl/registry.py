@@ -6,18 +6,29 @@ half-edited file in someone's checkout never changes what `status` or `resolve` 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import bundle as bundlemod
 from . import schema, yamlio
 from .bundle import bundle_diff
 from .errors import NotFound, UsageError
 from .names import check_name, check_version
-from .reader import Reader, bundle_versions, deployment_path, expand_versions, find_root, load_deployment, version_key  # noqa: F401 (API)
+from .reader import Reader, deployment_path, find_root, load_deployment  # noqa: F401 (API)
+from .state import bundle_versions, expand_versions, version_key  # noqa: F401 (API)
 from .store import Store, read_json_lines
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
-    from .documents import DiffDocument, LogDocument, ResolveDocument, ShowDocument, StatusDocument, WhichDocument
+    from .documents import (
+        DiffDocument,
+        LogDocument,
+        ResolveDocument,
+        ShowDocument,
+        ShowVersion,
+        StatusDocument,
+        StatusRow,
+        WhichDocument,
+    )
+    from .store import Outcome
 
 API_SCHEMA = "modelctl/v1"
 
@@ -40,16 +51,18 @@ class Registry(Reader):
             if len(parts) == 3:
                 listed.setdefault(parts[1], []).append(parts[2])
         cache = schema.ValidCache(self.store, "Deployment")
-        rows = []
+        rows: list[StatusRow] = []
         for n, path in zip(names, paths):
             bundles = bundle_versions(listed.get(n, []), ordered=False)
-            if raw[path] is None:
+            text = raw[path]
+            dep: dict[str, Any]
+            if text is None:
                 if name is not None:
                     raise NotFound(f"no model named {name!r} in this registry",
                                    hint="see 'modelctl status' for the models it has")
                 dep = {"active": None, "canary": None, "shadow": None, "versions": {}}
             else:
-                dep = cache.validate(yamlio.loads(raw[path], path), ids.get(path))
+                dep = cache.validate(yamlio.loads(text, path), ids.get(path))
             versions = set(bundles) | set(dep.get("versions") or {})
             latest = max(versions, key=version_key) if versions else None
             rows.append({
@@ -63,6 +76,7 @@ class Registry(Reader):
                 "versions": len(versions),
             })
         cache.save()
+        assert snap.commit is not None  # snapshot() refuses a ref that names no commit
         return {"schema": API_SCHEMA, "commit": snap.commit, "models": rows}
 
     def show(self, name: str, version: str | None = None, ref: str = "HEAD") -> ShowDocument:
@@ -87,13 +101,14 @@ class Registry(Reader):
         raw = self.store.read_many(snap.commit, [dep_path], ids)
         # validate-once cache: an unchanged file is not re-validated (nor jsonschema imported)
         dep_cache = schema.ValidCache(self.store, "Deployment")
-        dep = dep_cache.validate(yamlio.loads(raw[dep_path], dep_path), ids.get(dep_path)) if raw[dep_path] else {}
+        dep_text = raw[dep_path]
+        dep = dep_cache.validate(yamlio.loads(dep_text, dep_path), ids.get(dep_path)) if dep_text else {}
         dep_cache.save()
         statuses = expand_versions(dep, versions)["versions"] if dep else {}
         tagged = self.store.registrations(name)
         summaries = _Summaries(self.store)
         found = summaries.get({v: blob_ids[f"{v}.yaml"] for v in versions}, name)
-        rows = []
+        rows: list[ShowVersion] = []
         for v in versions:
             at, by = tagged.get(f"{name}@v{v}", (0, None))
             parent, provider, model, adapter, prompt, sha = found[v]
@@ -123,11 +138,15 @@ class Registry(Reader):
                            hint="see 'modelctl status' for the models it has")
         named = [dep.get("active")] + [(dep.get(s) or {}).get("version") for s in ("canary", "shadow")]
         bundles = {v: self.bundle(name, v, snap) for v in named if v}
-        doc = {**routing.routing_document(dep, bundles), "commit": snap.commit}
+        assert snap.commit is not None  # snapshot() refuses a ref that names no commit
+        routed = routing.routing_document(dep, bundles)
+        doc: ResolveDocument = {"schema": routed["schema"], "name": routed["name"], "active": routed["active"],
+                                "canary": routed["canary"], "shadow": routed["shadow"],
+                                "assignment": routed["assignment"], "commit": snap.commit}
         if key is not None:
             served = routing.assign(dep, key)
             live = dep.get("canary") or None
-            role = None if served is None else (
+            role: Literal["active", "canary"] | None = None if served is None else (
                 "canary" if live and live.get("version") == served else "active")
             doc["key"] = {"key": key, "bucket": routing.bucket(name, key), "version": served, "role": role}
         return doc
@@ -149,45 +168,45 @@ class Registry(Reader):
         self.snapshot(ref)
         self.store.require_full_history(f"what served {name} at a time")
 
-        def read(commit: str) -> dict | None:
+        def read(commit: str) -> dict[str, Any] | None:
             return self.deployment(name, self.store.snapshot(commit))
 
         return {"schema": API_SCHEMA, **history.which(self.store, read, name, at, key, ref)}
 
     # -- writing (the CLI's write commands, for scripts) --------------------------------------
     # Each takes the command's options as keywords, plus push=True/False and branch="name".
-    def register(self, file: str | os.PathLike, **kwargs):
+    def register(self, file: str | os.PathLike[str], **kwargs: Any) -> Outcome:
         """Register a bundle file (see `ops.register` for the keyword arguments); returns the Outcome."""
         from . import ops  # the writes load their machinery only when used: status and show stay light
 
         return ops.register(self, file, **_write_kwargs(kwargs))
 
-    def promote(self, name: str, version: str, to: str, **kwargs):
+    def promote(self, name: str, version: str, to: str, **kwargs: Any) -> Outcome:
         """Move a version to a stage or retire it (`ops.promote`)."""
         from . import ops
 
         return ops.promote(self, name, version, to, **_write_kwargs(kwargs))
 
-    def shadow(self, name: str, version: str, percent: float | None = None, **kwargs):
+    def shadow(self, name: str, version: str, percent: float | None = None, **kwargs: Any) -> Outcome:
         """Mirror a share of traffic to a version (`ops.shadow`)."""
         from . import ops
 
         return ops.shadow(self, name, version, percent, **_write_kwargs(kwargs))
 
-    def canary(self, name: str, version: str, percent: float | None = None, **kwargs):
+    def canary(self, name: str, version: str, percent: float | None = None, **kwargs: Any) -> Outcome:
         """Start a canary or change its percent (`ops.canary`)."""
         from . import ops
 
         return ops.canary(self, name, version, percent, **_write_kwargs(kwargs))
 
-    def rollback(self, name: str, **kwargs):
+    def rollback(self, name: str, **kwargs: Any) -> Outcome:
         """Pull the canary, or return active to previous (`ops.rollback`)."""
         from . import ops
 
         return ops.rollback(self, name, **_write_kwargs(kwargs))
 
 
-def _write_kwargs(kwargs: dict) -> dict:
+def _write_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     """`push=` and `branch=` keywords folded into the WriteOptions the ops take."""
     from .ops import WriteOptions
 
@@ -215,12 +234,12 @@ class _Summaries:
         self.path = store.private_path(f"modelctl-summary-{digest}.jsonl")
         self.store = store
 
-    def get(self, oids: dict[str, str], name: str) -> dict[str, list]:
+    def get(self, oids: dict[str, str], name: str) -> dict[str, list[Any]]:
         """version -> [parent, provider, model, adapter, prompt, prompt_sha256], reading and validating
         only bundles not seen before."""
         import json
 
-        known: dict[str, list] = read_json_lines(self.path)
+        known: dict[str, list[Any]] = read_json_lines(self.path)
         missing = sorted({o for o in oids.values() if o not in known})
         if missing:
             learnt = {}

@@ -14,7 +14,7 @@ which waives shadow and canary for a first version for the same reason.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import config as configmod
 from . import gate as gatemod
@@ -22,13 +22,17 @@ from . import schema, trailers, yamlio
 from .errors import ModelctlError, UsageError, ValidationError
 from .names import check_name, check_version
 
+if TYPE_CHECKING:  # annotations only: no import cost at run time
+    from .reader import Reader
+    from .store import Snapshot
+
 API_SCHEMA = "modelctl/v1"
 NOT_GATED = ("deprecated", "archived", "rolled-back")  # moves out of service: no gate applies
 
 
 # -- eval reports ---------------------------------------------------------------------------
 
-def _report_doc(doc: yamlio.Document, name: str, version: str | None) -> dict:
+def _report_doc(doc: yamlio.Document, name: str, version: str | None) -> dict[str, Any]:
     data = schema.validate(doc, "EvalReport")
     if data["name"] != name or (version is not None and data["version"] != version):
         raise ValidationError(
@@ -38,12 +42,12 @@ def _report_doc(doc: yamlio.Document, name: str, version: str | None) -> dict:
     return data
 
 
-def read_report_file(path: str | os.PathLike, name: str, version: str) -> dict:
+def read_report_file(path: str | os.PathLike[str], name: str, version: str) -> dict[str, Any]:
     """An eval report from a file on disk (YAML or JSON), schema-checked and for name/version."""
     return _report_doc(yamlio.load_file(path), name, version)
 
 
-def _bundle_report(reg, snap, name: str, version: str, role: str) -> dict:
+def _bundle_report(reg: Reader, snap: Snapshot, name: str, version: str, role: str) -> dict[str, Any]:
     bundle = reg.bundle(name, version, snap)
     rel = (bundle.get("eval") or {}).get("report")
     if not rel:
@@ -66,10 +70,10 @@ def _bundle_report(reg, snap, name: str, version: str, role: str) -> dict:
                                   "not committed", hint="commit it first")
         raise ValidationError(f"bundles/{name}/{version}.yaml: eval.report: {rel} does not exist",
                               hint="commit the report (modelctl check reports this too)")
-    return configmod.read_committed(snap, rel, lambda data: _report_doc(yamlio.loads(data, rel), name, version))
+    return configmod.read_committed(snap, rel, lambda data: _report_doc(yamlio.loads(data or b"", rel), name, version))
 
 
-def serving_baseline(dep: dict | None, version: str) -> str | None:
+def serving_baseline(dep: dict[str, Any] | None, version: str) -> str | None:
     """The version a candidate is judged against: the active one (or, when the candidate is
     itself active, as on a promotion branch, the version it replaced); None before any."""
     if not dep:
@@ -78,7 +82,8 @@ def serving_baseline(dep: dict | None, version: str) -> str | None:
     return dep.get("previous") if active == version else active
 
 
-def run_gate(reg, snap, cfg: dict, name: str, version: str, report: str | os.PathLike | None = None,
+def run_gate(reg: Reader, snap: Snapshot, cfg: configmod.Config, name: str, version: str,
+             report: str | os.PathLike[str] | None = None,
              baseline: str | None = None) -> gatemod.GateResult:
     """The gate for name/version at a snapshot: its report (or `report`) against the serving
     version's (or `baseline`'s). Raises UsageError (exit 2) when it cannot judge."""
@@ -96,22 +101,22 @@ def run_gate(reg, snap, cfg: dict, name: str, version: str, report: str | os.Pat
         baseline = serving_baseline(reg.deployment(name, snap), version)
         if baseline is None:
             return gatemod.evaluate_alone(
-                candidate, cfg.get("gate"),
+                candidate, cfg.gate.as_dict(),
                 f"nothing serves {name} yet, so {version} is a first version; its report becomes the baseline "
                 "of later versions")
     base = _bundle_report(reg, snap, name, baseline, "baseline")
-    return gatemod.evaluate(candidate, base, cfg.get("gate"))
+    return gatemod.evaluate(candidate, base, cfg.gate.as_dict())
 
 
 # -- promotion pull requests ------------------------------------------------------------------
 
-def _routing(dep: dict | None) -> dict:
+def _routing(dep: dict[str, Any] | None) -> dict[str, Any]:
     dep = dep or {}
     return {"active": dep.get("active"), "previous": dep.get("previous"), "canary": dep.get("canary"),
             "shadow": dep.get("shadow"), "hold": dep.get("hold")}
 
 
-def pull_request(reg, commit: str, *, branch: str, base: str | None = None) -> dict:
+def pull_request(reg: Reader, commit: str, *, branch: str, base: str | None = None) -> dict[str, Any]:
     """What a review branch's commit does, as data: action, state before/after, diffs, gate."""
     from .bundle import bundle_diff
     from .reader import deployment_path

@@ -60,6 +60,7 @@ from .observation import Poll
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
     from .analysis import Decision, Judge
+    from .config import Config
     from .documents import MetricRow, PollSplit, WatchEventLine, WatchPollLine, WatchResultLine
     from .metrics.base import Provider
     from .ops import WriteOptions
@@ -475,7 +476,7 @@ class Watcher:
         *,
         provider: Provider | None = None,
         actions: Actions | None = None,
-        config: Mapping[str, Any] | None = None,
+        config: Config | Mapping[str, Any] | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -490,8 +491,13 @@ class Watcher:
         self.reg = reg
         self.name = check_name(name)
         self.options = options
-        self.config = dict(config) if config is not None else reg.config()
-        self.analysis = AnalysisConfig.from_config(self.config)
+        from . import config as configmod
+
+        # a mapping (tests, library callers) is read like modelctl.yaml: merged over the defaults
+        cfg = reg.config() if config is None else config if isinstance(config, configmod.Config) \
+            else configmod.build(config)
+        self.config = cfg
+        self.analysis = AnalysisConfig.from_section(cfg.analysis.as_dict())
         self.clock = clock
         self.monotonic = monotonic
         self.sleep = sleep
@@ -500,26 +506,26 @@ class Watcher:
         if provider is None:
             from .metrics import make_provider
 
-            provider = make_provider(self.config, provider=provider_name, url=url, clock=clock, monotonic=monotonic)
+            provider = make_provider(cfg.as_dict(), provider=provider_name, url=url, clock=clock, monotonic=monotonic)
         self.provider = provider
         self.actions = actions or OpsActions(reg, write_options)
         interval = options.interval
         if interval is None:
-            interval = (self.config.get("analysis") or {}).get("interval", 30)
+            interval = cfg.analysis.interval
         self.interval = parse_duration(interval, "interval")
         self.max_duration = None if options.max_duration is None else parse_duration(options.max_duration,
                                                                                      "max duration")
-        remote = self.config.get("remote") or {}
+        remote = cfg.remote
         push = getattr(write_options, "push", None)
-        self.pushing = bool(remote.get("push", False) if push is None else push) and \
+        self.pushing = bool(remote.push if push is None else push) and \
             getattr(write_options, "branch", None) is None
-        self.remote = str(remote.get("name", "origin"))
-        self.branch = str(remote.get("branch", "main"))
+        self.remote = remote.name
+        self.branch = remote.branch
         self.record = Path(options.record) if options.record is not None else None
         from .state import canary_steps
 
-        self.steps = canary_steps(self.config)
-        self.min_step_seconds = float((self.config.get("canary") or {}).get("min_step_seconds", 300))
+        self.steps = canary_steps({"canary": cfg.canary.as_dict()})
+        self.min_step_seconds = float(cfg.canary.min_step_seconds)
         # per followed canary
         self.following: str | None = None
         self.following_id: str | None = None

@@ -189,7 +189,7 @@ def canary_registry(canary_template, tmp_path):
 
 def make_watcher(path, clock, provider, options=watch.WatchOptions(interval=5), config_patch=None, **kw):
     reg = Registry(path)
-    config = reg.config()
+    config = reg.config().as_dict()
     config["analysis"] = {k: v for k, v in config["analysis"].items() if k != "metrics"}  # the judge's defaults
     for section, values in (config_patch or {}).items():
         config[section] = {**config[section], **values}
@@ -686,8 +686,8 @@ def test_a_recorded_watch_replays_to_the_same_decision_at_the_same_poll(canary_r
     assert result.outcome == watch.ROLLED_BACK
     lines = record.read_text().splitlines()
     assert len(lines) == result.polls and json.loads(lines[0])["schema"] == "modelctl/poll-v1"
-    config = {**Registry(canary_registry).config(), "analysis": make_watcher.__defaults__ and
-              {k: v for k, v in Registry(canary_registry).config()["analysis"].items() if k != "metrics"}}
+    config = {**Registry(canary_registry).config().as_dict(), "analysis": make_watcher.__defaults__ and
+              {k: v for k, v in Registry(canary_registry).config().analysis.as_dict().items() if k != "metrics"}}
     [canary] = replay.replay(record, config, replay.registry_prior(Registry(canary_registry)))
     assert canary.action == "rollback" and canary.decided == result.polls
     assert canary.decision.evidence_lines() == list(result.evidence)

@@ -19,6 +19,8 @@ import typer
 from .errors import EXIT_INTERRUPTED, ModelctlError
 
 if TYPE_CHECKING:  # annotations only: the commands import what they use
+    from . import render
+    from .notify import Notifier
     from .ops import WriteOptions
     from .registry import Registry
     from .store import Outcome
@@ -555,6 +557,7 @@ def watch(
         report=report,
     )
     view = render.WatchView(json_lines=True if json_out else None)
+    notifier = _notifier(reg, view, dry_run)
     try:
         watcher = watchmod.Watcher(
             reg,
@@ -565,6 +568,7 @@ def watch(
             on_poll=view.poll,
             on_event=view.event,
             write_options=_write_opts(push),
+            notifier=notifier,
         )
         result = watcher.run()
     finally:
@@ -575,6 +579,23 @@ def watch(
     if result.exit_code == watchmod.EXIT_CONFLICT:
         raise Conflict(result.message)
     raise typer.Exit(result.exit_code)
+
+
+def _notifier(reg: Registry, view: render.WatchView, dry_run: bool) -> Notifier | None:
+    """The webhooks of modelctl.yaml, URLs and tokens from the environment (a missing one: exit 2 before polling)."""
+    import os
+
+    from . import notify
+    from . import watch as watchmod
+
+    settings = notify.settings(reg.config().notifications.as_dict(), os.environ)
+    if not settings.webhooks or dry_run:  # a dry run decides nothing worth telling
+        return None
+
+    def report(delivery: notify.Delivery) -> None:
+        view.event(watchmod.WatchEvent("notify", delivery.line()))
+
+    return notify.Notifier(settings, report=report)
 
 
 @app.command()

@@ -60,6 +60,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                 "timeout": 5, "max_bytes": 1048576, "queries": {}},
     "gate": {"required": False, "alpha": 0.05, "metrics": {}},
     "deprecation": {"warn_days": 30},
+    "notifications": {"timeout": 5, "deadline": 30, "retries": 3, "webhooks": []},
     "remote": {"name": "origin", "branch": "main", "push": False, "deadline": 30},
 }
 
@@ -222,6 +223,17 @@ class DeprecationConfig(_Section):
 
 
 @dataclass(frozen=True, slots=True)
+class NotificationsConfig(_Section):
+    """`notifications:` webhooks watch tells of its decisions (modelctl.notify reads URLs and tokens
+    from the environment when watch starts)."""
+
+    timeout: float
+    deadline: float
+    retries: int
+    webhooks: tuple[Mapping[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """modelctl.yaml after schema validation and defaults: typed, and immutable all the way down."""
 
@@ -234,6 +246,7 @@ class Config:
     metrics: MetricsConfig
     gate: GateConfig
     deprecation: DeprecationConfig
+    notifications: NotificationsConfig
 
     def as_dict(self) -> dict[str, Any]:
         """The effective document as plain YAML data (a fresh copy), for the pure modules whose
@@ -259,6 +272,10 @@ def build(data: Mapping[str, Any]) -> Config:
                               queries=_freeze(metrics["queries"]), deadline=metrics.get("deadline")),
         gate=GateConfig(required=gate["required"], alpha=gate["alpha"], metrics=_freeze(gate["metrics"])),
         deprecation=DeprecationConfig(warn_days=doc["deprecation"]["warn_days"]),
+        notifications=NotificationsConfig(timeout=doc["notifications"]["timeout"],
+                                          deadline=doc["notifications"]["deadline"],
+                                          retries=doc["notifications"]["retries"],
+                                          webhooks=_freeze(doc["notifications"]["webhooks"])),
     )
 
 

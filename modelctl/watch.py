@@ -63,6 +63,7 @@ if TYPE_CHECKING:  # annotations only: no import cost at run time
     from .config import Config
     from .documents import MetricRow, PollSplit, WatchEventLine, WatchPollLine, WatchResultLine
     from .metrics.base import Provider
+    from .notify import Notifier
     from .ops import WriteOptions
     from .reader import Reader
     from .store import Outcome
@@ -346,7 +347,7 @@ class EventData(TypedDict, total=False):
 class WatchEvent:
     """Something watch did or would do between polls: header, alert, step, promote, note."""
 
-    kind: str  # "header" | "alert" | "srm" | "step" | "promote" | "would-step" | "would-promote" | "note"
+    kind: str  # "header" | "alert" | "srm" | "step" | "promote" | "would-step" | "would-promote" | "note" | "notify"
     message: str
     data: EventData = field(default_factory=EventData)
 
@@ -485,6 +486,7 @@ class Watcher:
         provider_name: str | None = None,
         url: str | None = None,
         write_options: WriteOptions | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         from .analysis import AnalysisConfig
 
@@ -543,6 +545,7 @@ class Watcher:
         self.deadline: float | None = None  # monotonic time --max-duration ends
         self.history: list[tuple[Poll, Decision]] = []  # (poll, decision) of the followed canary (the report)
         self.fetch_failed = False
+        self.notifier = notifier  # tells webhooks of this process's own decisions (never a lost race)
         self.state_expect: str | None = None  # the remote state ref's id this process last saw or wrote
         self.state_note = False
 
@@ -569,6 +572,9 @@ class Watcher:
         finally:
             if self.options.report is not None:
                 self.write_report(self.options.report)
+            if self.notifier is not None:
+                # the decision is made and pushed; give delivery its own deadline before exiting
+                self.notifier.drain(self.notifier.config.deadline + 1.0)
 
     def time_left(self) -> float | None:
         """Seconds left before --max-duration (None without one)."""
@@ -729,6 +735,7 @@ class Watcher:
             return self._rollback(target, decision, poll_start)
         if action == HOLD:
             self._clear_state()
+            self._notify("hold", version, decision, percent=canary.percent, active=target.active)
             return self._end(HELD, EXIT_METRICS,
                              f"no usable metrics for {getattr(decision, 'error_polls', 0) or 'several'} polls in a "
                              f"row; holding: canary {version} of {self.name} stays at {_pct(canary.percent)}% "
@@ -783,6 +790,8 @@ class Watcher:
             return self._end(ALREADY_ROLLED_BACK, EXIT_DONE, f"{note}; nothing to do", version=version,
                              evidence=evidence, reason=reason, decision=decision)
         pushed = bool(getattr(out, "pushed", False))
+        self._notify("rollback", version, decision, percent=0.0, active=target.active, reason=reason,
+                     commit=getattr(out, "commit", None))
         where = "commit and push" if pushed else "commit"
         return self._end(ROLLED_BACK, EXIT_ROLLED_BACK,
                          f"rolled back canary {version} of {self.name} ({_reason(decision)}); "
@@ -790,6 +799,19 @@ class Watcher:
                          version=version, commit=getattr(out, "commit", None), pushed=pushed,
                          tags=tuple(getattr(out, "tags", ()) or ()), detect_to_commit_seconds=seconds,
                          evidence=evidence, reason=reason, decision=decision)
+
+    def _notify(self, kind: str, version: str, decision: Decision, *, percent: float | None,
+                active: str | None, reason: str = "", commit: str | None = None) -> None:
+        """Queue a webhook notification of a decision this process made (delivery never blocks it)."""
+        if not self.notifier:
+            return
+        from .notify import Event
+
+        metrics = tuple({"name": r.metric, "verdict": r.verdict, "statistic": _finite(r.statistic_value),
+                         "boundary": _finite(r.bound), "segment": r.segment or None} for r in decision.results)
+        self.notifier.notify(Event(kind, self.name, version, active=active, percent=percent,
+                                   reason=reason or _reason(decision), commit=commit, metrics=metrics,
+                                   at=self.clock()))
 
     def _ref_after_write(self) -> str:
         ref = f"refs/remotes/{self.remote}/{self.branch}"
@@ -828,6 +850,9 @@ class Watcher:
                                      {"version": canary.version, "percent": nxt,
                                       "commit": getattr(out, "commit", None), "evidence": evidence}))
             self.step_started = self.clock()
+            if getattr(out, "commit", None):
+                self._notify("step", canary.version, decision, percent=nxt, active=target.active, reason=reason,
+                             commit=getattr(out, "commit", None))
             return None
         reason = f"watch --advance: every rollback metric passes at the last step ({held})"
         if self.options.dry_run:
@@ -841,6 +866,9 @@ class Watcher:
         except Conflict as exc:
             return self._changed(exc, canary.version)
         self._clear_state()
+        if getattr(out, "commit", None):
+            self._notify("promotion", canary.version, decision, percent=None, active=canary.version, reason=reason,
+                         commit=getattr(out, "commit", None))
         return self._end(PROMOTED, EXIT_DONE, f"promoted {canary.version} of {self.name} to active after its "
                          f"canary passed every step ({', '.join(_pct(s) for s in self.steps)}%)",
                          version=canary.version, commit=getattr(out, "commit", None),
@@ -979,6 +1007,13 @@ class Watcher:
 def watch(reg: Reader, name: str, options: WatchOptions = WatchOptions(), **kwargs: Any) -> WatchResult:
     """Watch a model's live canary until a decision (see Watcher for the keyword arguments)."""
     return Watcher(reg, name, options, **kwargs).run()
+
+
+def _finite(value: Any) -> float | None:
+    """A number for a JSON document (None for a missing, NaN or infinite one)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def _pct(p: float) -> str:

@@ -644,3 +644,54 @@ def stopped(proc: subprocess.Popen, timeout: float) -> bool:
                 return True
         time.sleep(0.05)
     return False
+
+
+# --------------------------------------------------------------------------- notifications
+
+HOOKS = {"notifications": {"timeout": 0.5, "deadline": 5, "retries": 1, "webhooks": [
+    {"name": "audit", "url_env": "AUDIT_URL", "token_env": "AUDIT_TOKEN", "format": "json"},
+    {"name": "chat", "url_env": "CHAT_URL", "format": "slack", "events": ["rollback"]},
+    {"name": "broken", "url_env": "BROKEN_URL"}]}}
+
+
+def test_a_rollback_is_posted_to_the_webhooks_and_a_failing_one_changes_nothing(tmp_path, write_bundle):
+    from test_notify import Receiver
+
+    name = "support-agent"
+    registry = make_registry(tmp_path / "reg", name, write_bundle, HOOKS)
+    audit, chat, broken = Receiver(), Receiver(), Receiver(["500"] * 5)
+    env = {"AUDIT_URL": audit.url, "AUDIT_TOKEN": "t0ken", "CHAT_URL": chat.url, "BROKEN_URL": broken.url}
+    try:
+        with live(name, canary_rate=0.03) as server:
+            code, lines, err = finish(start_watch(registry, name, "--url", server.url, "--interval", "0.5s",
+                                                  "--max-duration", "40s", env=env))
+    finally:
+        for r in (audit, chat, broken):
+            r.close()
+    assert code == 1, err
+    head = git(registry, "rev-parse", "HEAD").strip()
+    [posted] = audit.received
+    doc = posted["body"]
+    assert (doc["event"], doc["model"], doc["version"], doc["active"], doc["commit"]) == \
+        ("rollback", name, CANARY, ACTIVE, head)
+    assert posted["authorization"] == "Bearer t0ken"
+    assert any(m["name"] == "error_rate" and m["verdict"] == "fail" for m in doc["metrics"])
+    assert chat.received[0]["body"]["text"].startswith(f"modelctl rolled back {name} {CANARY}; {ACTIVE} serves")
+    assert len(broken.received) == 2  # the first attempt and one retry, then it gives up
+    assert "could not notify broken of the rollback of support-agent after 2 attempt(s)" in err
+    assert "the decision stands" in err and broken.url not in err and audit.url not in err + json.dumps(lines)
+    notified = [d["message"] for d in lines if d["event"] == "notify"]
+    assert sorted(m.split(" of ")[0] for m in notified) == ["could not notify broken", "notified audit",
+                                                             "notified chat"]
+    assert lines[-1]["outcome"] == "rolled-back"
+
+
+def test_a_webhook_whose_url_is_not_in_the_environment_is_refused_before_polling(tmp_path, write_bundle):
+    name = "support-agent"
+    registry = make_registry(tmp_path / "reg", name, write_bundle, HOOKS)
+    before = repo_state(registry)
+    proc = run_cli("watch", name, "--once", "--url", "http://127.0.0.1:9/metrics", cwd=registry,
+                   env={"AUDIT_URL": "http://127.0.0.1:9/hook", "AUDIT_TOKEN": "x"})
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: webhook 'chat': the environment variable CHAT_URL is not set")
+    assert proc.stderr.count("\n") == 1 and repo_state(registry) == before

@@ -20,6 +20,8 @@ from .errors import EXIT_INTERRUPTED, ModelctlError
 
 if TYPE_CHECKING:  # annotations only: the commands import what they use
     from . import render
+    from .exposition import Server as MetricsServer
+    from .exposition import WatchMetrics
     from .notify import Notifier
     from .ops import WriteOptions
     from .registry import Registry
@@ -519,6 +521,15 @@ def watch(
             show_default=False,
         ),
     ] = None,
+    metrics_port: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-port",
+            help="Serve the watch's own Prometheus metrics on PORT (all interfaces) or HOST:PORT, at /metrics "
+            "and /healthz.",
+            show_default=False,
+        ),
+    ] = None,
     json_out: Annotated[
         bool,
         typer.Option(
@@ -557,7 +568,21 @@ def watch(
         report=report,
     )
     view = render.WatchView(json_lines=True if json_out else None)
-    notifier = _notifier(reg, view, dry_run)
+    served = _metrics_server(metrics_port, interval, reg)
+    exported = served[0] if served else None
+    notifier = _notifier(reg, view, dry_run, exported)
+
+    def on_poll(report: watchmod.PollReport) -> None:
+        if served:
+            served[0].poll(report)
+            served[1].health.beat()
+        view.poll(report)
+
+    def on_event(event: watchmod.WatchEvent) -> None:
+        if exported is not None and event.kind == "step":
+            exported.decided(name, "step")
+        view.event(event)
+
     try:
         watcher = watchmod.Watcher(
             reg,
@@ -565,14 +590,20 @@ def watch(
             options,
             provider_name=provider,
             url=url,
-            on_poll=view.poll,
-            on_event=view.event,
+            on_poll=on_poll,
+            on_event=on_event,
             write_options=_write_opts(push),
             notifier=notifier,
         )
         result = watcher.run()
     finally:
         view.close()
+        if served:
+            served[1].stop()
+    if exported is not None:
+        kind = {watchmod.ROLLED_BACK: "rollback", watchmod.PROMOTED: "promotion", watchmod.HELD: "hold"}
+        if result.outcome in kind:
+            exported.decided(name, kind[result.outcome])
     view.result(result)
     if result.exit_code == watchmod.EXIT_METRICS:
         raise MetricsError(result.message, hint="check the metrics endpoint; the canary was left as it is")
@@ -581,7 +612,32 @@ def watch(
     raise typer.Exit(result.exit_code)
 
 
-def _notifier(reg: Registry, view: render.WatchView, dry_run: bool) -> Notifier | None:
+def _metrics_server(port: str | None, interval: str | None,
+                    reg: Registry) -> tuple[WatchMetrics, MetricsServer] | None:
+    """--metrics-port: the watch's own /metrics and /healthz (healthy while polls keep completing)."""
+    if port is None:
+        return None
+    from . import exposition
+    from .errors import UsageError
+    from .watch import parse_duration
+
+    try:
+        host, number = exposition.parse_port(port)
+    except ValueError as exc:
+        raise UsageError(f"--metrics-port: {exc}", hint="give a port such as 9109, or 127.0.0.1:9109") from None
+    every = parse_duration(interval if interval is not None else reg.config().analysis.interval, "interval")
+    health = exposition.Health(stale_after=max(60.0, 3 * every + reg.config().metrics.timeout * 2))
+    exported = exposition.WatchMetrics()
+    try:
+        server = exposition.Server(exported.metrics, health, host, number).start()
+    except OSError as exc:
+        raise UsageError(f"--metrics-port: cannot listen on {host}:{number} ({exc.strerror or exc})",
+                         hint="choose a free port") from None
+    return exported, server
+
+
+def _notifier(reg: Registry, view: render.WatchView, dry_run: bool,
+              exported: WatchMetrics | None = None) -> Notifier | None:
     """The webhooks of modelctl.yaml, URLs and tokens from the environment (a missing one: exit 2 before polling)."""
     import os
 
@@ -593,6 +649,8 @@ def _notifier(reg: Registry, view: render.WatchView, dry_run: bool) -> Notifier 
         return None
 
     def report(delivery: notify.Delivery) -> None:
+        if exported is not None:
+            exported.notified(delivery.webhook, delivery.event, delivery.ok)
         view.event(watchmod.WatchEvent("notify", delivery.line()))
 
     return notify.Notifier(settings, report=report)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -208,3 +209,61 @@ def families(metrics: Metrics, declared: Iterable[tuple[str, str, str]]) -> Metr
     for name, help_text, kind in declared:
         metrics.declare(name, help_text, kind)
     return metrics
+
+
+# -- what watch exports ---------------------------------------------------------------------------
+
+WATCH_FAMILIES = (
+    ("modelctl_watch_canary_percent", "The live canary's share of traffic, by model and version.", "gauge"),
+    ("modelctl_watch_verdict", "1 for each metric's (and segment's) current verdict, by verdict.", "gauge"),
+    ("modelctl_watch_statistic", "Each metric's sequential statistic (cusum_llr; gauges: the ratio).", "gauge"),
+    ("modelctl_watch_boundary", "The fail boundary the statistic is compared with.", "gauge"),
+    ("modelctl_watch_last_successful_poll_timestamp_seconds", "When a poll last got usable data (unix).", "gauge"),
+    ("modelctl_watch_polls_total", "Polls made, by model.", "counter"),
+    ("modelctl_watch_poll_errors_total", "Polls without usable data, by model.", "counter"),
+    ("modelctl_watch_decisions_total", "Decisions written (rollback, step, promotion) or held, by model and kind.",
+     "counter"),
+    ("modelctl_watch_notifications_total", "Webhook deliveries, by webhook, event and outcome (ok, failed).",
+     "counter"),
+)
+_VERDICTS = ("pass", "fail", "inconclusive", "insufficient_data", "error")
+
+
+class WatchMetrics:
+    """Keeps the WATCH_FAMILIES up to date from what watch reports (polls, events, its result)."""
+
+    def __init__(self, metrics: Metrics | None = None):
+        self.metrics = families(metrics or Metrics(), WATCH_FAMILIES)
+
+    def poll(self, report: Any) -> None:
+        """After each poll (a watch.PollReport)."""
+        m, model = self.metrics, report.model
+        m.inc("modelctl_watch_polls_total", model=model)
+        for name in ("modelctl_watch_canary_percent", "modelctl_watch_verdict", "modelctl_watch_statistic",
+                     "modelctl_watch_boundary"):
+            m.remove(name, model=model)  # a metric, segment or canary that is gone leaves no stale sample
+        if report.canary is not None:
+            m.set("modelctl_watch_canary_percent", report.canary.percent, model=model, version=report.canary.version)
+        decision = report.decision
+        if report.error or decision is None or any(r.verdict == "error" for r in decision.results if not r.segment):
+            if report.error or decision is not None:
+                m.inc("modelctl_watch_poll_errors_total", model=model)
+        else:
+            m.set("modelctl_watch_last_successful_poll_timestamp_seconds", report.at, model=model)
+        for r in decision.results if decision is not None else ():
+            labels = {"model": model, "metric": r.metric, "segment": r.segment or ""}
+            for verdict in _VERDICTS:
+                m.set("modelctl_watch_verdict", 1.0 if r.verdict == verdict else 0.0, verdict=verdict, **labels)
+            for family, value in (("modelctl_watch_statistic", r.statistic_value),
+                                  ("modelctl_watch_boundary", r.bound)):
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    m.set(family, value, **labels)
+
+    def decided(self, model: str, kind: str) -> None:
+        """A decision this process wrote (rollback, step, promotion) or a hold."""
+        self.metrics.inc("modelctl_watch_decisions_total", model=model, kind=kind)
+
+    def notified(self, webhook: str, event: str, ok: bool) -> None:
+        """A webhook delivery's outcome."""
+        self.metrics.inc("modelctl_watch_notifications_total", webhook=webhook, event=event,
+                         outcome="ok" if ok else "failed")

@@ -695,3 +695,59 @@ def test_a_webhook_whose_url_is_not_in_the_environment_is_refused_before_polling
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: webhook 'chat': the environment variable CHAT_URL is not set")
     assert proc.stderr.count("\n") == 1 and repo_state(registry) == before
+
+
+# --------------------------------------------------------------------------- its own metrics
+
+def test_a_real_prometheus_scrapes_the_watchs_own_metrics_and_healthz_answers(tmp_path, write_bundle):
+    import httpx
+
+    binary = ensure_prometheus()
+    if binary is None:
+        pytest.skip("prometheus is not installed and cannot be installed here")
+    name = "support-agent"
+    registry = make_registry(tmp_path / "reg", name, write_bundle)
+    port = free_port()
+    with live(name) as server:
+        proc = start_watch(registry, name, "--url", server.url, "--interval", "0.5s", "--max-duration", "60s",
+                           "--metrics-port", f"127.0.0.1:{port}")
+        try:
+            with prometheus_server([f"127.0.0.1:{port}"], tmp_path / "prom", binary=binary) as prom:
+                # waiting for a fact: Prometheus has scraped a poll's worth of figures
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    polls = prom.query('modelctl_watch_polls_total{model="support-agent"}')["data"]["result"]
+                    if polls and float(polls[0]["value"][1]) >= 2:
+                        break
+                    time.sleep(0.2)
+                percent = prom.query("modelctl_watch_canary_percent")["data"]["result"]
+                verdicts = prom.query('modelctl_watch_verdict{model="support-agent",metric="error_rate"} == 1')
+                last_ok = prom.query("modelctl_watch_last_successful_poll_timestamp_seconds")["data"]["result"]
+            health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            code, _, err = finish(proc)
+    assert polls and float(polls[0]["value"][1]) >= 2, err
+    assert [(r["metric"]["version"], float(r["value"][1])) for r in percent] == [(CANARY, 10.0)]
+    [verdict] = verdicts["data"]["result"]
+    assert verdict["metric"]["verdict"] in ("pass", "inconclusive", "insufficient_data")
+    assert last_ok and abs(float(last_ok[0]["value"][1]) - time.time()) < 60
+    assert health.status_code == 200 and health.text.startswith("ok: last cycle")
+    assert code in (0, 130), err
+
+
+def test_a_bad_or_busy_metrics_port_is_refused_before_polling(tmp_path, write_bundle):
+    import socket
+
+    name = "support-agent"
+    registry = make_registry(tmp_path / "reg", name, write_bundle)
+    before = repo_state(registry)
+    proc = run_cli("watch", name, "--once", "--metrics-port", "99999", cwd=registry)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --metrics-port: '99999' is not a port")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        proc = run_cli("watch", name, "--once", "--metrics-port", f"127.0.0.1:{taken}", cwd=registry)
+    assert proc.returncode == 2 and f"cannot listen on 127.0.0.1:{taken}" in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1 and repo_state(registry) == before

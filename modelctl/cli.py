@@ -460,7 +460,13 @@ def doctor(
 @app.command()
 @funnel
 def watch(
-    name: Annotated[str, typer.Argument(help="Model whose live canary (and shadow) to follow.")],
+    name: Annotated[
+        str | None, typer.Argument(help="Model whose live canary (and shadow) to follow.", show_default=False)
+    ] = None,
+    every: Annotated[
+        bool,
+        typer.Option("--all", help="Follow every live canary and shadow of the registry in one process (a controller)."),
+    ] = False,
     interval: Annotated[
         str | None,
         typer.Option(
@@ -552,8 +558,14 @@ def watch(
     """
     from . import render
     from . import watch as watchmod
-    from .errors import Conflict, MetricsError
+    from .errors import Conflict, MetricsError, UsageError
 
+    if (name is None) == (not every):
+        raise UsageError("give a model NAME or --all, not both" if every else "missing model NAME (or --all)",
+                         hint="modelctl watch NAME, or modelctl watch --all for every live canary")
+    if every and (record is not None or report is not None):
+        raise UsageError("--record and --report follow one model; leave them out with --all",
+                         hint="run 'modelctl watch NAME --record FILE' for one model")
     for path, option in ((record, "--record"), (report, "--report")):
         if path is not None:
             _check_output_path(path, option)
@@ -579,10 +591,14 @@ def watch(
         view.poll(report)
 
     def on_event(event: watchmod.WatchEvent) -> None:
-        if exported is not None and event.kind == "step":
+        if exported is not None and event.kind == "step" and name is not None:
             exported.decided(name, "step")
         view.event(event)
 
+    if every:
+        _watch_all(reg, options, view, on_poll, on_event, notifier, served, provider, url, push)
+        return
+    assert name is not None  # checked above
     try:
         watcher = watchmod.Watcher(
             reg,
@@ -609,6 +625,36 @@ def watch(
         raise MetricsError(result.message, hint="check the metrics endpoint; the canary was left as it is")
     if result.exit_code == watchmod.EXIT_CONFLICT:
         raise Conflict(result.message)
+    raise typer.Exit(result.exit_code)
+
+
+def _watch_all(reg: Registry, options: Any, view: Any, on_poll: Any, on_event: Any, notifier: Notifier | None,
+               served: tuple[WatchMetrics, MetricsServer] | None, provider: str | None, url: str | None,
+               push: bool | None) -> None:
+    """watch --all: the controller loop; exit 1 when it rolled something back, else 0."""
+    from .controller import Controller
+
+    def on_cycle(report: Any) -> None:
+        if served:
+            served[1].health.beat()  # the controller is alive even while no canary is live
+
+    try:
+        result = Controller(reg, options, write_options=_write_opts(push), notifier=notifier, on_poll=on_poll,
+                            on_event=on_event, on_cycle=on_cycle, provider_name=provider, url=url).run()
+    finally:
+        view.close()
+        if notifier is not None:
+            notifier.drain(notifier.config.deadline + 1.0)
+        if served:
+            served[1].stop()
+    if served:
+        kinds = {"rolled-back": "rollback", "promoted": "promotion", "held": "hold"}
+        for decision in result.decisions:
+            if decision.outcome in kinds:
+                served[0].decided(decision.model, kinds[decision.outcome])
+    for decision in result.decisions:
+        view.result(decision)
+    typer.echo(result.message, err=True)
     raise typer.Exit(result.exit_code)
 
 

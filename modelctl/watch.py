@@ -546,6 +546,7 @@ class Watcher:
         self.history: list[tuple[Poll, Decision]] = []  # (poll, decision) of the followed canary (the report)
         self.fetch_failed = False
         self.notifier = notifier  # tells webhooks of this process's own decisions (never a lost race)
+        self.fetches = True  # False under `watch --all`, which fetches once per cycle for every model
         self.state_expect: str | None = None  # the remote state ref's id this process last saw or wrote
         self.state_note = False
 
@@ -638,6 +639,9 @@ class Watcher:
         """The ref to judge: the remote tip, freshly fetched, in a push-configured clone; else HEAD."""
         if not self.pushing:
             return "HEAD"
+        if not self.fetches:  # a controller fetched the branch for every model it follows
+            ref = f"refs/remotes/{self.remote}/{self.branch}"
+            return ref if self.reg.store.rev(ref) else "HEAD"
         left = self.time_left()
         try:
             self.reg.store.fetch(self.remote, self.branch, timeout=max(1.0, min(30.0, left if left else 30.0)),

@@ -751,3 +751,69 @@ def test_a_bad_or_busy_metrics_port_is_refused_before_polling(tmp_path, write_bu
         proc = run_cli("watch", name, "--once", "--metrics-port", f"127.0.0.1:{taken}", cwd=registry)
     assert proc.returncode == 2 and f"cannot listen on 127.0.0.1:{taken}" in proc.stderr, proc.stderr
     assert proc.stderr.count("\n") == 1 and repo_state(registry) == before
+
+
+# --------------------------------------------------------------------------- watch --all
+
+def add_model(path: Path, name: str, write_bundle, percent: float = 10) -> None:
+    """Register ACTIVE and CANARY of another model in the registry and start its canary."""
+    reg = Registry(path)
+    ops.register(reg, write_bundle(f"{name}-a.yaml", name=name, version=ACTIVE))
+    ops.register(reg, write_bundle(f"{name}-b.yaml", name=name, version=CANARY, parent=ACTIVE, prompt="prompts/p2.txt"))
+    set_deployment_of(path, name, active=ACTIVE,
+                      canary={"version": CANARY, "percent": percent, "started": watch.iso(time.time())},
+                      versions={ACTIVE: "active", CANARY: "canary"})
+
+
+def test_watch_all_rolls_back_the_regressed_canary_and_leaves_the_healthy_and_the_silent_ones(tmp_path, write_bundle):
+    binary = ensure_prometheus()
+    if binary is None:
+        pytest.skip("prometheus is not installed and cannot be installed here")
+    healthy = Traffic(rps=500, error_rate=0.01, latency_ms=800, cost_per_request=0.001)
+    exporters = {
+        "calm-agent": TrafficExporter("calm-agent", {ACTIVE: Traffic(rps=4500, error_rate=0.01, latency_ms=800,
+                                                                     cost_per_request=0.001), CANARY: healthy}),
+        "bad-agent": TrafficExporter("bad-agent", {ACTIVE: Traffic(rps=4500, error_rate=0.01, latency_ms=800,
+                                                                   cost_per_request=0.001),
+                                                   CANARY: Traffic(rps=500, error_rate=0.04, latency_ms=800,
+                                                                   cost_per_request=0.001)}),
+    }
+    registry = make_registry(tmp_path / "reg", "calm-agent", write_bundle)
+    add_model(registry, "bad-agent", write_bundle)
+    add_model(registry, "ghost-agent", write_bundle)  # a live canary whose metrics never arrive
+    for e in exporters.values():
+        e.start()
+    try:
+        with prometheus_server([e.target for e in exporters.values()], tmp_path / "prom", binary=binary) as prom:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "modelctl", "watch", "--all", "--json", "--provider", "prometheus", "--url",
+                 prom.url, "--interval", "0.5s", "--max-duration", "25s"],
+                cwd=registry, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True)
+            code, lines, err = finish(proc)
+    finally:
+        for e in exporters.values():
+            e.stop()
+    assert code == 1, err
+    assert "Traceback" not in err
+    polled = {d["model"] for d in polls_of(lines)}
+    assert polled == {"calm-agent", "bad-agent", "ghost-agent"}
+    results = [d for d in lines if d["event"] == "result"]
+    assert [(r["model"], r["outcome"]) for r in results] == [("bad-agent", "rolled-back")]
+    reg = Registry(registry)
+    assert reg.deployment("bad-agent")["versions"][CANARY] == "rolled-back"
+    assert reg.deployment("calm-agent")["canary"]["version"] == CANARY
+    assert reg.deployment("ghost-agent")["canary"]["version"] == CANARY
+    ghost = [d for d in polls_of(lines) if d["model"] == "ghost-agent"]
+    assert all(d["action"] != "rollback" for d in ghost)
+    assert git(registry, "log", "-1", "--format=%s").startswith(f"modelctl: rollback bad-agent {CANARY}")
+
+
+@pytest.mark.parametrize(("args", "message"), [([], "missing model NAME (or --all)"),
+                                               (["support-agent", "--all"], "give a model NAME or --all, not both"),
+                                               (["--all", "--record", "x.jsonl"], "--record and --report follow one")])
+def test_watch_needs_exactly_one_of_a_name_and_all(template_registry, args, message):
+    before = repo_state(template_registry)
+    proc = run_cli("watch", *args, cwd=template_registry)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: {message}"), proc.stderr
+    assert repo_state(template_registry) == before

@@ -278,7 +278,7 @@ def _move_findings(reg, snap, cfg, docs, only, base) -> list[Finding]:
             parent = parents.split()[0] if parents.split() else None
             before = deployment_at(store, parent, path)
             after = deployment_at(store, sha, path)
-            if after is None or (parent is not None and before is False):
+            if after is None or after is False or (parent is not None and before is False):
                 continue  # an unreadable file: the schema check of HEAD explains what is wrong now
             said = trailers.parse(trailer_text)
             own = said.get(trailers.MODEL) in (None, name)

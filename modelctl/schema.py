@@ -6,15 +6,15 @@ from collections.abc import Callable, Iterable
 from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import ValidationError
 from .yamlio import Document, Location
 
 if TYPE_CHECKING:
-    from jsonschema import Draft202012Validator
+    from pathlib import Path
 
-    from .store import Store
+    from jsonschema import Draft202012Validator
 
 # Bumped when validation changes beyond the schema files (ValidCache keys include it).
 RULES_VERSION = b"whole-string-patterns-1"
@@ -131,6 +131,14 @@ _PATTERN_HINTS = {
 
 
 
+class PrivateFiles(Protocol):
+    """Where a clone keeps modelctl's own files (store.Store; the pure core never imports the store)."""
+
+    def private_path(self, name: str) -> Path:
+        """A modelctl file in the git directory."""
+        ...
+
+
 class ValidCache:
     """Blob ids already found valid against a schema, kept in the git directory.
 
@@ -138,7 +146,7 @@ class ValidCache:
     `status` skip re-validating thousands of unchanged deployment files on every call.
     """
 
-    def __init__(self, store: Store, kind: str, rules: Iterable[Rule] = ()) -> None:
+    def __init__(self, store: PrivateFiles, kind: str, rules: Iterable[Rule] = ()) -> None:
         import hashlib
 
         # the rules version is part of the key: a blob valid under older rules is checked again

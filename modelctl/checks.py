@@ -290,7 +290,7 @@ def _move_findings(reg: Reader, snap: Snapshot, cfg: configmod.Config, docs: dic
             parent = parents.split()[0] if parents.split() else None
             before = deployment_at(store, parent, path)
             after = deployment_at(store, sha, path)
-            if after is None or (parent is not None and before is False):
+            if after is None or after is False or (parent is not None and before is False):
                 continue  # an unreadable file: the schema check of HEAD explains what is wrong now
             said = trailers.parse(trailer_text)
             own = said.get(trailers.MODEL) in (None, name)
@@ -304,7 +304,7 @@ def _move_findings(reg: Reader, snap: Snapshot, cfg: configmod.Config, docs: dic
                 recorded = in_range.get((name, f.version), {}) if f.version else {}
                 reason = (force or recorded.get("force")) if f.override == "force" else \
                     (gate_why or recorded.get("gate")) if f.override == "gate" else None
-                line = docs[path].line_of(("versions", f.version)) if f.version in (head_versions or {}) else \
+                line = docs[path].line_of(("versions", f.version)) if f.version is not None and f.version in (head_versions or {}) else \
                     docs[path].line_of(("versions",))
                 where = f"commit {sha[:12]} {subject!r}"
                 if reason:

@@ -12,7 +12,7 @@ import sys
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TextIO, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TextIO, TypedDict, TypeVar, cast
 
 import typer
 
@@ -20,6 +20,7 @@ from .errors import EXIT_INTERRUPTED, ModelctlError
 
 if TYPE_CHECKING:  # annotations only: the commands import what they use
     from . import render
+    from .documents import TransitionResult
     from .exposition import Server as MetricsServer
     from .exposition import WatchMetrics
     from .notify import Notifier
@@ -935,9 +936,9 @@ def gate(
 # -- lifecycle --------------------------------------------------------------------------------
 
 
-def _summary(out: Outcome) -> dict[str, Any] | None:
+def _summary(out: Outcome) -> TransitionResult | None:
     """What a lifecycle write did (ops' TransitionResult); None when it did nothing."""
-    return None if out.noop or not isinstance(out.result, dict) else out.result
+    return None if out.noop or not isinstance(out.result, dict) else cast("TransitionResult", out.result)
 
 
 def _lifecycle_written(reg: Registry, out: Outcome, json_out: bool, branch: str | None, pr_body: Path | None) -> None:

@@ -42,13 +42,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import UsageError, ValidationError
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
-    from .documents import GateDocument
+    from typing_extensions import TypeIs  # typing.TypeIs is 3.13+
+
+    from .documents import GateDocument, GateMetric, ReportRef
+
+Better = Literal["higher", "lower"]
+Verdict = Literal["pass", "fail"]
 
 SCHEMA = "modelctl/v1"
 DEFAULT_ALPHA = 0.05
@@ -62,7 +67,7 @@ class Rule:
     """One metric's threshold from `gate.metrics`."""
 
     metric: str
-    better: str  # "higher" | "lower"
+    better: Better
     kind: str  # one of RULE_KINDS
     amount: float  # the configured number (margin or ratio)
     required: bool = True  # False: a metric missing from a report is not judged
@@ -101,7 +106,7 @@ class GateRow:
 
     metric: str
     rule: str  # Rule.describe()
-    better: str
+    better: Better
     baseline: float | None
     candidate: float | None
     n_baseline: int | None
@@ -112,13 +117,21 @@ class GateRow:
     test: str | None  # TEST_NAME, "point", or None when nothing could be compared
     p_value: float | None
     alpha: float | None  # the alpha this row was judged at (None for the point rule)
-    verdict: str  # "pass" | "fail"
+    verdict: Verdict
     reason: str
 
     @property
     def passed(self) -> bool:
         """True when the verdict is pass."""
         return self.verdict == "pass"
+
+    def to_dict(self) -> GateMetric:
+        """The row in `gate --json` (the fields in order)."""
+        return {"metric": self.metric, "rule": self.rule, "better": self.better, "baseline": self.baseline,
+                "candidate": self.candidate, "n_baseline": self.n_baseline, "n_candidate": self.n_candidate,
+                "change": self.change, "change_relative": self.change_relative, "limit": self.limit,
+                "test": self.test, "p_value": self.p_value, "alpha": self.alpha, "verdict": self.verdict,
+                "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -128,8 +141,8 @@ class GateResult:
     passed: bool
     rows: list[GateRow]
     dataset: dict[str, str]  # {"name", "version"}: the same for both reports by construction
-    candidate: dict[str, str | None]  # {"name", "version"} from the candidate report
-    baseline: dict[str, str | None]
+    candidate: ReportRef  # {"name", "version"} from the candidate report
+    baseline: ReportRef
     alpha: float
     failures: list[str] = field(default_factory=list)  # names of failed metrics
     note: str | None = None  # why nothing was compared (a first version), shown with the verdict
@@ -146,13 +159,13 @@ class GateResult:
         return {
             "schema": SCHEMA,
             "passed": self.passed,
-            "candidate": dict(self.candidate),
-            "baseline": dict(self.baseline),
+            "candidate": self.candidate.copy(),
+            "baseline": self.baseline.copy(),
             "dataset": dict(self.dataset),
             "alpha": self.alpha,
             "failures": list(self.failures),
             "note": self.note,
-            "metrics": [asdict(row) for row in self.rows],
+            "metrics": [row.to_dict() for row in self.rows],
         }
 
     def summary(self) -> str:
@@ -261,7 +274,7 @@ def _metric(report: Mapping[str, Any], name: str) -> tuple[float | None, int | N
     return float(value), n, None
 
 
-def _is_number(x: Any) -> bool:
+def _is_number(x: object) -> TypeIs[int | float]:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
@@ -361,6 +374,7 @@ def evaluate(
         bv, bn, bproblem = _metric(baseline, rule.metric)
         tested = (
             cproblem is None and bproblem is None and cn is not None and bn is not None
+            and cv is not None and bv is not None  # (no problem: a value)
             and 0 <= cv <= 1 and 0 <= bv <= 1
         )
         data.append((rule, cv, cn, cproblem, bv, bn, bproblem, tested))
@@ -392,15 +406,16 @@ def evaluate_alone(
     rows = []
     for rule in rules:
         cv, cn, problem = _metric(candidate, rule.metric)
-        base = dict(metric=rule.metric, rule=rule.describe(), better=rule.better, baseline=None, candidate=cv,
-                    n_baseline=None, n_candidate=cn, change=None, change_relative=None, limit=None, test=None,
-                    p_value=None, alpha=None)
         if problem is not None and (rule.required or problem != "missing"):
-            rows.append(GateRow(verdict="fail", reason=f"candidate report: {rule.metric} is {problem}", **base))
+            verdict: Verdict = "fail"
+            reason = f"candidate report: {rule.metric} is {problem}"
         elif problem is not None:
-            rows.append(GateRow(verdict="pass", reason="optional metric missing; not judged", **base))
+            verdict, reason = "pass", "optional metric missing; not judged"
         else:
-            rows.append(GateRow(verdict="pass", reason=f"no baseline to compare with ({note})", **base))
+            verdict, reason = "pass", f"no baseline to compare with ({note})"
+        rows.append(GateRow(metric=rule.metric, rule=rule.describe(), better=rule.better, baseline=None, candidate=cv,
+                            n_baseline=None, n_candidate=cn, change=None, change_relative=None, limit=None, test=None,
+                            p_value=None, alpha=None, verdict=verdict, reason=reason))
     failures = [row.metric for row in rows if not row.passed]
     return GateResult(
         passed=not failures,
@@ -430,14 +445,15 @@ def _judge(
     *,
     alpha: float,
 ) -> GateRow:
-    def row(verdict: str, reason: str, **kw: Any) -> GateRow:
-        base = dict(
+    def row(verdict: Verdict, reason: str, *, change: float | None = None, change_relative: float | None = None,
+            limit: float | None = None, test: str | None = None, p_value: float | None = None,
+            alpha: float | None = None) -> GateRow:
+        return GateRow(
             metric=rule.metric, rule=rule.describe(), better=rule.better,
             baseline=bv, candidate=cv, n_baseline=bn, n_candidate=cn,
-            change=None, change_relative=None, limit=None, test=None, p_value=None, alpha=None,
+            change=change, change_relative=change_relative, limit=limit, test=test, p_value=p_value, alpha=alpha,
+            verdict=verdict, reason=reason,
         )
-        base.update(kw)
-        return GateRow(verdict=verdict, reason=reason, **base)
 
     if not rule.required and "missing" in (cproblem, bproblem):
         side = "candidate" if cproblem == "missing" else "baseline"
@@ -465,19 +481,21 @@ def _judge(
     within = cv >= limit - slack if rule.better == "higher" else cv <= limit + slack
     cmp_ok, cmp_bad = (">=", "<") if rule.better == "higher" else ("<=", ">")
     point = f"{fmt_number(cv)} {cmp_ok if within else cmp_bad} limit {fmt_number(limit)} ({rule.describe()})"
-    common = dict(change=change, change_relative=relative, limit=limit)
-
     if not tested:
-        return row("pass" if within else "fail", point, test="point", **common)
+        return row("pass" if within else "fail", point, test="point", change=change, change_relative=relative,
+                   limit=limit)
 
     assert cn is not None and bn is not None
     p = noninferiority_p_value(bv, bn, cv, cn, rule)
     stats = f"p={fmt_p(p)}, alpha={fmt_number(alpha)}, n={cn} vs {bn}"
     if p < alpha:
-        return row("fail", f"{point}: significantly worse ({stats})", test=TEST_NAME, p_value=p, alpha=alpha, **common)
+        return row("fail", f"{point}: significantly worse ({stats})", test=TEST_NAME, p_value=p, alpha=alpha,
+                   change=change, change_relative=relative, limit=limit)
     if within:
-        return row("pass", f"{point} ({stats})", test=TEST_NAME, p_value=p, alpha=alpha, **common)
-    return row("pass", f"{point}, but not significantly ({stats})", test=TEST_NAME, p_value=p, alpha=alpha, **common)
+        return row("pass", f"{point} ({stats})", test=TEST_NAME, p_value=p, alpha=alpha,
+                   change=change, change_relative=relative, limit=limit)
+    return row("pass", f"{point}, but not significantly ({stats})", test=TEST_NAME, p_value=p, alpha=alpha,
+               change=change, change_relative=relative, limit=limit)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,14 +9,16 @@ A commit without trailers (a squash merge, a hand edit) is read from its deploym
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import schema, state, trailers, yamlio
 from .errors import ModelctlError, NotFound, UsageError
 from .names import check_name
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
-    from .documents import LogDocument, LogEvent, WhichDocument
+    from .documents import LogDocument, LogEvent, Number, WhichDocument
+    from .store import Store
 
 # The `git log` fields of one commit (Store.log_records).
 _FIELDS = ["%H", "%P", "%ct", "%an", "%ae", "%s", "%(trailers:only,unfold)"]
@@ -72,12 +74,14 @@ def _paths(name: str) -> list[str]:
     return [f"deployments/{name}.yaml", f"bundles/{name}/"]
 
 
-def _parse_record(parts: list[str]) -> dict | None:
+def _parse_record(parts: list[str]) -> tuple[LogEvent, str | None] | None:
+    """One `git log` record as an event, and the commit's first parent (None for a root commit)."""
     if len(parts) != len(_FIELDS):
         return None
     sha, parents, at, author, email, subject, trailer_text = parts
     said = trailers.parse(trailer_text)
-    event = {
+    # the trailer keys in trailers.EVENT_FIELDS order, which is the order `log --json` prints
+    event: LogEvent = {
         "commit": sha,
         "time": iso(int(at)),
         "author": author,
@@ -85,18 +89,28 @@ def _parse_record(parts: list[str]) -> dict | None:
         "subject": subject,
         "action": said.get(trailers.ACTION) or "edit",  # a hand edit of the model's files
         "inferred": False,
-        "parent": (parents.split() or [None])[0],
+        "version": said.get(trailers.VERSION),
+        "from": said.get(trailers.FROM),
+        "to": said.get(trailers.TO),
+        "percent": _number(said.get(trailers.PERCENT)),
+        "from_percent": _number(said.get(trailers.FROM_PERCENT)),
+        "replaces": said.get(trailers.REPLACES),
+        "restored": said.get(trailers.RESTORED),
+        "reason": said.get(trailers.REASON),
+        "evidence": said.get(trailers.EVIDENCE),
+        "force": said.get(trailers.FORCE),
+        "skipped": said.get(trailers.SKIPPED),
+        "waived": said.get(trailers.WAIVED),
+        "override": said.get(trailers.OVERRIDE),
+        "shadow_cost": said.get(trailers.SHADOW_COST),
+        "gate": said.get(trailers.GATE),
+        "trailers": said,
     }
-    for key, field in trailers.EVENT_FIELDS.items():
-        if field != "action":
-            event[field] = said.get(key)
-    event["percent"] = _number(event["percent"])
-    event["from_percent"] = _number(event["from_percent"])
-    event["trailers"] = said
-    return event
+    first_parent = parents.split()
+    return event, first_parent[0] if first_parent else None
 
 
-def _number(text: str | None):
+def _number(text: str | None) -> Number | str | None:
     if text is None:
         return None
     try:
@@ -106,7 +120,7 @@ def _number(text: str | None):
     return int(value) if value.is_integer() else value
 
 
-def events(store, name: str, ref: str | None = "HEAD", *, limit: int | None = None, before: int | None = None,
+def events(store: Store, name: str, ref: str | None = "HEAD", *, limit: int | None = None, before: int | None = None,
            action: str | None = None, grep: str | None = None, first_parent: bool = False) -> list[LogEvent]:
     """The model's events, newest first, from the history of its own files only (commit times)."""
     check_name(name)
@@ -114,19 +128,20 @@ def events(store, name: str, ref: str | None = "HEAD", *, limit: int | None = No
         return []
     records = store.log_records(_FIELDS, ref, _paths(name), limit=limit, grep=grep, first_parent=first_parent,
                                 before=iso(before) if before is not None else None) or []
-    out = []
+    out: list[LogEvent] = []
     for record in records:
-        event = _parse_record(record)
-        if event and event["action"] == "edit":
-            _infer(store, name, event)
-        if event:
-            event.pop("parent")
-        if event and (action is None or event["action"] == action):
+        parsed = _parse_record(record)
+        if parsed is None:
+            continue
+        event, parent = parsed
+        if event["action"] == "edit":
+            _infer(store, name, event, parent)
+        if action is None or event["action"] == action:
             out.append(event)
     return out
 
 
-def deployment_at(store, commit: str | None, path: str):
+def deployment_at(store: Store, commit: str | None, path: str) -> dict[str, Any] | Literal[False] | None:
     """A deployment file at a commit: the data, None when absent, False when unreadable or invalid."""
     if commit is None:
         return None
@@ -139,33 +154,40 @@ def deployment_at(store, commit: str | None, path: str):
         return False
     if schema.problems(doc, "Deployment"):
         return False
-    return doc.data
+    data: dict[str, Any] = doc.data  # problems() refuses anything but a mapping
+    return data
 
 
-def _deployment(store, commit: str | None, path: str) -> dict | None:
+def _deployment(store: Store, commit: str | None, path: str) -> dict[str, Any] | None:
     return deployment_at(store, commit, path) or None
 
 
-def _infer(store, name: str, event: dict) -> None:
+# What a deployment diff can tell of an event (state.infer_event's keys).
+_Inferred = Literal["action", "version", "from", "to", "percent", "from_percent", "replaces", "restored"]
+_INFERRED: tuple[_Inferred, ...] = ("action", "version", "from", "to", "percent", "from_percent", "replaces",
+                                    "restored")
+
+
+def _infer(store: Store, name: str, event: LogEvent, parent: str | None) -> None:
     """A commit without modelctl trailers (a squash merge, a hand edit): the event its deployment
-    diff shows, marked inferred."""
+    diff shows, marked inferred. `parent`: the commit's first parent."""
     path = f"deployments/{name}.yaml"
     after = _deployment(store, event["commit"], path)
     if after is None:
         return
     try:
-        found = state.infer_event(_deployment(store, event["parent"], path), after)
+        found = state.infer_event(_deployment(store, parent, path), after)
     except (AttributeError, TypeError, ValueError):  # a hand edit off the schema: leave it an "edit"
         return
     if not found:
         return
-    for key in ("action", "version", "from", "to", "percent", "from_percent", "replaces", "restored"):
+    for key in _INFERRED:
         if key in found:
             event[key] = found[key]
     event["inferred"] = True
 
 
-def last_event(store, ref: str | None, name: str, *, action: str, version: str) -> dict | None:
+def last_event(store: Store, ref: str | None, name: str, *, action: str, version: str) -> LogEvent | None:
     """The newest commit with this action on this version (e.g. who rolled a canary back)."""
     # --grep narrows the walk to commits naming the version; the trailers decide.
     for event in events(store, name, ref, grep=f"{trailers.VERSION}: {version}"):
@@ -174,7 +196,7 @@ def last_event(store, ref: str | None, name: str, *, action: str, version: str) 
     return None
 
 
-def last_exit(store, ref: str | None, name: str, version: str) -> dict | None:
+def last_exit(store: Store, ref: str | None, name: str, version: str) -> LogEvent | None:
     """The newest commit that took a version out of service: its rollback, the promotion that
     replaced it, or its retirement."""
     for event in events(store, name, ref, grep=f": {version}"):
@@ -185,7 +207,7 @@ def last_exit(store, ref: str | None, name: str, version: str) -> dict | None:
     return None
 
 
-def last_lifecycle_event(store, ref: str | None, name: str, scan: int = 50) -> dict | None:
+def last_lifecycle_event(store: Store, ref: str | None, name: str, scan: int = 50) -> LogEvent | None:
     """The model's newest event that moved traffic or status (registrations skipped), or None."""
     for event in events(store, name, ref, limit=scan):
         if event["action"] != "register":
@@ -193,17 +215,18 @@ def last_lifecycle_event(store, ref: str | None, name: str, scan: int = 50) -> d
     return None
 
 
-def log(store, name: str, ref: str = "HEAD", limit: int | None = None) -> LogDocument:
+def log(store: Store, name: str, ref: str = "HEAD", limit: int | None = None) -> LogDocument:
     """Every lifecycle event of a model: time, author, action, versions, percent, reason, evidence."""
     commit = store.rev(ref)
     found = events(store, name, commit, limit=limit)
-    if not found:
+    if not found or commit is None:  # (no commit, no events)
         raise NotFound(f"no model named {name!r} in this registry",
                        hint="see 'modelctl status' for the models it has")
     return {"name": name, "commit": commit, "events": found}
 
 
-def which(store, read_deployment, name: str, at: str | int, key: str | None = None, ref: str = "HEAD") -> WhichDocument:
+def which(store: Store, read_deployment: Callable[[str], dict[str, Any] | None], name: str, at: str | int,
+          key: str | None = None, ref: str = "HEAD") -> WhichDocument:
     """What served `name` at a time: active, canary and percent, shadow; with a key, who served it.
 
     `read_deployment(commit)` loads deployments/<name>.yaml at a commit (validated).
@@ -216,32 +239,36 @@ def which(store, read_deployment, name: str, at: str | int, key: str | None = No
     # First parent: a change merged through a pull request counts from the merge, not from when
     # its branch commit was written.
     found = events(store, name, tip, limit=1, before=when, first_parent=True)
-    doc: dict = {"name": name, "at": iso(when), "key": key}
+    doc: WhichDocument
     if not found:
         first = events(store, name, tip)
         if not first:
             raise NotFound(f"no model named {name!r} in this registry",
                            hint="see 'modelctl status' for the models it has")
-        doc.update({"commit": None, "since": None, "event": None, "active": None, "canary": None,
-                    "shadow": None, "first_event": first[-1]["time"]})
+        doc = {"name": name, "at": iso(when), "key": key, "commit": None, "since": None, "event": None,
+               "active": None, "canary": None, "shadow": None, "first_event": first[-1]["time"]}
         if key is not None:
             doc.update({"bucket": routing.bucket(name, key), "served_by": None, "role": None})
         return doc
     event = found[0]
     dep = read_deployment(event["commit"])
-    doc.update({
+    doc = {
+        "name": name,
+        "at": iso(when),
+        "key": key,
         "commit": event["commit"],
         "since": event["time"],
-        "event": {k: event[k] for k in ("action", "version", "author", "email", "subject", "reason", "evidence",
-                                        "inferred")},
+        "event": {"action": event["action"], "version": event["version"], "author": event["author"],
+                  "email": event["email"], "subject": event["subject"], "reason": event["reason"],
+                  "evidence": event["evidence"], "inferred": event["inferred"]},
         "active": dep.get("active") if dep else None,
         "canary": (dep.get("canary") or None) if dep else None,
         "shadow": (dep.get("shadow") or None) if dep else None,
-    })
+    }
     if key is not None:
         served = routing.assign(dep, key) if dep else None
         live = doc["canary"]
-        role = None
+        role: Literal["active", "canary"] | None = None
         if served is not None:
             role = "canary" if live and live.get("version") == served else "active"
         doc.update({"bucket": routing.bucket(name, key), "served_by": served, "role": role})

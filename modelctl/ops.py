@@ -22,6 +22,8 @@ from .store import Outcome, Plan, Snapshot, Store, require_identity
 from .tags import TagEvent, registration_tag
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
+    from importlib.resources.abc import Traversable
+
     from .bundle import Change
     from .documents import InitDocument, ShadowCost, TransitionResult
     from .state import TagEvent as StateTagEvent
@@ -117,7 +119,7 @@ def init(directory: str | os.PathLike[str]) -> InitDocument:
     files: dict[str, bytes | None] = {}
     template = data_path("registry-template")
 
-    def collect(node: Path, prefix: str = "") -> None:
+    def collect(node: Path | Traversable, prefix: str = "") -> None:
         for child in sorted(node.iterdir(), key=lambda c: c.name):
             rel = prefix + child.name
             if child.is_dir():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from . import bundle as bundlemod
 from . import config as configmod
@@ -19,12 +20,12 @@ from .state import bundle_versions, compact_versions, expand_versions, version_k
 from .store import Snapshot, Store
 
 
-def find_root(path: str | os.PathLike | None) -> Path:
+def find_root(path: str | os.PathLike[str] | None) -> Path:
     """The top of the git work tree containing `path` (a registry), or a clear error."""
     return _locate(path)[0]
 
 
-def _locate(path: str | os.PathLike | None) -> tuple[Path, Store]:
+def _locate(path: str | os.PathLike[str] | None) -> tuple[Path, Store]:
     """(top of the work tree, a Store there that has learnt the repository's layout)."""
     start = Path(path or os.environ.get("MODELCTL_REGISTRY") or ".").resolve()
     if not start.is_dir():
@@ -43,7 +44,7 @@ def deployment_path(name: str) -> str:
     return f"deployments/{check_name(name)}.yaml"
 
 
-def dump_deployment(dep: dict, previous: bytes | None, path: str) -> bytes:
+def dump_deployment(dep: dict[str, Any], previous: bytes | None, path: str) -> bytes:
     """deployments/NAME.yaml as written (compact, comments kept); refused when it could not be read back."""
     text = yamlio.dumps(compact_versions(dep), previous.decode("utf-8") if previous else None).encode("utf-8")
     if len(text) > yamlio.MAX_BYTES:
@@ -54,7 +55,7 @@ def dump_deployment(dep: dict, previous: bytes | None, path: str) -> bytes:
 
 
 def load_deployment(snap: Snapshot, name: str, raw: bytes | None = None, oid: str | None = None,
-                    cache: schema.ValidCache | None = None) -> dict | None:
+                    cache: schema.ValidCache | None = None) -> dict[str, Any] | None:
     """deployments/NAME.yaml at a snapshot, validated, with its whole versions map; None when absent."""
     path = deployment_path(name)
     raw = snap.read(path) if raw is None else raw
@@ -68,7 +69,7 @@ def load_deployment(snap: Snapshot, name: str, raw: bytes | None = None, oid: st
 class Reader:
     """A registry clone's committed state: a git work tree with modelctl.yaml at its top."""
 
-    def __init__(self, path: str | os.PathLike | None = None):
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.root, self.store = _locate(path)
 
     def snapshot(self, ref: str = "HEAD") -> Snapshot:
@@ -94,7 +95,7 @@ class Reader:
         return configmod.load(snap or self.snapshot())
 
     @staticmethod
-    def load_yaml(snap: Snapshot, path: str, kind: str | None = None) -> dict | None:
+    def load_yaml(snap: Snapshot, path: str, kind: str | None = None) -> dict[str, Any] | None:
         """A YAML file at a snapshot (strict, schema-validated when kind is given), or None."""
         raw = snap.read(path)
         if raw is None:
@@ -102,11 +103,11 @@ class Reader:
         doc = yamlio.loads(raw, path)
         return schema.validate(doc, kind) if kind else doc.data
 
-    def deployment(self, name: str, snap: Snapshot | None = None) -> dict | None:
+    def deployment(self, name: str, snap: Snapshot | None = None) -> dict[str, Any] | None:
         """deployments/<name>.yaml with its whole versions map, or None before the first registration."""
         return load_deployment(snap or self.snapshot(), check_name(name))
 
-    def bundle(self, name: str, version: str, snap: Snapshot | None = None) -> dict:
+    def bundle(self, name: str, version: str, snap: Snapshot | None = None) -> dict[str, Any]:
         """A registered bundle, or NotFound listing what exists."""
         snap = snap or self.snapshot()
         data = self.load_yaml(snap, bundlemod.bundle_path(name, version), "Bundle")

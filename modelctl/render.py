@@ -9,23 +9,46 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
-    from .documents import WriteDocument
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+    from typing_extensions import TypeIs  # typing.TypeIs is 3.13+
+
+    from .analysis import Decision
+    from .documents import (
+        CheckDocument,
+        CheckFinding,
+        DiffDocument,
+        DoctorDocument,
+        LogDocument,
+        RegisterResult,
+        ResolveDocument,
+        ShadowCost,
+        ShowBundleDocument,
+        ShowDocument,
+        StatusDocument,
+        TransitionResult,
+        WhichDocument,
+        WriteDocument,
+    )
     from .gate import GateResult
+    from .store import Outcome
+    from .watch import PollReport, WatchEvent, WatchResult
 
 API_SCHEMA = "modelctl/v1"
 
 
-def is_tty(stream=None) -> bool:
+def is_tty(stream: TextIO | None = None) -> bool:
     stream = stream or sys.stdout
     if os.environ.get("FORCE_COLOR"):
         return True
     return bool(getattr(stream, "isatty", lambda: False)())
 
 
-def _console(stderr: bool = False):
+def _console(stderr: bool = False) -> Console:
     from rich.console import Console
 
     return Console(stderr=stderr, no_color=bool(os.environ.get("NO_COLOR")), highlight=False,
@@ -62,7 +85,7 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def _pct(p) -> str:
+def _pct(p: object) -> str:
     return f"{p:g}" if isinstance(p, float) else str(p)
 
 
@@ -89,7 +112,7 @@ def table(title: str | None, columns: list[str], rows: Iterable[list[Any]]) -> N
 
 # -- per-command renderers -----------------------------------------------------------------
 
-def status(doc: dict) -> None:
+def status(doc: StatusDocument) -> None:
     rows = [[m["name"], m["active"], m["canary"], m["shadow"], m["latest"], m["versions"]] for m in doc["models"]]
     if not rows:
         say("no models registered yet; try 'modelctl register FILE'")
@@ -97,8 +120,12 @@ def status(doc: dict) -> None:
     table(None, ["model", "active", "canary", "shadow", "latest", "versions"], rows)
 
 
-def show(doc: dict) -> None:
-    if "bundle" in doc:
+def _is_bundle(doc: ShowDocument) -> TypeIs[ShowBundleDocument]:
+    return "bundle" in doc  # show NAME@VERSION; show NAME has "versions" instead
+
+
+def show(doc: ShowDocument) -> None:
+    if _is_bundle(doc):
         from . import yamlio
 
         say(f"{doc['name']} {doc['version']}: {doc['status']}")
@@ -110,7 +137,7 @@ def show(doc: dict) -> None:
     table(head, ["version", "status", "model", "prompt", "registered", "by"], rows)
 
 
-def diff(doc: dict) -> None:
+def diff(doc: DiffDocument) -> None:
     if not doc["changed"]:
         line(f"{doc['name']} {doc['from']} and {doc['to']} do not differ")
         return
@@ -124,7 +151,7 @@ def diff(doc: dict) -> None:
     table(title, ["part", "field", doc["from"], doc["to"]], rows)
 
 
-def check(doc: dict) -> None:
+def check(doc: CheckDocument) -> None:
     if not doc["findings"]:
         line(f"ok: {doc['checked']} files checked, no problems")
         return
@@ -136,13 +163,14 @@ def check(doc: dict) -> None:
     line(f"{errors} error(s), {warnings} warning(s) in {doc['checked']} files")
 
 
-def outcome(verb: str, out, detail: str = "", stream: str = "stdout") -> None:
+def outcome(verb: str, out: Outcome, detail: str = "", stream: str = "stdout") -> None:
     """What a write did, on stdout (data) with a human line on stderr (stream="stderr": all on stderr)."""
     emit = say if stream == "stderr" else line
     if out.noop:
         note = out.result.get("note") if isinstance(out.result, dict) else None
         emit(f"already done: {out.result if isinstance(out.result, str) else note or verb}")
         return
+    assert out.commit is not None  # a write that was not a no-op made a commit
     where = f" on branch {out.branch}" if out.branch else ""
     pushed = " (pushed)" if out.pushed else ""
     emit(f"{verb}{(' ' + detail) if detail else ''}: commit {out.commit[:12]}{where}{pushed}")
@@ -153,13 +181,20 @@ def outcome(verb: str, out, detail: str = "", stream: str = "stdout") -> None:
             "'git pull' brings it up to date")
 
 
-def outcome_json(out, extra: dict | None = None) -> WriteDocument:
-    return {"commit": out.commit, "tags": out.tags, "pushed": out.pushed, "noop": out.noop,
-            "branch": out.branch, "attempts": out.attempts, "seconds": round(out.seconds, 3),
-            "result": out.result, **(extra or {})}
+def outcome_json(out: Outcome, extra: Mapping[str, Any] | None = None) -> WriteDocument:
+    """What a write did, as the `--json` document of the write commands."""
+    # the store keeps a plan's result as an opaque object; the writes in ops return one of these
+    result = cast("RegisterResult | TransitionResult | str | None", out.result)
+    doc: WriteDocument = {"commit": out.commit, "tags": out.tags, "pushed": out.pushed, "noop": out.noop,
+                          "branch": out.branch, "attempts": out.attempts, "seconds": round(out.seconds, 3),
+                          "result": result}
+    if extra:
+        # a plain mapping cannot say that its keys are the document's optional ones (pull_request)
+        doc = cast("WriteDocument", {**doc, **extra})
+    return doc
 
 
-def doctor(doc: dict) -> None:
+def doctor(doc: DoctorDocument) -> None:
     """doctor: what was repaired, what is wrong (with what --fix does), and a summary line."""
     for text in doc["fixed"]:
         line(f"fixed: {text}")
@@ -168,7 +203,8 @@ def doctor(doc: dict) -> None:
         line(f"{f['level']}: {f['message']}{hint}")
     remote = doc["remote"]
     where = f"{remote['name']}/{remote['branch']}" if remote["push"] and remote.get("remote") else remote["branch"]
-    checked = f" (checked {where} at {remote['checked'][:12]})" if remote.get("checked") else ""
+    at = remote.get("checked")
+    checked = f" (checked {where} at {at[:12]})" if at else ""
     if doc["ok"]:
         line(f"ok: {'repaired, ' if doc['fixed'] else ''}no problems{checked}")
     elif doc["fix"] or not any(f["fix"] for f in doc["findings"] if f["level"] == "error"):
@@ -204,11 +240,11 @@ def _count(value: Any) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
-def watch_rows(decision) -> list[list[str]]:
+def watch_rows(decision: Decision) -> list[list[str]]:
     """One row per metric and segment: metric, control, canary, samples, statistic, verdict."""
     from .watch import metric_rows
 
-    rows = []
+    rows: list[list[str]] = []
     for r in metric_rows(decision):
         kind = "rate" if r.get("type") in ("rate", "latency") else None
         name = r["metric"] + (f" [{r['segment']}]" if r.get("segment") else "")
@@ -234,7 +270,7 @@ def watch_rows(decision) -> list[list[str]]:
 WATCH_COLUMNS = ["metric", "control", "canary", "samples", "statistic", "verdict"]
 
 
-def _watch_title(report) -> str:
+def _watch_title(report: PollReport) -> str:
     parts = [report.model]
     if report.canary:
         parts.append(f"canary {report.canary.version} at {_pct(report.canary.percent)}% vs active {report.active}")
@@ -245,7 +281,7 @@ def _watch_title(report) -> str:
     return " · ".join(parts)
 
 
-def _rich_watch_table(title: str, decision, caption: str | None):
+def _rich_watch_table(title: str, decision: Decision | None, caption: str | None) -> Table:
     from rich.table import Table
     from rich.text import Text
 
@@ -261,16 +297,16 @@ def _rich_watch_table(title: str, decision, caption: str | None):
 class WatchView:
     """What watch prints: a live rich table on a terminal, otherwise one JSON line per poll and event."""
 
-    def __init__(self, json_lines: bool | None = None):
+    def __init__(self, json_lines: bool | None = None) -> None:
         self.json_lines = (not is_tty()) if json_lines is None else json_lines
-        self._live = None
-        self._console = None
+        self._live: Live | None = None
+        self._console: Console | None = None
 
-    def _emit(self, doc: dict) -> None:
+    def _emit(self, doc: Mapping[str, Any]) -> None:
         sys.stdout.write(json.dumps({"schema": API_SCHEMA, **doc}, default=str, allow_nan=False) + "\n")
         sys.stdout.flush()
 
-    def poll(self, report) -> None:
+    def poll(self, report: PollReport) -> None:
         """Show one poll."""
         if self.json_lines:
             self._emit(_finite(report.to_json()))
@@ -298,7 +334,7 @@ class WatchView:
             self._live.start()
         self._live.update(group, refresh=True)
 
-    def event(self, event) -> None:
+    def event(self, event: WatchEvent) -> None:
         """Show an alert, a step or a promotion."""
         if self.json_lines:
             self._emit(_finite(event.to_json()))
@@ -309,7 +345,7 @@ class WatchView:
         else:
             line(event.message)
 
-    def result(self, result) -> None:
+    def result(self, result: WatchResult) -> None:
         """Show how the watch ended (a hold or a changed canary is left to the error funnel)."""
         self.close()
         if self.json_lines:
@@ -328,6 +364,7 @@ class WatchView:
             line(f"  evidence: {ev}")
 
     def close(self) -> None:
+        """Stop the live table (its last state stays on the terminal)."""
         if self._live is not None:
             self._live.stop()
             self._live = None
@@ -352,12 +389,10 @@ def json_text(doc: Mapping[str, Any]) -> str:
     return json.dumps(out, indent=2, sort_keys=False, default=str) + "\n"
 
 
-def _gate_rows(result) -> list[list[str]]:
-    from .gate import fmt_change, fmt_number, fmt_p
+def _gate_rows(result: GateResult) -> list[list[str]]:
+    from .gate import fmt_change, fmt_p
 
-    def with_n(value, n):
-        return fmt_number(value) + (f" (n={n})" if n is not None else "")
-
+    with_n = _with_n
     return [[r.metric, with_n(r.baseline, r.n_baseline), with_n(r.candidate, r.n_candidate), fmt_change(r),
              r.rule, fmt_p(r.p_value), r.verdict] for r in result.rows]
 
@@ -365,7 +400,7 @@ def _gate_rows(result) -> list[list[str]]:
 GATE_COLUMNS = ["metric", "baseline", "candidate", "change", "rule", "p", "verdict"]
 
 
-def _gate_title(result) -> str:
+def _gate_title(result: GateResult) -> str:
     c, b = result.candidate, result.baseline
     who = " ".join(x for x in (c.get("name"), c.get("version")) if x) or "candidate"
     ds = f"{result.dataset['name']} {result.dataset['version']}"
@@ -374,7 +409,7 @@ def _gate_title(result) -> str:
     return f"gate {who} vs {b.get('version')} on dataset {ds} (alpha {result.alpha:g})"
 
 
-def gate_text(result) -> str:
+def gate_text(result: GateResult) -> str:
     """The gate as a plain aligned table with failure reasons (for files and pipes)."""
     rows = _gate_rows(result)
     widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(GATE_COLUMNS)]
@@ -384,7 +419,7 @@ def gate_text(result) -> str:
     return "\n".join(out) + "\n"
 
 
-def gate_table(result) -> None:
+def gate_table(result: GateResult) -> None:
     """The gate on stdout: a rich table on a terminal, plain text otherwise."""
     if not is_tty():
         sys.stdout.write(gate_text(result))
@@ -404,7 +439,7 @@ def gate_table(result) -> None:
             console.print(f"{r.metric}: {r.reason}", markup=False)
 
 
-def gate_verdict(result) -> str:
+def gate_verdict(result: GateResult) -> str:
     """One line for stderr: passed, or which metrics failed."""
     who = " ".join(x for x in (result.candidate.get("name"), result.candidate.get("version")) if x)
     if result.passed:
@@ -412,9 +447,9 @@ def gate_verdict(result) -> str:
     return f"gate failed: {who}: {', '.join(result.failures)}"
 
 
-def check_junit(doc: dict) -> str:
+def check_junit(doc: CheckDocument) -> str:
     """check as JUnit XML: a testcase per file with findings (errors fail it), or one passing case."""
-    by_path: dict[str, list[dict]] = {}
+    by_path: dict[str, list[CheckFinding]] = {}
     for f in doc["findings"]:
         by_path.setdefault(f["path"], []).append(f)
     props = [("commit", doc.get("commit") or ""), ("checked", str(doc.get("checked")))]
@@ -442,12 +477,13 @@ def github_escape_property(text: str) -> str:
     return github_escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
-def check_github(doc: dict) -> None:
+def check_github(doc: CheckDocument) -> None:
     """check as GitHub workflow annotations (::error file=...,line=...::message) and a summary line."""
     for f in doc["findings"]:
         props = [f"file={github_escape_property(f['path'])}"]
-        if f.get("line"):
-            props.append(f"line={int(f['line'])}")
+        line_no = f.get("line")
+        if line_no:
+            props.append(f"line={int(line_no)}")
         props.append(f"title={github_escape_property('modelctl check')}")
         level = "error" if f["level"] == "error" else "warning"
         line(f"::{level} {','.join(props)}::{github_escape_data(f['message'])}")
@@ -458,11 +494,11 @@ def check_github(doc: dict) -> None:
 
 # -- lifecycle --------------------------------------------------------------------------------
 
-def _money(x) -> str:
+def _money(x: float) -> str:
     return f"${x:,.2f}"
 
 
-def shadow_cost(cost: dict, stream: str = "stdout") -> None:
+def shadow_cost(cost: ShadowCost, stream: str = "stdout") -> None:
     """The daily cost line of a shadow (data: stdout, or stderr when stdout is a pull-request body)."""
     over = " OVER BUDGET (forced)" if cost["over_budget"] else ""
     (line if stream == "stdout" else say)(f"shadow cost: {_money(cost['per_day'])}/day = {cost['requests_per_day']:g} requests/day x "
@@ -470,24 +506,25 @@ def shadow_cost(cost: dict, stream: str = "stdout") -> None:
          f"(budget {_money(cost['budget_per_day'])}/day){over}")
 
 
-def lifecycle_before(r: dict, stream: str = "stdout") -> None:
+def lifecycle_before(r: TransitionResult, stream: str = "stdout") -> None:
     """What precedes a lifecycle write's outcome line: the shadow cost."""
     if r.get("cost"):
         shadow_cost(r["cost"], stream)
 
 
-def lifecycle_after(r: dict) -> None:
+def lifecycle_after(r: TransitionResult) -> None:
     """Talk after a lifecycle write: what a rollback put on hold."""
-    if r.get("hold") and r["action"] == "rollback":
-        say(f"{r['hold']['version']} is on hold: canary, shadow and promote refuse it unless --force --reason")
+    hold = r.get("hold")
+    if hold and r["action"] == "rollback":
+        say(f"{hold['version']} is on hold: canary, shadow and promote refuse it unless --force --reason")
 
 
-def log(doc: dict) -> None:
+def log(doc: LogDocument) -> None:
     """A model's events, newest first."""
-    rows = []
+    rows: list[list[Any]] = []
     for e in doc["events"]:
         change = f"{e['from'] or ''} -> {e['to']}" if e.get("to") else None
-        pct = e.get("percent")
+        pct: object = e.get("percent")
         if pct is not None and e.get("from_percent") is not None:
             pct = f"{_pct(e['from_percent'])} -> {_pct(pct)}"
         action = f"{e['action']} (inferred)" if e.get("inferred") else e["action"]
@@ -497,12 +534,13 @@ def log(doc: dict) -> None:
           ["time", "by", "action", "version", "status", "percent", "restored/replaced", "reason", "evidence"], rows)
 
 
-def which(doc: dict) -> None:
+def which(doc: WhichDocument) -> None:
     """What served at a time."""
-    if doc["commit"] is None:
+    commit, e = doc["commit"], doc["event"]
+    if commit is None:
         line(f"{doc['name']} at {doc['at']}: nothing served yet (its first event is {doc['first_event']})")
         return
-    e = doc["event"]
+    assert e is not None  # history.which names the event with the commit
     line(f"{doc['name']} at {doc['at']}:")
     live = doc["canary"]
     share = live["percent"] if live else 0
@@ -517,10 +555,10 @@ def which(doc: dict) -> None:
     guess = (f", inferred from the deployment diff: {e['action']} {e['version']} (the commit has no modelctl "
              "trailers)") if e.get("inferred") else ""
     say(f"state since {doc['since']}: {e['subject']} by {e['author']} <{e['email']}> "
-        f"(commit {doc['commit'][:12]}){why}{guess}")
+        f"(commit {commit[:12]}){why}{guess}")
 
 
-def resolve(doc: dict) -> None:
+def resolve(doc: ResolveDocument) -> None:
     """The routing document as a table; with a key, just the version that serves it on stdout."""
     if doc.get("key"):
         k = doc["key"]
@@ -535,9 +573,8 @@ def resolve(doc: dict) -> None:
         else:
             say(f"{doc['name']} has no active version yet; nothing serves key {k['key']!r}")
         return
-    rows = []
-    for role in ("active", "canary", "shadow"):
-        e = doc.get(role)
+    rows: list[list[Any]] = []
+    for role, e in (("active", doc.get("active")), ("canary", doc.get("canary")), ("shadow", doc.get("shadow"))):
         if e:
             model = e["model"]
             rows.append([role, e["version"], f"{_pct(e['percent'])}%",
@@ -552,12 +589,6 @@ def resolve(doc: dict) -> None:
 
 # -- Markdown: the eval gate's comment and the promotion pull request's body -----------------------
 
-def _gate():
-    from . import gate  # imported when a gate is rendered, not by every command
-
-    return gate
-
-
 def md(text: Any) -> str:
     """Text as one line of Markdown that renders as itself (no markup, no HTML from the user's values)."""
     text = " ".join(str(text).split())
@@ -566,7 +597,9 @@ def md(text: Any) -> str:
 
 
 def _with_n(value: float | None, n: int | None) -> str:
-    return _gate().fmt_number(value) + (f" (n={n})" if n is not None else "")
+    from .gate import fmt_number  # imported when a gate is rendered, not by every command
+
+    return fmt_number(value) + (f" (n={n})" if n is not None else "")
 
 
 def _candidate_name(result: GateResult) -> str:
@@ -576,6 +609,8 @@ def _candidate_name(result: GateResult) -> str:
 
 def gate_markdown(result: GateResult) -> str:
     """A pull-request comment: headline, per-metric table, and the reasons for failures."""
+    from .gate import fmt_change, fmt_number, fmt_p
+
     mark, word = ("✅", "passed") if result.passed else ("❌", "failed")
     b = result.baseline
     base = " ".join(x for x in (b.get("name"), b.get("version")) if x) or "baseline"
@@ -584,7 +619,7 @@ def gate_markdown(result: GateResult) -> str:
                     f"{md(result.dataset['version'])}.")
     else:
         compared = (f"Compared with {md(base)} on dataset {md(result.dataset['name'])} version "
-                    f"{md(result.dataset['version'])} (alpha {_gate().fmt_number(result.alpha)}).")
+                    f"{md(result.dataset['version'])} (alpha {fmt_number(result.alpha)}).")
     lines = [f"### {mark} Eval gate {word}: {md(_candidate_name(result))}", "", compared, ""]
     if not result.rows:
         lines.append("No metrics are configured under `gate.metrics` in modelctl.yaml.")
@@ -597,8 +632,8 @@ def gate_markdown(result: GateResult) -> str:
         verdict = "pass" if row.passed else "**fail**"
         lines.append(
             f"| {md(row.metric)} | {md(_with_n(row.baseline, row.n_baseline))} "
-            f"| {md(_with_n(row.candidate, row.n_candidate))} | {md(_gate().fmt_change(row))} "
-            f"| {md(row.rule)} | {md(_gate().fmt_p(row.p_value))} | {verdict} |"
+            f"| {md(_with_n(row.candidate, row.n_candidate))} | {md(fmt_change(row))} "
+            f"| {md(row.rule)} | {md(fmt_p(row.p_value))} | {verdict} |"
         )
     failed = [row for row in result.rows if not row.passed]
     if failed:
@@ -624,7 +659,7 @@ def _val(value: Any) -> str:
     return str(value)
 
 
-def pull_request_markdown(doc: dict) -> str:
+def pull_request_markdown(doc: Mapping[str, Any]) -> str:
     """The pull-request body (pure): what changes, against what, and the gate's answer."""
     name, version = doc.get("name"), doc.get("version")
     lines = [f"## {md(doc['subject'])}", ""]
@@ -674,7 +709,9 @@ def pull_request_markdown(doc: dict) -> str:
                 lines.append(f"Recorded in the commit: `{md(key)}: {md(value)}`")
                 lines.append("")
             if g["result"] is not None:
-                body = gate_markdown(_gate().GateResult.from_dict(g["result"]))
+                from .gate import GateResult
+
+                body = gate_markdown(GateResult.from_dict(g["result"]))
                 lines.append(body.replace("### ", "#### ", 1).rstrip())
             else:
                 lines.append(f"The gate could not run: {md(g['error'])}.")
@@ -727,16 +764,18 @@ def junit(name: str, suite_name: str, properties: list[tuple[str, str]],
 
 def gate_junit(result: GateResult) -> str:
     """The eval gate as JUnit XML: one testcase per metric, a failure for each failed metric."""
+    from .gate import fmt_change, fmt_number, fmt_p
+
     props = [("dataset", f"{result.dataset['name']} version {result.dataset['version']}"),
-             ("baseline", " ".join(x for x in result.baseline.values() if x)),
-             ("alpha", _gate().fmt_number(result.alpha))]
+             ("baseline", " ".join(x for x in (result.baseline["name"], result.baseline["version"]) if x)),
+             ("alpha", fmt_number(result.alpha))]
     if result.note:
         props.append(("note", result.note))
     classname = f"modelctl.gate.{result.candidate.get('name') or 'candidate'}"
     cases = []
     for row in result.rows:
         detail = (f"baseline {_with_n(row.baseline, row.n_baseline)}, candidate "
-                  f"{_with_n(row.candidate, row.n_candidate)}, change {_gate().fmt_change(row)}, rule {row.rule}, "
-                  f"p {_gate().fmt_p(row.p_value)}: {row.reason}")
+                  f"{_with_n(row.candidate, row.n_candidate)}, change {fmt_change(row)}, rule {row.rule}, "
+                  f"p {fmt_p(row.p_value)}: {row.reason}")
         cases.append((classname, row.metric, None if row.passed else row.reason, detail))
     return junit("modelctl gate", f"gate {_candidate_name(result)}", props, cases, failure_type="gate")

@@ -157,6 +157,7 @@ def stories(items: list[CanaryReplay]) -> list[CanaryStory]:
     out: list[CanaryStory] = []
     for item in items:
         steps = list(zip(item.polls, item.decisions))
-        final = (item.decided, item.decision) if item.decided else None
+        decision = item.decision
+        final = (item.decided, decision) if item.decided and decision is not None else None
         out.append(CanaryStory.build(item.model or "-", item.canary_id, steps, final))
     return out

@@ -11,9 +11,13 @@ from __future__ import annotations
 import html
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
+
+if TYPE_CHECKING:
+    from .analysis import Decision
+    from .observation import Poll
 
 W, H = 720, 220  # chart size in px
 PAD_L, PAD_R, PAD_T, PAD_B = 64, 16, 20, 34
@@ -50,21 +54,22 @@ class CanaryStory:
     evidence: list[str] = field(default_factory=list)
 
     @classmethod
-    def build(cls, model: str, canary_id: str | None, steps: Sequence[tuple[Any, Any]],
-              final: tuple[int, Any] | None = None) -> CanaryStory:
+    def build(cls, model: str, canary_id: str | None, steps: Sequence[tuple[Poll, Decision | None]],
+              final: tuple[int, Decision] | None = None) -> CanaryStory:
         """From (poll, decision) pairs in order; `final` = (poll number, decision) that decided, if any."""
         first = steps[0][0] if steps else None
         story = cls(model=model, canary_id=canary_id or "", canary=first.canary if first else "",
                     control=first.control if first else None)
-        last: dict[str, tuple[float, float, dict]] = {}  # version -> (time, requests, events) at last usable poll
+        last: dict[str, tuple[float, float, dict[str, float]]] = {}  # version -> (time, requests, events) at last usable poll
         for number, (poll, decision) in enumerate(steps, 1):
             story.times.append(poll.time)
             for who, version in (("canary", poll.canary), ("control", poll.control)):
-                counters = _whole(poll, version)
-                if counters is None:
+                whole = _whole(poll, version)
+                if whole is None or not version:  # (_whole finds nothing without a version)
                     last.pop(version or "", None)
                     continue
-                now = (poll.time, counters.requests, dict(counters.events))
+                requests, events = whole
+                now = (poll.time, requests, dict(events))
                 before = last.get(version)
                 last[version] = now
                 if before is None:
@@ -78,9 +83,9 @@ class CanaryStory:
                 key = row.get("metric") or "?"
                 if row.get("segment"):
                     key += f" [{row['segment']}]"
-                value, bound = row.get("value"), row.get("bound")
-                if _finite(value):
-                    story.stats.setdefault(key, {}).setdefault("statistic", []).append((poll.time, float(value)))
+                statistic, bound = row.get("value"), row.get("bound")
+                if _finite(statistic):
+                    story.stats.setdefault(key, {}).setdefault("statistic", []).append((poll.time, float(statistic)))
                 if _finite(bound):
                     story.stats.setdefault(key, {}).setdefault("boundary", []).append((poll.time, float(bound)))
             if decision is not None and final is None and decision.action in ("rollback", "hold"):
@@ -96,7 +101,8 @@ class CanaryStory:
         return story
 
 
-def _whole(poll, version):
+def _whole(poll: Poll, version: str | None) -> tuple[float, Mapping[str, float]] | None:
+    """(requests, event counters) of a version's whole traffic at a poll; None when unusable."""
     if poll.error is not None or not version or version not in poll.readings:
         return None
     reading = poll.readings[version]
@@ -105,20 +111,20 @@ def _whole(poll, version):
     counters = reading.segments.get("")
     if counters is None or counters.requests is None:
         return None
-    return counters
+    return counters.requests, counters.events
 
 
-def _rows(decision) -> list[dict]:
+def _rows(decision: Decision | None) -> list[Mapping[str, Any]]:
     if decision is None:
         return []
-    out = []
+    out: list[Mapping[str, Any]] = []
     for r in decision.results:
-        row = r.evidence() if hasattr(r, "evidence") else {}
+        row: Mapping[str, Any] = r.evidence() if hasattr(r, "evidence") else {}
         out.append(row if isinstance(row, dict) else {})
     return out
 
 
-def _finite(value: Any) -> bool:
+def _finite(value: object) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -188,7 +194,7 @@ def _section(story: CanaryStory) -> str:
         out.append("<ul class=\"evidence\">" + "".join(f"<li><code>{e(line)}</code></li>" for line in story.evidence)
                    + "</ul>")
     for event, series in sorted(story.rates.items()):
-        ordered = {k: series[k] for k in ("control", "canary") if k in series}
+        ordered: dict[str, list[tuple[float, float]]] = {k: series[k] for k in ("control", "canary") if k in series}
         out.append(_chart(f"{event} per request, interval by interval", ordered, t0, t1, story.decided_time,
                           mark_label, percent=True))
     for metric, series in sorted(story.stats.items()):
@@ -212,7 +218,7 @@ def render(stories: Sequence[CanaryStory], title: str = "modelctl judgement") ->
             f"{body}\n</body></html>\n")
 
 
-def write(path: str | os.PathLike, page: str) -> None:
+def write(path: str | os.PathLike[str], page: str) -> None:
     """Write the page whole (a reader never sees half of it)."""
     target = os.fspath(path)
     tmp = os.path.join(os.path.dirname(os.path.abspath(target)), f".{os.path.basename(target)}.modelctl-tmp")

@@ -5,9 +5,16 @@ import json
 from collections.abc import Callable, Iterable
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import ValidationError
-from .yamlio import Document
+from .yamlio import Document, Location
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from jsonschema import Draft202012Validator
 
 # Bumped when validation changes beyond the schema files (ValidCache keys include it).
 RULES_VERSION = b"whole-string-patterns-1"
@@ -20,13 +27,13 @@ KINDS = {
 }
 
 
-def data_path(*parts: str):
+def data_path(*parts: str) -> Traversable:
     """A file shipped inside the package (schemas, registry template)."""
     return resources.files("modelctl").joinpath("data", *parts)
 
 
 @cache
-def _validator(kind: str):
+def _validator(kind: str) -> Draft202012Validator:
     from jsonschema import Draft202012Validator
 
     schema = json.loads(data_path("schemas", KINDS[kind]).read_text("utf-8"))
@@ -34,7 +41,7 @@ def _validator(kind: str):
     # `status` validates every deployment file of the registry.
     defs = schema.get("$defs", {})
 
-    def inline(node):
+    def inline(node: Any) -> Any:
         if isinstance(node, dict):
             ref = node.get("$ref", "")
             if ref.startswith("#/$defs/") and len(node) == 1:
@@ -61,7 +68,7 @@ def whole_string(pattern: str) -> str:
     return pattern
 
 
-def _field(path) -> str:
+def _field(path: Iterable[str | int]) -> str:
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -107,7 +114,7 @@ def problems(doc: Document, kind: str, rules: Iterable[Rule] = ()) -> list[str]:
     return out
 
 
-def _last_key(loc: tuple) -> str:
+def _last_key(loc: Location) -> str:
     return next((str(p) for p in reversed(loc) if not isinstance(p, int)), "")
 
 
@@ -124,6 +131,14 @@ _PATTERN_HINTS = {
 
 
 
+class PrivateFiles(Protocol):
+    """Where a clone keeps modelctl's own files (store.Store; the pure core never imports the store)."""
+
+    def private_path(self, name: str) -> Path:
+        """A modelctl file in the git directory."""
+        ...
+
+
 class ValidCache:
     """Blob ids already found valid against a schema, kept in the git directory.
 
@@ -131,7 +146,7 @@ class ValidCache:
     `status` skip re-validating thousands of unchanged deployment files on every call.
     """
 
-    def __init__(self, store, kind: str, rules: Iterable[Rule] = ()):
+    def __init__(self, store: PrivateFiles, kind: str, rules: Iterable[Rule] = ()) -> None:
         import hashlib
 
         # the rules version is part of the key: a blob valid under older rules is checked again
@@ -145,15 +160,17 @@ class ValidCache:
             self.known = set()
         self.new: list[str] = []
 
-    def validate(self, doc: Document, oid: str | None) -> dict:
+    def validate(self, doc: Document, oid: str | None) -> dict[str, Any]:
         """validate(), skipped for a blob already known to be valid."""
         if oid and oid in self.known:
-            return doc.data
-        validate(doc, self.kind, self.rules)
+            # a known blob passed validate(), which accepts only a mapping
+            known: dict[str, Any] = doc.data
+            return known
+        data = validate(doc, self.kind, self.rules)
         if oid:
             self.known.add(oid)
             self.new.append(oid)
-        return doc.data
+        return data
 
     def save(self) -> None:
         """Append what was learnt (best effort: a read-only clone just stays slower)."""
@@ -167,10 +184,11 @@ class ValidCache:
         self.new = []
 
 
-def validate(doc: Document, kind: str, rules: Iterable[Rule] = ()) -> dict:
+def validate(doc: Document, kind: str, rules: Iterable[Rule] = ()) -> dict[str, Any]:
     """Return doc.data if it matches the schema of `kind` (and `rules`), else raise with the first problem."""
     found = problems(doc, kind, rules)
     if found:
         extra = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
         raise ValidationError(found[0] + extra)
-    return doc.data
+    data: dict[str, Any] = doc.data  # problems() refuses anything but a mapping
+    return data

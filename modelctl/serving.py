@@ -22,10 +22,13 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import routing
 from .errors import NotFound, ValidationError
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs  # typing.TypeIs is 3.13+; annotations only, never imported at run time
 
 __all__ = ["Router", "Snapshot", "Pick", "Bundle", "UnknownModel", "NoActiveVersion", "InvalidRoutingDocument",
            "shadow_bucket", "digest"]
@@ -87,8 +90,8 @@ class Bundle:
     model: Mapping[str, Any]          # provider, id, adapter
     prompt: Mapping[str, Any]         # template, sha256, and text when rendered inline
     config: Mapping[str, Any]
-    fallbacks: tuple = ()
-    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    fallbacks: tuple[Mapping[str, Any], ...] = ()
+    _cache: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def sha256(self) -> str:
@@ -101,23 +104,25 @@ class Bundle:
     @property
     def provider(self) -> str:
         """The provider name (``model.provider``)."""
-        return self.model["provider"]
+        provider: str = self.model["provider"]  # a string: _bundle checked it
+        return provider
 
     @property
     def model_id(self) -> str:
         """The pinned provider model id (``model.id``)."""
-        return self.model["id"]
+        model_id: str = self.model["id"]  # a string: _bundle checked it
+        return model_id
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         """A plain, mutable copy (e.g. to pass ``config`` on to a provider SDK)."""
-        out = {"version": self.version, "percent": self.percent, "model": _thaw(self.model),
+        out: dict[str, Any] = {"version": self.version, "percent": self.percent, "model": _thaw(self.model),
                "prompt": _thaw(self.prompt), "config": _thaw(self.config)}
         if self.fallbacks:
             out["fallbacks"] = _thaw(self.fallbacks)
         return out
 
 
-def digest(entry: dict) -> str:
+def digest(entry: Mapping[str, Any]) -> str:
     """sha256 of a resolved bundle: canonical JSON of its model, prompt (template, sha256), config, fallbacks.
 
     The inline prompt text is left out (its sha256 already pins it), so the digest is the same whether
@@ -144,7 +149,7 @@ class Pick:
     mirror: bool                      # send a copy of this request to the shadow (never served)
     shadow: Bundle | None             # the shadow's bundle when mirror is true, else None
     commit: str | None                # registry commit the document was resolved at, when known
-    _attrs: dict = field(repr=False, compare=False)   # the model's version -> static attributes cache
+    _attrs: dict[str, dict[str, Any]] = field(repr=False, compare=False)  # the model's version -> static attributes cache
 
     def attributes(self) -> dict[str, Any]:
         """OpenTelemetry attributes for the request's span (a plain dict; no opentelemetry dependency)."""
@@ -168,7 +173,7 @@ class _Model:
     shadow_until: int
     commit: str | None
     origin: str
-    attrs: dict                       # version -> static span attributes, filled on first use
+    attrs: dict[str, dict[str, Any]]  # version -> static span attributes, filled on first use
 
 
 class Snapshot:
@@ -177,7 +182,7 @@ class Snapshot:
     __slots__ = ("_models", "stamp", "commit", "origin", "compiled")
 
     def __init__(self, models: dict[str, _Model], stamp: Any = None, commit: str | None = None, origin: str = "",
-                 compiled: dict | None = None):
+                 compiled: dict[tuple[str, bytes], _Model] | None = None) -> None:
         self._models = models
         self.compiled = compiled or {}  # (origin, file bytes) -> compiled model, reused by the next reload
         self.stamp = stamp      # what the source looked like when read (to skip unchanged reloads)
@@ -212,12 +217,12 @@ class Snapshot:
         """The version that serves ``key`` (routing.bucket/threshold), and the shadow-mirror decision."""
         m = self._models.get(name)
         if m is None:
-            self._entry(name)
+            m = self._entry(name)  # raises UnknownModel, naming the models it has
         if m.active is None:
             raise NoActiveVersion(f"{name} has no active version, so nothing serves it",
                                   hint=f"promote a version of {name} to active")
         b = routing.bucket(name, key)
-        if b < m.canary_until:
+        if b < m.canary_until and m.canary is not None:  # (canary_until is 0 without a canary)
             served, role = m.canary, "canary"
         else:
             served, role = m.active, "active"
@@ -233,7 +238,7 @@ def _fail(origin: str, what: str) -> InvalidRoutingDocument:
                                   hint="serve documents written by 'modelctl resolve NAME --json' (schema modelctl/v1)")
 
 
-def _number(value: Any) -> bool:
+def _number(value: object) -> TypeIs[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -316,7 +321,7 @@ def _parse(raw: bytes, origin: str) -> Any:
 class FileSource:
     """One routing document in a JSON file (a symlink into a ConfigMap's ``..data`` is followed)."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
 
     def stamp(self) -> Any:
@@ -346,7 +351,7 @@ class DirectorySource:
     ``..data`` points to, resolved once, so one load never mixes two versions of the ConfigMap.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
 
     def _target(self) -> str | None:
@@ -381,7 +386,7 @@ class DirectorySource:
         raise _fail(self.path, "kept changing while it was read")
 
     def _read(self, base: str) -> list[tuple[str, Any]]:
-        docs = []
+        docs: list[tuple[str, Any]] = []
         try:
             entries = sorted((e.name, e.is_dir()) for e in os.scandir(base) if not e.name.startswith("."))
         except FileNotFoundError:
@@ -407,7 +412,7 @@ class DirectorySource:
 class GitSource:
     """Every model's routing document from a registry at a git ref (``Registry.resolve``)."""
 
-    def __init__(self, path: str | os.PathLike, ref: str = "HEAD"):
+    def __init__(self, path: str | os.PathLike[str], ref: str = "HEAD") -> None:
         from .registry import Registry  # git plumbing only for this source
 
         self.registry = Registry(path)
@@ -422,18 +427,20 @@ class GitSource:
         """(commit, [(origin, document)], commit): the models with a deployment file at that commit."""
         reg = self.registry
         snap = reg.snapshot(self.ref)
-        docs = []
+        commit = snap.commit
+        assert commit is not None  # Registry.snapshot refuses a ref that names no commit
+        docs: list[tuple[str, Any]] = []
         for name in reg.models(snap):
             if reg.deployment(name, snap) is None:  # registered but never deployed: nothing to route
                 continue
-            docs.append((f"{self.path}@{snap.commit[:12]}:{name}", reg.resolve(name, ref=snap.commit)))
-        return snap.commit, docs, snap.commit
+            docs.append((f"{self.path}@{commit[:12]}:{name}", reg.resolve(name, ref=commit)))
+        return commit, docs, commit
 
 
 class Router:
     """Thread-safe picks over the latest good snapshot of a source; reloads swap whole snapshots."""
 
-    def __init__(self, source: FileSource | DirectorySource | GitSource):
+    def __init__(self, source: FileSource | DirectorySource | GitSource) -> None:
         self.source = source
         self._lock = threading.Lock()
         self.error: Exception | None = None  # why the last reload kept the previous snapshot
@@ -442,17 +449,17 @@ class Router:
         self._snapshot = self._build()  # the first load raises: there is nothing to fall back to
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> Router:
+    def from_file(cls, path: str | os.PathLike[str]) -> Router:
         """A router over one routing-document JSON file."""
         return cls(FileSource(path))
 
     @classmethod
-    def from_directory(cls, path: str | os.PathLike) -> Router:
+    def from_directory(cls, path: str | os.PathLike[str]) -> Router:
         """A router over a directory of routing documents (e.g. a mounted ConfigMap)."""
         return cls(DirectorySource(path))
 
     @classmethod
-    def from_registry(cls, path: str | os.PathLike, ref: str = "HEAD") -> Router:
+    def from_registry(cls, path: str | os.PathLike[str], ref: str = "HEAD") -> Router:
         """A router over every deployed model of a registry clone at a git ref."""
         return cls(GitSource(path, ref))
 

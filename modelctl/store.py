@@ -23,6 +23,7 @@ named point (`<point>:stop` stops it instead) so that tests can prove this.
 """
 from __future__ import annotations
 
+import builtins
 import fcntl
 import json
 import os
@@ -35,6 +36,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, TypedDict
 
 from . import trailers
 from .errors import Conflict, LockTimeout, ModelctlError, RemoteError, UsageError
@@ -70,7 +72,7 @@ def backoff(attempt: int, rand: float, unit: float = 0.05) -> float:
     milliseconds, so the same writers spread out as well on a slow remote as on a fast one.
     """
     unit = min(max(unit, 0.02), 0.5)
-    cap = min(1.5, unit * 2 ** min(attempt, 8))
+    cap = min(1.5, unit * 2.0 ** min(attempt, 8))
     # full jitter spreads racing writers over the whole window instead of bunching them again
     return 0.01 + cap * rand
 
@@ -95,7 +97,7 @@ def push_timeout() -> float:
     return value if value > 0 else 60.0
 
 
-def _base_env() -> dict:
+def _base_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("GIT_TERMINAL_PROMPT", "0")
     env["GIT_OPTIONAL_LOCKS"] = "0"
@@ -115,7 +117,7 @@ def _blocked_by_lock(stderr: str) -> Conflict | None:
 IDENTITY_HINT = 'set one with git config user.name "Your Name" && git config user.email "you@example.com"'
 
 
-def require_identity(cwd: str | os.PathLike) -> str:
+def require_identity(cwd: str | os.PathLike[str]) -> str:
     """Refuse (exit 2) before anything is created when git has no author/committer identity.
 
     Every write is a commit and annotated tags: without an identity git would fail half-way
@@ -233,7 +235,7 @@ class Snapshot:
         """Names of the entries directly under `directory` at this commit."""
         return self.store.list_dir(self.commit, directory)
 
-    def model_tags(self, model: str) -> list[TagRef]:
+    def model_tags(self, model: str) -> builtins.list[TagRef]:  # (`list` here is the method above)
         """Every registration and stage tag of one model."""
         return self.store.model_tags(model)
 
@@ -244,12 +246,12 @@ _NO_STAMP = (0, "")
 _LS_BLOB = re.compile(r"(?:^|\0)\d+ blob ([0-9a-f]+)\t([^\0]*)")  # `ls-tree -z` entries that are files
 
 
-def read_json_lines(path: Path) -> dict:
+def read_json_lines(path: Path) -> dict[str, Any]:
     """A content-addressed cache file: one JSON object per line (one line per append), merged.
 
     A torn line (a process killed mid-append) is skipped: what it held is simply read again.
     """
-    out: dict = {}
+    out: dict[str, Any] = {}
     try:
         with open(path, encoding="utf-8") as fh:
             for line in fh:
@@ -278,17 +280,17 @@ def _tagger_line(body: bytes) -> tuple[int, str]:
 class Store:
     """A registry clone: git plumbing, reads at a ref, and write transactions."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self._git_dir: Path | None = None
         self._ident: str | None = None
-        self._cat: subprocess.Popen | None = None
+        self._cat: subprocess.Popen[bytes] | None = None
         self._cat_pid = 0
         self._stamp_cache: dict[str, tuple[int, str]] | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
-    def git(self, *args: str, input: bytes | None = None, check: bool = True, env: dict | None = None,
-            timeout: float | None = None) -> subprocess.CompletedProcess:
+    def git(self, *args: str, input: bytes | None = None, check: bool = True, env: dict[str, str] | None = None,
+            timeout: float | None = None) -> subprocess.CompletedProcess[bytes]:
         """Run one git command in the registry; every subprocess goes through here."""
         full_env = _base_env()
         if env:
@@ -312,7 +314,7 @@ class Store:
             raise GitFailed(f"git {args[0]} failed: {msg[-1] if msg else proc.returncode}")
         return proc
 
-    def out(self, *args: str, **kw) -> str:
+    def out(self, *args: str, **kw: Any) -> str:
         """stdout of a git command, stripped."""
         return self.git(*args, **kw).stdout.decode("utf-8", "replace").strip()
 
@@ -411,7 +413,7 @@ class Store:
         proc = self.git("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
         return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
 
-    def read_many(self, commit: str | None, paths: list[str], ids: dict | None = None) -> dict[str, bytes | None]:
+    def read_many(self, commit: str | None, paths: list[str], ids: dict[str, str] | None = None) -> dict[str, bytes | None]:
         """Contents of paths at a commit through one `cat-file --batch` (blob ids into `ids`)."""
         if commit is None or not paths:
             return {p: None for p in paths}
@@ -421,7 +423,7 @@ class Store:
         return self._parse_batch(self.git("cat-file", "--batch", input=request).stdout, paths, ids)
 
     @staticmethod
-    def _parse_batch(data: bytes, paths: list[str], ids: dict | None,
+    def _parse_batch(data: bytes, paths: list[str], ids: dict[str, str] | None,
                      kind: bytes = b"blob") -> dict[str, bytes | None]:
         out: dict[str, bytes | None] = {}
         pos = 0
@@ -442,7 +444,7 @@ class Store:
                 out[path] = None
         return out
 
-    def _read_small(self, commit: str, paths: list[str], ids: dict | None) -> dict[str, bytes | None]:
+    def _read_small(self, commit: str, paths: list[str], ids: dict[str, str] | None) -> dict[str, bytes | None]:
         """A few files through one long-lived `cat-file --batch` (a write reads a handful per attempt).
 
         The requests are small enough never to fill the pipe, so writing them all before reading
@@ -455,16 +457,18 @@ class Store:
             self._cat_pid = os.getpid()
             weakref.finalize(self, _close_batch, self._cat)
         proc = self._cat
+        stdin, stdout = proc.stdin, proc.stdout
+        assert stdin is not None and stdout is not None  # both opened as pipes above
         try:
-            proc.stdin.write("".join(f"{commit}:{p}\n" for p in paths).encode("utf-8"))
-            proc.stdin.flush()
+            stdin.write("".join(f"{commit}:{p}\n" for p in paths).encode("utf-8"))
+            stdin.flush()
             out: dict[str, bytes | None] = {}
             for path in paths:
-                header = proc.stdout.readline().split()
+                header = stdout.readline().split()
                 if not header:
                     raise BrokenPipeError
                 if len(header) == 3 and header[-1] not in (b"missing", b"ambiguous"):
-                    body = proc.stdout.read(int(header[2]) + 1)[:-1]
+                    body = stdout.read(int(header[2]) + 1)[:-1]
                     if header[1] == b"blob":
                         out[path] = body
                         if ids is not None:
@@ -782,7 +786,7 @@ class Store:
         raw = self.git("status", "--porcelain", "-z", "--untracked-files=no", "--", *paths, env=_LITERAL).stdout
         return [entry[3:] for entry in raw.decode("utf-8", "replace").split("\0") if len(entry) > 3]
 
-    def staged_reverts(self) -> list[dict]:
+    def staged_reverts(self) -> list[dict[str, Any]]:
         """Lifecycle files whose index, in any worktree of this clone, undoes the last modelctl commit.
 
         That is what a branch moved under a checked-out worktree leaves (its index still holds the
@@ -792,7 +796,7 @@ class Store:
         trees = {str(p.resolve()): b or "detached HEAD" for p, b in self.worktree_list()}
         if not self.is_bare():
             trees.setdefault(str(self.root.resolve()), self.current_branch() or "detached HEAD")
-        found = []
+        found: list[dict[str, Any]] = []
         for path, branch in sorted(trees.items()):
             tree = self if Path(path) == self.root.resolve() else Store(path)
             proc = tree.git("diff-index", "--cached", "--raw", "-z", "--no-renames", "--no-abbrev", "HEAD", "--",
@@ -837,7 +841,7 @@ class Store:
             timeout = lock_timeout(os.environ.get("MODELCTL_LOCK_TIMEOUT"), holds)
         return _Lock(self.lock_path, timeout)
 
-    def lock_status(self) -> dict:
+    def lock_status(self) -> LockInfo:
         """The clone lock: whether a live process holds it, and the pid/since it records."""
         return read_lock(self.lock_path)
 
@@ -1012,7 +1016,9 @@ class Store:
         with self.lock(holds=deadline):
             return self._add_tags(plan_fn, push, remote, branch, deadline, sleep, clock, clock())
 
-    def _add_tags(self, plan_fn, push, remote, branch, deadline, sleep, clock, started) -> Outcome:
+    def _add_tags(self, plan_fn: Callable[[Snapshot], list[TagSpec]], push: bool, remote: str, branch: str | None,
+                  deadline: float, sleep: Callable[[float], None], clock: Callable[[], float],
+                  started: float) -> Outcome:
         target = self._target(push, remote, branch, None)
 
         def attempt() -> Outcome | None:
@@ -1061,7 +1067,8 @@ class Store:
         target = self._target(False, remote, branch, None)
         return self._advance_local(target, tip, []) == "moved"
 
-    def _retry(self, attempt: Callable[[], Outcome | None], deadline: float, sleep, clock, started) -> Outcome:
+    def _retry(self, attempt: Callable[[], Outcome | None], deadline: float, sleep: Callable[[float], None],
+               clock: Callable[[], float], started: float) -> Outcome:
         tries = 0
         while True:
             tries += 1
@@ -1123,19 +1130,20 @@ class Store:
                                   "or 'modelctl doctor --fix --push')")
         return base
 
-    def _attempt(self, plan_fn, t: _Target, clock) -> Outcome | None:
+    def _attempt(self, plan_fn: Callable[[Snapshot], Plan], t: _Target, clock: Callable[[], float]) -> Outcome | None:
         base = self._base(t)
         snap = Snapshot(self, base)
         plan = plan_fn(snap)
         branch_name = t.new_branch or t.branch
         if plan.noop:
             synced = True
-            if t.push and t.new_branch is None:  # a re-run after a crash: the checkout catches up
+            # a re-run after a crash: the checkout catches up (a push always has a base: _base refuses none)
+            if t.push and t.new_branch is None and base is not None:
                 synced = self._advance_local(t, base, []) != "left"
             return Outcome(None, [], False, True, plan.result, branch_name, synced=synced)
         now = int(clock())
         touched = sorted(plan.files)
-        if t.checked_out:
+        if t.checked_out and t.worktree is not None:  # (checked_out: there is a worktree)
             dirty = t.worktree.dirty(touched)
             if dirty:
                 where = "" if t.worktree is self else f" in the worktree at {t.worktree.root} (it has {t.branch} checked out)"
@@ -1144,7 +1152,7 @@ class Store:
         commit = self._build_commit(base, plan, now)
         fault("after-commit-object")
         if t.new_branch:
-            return self._land_new_branch(t, commit, plan)
+            return self._land_new_branch(t, t.new_branch, commit, plan)
         tags = self._build_tags([TagSpec(ev, commit) for ev in plan.tags], now)
         fault("after-tag-objects")
         if t.push:
@@ -1164,7 +1172,7 @@ class Store:
             return None
         return Outcome(commit, [n for n, _ in tags], False, False, plan.result, branch_name, synced=moved != "left")
 
-    def _landed(self, t: _Target, commit: str, base: str | None, clock) -> str:
+    def _landed(self, t: _Target, commit: str, base: str | None, clock: Callable[[], float]) -> str:
         """After a push that timed out: 'ok' if the remote branch has our commit, 'retry' if it cannot.
 
         A killed `git push` says nothing about the remote: the server may have taken the whole
@@ -1192,8 +1200,7 @@ class Store:
                                        "done'; 'modelctl doctor' shows what reached the remote")
             time.sleep(backoff(attempt, random.random(), 0.2))  # waiting for the server, not for a test
 
-    def _land_new_branch(self, t: _Target, commit: str, plan: Plan) -> Outcome:
-        name = t.new_branch
+    def _land_new_branch(self, t: _Target, name: str, commit: str, plan: Plan) -> Outcome:
         if self.rev(f"refs/heads/{name}"):
             raise UsageError(f"branch {name!r} already exists", hint="pick another --branch name")
         lines = [f"create refs/heads/{name} {commit}"]
@@ -1319,7 +1326,9 @@ class Store:
             elif sync.paths and (tree.git_dir / "index.lock").exists():
                 # the checkout could not follow: refuse a local write, leave the clone behind a pushed one
                 if cas:
-                    raise _blocked_by_lock(f"Unable to create '{tree.git_dir / 'index.lock'}': File exists")
+                    blocked = _blocked_by_lock(f"Unable to create '{tree.git_dir / 'index.lock'}': File exists")
+                    assert blocked is not None  # the message is git's own, which _blocked_by_lock recognises
+                    raise blocked
                 move, sync = False, None
         lines = []
         if move and old != new_tip:
@@ -1379,7 +1388,8 @@ class Store:
                 meta, path = entry.split("\t", 1)
                 mode, obj, stage = meta.split()
                 index[path] = obj if stage == "0" else "conflict"
-        files, kinds = [], {}
+        files: list[str] = []
+        kinds: dict[str, str | None] = {}
         for p in paths:
             full = self.root / p
             if not os.path.lexists(full):
@@ -1396,7 +1406,7 @@ class Store:
             allowed = {before, after[1] if after else None}
             if index.get(p) not in allowed or kinds.get(p) not in allowed:
                 return None
-        return _Sync(old, new, paths, {p: changes[p][1] for p in paths if changes[p][1]})
+        return _Sync(old, new, paths, {p: at_new for p in paths if (at_new := changes[p][1])})
 
     def _apply_sync(self, sync: _Sync) -> None:
         if not sync.paths:
@@ -1432,7 +1442,7 @@ class Store:
             except FileNotFoundError:
                 pass
 
-    def journal(self) -> dict | None:
+    def journal(self) -> dict[str, Any] | None:
         """The record of a work-tree update that a killed process did not finish, or None."""
         try:
             data = json.loads(self.journal_path.read_text())
@@ -1458,7 +1468,8 @@ class Store:
         return "done"
 
 
-def _run_group(cmd: list[str], cwd, input: bytes | None, env: dict, timeout: float) -> subprocess.CompletedProcess:
+def _run_group(cmd: list[str], cwd: Path, input: bytes | None, env: dict[str, str],
+               timeout: float) -> subprocess.CompletedProcess[bytes]:
     """Run a command with a time limit that ends its helpers too (ssh, a local receive-pack).
 
     Killing only `git` would leave its children holding our pipes, and waiting for them would
@@ -1478,7 +1489,7 @@ def _run_group(cmd: list[str], cwd, input: bytes | None, env: dict, timeout: flo
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-def _close_batch(proc: subprocess.Popen) -> None:
+def _close_batch(proc: subprocess.Popen[bytes]) -> None:
     """End a long-lived `cat-file --batch` (EOF on its input makes it exit)."""
     try:
         if proc.stdin:
@@ -1531,9 +1542,19 @@ def _ref_txn(lines: list[str]) -> bytes:
     return ("\n".join(["start", *lines, "prepare", "commit"]) + "\n").encode("utf-8")
 
 
-def read_lock(path: Path) -> dict:
+class LockInfo(TypedDict):
+    """What a lock file says (read_lock)."""
+
+    path: str
+    exists: bool
+    held: bool  # a live process has it flocked
+    pid: int  # 0 when empty, -1 when unreadable
+    since: int  # unix seconds, 0 when empty
+
+
+def read_lock(path: Path) -> LockInfo:
     """What a lock file says: held (a live process has it flocked), pid and since (0 when empty)."""
-    info = {"path": str(path), "exists": path.exists(), "held": False, "pid": 0, "since": 0}
+    info: LockInfo = {"path": str(path), "exists": path.exists(), "held": False, "pid": 0, "since": 0}
     if not info["exists"]:
         return info
     try:
@@ -1576,12 +1597,12 @@ def lock_timeout(text: str | None, holds: float = 0.0) -> float:
 
 
 class _Lock:
-    def __init__(self, path: Path, timeout: float):
+    def __init__(self, path: Path, timeout: float) -> None:
         self.path = path
         self.timeout = timeout
         self.fd: int | None = None
 
-    def __enter__(self):
+    def __enter__(self) -> _Lock:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + self.timeout
         while True:
@@ -1603,7 +1624,7 @@ class _Lock:
         os.pwrite(self.fd, json.dumps({"pid": os.getpid(), "since": int(time.time())}).encode(), 0)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         if self.fd is not None:
             os.ftruncate(self.fd, 0)  # an empty lock file is not a stale lock
             fcntl.flock(self.fd, fcntl.LOCK_UN)

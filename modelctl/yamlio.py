@@ -15,11 +15,19 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 from .errors import ValidationError
+
+if TYPE_CHECKING:
+    from ruamel.yaml import YAML
+    from ruamel.yaml.nodes import ScalarNode
+    from ruamel.yaml.representer import BaseRepresenter
+    from yaml.events import Event
 
 MAX_BYTES = 256 * 1024
 # Numbers beyond this are refused at load: nothing a registry counts comes near it, and a 310-digit
@@ -44,16 +52,20 @@ _YAML11_WORDS = {
 }
 
 
+# Where a node sits in a document: the keys and list indexes from the root down to it.
+Location: TypeAlias = tuple[str | int, ...]
+
+
 @dataclass
 class Document:
     """A strictly loaded YAML document: its data and the line of every node (1-based)."""
 
     data: Any
     path: str
-    lines: dict[tuple, int] = field(default_factory=dict)
-    raw: dict[tuple, str] = field(default_factory=dict)  # source text of non-string scalars
+    lines: dict[Location, int] = field(default_factory=dict)
+    raw: dict[Location, str] = field(default_factory=dict)  # source text of non-string scalars
 
-    def line_of(self, location: tuple) -> int | None:
+    def line_of(self, location: Location) -> int | None:
         """Line of the node at `location` (a tuple of keys/indexes), or of its nearest parent."""
         loc = tuple(location)
         while loc:
@@ -89,11 +101,21 @@ def _short(text: str) -> str:
     return text if len(text) <= 24 else f"{text[:20]}...({len(text)} characters)"
 
 
-def _events(text: str):
+def _events(text: str) -> Iterator[Event]:
     import yaml  # PyYAML: used only as an event parser, never to construct objects
 
     loader = getattr(yaml, "CSafeLoader", None) or yaml.SafeLoader
-    return yaml.parse(text, Loader=loader), yaml
+    return yaml.parse(text, Loader=loader)
+
+
+@dataclass(slots=True)
+class _Open:
+    """A mapping or list of the document being filled while its events stream in."""
+
+    container: dict[str, Any] | list[Any]
+    loc: Location
+    key: str | None = None  # a mapping's key read but not yet given its value
+    seen: set[str] = field(default_factory=set)  # a mapping's keys so far (duplicates are refused)
 
 
 def loads(text: str | bytes, path: str = "<input>") -> Document:
@@ -109,68 +131,80 @@ def loads(text: str | bytes, path: str = "<input>") -> Document:
         raise ValidationError(f"{path}: file is larger than {MAX_BYTES} bytes")
     if text.startswith("\ufeff"):
         text = text[1:]
-    events, yaml = _events(text)
-    lines: dict[tuple, int] = {}
-    raw: dict[tuple, str] = {}
+    import yaml
+    from yaml.events import (
+        AliasEvent,
+        CollectionEndEvent,
+        DocumentStartEvent,
+        MappingStartEvent,
+        ScalarEvent,
+        SequenceStartEvent,
+    )
 
-    def fail(event, what: str):
-        line = event.start_mark.line + 1 if getattr(event, "start_mark", None) else "?"
+    events = _events(text)
+    lines: dict[Location, int] = {}
+    raw: dict[Location, str] = {}
+
+    def fail(event: Event, what: str) -> NoReturn:
+        line = event.start_mark.line + 1 if event.start_mark else "?"
         raise ValidationError(f"{path}:{line}: {what}")
 
     documents = 0
-    # stack items: [container, location, pending_key or sentinel, seen_keys]
-    stack: list[list] = []
+    stack: list[_Open] = []
     root: Any = None
-    _NOKEY = object()
 
-    def attach(value: Any, event, is_container: bool):
+    def attach(value: Any, event: Event, is_container: bool) -> Location | None:
+        """Put `value` in the open container; its location, or None when it is a mapping key."""
         nonlocal root
+        mark = event.start_mark
+        assert mark is not None  # the parser marks every event; the stubs allow None
+        line = mark.line + 1
         if not stack:
             root = value
-            lines[()] = event.start_mark.line + 1
+            lines[()] = line
             return ()
         top = stack[-1]
-        container, loc = top[0], top[1]
+        container, loc = top.container, top.loc
         if isinstance(container, list):
-            sub = loc + (len(container),)
+            sub: Location = loc + (len(container),)
             container.append(value)
-            lines[sub] = event.start_mark.line + 1
+            lines[sub] = line
             return sub
-        if top[2] is _NOKEY:
+        if top.key is None:
             if is_container:
                 fail(event, "a mapping key must be a plain string, not a mapping or list")
             if not isinstance(value, str):
                 fail(event, f"mapping key {value!r} must be a string; quote it")
-            if value in top[3]:
+            if value in top.seen:
                 fail(event, f"duplicate key {value!r}")
-            top[3].add(value)
-            top[2] = value
+            top.seen.add(value)
+            top.key = value
             return None
-        key = top[2]
-        top[2] = _NOKEY
+        key = top.key
+        top.key = None
         sub = loc + (key,)
         container[key] = value
-        lines[sub] = event.start_mark.line + 1
+        lines[sub] = line
         return sub
 
     try:
         for event in events:
-            kind = type(event).__name__
-            if kind == "DocumentStartEvent":
+            if isinstance(event, DocumentStartEvent):
                 documents += 1
                 if documents > 1:
                     fail(event, "several YAML documents in one file; keep one")
                 if getattr(event, "version", None) or getattr(event, "tags", None):
                     fail(event, "%YAML/%TAG directives are not allowed")
-            elif kind == "AliasEvent":
+            elif isinstance(event, AliasEvent):
                 fail(event, f"alias *{event.anchor} is not allowed; write the value out")
-            elif kind in ("ScalarEvent", "MappingStartEvent", "SequenceStartEvent"):
+            elif isinstance(event, (ScalarEvent, MappingStartEvent, SequenceStartEvent)):
                 if event.anchor is not None:
                     fail(event, f"anchor &{event.anchor} is not allowed; write the value out")
                 if event.tag not in (None, "!"):
                     fail(event, f"explicit tag {event.tag} is not allowed")
-                if kind == "ScalarEvent":
+                if isinstance(event, ScalarEvent):
                     plain = event.implicit[0] and event.style in (None, "")
+                    value: Any
                     try:
                         value = _resolve_plain(event.value) if plain else event.value
                     except ValueError:  # an integer past Python's digit limit
@@ -179,7 +213,7 @@ def loads(text: str | bytes, path: str = "<input>") -> Document:
                         fail(event, f"{_short(event.value)} is not a usable number; write a finite value")
                     if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
                         fail(event, f"{_short(event.value)} is too large a number (the limit is 1e18)")
-                    if plain and event.value == "<<" and stack and stack[-1][2] is _NOKEY and isinstance(stack[-1][0], dict):
+                    if plain and event.value == "<<" and stack and stack[-1].key is None and isinstance(stack[-1].container, dict):
                         fail(event, "merge keys (<<) are not allowed; write the keys out")
                     sub = attach(value, event, False)
                     if plain and sub is not None and not isinstance(value, str):
@@ -187,10 +221,12 @@ def loads(text: str | bytes, path: str = "<input>") -> Document:
                 else:
                     if len(stack) >= MAX_DEPTH:
                         fail(event, f"nesting deeper than {MAX_DEPTH} levels")
-                    container: Any = {} if kind == "MappingStartEvent" else []
+                    container: dict[str, Any] | list[Any] = {} if isinstance(event, MappingStartEvent) else []
                     loc = attach(container, event, True)
-                    stack.append([container, loc, _NOKEY, set()])
-            elif kind in ("MappingEndEvent", "SequenceEndEvent"):
+                    # a container is never a mapping key (attach refused it), so it has a location
+                    assert loc is not None
+                    stack.append(_Open(container, loc))
+            elif isinstance(event, CollectionEndEvent):
                 stack.pop()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
@@ -216,10 +252,8 @@ def _tab_indented(text: str, index: int) -> bool:
     return "\t" in row[: len(row) - len(row.lstrip(" \t"))]
 
 
-def load_file(path, display: str | None = None) -> Document:
+def load_file(path: str | os.PathLike[str], display: str | None = None) -> Document:
     """Strictly load a YAML file from disk (size checked before reading it whole)."""
-    import os
-
     shown = display or str(path)
     try:
         size = os.stat(path).st_size
@@ -239,7 +273,7 @@ def _needs_quotes(text: str) -> bool:
 
 def _prepare(value: Any, existing: Any = None) -> Any:
     """Turn plain data into ruamel round-trip nodes, reusing `existing` to keep comments."""
-    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+    from ruamel.yaml.comments import Comment, CommentedMap, CommentedSeq
     from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
     if isinstance(value, dict):
@@ -260,9 +294,10 @@ def _prepare(value: Any, existing: Any = None) -> Any:
             prev = existing[i] if isinstance(existing, list) and i < len(existing) else None
             seq.append(_prepare(item, prev))
         if isinstance(existing, CommentedSeq) and len(existing) == len(seq):
-            seq._yaml_comment = getattr(existing, "_yaml_comment", None)  # keep list comments
-            if seq._yaml_comment is None:
-                del seq._yaml_comment
+            # keep list comments (the attribute is ruamel's own: Comment.attrib, "_yaml_comment")
+            setattr(seq, Comment.attrib, getattr(existing, Comment.attrib, None))
+            if getattr(seq, Comment.attrib) is None:
+                delattr(seq, Comment.attrib)
         return seq
     if isinstance(value, str):
         return DoubleQuotedScalarString(value) if _needs_quotes(value) else str(value)
@@ -271,7 +306,7 @@ def _prepare(value: Any, existing: Any = None) -> Any:
     return value
 
 
-def _represent_float(rep, value: float):
+def _represent_float(rep: BaseRepresenter, value: float) -> ScalarNode:
     # YAML 1.1 readers need a dot in the mantissa and a signed exponent: 1e-05 -> 1.0e-05
     text = repr(value)
     if "e" in text:
@@ -284,7 +319,7 @@ def _represent_float(rep, value: float):
     return rep.represent_scalar("tag:yaml.org,2002:float", text)
 
 
-def _yaml_rt():
+def _yaml_rt() -> YAML:
     from ruamel.yaml import YAML
 
     yaml = YAML(typ="rt")

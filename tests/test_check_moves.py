@@ -150,3 +150,15 @@ def test_moves_backwards_and_odd_percents_are_refused_too(repo):
     assert proc.returncode == 1
     assert moves[0]["message"].startswith("lifecycle rule 'illegal-move': 1.0.2 of support-agent is shadow, past "
                                           "staging; the lifecycle only moves forward")
+
+
+def test_a_commit_that_left_the_file_unreadable_is_passed_over(repo):
+    """A hand edit that broke the file, then one that repaired it: nothing between them to judge, and no crash."""
+    text = (repo / DEP).read_text()
+    (repo / DEP).write_text(text + "active: [unclosed\n")
+    git(repo, "commit", "-q", "-am", "a broken hand edit")
+    (repo / DEP).write_text("# repaired by hand\n" + text)
+    git(repo, "commit", "-q", "-am", "repair it")
+    proc, moves = checked(repo)
+    assert proc.returncode == 0, proc.stderr
+    assert "internal error" not in proc.stderr and moves == []

@@ -293,3 +293,15 @@ def test_a_squash_merged_promotion_to_staging_is_inferred_too(story_copy, monkey
     assert {k: squash[k] for k in ("subject", "action", "version", "from", "to", "inferred")} == {
         "subject": "Stage 1.0.2 (#13)", "action": "promote", "version": "1.0.2", "from": "registered",
         "to": "staging", "inferred": True}
+
+
+def test_a_log_event_carries_every_trailer_field_in_the_trailer_table_order():
+    """history spells the trailer fields out one by one (the LogEvent type): one added to
+    trailers.EVENT_FIELDS and not there would silently vanish from `log --json`."""
+    from modelctl import trailers
+
+    said = "\n".join(f"{key}: x" for key in trailers.EVENT_FIELDS)
+    event, parent = history._parse_record(["a" * 40, "", "0", "Ada", "ada@example.com", "s", said])
+    assert parent is None
+    assert list(event)[5:] == ["action", "inferred", *list(trailers.EVENT_FIELDS.values())[1:], "trailers"]
+    assert all(event[field] == "x" for field in trailers.EVENT_FIELDS.values())  # (not a number: kept as text)

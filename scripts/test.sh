@@ -25,6 +25,8 @@ python3 -m pip install --quiet --disable-pip-version-check -e '.[test,litellm]'
 
 # Lint first (rules in pyproject.toml [tool.ruff]): a finding fails the run like a failing test.
 python3 -m ruff check --quiet .
+# Strict typing of the package ([tool.mypy] in pyproject.toml: strict, no per-module relaxations).
+python3 -m mypy --no-error-summary
 
 # A run that collected nothing is a failure, and under CI (CI=true) so is a skipped test: a missing
 # Prometheus or an unreachable PyPI must not turn into a green build.

@@ -31,7 +31,7 @@ def _locate(path: str | os.PathLike[str] | None) -> tuple[Path, Store]:
     if not start.is_dir():
         raise UsageError(f"registry directory {str(start)!r} does not exist", hint="pass --registry DIR")
     probe = Store(start)
-    top = probe.locate()
+    top = probe.locate() or probe.locate_bare()
     if top is None:
         raise UsageError(f"{start} is not inside a git repository",
                          hint="run 'modelctl init DIR' or pass --registry DIR")
@@ -69,11 +69,21 @@ def load_deployment(snap: Snapshot, name: str, raw: bytes | None = None, oid: st
 class Reader:
     """A registry clone's committed state: a git work tree with modelctl.yaml at its top."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, ref: str | None = None) -> None:
+        """The registry around `path` (a work tree, or a bare repository for reading); `ref` is what
+        every read defaults to (a branch, tag or commit, e.g. "origin/main"), HEAD when not given."""
         self.root, self.store = _locate(path)
+        self.ref = ref or "HEAD"
+        if ref is not None:
+            self.snapshot()  # a ref that names nothing is refused now, not at the first read
 
-    def snapshot(self, ref: str = "HEAD") -> Snapshot:
-        """The registry at a ref; refuses a repository that is not a registry."""
+    def at(self, ref: str | None) -> str:
+        """The ref a read uses: the one given, else the registry's default."""
+        return ref or self.ref
+
+    def snapshot(self, ref: str | None = None) -> Snapshot:
+        """The registry at a ref (default: the one it was opened at); refuses a repository that is not a registry."""
+        ref = self.at(ref)
         snap = self.store.snapshot(ref)
         if snap.commit is None:
             why = self.store.unborn() if ref == "HEAD" else None

@@ -37,7 +37,7 @@ class Registry(Reader):
     """A modelctl registry: the read documents of the CLI (status, show, diff, resolve, log, which)
     and its write commands, for scripts."""
 
-    def status(self, name: str | None = None, ref: str = "HEAD") -> StatusDocument:
+    def status(self, name: str | None = None, ref: str | None = None) -> StatusDocument:
         """Every model (or one): active, canary and percent, shadow, newest registered version."""
         snap = self.snapshot(ref)
         names = [check_name(name)] if name is not None else self.models(snap)
@@ -79,7 +79,7 @@ class Registry(Reader):
         assert snap.commit is not None  # snapshot() refuses a ref that names no commit
         return {"schema": API_SCHEMA, "commit": snap.commit, "models": rows}
 
-    def show(self, name: str, version: str | None = None, ref: str = "HEAD") -> ShowDocument:
+    def show(self, name: str, version: str | None = None, ref: str | None = None) -> ShowDocument:
         """One model's versions with status, model id, prompt hash, who registered when; or one bundle."""
         from .history import iso
 
@@ -118,7 +118,7 @@ class Registry(Reader):
         return {"schema": API_SCHEMA, "name": name, "active": dep.get("active"), "canary": dep.get("canary"),
                 "shadow": dep.get("shadow"), "versions": rows}
 
-    def diff(self, name: str, v1: str, v2: str, ref: str = "HEAD") -> DiffDocument:
+    def diff(self, name: str, v1: str, v2: str, ref: str | None = None) -> DiffDocument:
         """Field-by-field difference of two bundles, grouped as model, prompt, config, data, baseline."""
         check_name(name), check_version(v1), check_version(v2)
         snap = self.snapshot(ref)
@@ -126,7 +126,7 @@ class Registry(Reader):
         return {"schema": API_SCHEMA, "name": name, "from": v1, "to": v2, **bundle_diff(a, b)}
 
     # -- routing and history ------------------------------------------------------------------
-    def resolve(self, name: str, key: str | None = None, ref: str = "HEAD") -> ResolveDocument:
+    def resolve(self, name: str, key: str | None = None, ref: str | None = None) -> ResolveDocument:
         """The routing document a gateway needs; with `key`, also the version that serves that key."""
         from . import routing
 
@@ -151,20 +151,22 @@ class Registry(Reader):
             doc["key"] = {"key": key, "bucket": routing.bucket(name, key), "version": served, "role": role}
         return doc
 
-    def log(self, name: str, limit: int | None = None, ref: str = "HEAD") -> LogDocument:
+    def log(self, name: str, limit: int | None = None, ref: str | None = None) -> LogDocument:
         """Every event of a model from git history, newest first: who, when, what, why, on what evidence."""
         from . import history
 
         check_name(name)
+        ref = self.at(ref)
         self.snapshot(ref)
         self.store.require_full_history(f"the history of {name}")
         return {"schema": API_SCHEMA, **history.log(self.store, name, ref, limit)}
 
-    def which(self, name: str, at: str | int, key: str | None = None, ref: str = "HEAD") -> WhichDocument:
+    def which(self, name: str, at: str | int, key: str | None = None, ref: str | None = None) -> WhichDocument:
         """What served a model at a time (ISO 8601 or unix seconds), and with `key`, which version served it."""
         from . import history
 
         check_name(name)
+        ref = self.at(ref)
         self.snapshot(ref)
         self.store.require_full_history(f"what served {name} at a time")
 

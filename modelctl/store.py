@@ -331,6 +331,16 @@ class Store:
         self._bare = lines[3] == "true"
         return Path(lines[0])
 
+    def locate_bare(self) -> Path | None:
+        """The git directory when this is a bare repository (a gateway sidecar's mirror), else None."""
+        proc = self.git("rev-parse", "--is-bare-repository", "--absolute-git-dir", "--is-shallow-repository",
+                        check=False)
+        lines = proc.stdout.decode("utf-8", "replace").splitlines()
+        if proc.returncode != 0 or len(lines) != 3 or lines[0] != "true":
+            return None
+        self._git_dir, self._bare, self._shallow = Path(lines[1]), True, lines[2] == "true"
+        return Path(lines[1])
+
     def adopt(self, other: Store) -> None:
         """Take what `other`, a Store of the same repository, already learnt (see locate)."""
         for attr in ("_git_dir", "_shallow", "_bare"):

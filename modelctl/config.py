@@ -51,6 +51,8 @@ DEFAULTS: dict = {
     "gate": {"required": False, "alpha": 0.05, "metrics": {}},
     "deprecation": {"warn_days": 30},
     "remote": {"name": "origin", "branch": "main", "push": False, "deadline": 30},
+    # off for registries made before it existed; the template turns it on (README "GitOps")
+    "render": {"enabled": False, "dir": "rendered", "namespace": None},
 }
 
 # Sections whose user value replaces the default whole instead of merging key by key.
@@ -90,7 +92,16 @@ def problems(doc: yamlio.Document) -> list[str]:
             reason = getattr(exc, "msg", None) or type(exc).__name__
             out.append(f"{doc.path}:{line}: pinning.providers.{provider}: {shown(rule)} is not a valid regular "
                        f"expression ({reason}); write one such as '^.+-\\d{{4}}-\\d{{2}}-\\d{{2}}$'")
+    render_dir = (doc.data.get("render") or {}).get("dir")
+    if isinstance(render_dir, str) and render_dir.split("/", 1)[0] in _RESERVED_DIRS:
+        line = doc.line_of(("render", "dir")) or 1
+        out.append(f"{doc.path}:{line}: render.dir: {render_dir!r} is inside a directory modelctl reads "
+                   f"({render_dir.split('/', 1)[0]}/); use a directory of its own such as 'rendered'")
     return out
+
+
+# Directories whose files modelctl reads as registry files: rendered manifests may not live there.
+_RESERVED_DIRS = frozenset({"bundles", "deployments", "evals", "prompts"})
 
 
 def metrics_url_warning(before: bytes | str | None, after: bytes | str | None) -> tuple[int, str] | None:

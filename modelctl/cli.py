@@ -1113,8 +1113,8 @@ def render_cmd(
     if format_ == "json":
         render.emit_json({"documents": docs})
     elif format_ == "litellm":
-        try:
-            from .integrations import litellm as litellm_integration
+        try:  # written alongside this command; absent from builds without it
+            from .integrations import litellm as litellm_integration  # type: ignore[import-not-found,unused-ignore]
         except ImportError:
             raise UsageError("--format litellm is not available in this build of modelctl",
                              hint="use --format json and build the LiteLLM config from the routing documents") from None

@@ -10,7 +10,7 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import bundle as bundlemod
 from . import config as configmod
@@ -74,16 +74,16 @@ def _read_over(snap: Snapshot, overrides: Mapping[str, bytes | None], paths: lis
     return out
 
 
-def _model_document(snap: Snapshot, name: str, overrides: Mapping[str, bytes | None]) -> dict | None:
+def _model_document(snap: Snapshot, name: str, overrides: Mapping[str, bytes | None]) -> dict[str, Any] | None:
     """A model's rendered routing document as the snapshot plus `overrides` would have it (None: not served)."""
     path = deployment_path(name)
     raw = _read_over(snap, overrides, [path])[path]
-    dep = yamlio.loads(raw, path).data if raw is not None else None
-    if not manifests.serves(dep):
+    dep: dict[str, Any] | None = yamlio.loads(raw, path).data if raw is not None else None
+    if dep is None or not manifests.serves(dep):
         return None
     paths = {v: bundlemod.bundle_path(name, v) for v in manifests.served_versions(dep)}
     raws = _read_over(snap, overrides, sorted(paths.values()))
-    bundles = {v: yamlio.loads(raws[p], p).data for v, p in paths.items() if raws[p] is not None}
+    bundles = {v: yamlio.loads(content, p).data for v, p in paths.items() if (content := raws[p]) is not None}
     prompts = _read_over(snap, overrides, manifests.prompt_paths(bundles))
     return manifests.document(dep, bundles, prompts)
 
@@ -95,7 +95,7 @@ def _deployed(snap: Snapshot) -> set[str]:
     return {e[:-5] for e in snap.list("deployments") if e.endswith(".yaml") and NAME_RE.fullmatch(e[:-5])}
 
 
-def rendered_documents(snap: Snapshot, names: list[str] | None = None) -> list[dict]:
+def rendered_documents(snap: Snapshot, names: list[str] | None = None) -> list[dict[str, Any]]:
     """The routing documents of the served models (all, or `names`), in name order."""
     if names is None:
         names = sorted(_deployed(snap))

@@ -212,13 +212,15 @@ def _embedded(text: str) -> Any:
     return None
 
 
-def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict) and value:
-        out: dict[str, Any] = {}
-        for key in sorted(value):
-            out.update(_flat(value[key], f"{prefix}.{key}" if prefix else str(key)))
+def _diffs(before: Any, after: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, value here, value rendered) for every leaf that differs; a null against an
+    object is one difference, not one per field of the object."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        out: list[tuple[str, Any, Any]] = []
+        for key in sorted(set(before) | set(after)):
+            out += _diffs(before.get(key, _ABSENT), after.get(key, _ABSENT), f"{prefix}.{key}" if prefix else key)
         return out
-    return {prefix: value}
+    return [] if before == after and type(before) is type(after) else [(prefix, before, after)]
 
 
 def _short(value: Any) -> str:
@@ -237,12 +239,9 @@ def difference(have: bytes, want: bytes) -> tuple[int | None, str]:
                 min(len(old_lines), len(new_lines)) + 1)
     before, after = _embedded(old), _embedded(new)
     if isinstance(before, dict) and isinstance(after, dict) and before != after:
-        flat_before, flat_after = _flat(before), _flat(after)
-        keys = sorted(k for k in set(flat_before) | set(flat_after)
-                      if flat_before.get(k, _ABSENT) != flat_after.get(k, _ABSENT))
-        shown = "; ".join(f"{k} is {_short(flat_before.get(k, _ABSENT))} here, {_short(flat_after.get(k, _ABSENT))} "
-                          f"in the registry" for k in keys[:3])
-        more = f"; and {len(keys) - 3} more" if len(keys) > 3 else ""
+        found = _diffs(before, after)
+        shown = "; ".join(f"{k} is {_short(a)} here, {_short(b)} in the registry" for k, a, b in found[:3])
+        more = f"; and {len(found) - 3} more" if len(found) > 3 else ""
         return line, f"routing document: {shown}{more}"
     def at(lines: list[str]) -> str:
         return _short(lines[line - 1]) if line <= len(lines) else "the end of the file"

@@ -314,3 +314,16 @@ def test_names_are_dns_labels_and_cannot_collide_with_the_kustomization():
     assert manifests.configmap_name("a" * 63) == "modelctl-" + "a" * 63
     with pytest.raises(Exception, match="not a model name"):
         manifests.configmap_name("Bad_Name")
+
+
+def test_check_names_what_differs_in_words():
+    settings = manifests.Settings(True)
+    served = {"name": "a", "active": {"percent": 95}, "canary": {"version": "1.0.1", "percent": 5}}
+    before = {"name": "a", "active": {"percent": 100}, "canary": None}
+    line, what = manifests.difference(manifests.configmap("a", before, settings),
+                                      manifests.configmap("a", served, settings))
+    assert what == ('routing document: active.percent is 100 here, 95 in the registry; canary is null here, '
+                    '{"percent": 5, "version": "1.0.1"} in the registry')
+    assert line is not None and line > 1
+    line, what = manifests.difference(b"kind: Secret\n", manifests.configmap("a", served, settings))
+    assert line == 1 and what.startswith('line 1 is "kind: Secret" here, "# Rendered by modelctl')

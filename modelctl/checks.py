@@ -240,11 +240,60 @@ def _extensions(reg: Reader, snap: Snapshot, cfg: configmod.Config, files: dict[
         if only is not None else {}
     findings += _deprecation_findings(cfg, docs, bundles, statuses, before, want, only, today)
     findings += _fallback_findings(docs, bundles, statuses, before, only)
+    findings += _rendered_findings(snap, cfg, files, docs, bundles, only)
     if only is not None and base is not None and not staged:
         findings += _move_findings(reg, snap, cfg, docs, only, base)
         if "modelctl.yaml" in only:
             findings += _metrics_target_findings(reg, snap, base)
     return findings
+
+
+def _rendered_findings(snap: Any, cfg: configmod.Config, files: dict[str, str], docs: dict[str, yamlio.Document],
+                       bundles: dict[tuple[str, str], dict[str, Any]], only: set[str] | None) -> list[Finding]:
+    """rendered/ against what the registry renders (render.enabled): missing, stale or extra files."""
+    from . import manifests
+
+    settings = manifests.Settings.from_config(cfg)
+    if not settings.enabled:
+        return []
+    if only is not None and not any(p == configmod.CONFIG_FILE or p.startswith(("deployments/", settings.dir + "/"))
+                                    for p in only):
+        return []  # a change that touches neither side cannot make them disagree
+    deps = {p[len("deployments/"):-5]: d.data for p, d in docs.items()
+            if p.startswith("deployments/") and p.count("/") == 1 and p.endswith(".yaml") and isinstance(d.data, dict)
+            and NAME_RE.fullmatch(p[len("deployments/"):-5])}
+    prompt_paths = manifests.prompt_paths({f"{n} {v}": b for (n, v), b in bundles.items()
+                                           if manifests.serves(deps.get(n)) and v in manifests.served_versions(deps[n])})
+    prompts = snap.read_many(prompt_paths)
+    wanted: dict[str, bytes | None] = {}
+    unknown: set[str] = set()  # models whose rendering cannot be judged (a bundle is missing: reported elsewhere)
+    for name, dep in sorted(deps.items()):
+        own = {v: bundles[(name, v)] for v in manifests.served_versions(dep) if (name, v) in bundles}
+        try:
+            wanted[settings.path(name)] = manifests.render_model(name, dep, own, prompts, settings)
+        except (ModelctlError, AttributeError, KeyError, TypeError, ValueError):
+            unknown.add(settings.path(name))  # an invalid deployment or bundle: its own finding says why
+    served = [n for n in deps if wanted.get(settings.path(n)) is not None or settings.path(n) in unknown]
+    wanted[settings.kustomization] = manifests.kustomization(served, settings)
+    for path in files:
+        if settings.model_of(path) and path not in wanted and path not in unknown:
+            wanted[path] = None
+    actual = snap.read_many(sorted(wanted))
+    fix = "run 'modelctl render --write' (or re-run the write that changed it) instead of editing rendered files"
+    out = []
+    for path in sorted(wanted):
+        want, have = wanted[path], actual[path]
+        if want == have:
+            continue
+        if have is None:
+            out.append(Finding(path, None, "error", f"missing: the registry renders this file; {fix}"))
+        elif want is None:
+            out.append(Finding(path, None, "error", f"no served model explains this rendered file (no active version "
+                                                    f"in deployments/{settings.model_of(path)}.yaml); {fix}"))
+        else:
+            line, what = manifests.difference(have, want)
+            out.append(Finding(path, line, "error", f"differs from what the registry renders ({what}); {fix}"))
+    return out
 
 
 def _metrics_target_findings(reg: Reader, snap: Snapshot, base: str) -> list[Finding]:

@@ -1218,6 +1218,66 @@ def resolve(
     render.emit_json(doc) if json_out else render.resolve(doc)
 
 
+@app.command("render")
+@funnel
+def render_cmd(
+    name: Annotated[str | None, typer.Argument(help="Model name (default: every served model).")] = None,
+    format_: Annotated[
+        str, typer.Option("--format", help="configmap (Kubernetes YAML), json (routing documents) or litellm.")
+    ] = "configmap",
+    write: Annotated[
+        bool, typer.Option("--write", help="Commit the rendered files that are out of date (one validated write).")
+    ] = False,
+    push: PushOpt = None,
+    branch: BranchOpt = None,
+) -> None:
+    """Print what serves, rendered for other pipelines; --write brings rendered/ up to date in one commit.
+
+    The ConfigMaps are the files every write keeps in rendered/ (render: in modelctl.yaml) for
+    Argo CD and Flux; only models with an active version are rendered.
+
+    \b
+    Example:
+      modelctl render support-agent --format json
+    """
+    from . import manifests, ops, render
+    from .errors import NotFound, UsageError
+    from .names import check_name
+
+    if format_ not in manifests.FORMATS:
+        raise UsageError(f"unknown --format {format_!r}", hint="use configmap, json or litellm")
+    if name is not None:
+        check_name(name)
+    if write and format_ != "configmap":
+        raise UsageError("--write writes the configmap rendering only", hint="drop --format, or drop --write")
+    if not write and (push is not None or branch is not None):
+        raise UsageError("--push and --branch go with --write", hint="add --write, or drop them")
+    reg = _registry()
+    if write:
+        render.outcome("rendered", ops.render_write(reg, name, opts=_write_opts(push, branch)))
+        return
+    snap = reg.snapshot()
+    if name is not None and reg.deployment(name, snap) is None:
+        raise NotFound(f"no model named {name!r} in this registry", hint="see 'modelctl status' for the models it has")
+    docs = ops.rendered_documents(snap, [name] if name else None)
+    if name is not None and not docs:
+        raise UsageError(f"nothing serves {name} yet (no active version), so there is nothing to render",
+                         hint=f"promote a version of {name} to active first")
+    if format_ == "json":
+        render.emit_json({"documents": docs})
+    elif format_ == "litellm":
+        import json
+
+        from .integrations import litellm as litellm_integration  # router_config needs no litellm installed
+
+        # LiteLLM's own shape, not a modelctl/v1 document: no "schema" key added
+        sys.stdout.write(json.dumps(litellm_integration.router_config(docs), indent=2, sort_keys=True) + "\n")
+    else:
+        settings = ops.render_settings(snap)
+        files = {settings.path(d["name"]): manifests.configmap(d["name"], d, settings) for d in docs}
+        sys.stdout.write(manifests.multi_document(files, settings))
+
+
 def _show_note(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                file: TextIO | None = None, line: str | None = None) -> None:
     # the library signals "using the committed modelctl.yaml / eval report" as a warning; users see a note

@@ -62,6 +62,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "deprecation": {"warn_days": 30},
     "notifications": {"timeout": 5, "deadline": 30, "retries": 3, "webhooks": []},
     "remote": {"name": "origin", "branch": "main", "push": False, "deadline": 30},
+    # off for registries made before it existed; the template turns it on (README "GitOps")
+    "render": {"enabled": False, "dir": "rendered", "namespace": None},
 }
 
 # Sections whose user value replaces the default whole instead of merging key by key.
@@ -223,6 +225,15 @@ class DeprecationConfig(_Section):
 
 
 @dataclass(frozen=True, slots=True)
+class RenderConfig(_Section):
+    """`render:` the Kubernetes ConfigMaps every write renders into `dir` (modelctl.manifests)."""
+
+    enabled: bool
+    dir: str
+    namespace: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class NotificationsConfig(_Section):
     """`notifications:` webhooks watch tells of its decisions (modelctl.notify reads URLs and tokens
     from the environment when watch starts)."""
@@ -247,6 +258,7 @@ class Config:
     gate: GateConfig
     deprecation: DeprecationConfig
     notifications: NotificationsConfig
+    render: RenderConfig
 
     def as_dict(self) -> dict[str, Any]:
         """The effective document as plain YAML data (a fresh copy), for the pure modules whose
@@ -276,6 +288,8 @@ def build(data: Mapping[str, Any]) -> Config:
                                           deadline=doc["notifications"]["deadline"],
                                           retries=doc["notifications"]["retries"],
                                           webhooks=_freeze(doc["notifications"]["webhooks"])),
+        render=RenderConfig(enabled=doc["render"]["enabled"], dir=doc["render"]["dir"],
+                            namespace=doc["render"]["namespace"]),
     )
 
 
@@ -307,7 +321,16 @@ def problems(doc: yamlio.Document) -> list[str]:
             reason = getattr(exc, "msg", None) or type(exc).__name__
             out.append(f"{doc.path}:{line}: pinning.providers.{provider}: {shown(rule)} is not a valid regular "
                        f"expression ({reason}); write one such as '^.+-\\d{{4}}-\\d{{2}}-\\d{{2}}$'")
+    render_dir = (doc.data.get("render") or {}).get("dir")
+    if isinstance(render_dir, str) and render_dir.split("/", 1)[0] in _RESERVED_DIRS:
+        line = doc.line_of(("render", "dir")) or 1
+        out.append(f"{doc.path}:{line}: render.dir: {render_dir!r} is inside a directory modelctl reads "
+                   f"({render_dir.split('/', 1)[0]}/); use a directory of its own such as 'rendered'")
     return out
+
+
+# Directories whose files modelctl reads as registry files: rendered manifests may not live there.
+_RESERVED_DIRS = frozenset({"bundles", "deployments", "evals", "prompts"})
 
 
 def metrics_url_warning(before: bytes | str | None, after: bytes | str | None) -> tuple[int, str] | None:

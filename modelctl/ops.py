@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from . import bundle as bundlemod
 from . import config as configmod
-from . import schema, trailers, yamlio
+from . import manifests, schema, trailers, yamlio
 from .errors import UsageError, ValidationError
 from .names import check_name, check_version, clean_text
 from .reader import Reader, deployment_path, dump_deployment, load_deployment
@@ -51,6 +51,7 @@ def _land(reg: Reader, plan_fn: Callable[[Snapshot], Plan], opts: WriteOptions, 
         # anything becomes a git object (a reason or message can carry a pasted key too)
         plan = plan_fn(snap)
         if not plan.noop:
+            plan.files.update(_rendered_for(snap, plan.files))  # GitOps manifests ride in the same commit
             # a path becomes a tree entry name: a key in a file name is as public as one inside it
             _scan_secrets({"a file name": "\n".join(plan.files).encode("utf-8")}, text=True)
             _scan_secrets(plan.files)
@@ -61,6 +62,109 @@ def _land(reg: Reader, plan_fn: Callable[[Snapshot], Plan], opts: WriteOptions, 
     return reg.store.transact(scanned, push=push, remote=remote.name, branch=base,
                               new_branch=opts.branch, deadline=float(remote.deadline),
                               models=(model,) if model else None)
+
+
+# -- rendered manifests (render: in modelctl.yaml) ----------------------------------------------
+
+def render_settings(snap: Snapshot) -> manifests.Settings:
+    """The `render:` section of modelctl.yaml at a snapshot."""
+    return manifests.Settings.from_config(configmod.load(snap))
+
+
+def _read_over(snap: Snapshot, overrides: Mapping[str, bytes | None], paths: list[str]) -> dict[str, bytes | None]:
+    """Files as a plan would leave them: the plan's own content first, else the snapshot's."""
+    out = {p: overrides[p] for p in paths if p in overrides}
+    out.update(snap.read_many([p for p in paths if p not in overrides]))
+    return out
+
+
+def _model_document(snap: Snapshot, name: str, overrides: Mapping[str, bytes | None]) -> dict[str, Any] | None:
+    """A model's rendered routing document as the snapshot plus `overrides` would have it (None: not served)."""
+    path = deployment_path(name)
+    raw = _read_over(snap, overrides, [path])[path]
+    dep: dict[str, Any] | None = yamlio.loads(raw, path).data if raw is not None else None
+    if dep is None or not manifests.serves(dep):
+        return None
+    paths = {v: bundlemod.bundle_path(name, v) for v in manifests.served_versions(dep)}
+    raws = _read_over(snap, overrides, sorted(paths.values()))
+    bundles = {v: yamlio.loads(content, p).data for v, p in paths.items() if (content := raws[p]) is not None}
+    prompts = _read_over(snap, overrides, manifests.prompt_paths(bundles))
+    return manifests.document(dep, bundles, prompts)
+
+
+def _deployed(snap: Snapshot) -> set[str]:
+    """Model names with a deployment file at a snapshot."""
+    from .names import NAME_RE
+
+    return {e[:-5] for e in snap.list("deployments") if e.endswith(".yaml") and NAME_RE.fullmatch(e[:-5])}
+
+
+def rendered_documents(snap: Snapshot, names: list[str] | None = None) -> list[dict[str, Any]]:
+    """The routing documents of the served models (all, or `names`), in name order."""
+    if names is None:
+        names = sorted(_deployed(snap))
+    docs = (_model_document(snap, name, {}) for name in names)
+    return [d for d in docs if d is not None]
+
+
+def rendered_changes(snap: Snapshot, settings: manifests.Settings, names: list[str] | None = None,
+                     overrides: Mapping[str, bytes | None] | None = None) -> dict[str, bytes | None]:
+    """The rendered files to set (bytes) or delete (None) so that `settings.dir` matches the registry.
+
+    `names`: only these models (and the kustomization); None: every model, and rendered model
+    files that no deployment explains are deleted. `overrides`: files a plan is about to write.
+    """
+    overrides = overrides or {}
+    present = {m for m in (settings.model_of(f"{settings.dir}/{e}") for e in snap.list(settings.dir)) if m}
+    if names is None:
+        names = sorted(_deployed(snap) | present)
+    wanted: dict[str, bytes | None] = {}
+    served = set(present)
+    for name in names:
+        doc = _model_document(snap, name, overrides)
+        wanted[settings.path(name)] = None if doc is None else manifests.configmap(name, doc, settings)
+        (served.add if doc is not None else served.discard)(name)
+    wanted[settings.kustomization] = manifests.kustomization(sorted(served), settings)
+    return manifests.changes(snap.read_many(sorted(wanted)), wanted)
+
+
+def _rendered_for(snap: Snapshot, files: Mapping[str, bytes | None]) -> dict[str, bytes | None]:
+    """What a write must add to its commit so rendered/ follows the deployments it changes."""
+    touched = sorted(p[len("deployments/"):-len(".yaml")] for p in files
+                     if p.startswith("deployments/") and p.endswith(".yaml") and p.count("/") == 1)
+    if not touched:
+        return {}
+    settings = render_settings(snap)
+    if not settings.enabled:
+        return {}
+    return rendered_changes(snap, settings, touched, files)
+
+
+def render_write(reg: Reader, name: str | None = None, opts: WriteOptions | None = None) -> Outcome:
+    """Bring the rendered directory up to date with the registry (all models, or one) in one commit."""
+    if name is not None:
+        check_name(name)
+    opts = opts or WriteOptions()
+
+    def plan(snap: Snapshot) -> Plan:
+        settings = render_settings(snap)
+        if not settings.enabled:
+            raise UsageError("rendering is off in modelctl.yaml, so render --write has nothing to keep up to date",
+                             hint="set render.enabled: true in modelctl.yaml and commit it, or drop --write")
+        if name is not None and snap.read(deployment_path(name)) is None:
+            from .errors import NotFound
+
+            raise NotFound(f"no model named {name!r} in this registry",
+                           hint="see 'modelctl status' for the models it has")
+        files = rendered_changes(snap, settings, [name] if name else None)
+        if not files:
+            return Plan(noop=True, result=f"{settings.dir}/ is up to date")
+        subject = f"modelctl: render {name}" if name else "modelctl: render"
+        pairs = [(trailers.ACTION, "render")] + ([(trailers.MODEL, name)] if name else [])
+        return Plan(files=files, subject=subject, trailers=pairs,
+                    result={"dir": settings.dir, "files": sorted(files)})
+
+    return _land(reg, plan, opts)
 
 
 def _check_branch_name(store: Store, name: str, remote: str = "origin") -> None:
@@ -132,6 +236,9 @@ def init(directory: str | os.PathLike[str]) -> InitDocument:
         from . import __version__
 
         files[CI_PIN] = (files[CI_PIN] or b"").replace(b"{modelctl_version}", __version__.encode())
+    settings = manifests.Settings.from_config(configmod.parse(files[configmod.CONFIG_FILE] or b""))
+    if settings.enabled:  # no model serves yet: an empty kustomization, so rendered/ applies from day one
+        files[settings.kustomization] = manifests.kustomization([], settings)
     branch = store.current_branch() or "main"
     plan = Plan(files=files, subject="modelctl: init registry", trailers=[(trailers.ACTION, "init")])
     outcome = store.transact(lambda snap: plan, branch=branch)

@@ -20,6 +20,19 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# kubectl (its `kubectl kustomize` builds rendered/ in the tests) is not in Debian's own archive; it
+# comes from the Kubernetes apt repository (pkgs.k8s.io) or the Google Cloud SDK one. Install it
+# where such a repository is configured; otherwise those tests skip, which fails a CI run.
+if ! command -v kubectl >/dev/null 2>&1; then
+  as_root=(); [ "$(id -u)" = 0 ] || as_root=(sudo)
+  if apt-cache policy kubectl 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubectl >/dev/null
+  else
+    echo "warning: kubectl is not installed and no apt repository here offers it;" \
+         "see https://kubernetes.io/docs/tasks/tools/install-kubectl-linux/" >&2
+  fi
+fi
+
 # the litellm extra is for tests/test_litellm.py (a real litellm.Router in process)
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test,litellm]'
 

@@ -53,6 +53,9 @@ def hand_edit(repo, change, message="edit the deployment by hand"):
     change(data)
     path.write_text(yamlio.dumps(data, text))
     git(repo, "commit", "-q", "-am", message)
+    # then as check says: rendered/ follows the deployment (a commit of its own, not judged as a move)
+    proc = run_cli("render", "--write", cwd=repo)
+    assert proc.returncode == 0, proc.stderr
 
 
 def line_of(repo, version) -> int:

@@ -272,7 +272,8 @@ def test_doctor_sees_a_staged_revert_in_this_and_other_worktrees(published, tmp_
     # what older versions (or a hand-run update-ref) did: move main under the worktree that has it
     git(registry, "fetch", "-q", "origin")
     git(registry, "update-ref", "refs/heads/main", "refs/remotes/origin/main")
-    assert git(registry, "diff", "--cached", "--name-only").split() == ["deployments/support-agent.yaml"]
+    assert git(registry, "diff", "--cached", "--name-only").split() == ["deployments/support-agent.yaml",
+                                                                        "rendered/modelctl-support-agent.yaml"]
     for where in (registry, linked):
         proc = run_cli("doctor", "--no-push", cwd=where)
         assert proc.returncode == 1, proc.stdout + proc.stderr

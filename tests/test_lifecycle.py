@@ -12,6 +12,7 @@ from modelctl.registry import Registry
 
 NAME = "support-agent"
 DEP = f"deployments/{NAME}.yaml"
+RENDERED = f"rendered/modelctl-{NAME}.yaml"  # render: on in the template
 
 
 def trailers(repo, rev="HEAD") -> dict:
@@ -124,7 +125,8 @@ def test_the_whole_pipeline_then_active_deprecates_the_old_version(serving):
     for args, expected in steps:
         proc = run_cli(*args, cwd=repo)
         assert proc.returncode == 0, (args, proc.stderr)
-        assert changed_files(repo) == [DEP], args
+        # what serves changed (all but staging): the rendered ConfigMap is in the same commit
+        assert changed_files(repo) == ([DEP] if "staging" in args else [DEP, RENDERED]), args
         t = trailers(repo)
         assert t["Modelctl-Action"] == args[0]
         assert {k: t.get(k) for k in expected} == expected, args
@@ -157,7 +159,7 @@ def test_rollback_of_a_live_canary_keeps_active_and_puts_the_canary_on_hold(in_c
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"rollback {NAME} 1.0.1 (canary at 5%), 1.0.0 keeps serving: commit ")
     assert "1.0.1 is on hold" in proc.stderr
-    assert changed_files(repo) == [DEP]
+    assert changed_files(repo) == [DEP, RENDERED]
     t = trailers(repo)
     assert (t["Modelctl-Action"], t["Modelctl-From"], t["Modelctl-To"]) == ("rollback", "canary", "rolled-back")
     assert t["Modelctl-Reason"] == "error rate doubled" and t["Modelctl-Restored"] == "1.0.0"

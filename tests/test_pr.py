@@ -36,10 +36,11 @@ def test_promote_on_a_branch_leaves_the_base_and_tags_alone(served):
     assert git(served, "rev-parse", "main") == main_before
     assert repo_state(served)["files"] == files_before
     assert refs(served) == tags_before
-    # the review branch has exactly one commit on top of main, touching the deployment file only
+    # the review branch has exactly one commit on top of main: the deployment file and its rendering
     branch = "promote/support-agent-1.1.0"
     assert git(served, "rev-parse", f"{branch}^") == main_before
-    assert git(served, "show", "--name-only", "--format=", branch).split() == ["deployments/support-agent.yaml"]
+    assert git(served, "show", "--name-only", "--format=", branch).split() == [
+        "deployments/support-agent.yaml", "rendered/modelctl-support-agent.yaml"]
     assert trailers(served, branch)["Modelctl-Action"] == "canary"
     assert "canary:\n  version: \"1.1.0\"\n  percent: 5" in git(served, "show", f"{branch}:deployments/support-agent.yaml")
     # stdout is the pull-request body; the outcome goes to stderr

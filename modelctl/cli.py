@@ -613,14 +613,12 @@ def watch(
             notifier=notifier,
         )
         result = watcher.run()
+        if exported is not None:
+            exported.ended(result)  # before the server stops, so a last scrape can see it
     finally:
         view.close()
         if served:
             served[1].stop()
-    if exported is not None:
-        kind = {watchmod.ROLLED_BACK: "rollback", watchmod.PROMOTED: "promotion", watchmod.HELD: "hold"}
-        if result.outcome in kind:
-            exported.decided(name, kind[result.outcome])
     view.result(result)
     if result.exit_code == watchmod.EXIT_METRICS:
         raise MetricsError(result.message, hint="check the metrics endpoint; the canary was left as it is")
@@ -638,6 +636,8 @@ def _watch_all(reg: Registry, options: Any, view: Any, on_poll: Any, on_event: A
     def on_cycle(report: Any) -> None:
         if served:
             served[1].health.beat()  # the controller is alive even while no canary is live
+            for ended in report.ended:  # counted when it happens, while /metrics is served
+                served[0].ended(ended)
 
     try:
         result = Controller(reg, options, write_options=_write_opts(push), notifier=notifier, on_poll=on_poll,
@@ -648,11 +648,6 @@ def _watch_all(reg: Registry, options: Any, view: Any, on_poll: Any, on_event: A
             notifier.drain(notifier.config.deadline + 1.0)
         if served:
             served[1].stop()
-    if served:
-        kinds = {"rolled-back": "rollback", "promoted": "promotion", "held": "hold"}
-        for decision in result.decisions:
-            if decision.outcome in kinds:
-                served[0].decided(decision.model, kinds[decision.outcome])
     for decision in result.decisions:
         view.result(decision)
     typer.echo(result.message, err=True)

@@ -11,7 +11,7 @@ Each cycle (every `--interval`):
 
 One model's failure (its metrics, a damaged file, a write that conflicted) is that model's line in
 the log and its count on `/metrics`, never the end of the controller. The controller stops at
-`--max-duration`, on SIGINT/SIGTERM, or after one cycle with `--once` (what a CronJob runs).
+`--max-duration`, on SIGINT (Ctrl-C), or after one cycle with `--once` (what a CronJob runs).
 """
 from __future__ import annotations
 
@@ -169,7 +169,7 @@ class Controller:
             if result is not None:
                 del self.watchers[name]
                 report.ended.append(result)
-                if result.outcome not in (NOTHING,):
+                if result.outcome != NOTHING:
                     self.decisions.append(result)
                 if result.outcome not in (ENDED, NOTHING, ALREADY_ROLLED_BACK):
                     self.on_event(WatchEvent("note", result.message))

@@ -259,6 +259,12 @@ class WatchMetrics:
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     m.set(family, value, **labels)
 
+    def ended(self, result: Any) -> None:
+        """A watch.WatchResult: counted as the decision it made, if it made one."""
+        kind = {"rolled-back": "rollback", "promoted": "promotion", "held": "hold"}.get(result.outcome)
+        if kind is not None:
+            self.decided(result.model, kind)
+
     def decided(self, model: str, kind: str) -> None:
         """A decision this process wrote (rollback, step, promotion) or a hold."""
         self.metrics.inc("modelctl_watch_decisions_total", model=model, kind=kind)

@@ -28,7 +28,8 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -246,8 +247,8 @@ class Notifier:
         self._queue: queue.Queue[Event | None] = queue.Queue(maxsize=1000)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self.deliveries: list[Delivery] = []
-        self.dropped = 0  # events refused because the queue was full (a receiver stalled for long)
+        # the latest outcomes (bounded: a controller runs for weeks); each is also given to `report`
+        self.deliveries: deque[Delivery] = deque(maxlen=1000)
 
     def __bool__(self) -> bool:
         return bool(self.config.webhooks)
@@ -264,8 +265,11 @@ class Notifier:
                 self._thread.start()
         try:
             self._queue.put_nowait(event)
-        except queue.Full:
-            self.dropped += 1
+        except queue.Full:  # receivers stalled for long: say so like any failed delivery, never wait
+            for hook in self.config.webhooks:
+                if event.kind in hook.events:
+                    self._record(Delivery(hook.name, event.kind, event.model, False, 0, None,
+                                          "dropped: the delivery queue is full (a receiver keeps stalling)", 0.0))
 
     def drain(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for queued events to be delivered (or given up); True when done."""
@@ -290,16 +294,18 @@ class Notifier:
                     return
                 for hook in self.config.webhooks:
                     if event.kind in hook.events:
-                        delivery = self.deliver(hook, event)
-                        with self._lock:
-                            self.deliveries.append(delivery)
-                        if self._report is not None:
-                            try:
-                                self._report(delivery)
-                            except Exception:  # noqa: BLE001 - a reporting bug must not stop delivery
-                                pass
+                        self._record(self.deliver(hook, event))
             finally:
                 self._queue.task_done()
+
+    def _record(self, delivery: Delivery) -> None:
+        with self._lock:
+            self.deliveries.append(delivery)
+        if self._report is not None:
+            try:
+                self._report(delivery)
+            except Exception:  # noqa: BLE001 - a reporting bug must not stop delivery
+                pass
 
     def deliver(self, hook: Webhook, event: Event) -> Delivery:
         """POST one event to one webhook: bounded retries within the deadline; never raises."""
@@ -352,11 +358,3 @@ def _describe(exc: BaseException) -> str:
         return "connection refused or unreachable"
     return name
 
-
-def counts(deliveries: Sequence[Delivery]) -> dict[tuple[str, str, bool], int]:
-    """(webhook, event, ok) -> how many, for the controller's /metrics."""
-    out: dict[tuple[str, str, bool], int] = {}
-    for d in deliveries:
-        key = (d.webhook, d.event, d.ok)
-        out[key] = out.get(key, 0) + 1
-    return out

@@ -136,7 +136,7 @@ def test_a_stalling_receiver_costs_bounded_attempts_and_never_blocks_the_caller(
     r = receiver(["stall", "stall", "stall", "stall", "stall"])
     n, slept = notifier([Webhook("audit", r.url)], timeout=0.2, retries=2)
     n.notify(ROLLBACK)  # returns at once: delivery is on the notifier's thread
-    assert n.deliveries == []
+    assert list(n.deliveries) == []
     assert n.drain(10)
     (d,) = n.deliveries
     assert (d.ok, d.attempts, d.status) == (False, 3, None)
@@ -186,7 +186,7 @@ def test_no_webhooks_means_no_thread_and_nothing_sent():
     n = Notifier(Settings())
     assert not n
     n.notify(ROLLBACK)
-    assert n.drain(0.01) and n.deliveries == []
+    assert n.drain(0.01) and list(n.deliveries) == []
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -223,3 +223,25 @@ def test_bad_settings_are_refused_with_what_to_fix(section, fragment):
         settings(section, ENV)
     assert fragment in str(err.value)
     assert "hooks.example.invalid" not in str(err.value)
+
+
+def test_a_full_queue_drops_an_event_with_a_report_and_never_waits():
+    import queue
+
+    release = threading.Event()
+
+    def post(url, body, headers, timeout):
+        release.wait(10)  # a receiver that stalls until the test lets it go
+        return 200
+
+    reported: list[Delivery] = []
+    n = Notifier(Settings((Webhook("audit", "http://127.0.0.1:9/x"),), 1.0, 30.0, 0), post=post,
+                 report=reported.append)
+    n._queue = queue.Queue(maxsize=1)  # what 1,000 queued events behind a stalled receiver look like
+    for _ in range(3):  # one in delivery, one queued: the third cannot fit
+        n.notify(ROLLBACK)
+    dropped = [d for d in reported if d.error and d.error.startswith("dropped")]
+    assert dropped and all((d.ok, d.attempts, d.webhook) == (False, 0, "audit") for d in dropped)
+    release.set()
+    assert n.drain(10)
+    assert sum(d.ok for d in n.deliveries) == 3 - len(dropped)

@@ -109,11 +109,20 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict, TypeGuard, TypeVar
 
-from .config import ANALYSIS_DEFAULTS, ANALYSIS_METRICS
+from .config import (
+    ANALYSIS_DEFAULTS,
+    ANALYSIS_KINDS,
+    ANALYSIS_METRICS,
+    Config,
+    analysis_rules,
+    default_events,
+    metric_settings,
+    raise_first,
+)
 from .errors import ValidationError
 from .observation import Counters, Poll, Reading
 
@@ -137,7 +146,7 @@ ADVANCE_OK = "advance-ok"
 SRM_HOLD = "srm-hold"
 ACTIONS = (CONTINUE, ROLLBACK, ALERT, HOLD, ADVANCE_OK, SRM_HOLD)
 
-KINDS = ("rate", "latency", "cost", "gauge")
+KINDS = ANALYSIS_KINDS
 SEQUENTIAL = ("rate", "latency", "cost")
 
 # Defaults tuned with benchmarks/judgement.py (README "How watch judges"); config.py holds them so
@@ -181,14 +190,6 @@ class MetricSpec:
         return self.action == ROLLBACK and self.type != "gauge"
 
 
-def default_events(metric: str) -> str:
-    """The counter behind a rate metric by convention: error_rate -> errors, x_rate -> xs."""
-    if metric == "error_rate":
-        return "errors"
-    if metric.endswith("_rate"):
-        return metric[: -len("_rate")] + "s"
-    return metric
-
 
 @dataclass(frozen=True)
 class AnalysisConfig:
@@ -216,62 +217,30 @@ class AnalysisConfig:
     metrics: tuple[MetricSpec, ...] = field(default_factory=lambda: _default_specs())
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any] | None) -> AnalysisConfig:
-        """Build from a whole registry config (reads its `analysis` section)."""
+    def from_config(cls, config: Config | Mapping[str, Any] | None) -> AnalysisConfig:
+        """Build from a registry config: a `config.Config` (validated: built as it is) or a plain
+        mapping (its `analysis` section is checked by config.analysis_rules first)."""
+        if isinstance(config, Config):
+            return cls._build(config.analysis.as_dict())
         section = (config or {}).get("analysis") if isinstance(config, Mapping) else None
         return cls.from_section(section)
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any] | None) -> AnalysisConfig:
-        """Build from the `analysis` mapping itself; raise ValidationError on bad values."""
-        section = section or {}
-        if not isinstance(section, Mapping):
-            raise ValidationError("modelctl.yaml: analysis must be a mapping")
-        unknown = sorted(str(k) for k in section if k not in DEFAULTS and k not in OTHER_KEYS
-                         and k not in ("metrics", "segments"))
-        if unknown:
-            raise ValidationError(f"modelctl.yaml: analysis.{unknown[0]} is not a setting",
-                                  hint=f"known: {', '.join(sorted(DEFAULTS))}, metrics, segments")
+        """Build from a plain `analysis` mapping; raise ValidationError on what config.analysis_rules finds."""
+        raise_first(analysis_rules(section))
+        return cls._build(section or {})
+
+    @classmethod
+    def _build(cls, section: Mapping[str, Any]) -> AnalysisConfig:
+        """The typed form of a section that passed config.analysis_rules (nothing is checked here)."""
         v = {**DEFAULTS, **{k: x for k, x in section.items() if k in DEFAULTS}}
-        unit = lambda x: 0 < x < 1  # noqa: E731
-        whole = lambda x: x >= 1 and x == int(x)  # noqa: E731
-        out: dict[str, Any] = {
-            "alpha": _setting(v, "alpha", unit, "a number between 0 and 1"),
-            "beta": _setting(v, "beta", unit, "a number between 0 and 1"),
-            "consecutive_failures": int(_setting(v, "consecutive_failures", whole, "a whole number >= 1")),
-            "consecutive_errors": int(_setting(v, "consecutive_errors", whole, "a whole number >= 1")),
-            "min_requests": int(_setting(v, "min_requests", lambda x: x >= 0 and x == int(x), "a whole number >= 0")),
-            "min_events": int(_setting(v, "min_events", lambda x: x >= 0 and x == int(x), "a whole number >= 0")),
-            "min_duration_seconds": float(_setting(v, "min_duration_seconds", lambda x: x >= 0, "seconds >= 0")),
-            "stale_seconds": float(_setting(v, "stale_seconds", lambda x: x > 0, "a number of seconds > 0")),
-            "srm_alpha": _setting(v, "srm_alpha", unit, "a number between 0 and 1"),
-            "srm_tolerance": float(_setting(v, "srm_tolerance", lambda x: 0 <= x < 1, "a number in [0, 1)")),
-            "segment_share": float(_setting(v, "segment_share", unit, "a number between 0 and 1")),
-            "max_segments": int(_setting(v, "max_segments", whole, "a whole number >= 1")),
-            "cusum_growth": float(_setting(v, "cusum_growth", lambda x: x >= 0, "a number >= 0")),
-            "burst_prior": float(_setting(v, "burst_prior", lambda x: x >= 0, "a number >= 0")),
-            "burst_prior_weight": float(_setting(v, "burst_prior_weight", lambda x: x >= 0, "a number >= 0")),
-            "max_step": float(_setting(v, "max_step", lambda x: x > 0, "a number > 0")),
-            "prior_requests": float(_setting(v, "prior_requests", lambda x: x >= 0, "a number >= 0")),
-        }
-        if v["on_errors"] not in (HOLD, ROLLBACK):
-            raise ValidationError(f"modelctl.yaml: analysis.on_errors must be hold or rollback (got {v['on_errors']!r})")
-        out["on_errors"] = v["on_errors"]
+        out: dict[str, Any] = {k: _typed(k, v[k]) for k in DEFAULTS}
         segments = section.get("segments")
         if segments is not None:
-            if not isinstance(segments, list) or not all(isinstance(s, str) and s for s in segments):
-                raise ValidationError("modelctl.yaml: analysis.segments must be a list of segment names")
             out["segments"] = tuple(dict.fromkeys(segments))
-        raw_metrics = section.get("metrics", DEFAULT_METRICS)
-        if raw_metrics is None:
-            raw_metrics = DEFAULT_METRICS
-        if not isinstance(raw_metrics, Mapping):
-            raise ValidationError("modelctl.yaml: analysis.metrics must be a mapping of metric name to settings")
-        metrics = tuple(_metric_spec(str(name), spec) for name, spec in raw_metrics.items())
-        if not metrics:
-            raise ValidationError("modelctl.yaml: analysis.metrics is empty; watch would have nothing to judge",
-                                  hint="remove the key to use the defaults")
-        return cls(metrics=metrics, **out)
+        raw_metrics = section.get("metrics") or DEFAULT_METRICS
+        return cls(metrics=tuple(_metric_spec(str(name), spec) for name, spec in raw_metrics.items()), **out)
 
     def metric(self, name: str) -> MetricSpec:
         """The spec of one metric by name (KeyError if not configured)."""
@@ -292,88 +261,37 @@ class AnalysisConfig:
         return self.alpha * weights[spec.name] / sum(weights.values())
 
 
-def _setting(values: Mapping[str, Any], key: str, ok: Callable[[float], bool], want: str) -> Any:
-    value = values[key]
-    if not _is_number(value) or not math.isfinite(value) or not ok(value):
-        raise ValidationError(f"modelctl.yaml: analysis.{key} must be {want} (got {_short(value)})")
-    return float(value) if isinstance(value, float) or key in ("alpha", "beta", "srm_alpha") else value
+# settings typed as whole numbers; the rest are floats (on_errors stays a string)
+_WHOLE = frozenset({"consecutive_failures", "consecutive_errors", "min_requests", "min_events", "max_segments"})
+
+
+def _typed(key: str, value: Any) -> Any:
+    if key == "on_errors":
+        return value
+    return int(value) if key in _WHOLE else float(value)
 
 
 def _default_specs() -> tuple[MetricSpec, ...]:
     return tuple(_metric_spec(name, spec) for name, spec in DEFAULT_METRICS.items())
 
 
-_METRIC_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
-_METRIC_KEYS = ("type", "max_ratio", "min_delta", "action", "critical", "events", "numerator", "quantile",
-                "threshold_ms", "gauge", "min_requests")
-
-
-def _metric_spec(name: str, raw: Any) -> MetricSpec:
-    where = f"modelctl.yaml: analysis.metrics.{name}"
-    if not _METRIC_NAME_RE.match(name):
-        raise ValidationError(f"modelctl.yaml: analysis.metrics has an invalid metric name {name!r}",
-                              hint="use letters, digits and '_'")
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        raise ValidationError(f"{where} must be a mapping")
-    unknown = sorted(str(k) for k in raw if k not in _METRIC_KEYS)
-    if unknown:
-        raise ValidationError(f"{where}.{unknown[0]} is not a metric setting", hint=f"known: {', '.join(_METRIC_KEYS)}")
-    merged = {**DEFAULT_METRICS.get(name, {}), **raw}
-    kind = merged.get("type")
+def _metric_spec(name: str, raw: Mapping[str, Any] | None) -> MetricSpec:
+    """The typed form of one `analysis.metrics` entry that passed config.analysis_rules."""
+    merged = metric_settings(name, raw)
+    kind = str(merged.get("type"))
     if kind == "ratio":  # the old point comparison of a provider's figure: now a gauge
         kind = "gauge"
-    if kind not in KINDS:
-        raise ValidationError(f"{where}.type must be one of {', '.join(KINDS)} (got {kind!r})")
-    max_ratio = merged.get("max_ratio", 1.5)
-    min_delta = merged.get("min_delta", 0.0)
-    action = merged.get("action", "rollback")
-    critical = merged.get("critical", False)
-    events = merged.get("events", merged.get("numerator"))
-    quantile = merged.get("quantile", 0.95)
-    threshold = merged.get("threshold_ms")
-    gauge = merged.get("gauge")
-    min_requests = merged.get("min_requests")
-    if not _is_number(max_ratio) or not math.isfinite(max_ratio) or max_ratio < 1:
-        raise ValidationError(f"{where}.max_ratio must be a number >= 1 (got {_short(max_ratio)})")
-    if not _is_number(min_delta) or not math.isfinite(min_delta) or not 0 <= min_delta < 1:
-        raise ValidationError(f"{where}.min_delta must be a number in [0, 1) (got {_short(min_delta)})")
-    if kind in ("rate", "latency") and max_ratio == 1 and min_delta == 0:
-        raise ValidationError(f"{where} tolerates nothing: max_ratio 1 and min_delta 0",
-                              hint="set max_ratio above 1 or min_delta above 0")
-    if kind == "cost" and max_ratio == 1:
-        raise ValidationError(f"{where} tolerates nothing: max_ratio 1", hint="set max_ratio above 1")
-    if action not in (ROLLBACK, ALERT):
-        raise ValidationError(f"{where}.action must be rollback or alert (got {action!r})")
-    if kind == "gauge" and action == ROLLBACK and "action" in raw:
-        raise ValidationError(f"{where}: a gauge can alert but never roll back",
-                              hint="use type: latency with histogram buckets, or action: alert")
-    if kind == "gauge":
-        action = ALERT  # the legacy `type: ratio, action: rollback` default: a gauge only alerts
-    if not isinstance(critical, bool):
-        raise ValidationError(f"{where}.critical must be true or false (got {_short(critical)})")
-    if kind == "rate":
-        events = events if events is not None else default_events(name)
-        if not isinstance(events, str) or not _METRIC_NAME_RE.match(events):
-            raise ValidationError(f"{where}.events must be a counter name (got {_short(events)})")
-    else:
-        events = None
-    if not _is_number(quantile) or not 0 < quantile < 1:
-        raise ValidationError(f"{where}.quantile must be a number between 0 and 1 (got {_short(quantile)})")
-    if threshold is not None and (not _is_number(threshold) or not math.isfinite(threshold) or threshold <= 0):
-        raise ValidationError(f"{where}.threshold_ms must be a number of milliseconds > 0 (got {_short(threshold)})")
-    if gauge is not None and (not isinstance(gauge, str) or not _METRIC_NAME_RE.match(gauge)):
-        raise ValidationError(f"{where}.gauge must be a gauge name (got {_short(gauge)})")
-    if min_requests is not None and (
-            not _is_number(min_requests) or min_requests < 0 or min_requests != int(min_requests)):
-        raise ValidationError(f"{where}.min_requests must be a whole number >= 0 (got {_short(min_requests)})")
+    # a gauge only alerts (the legacy `type: ratio` defaulted to rollback)
+    action = ALERT if kind == "gauge" else merged.get("action", ROLLBACK)
+    threshold, least = merged.get("threshold_ms"), merged.get("min_requests")
     return MetricSpec(
-        name=name, type=kind, max_ratio=float(max_ratio), min_delta=float(min_delta), action=action,
-        critical=critical, events=events, quantile=float(quantile),
+        name=name, type=kind, max_ratio=float(merged.get("max_ratio", 1.5)),
+        min_delta=float(merged.get("min_delta", 0.0)), action=action, critical=merged.get("critical", False),
+        events=(merged.get("events", merged.get("numerator")) or default_events(name)) if kind == "rate" else None,
+        quantile=float(merged.get("quantile", 0.95)),
         threshold_ms=None if threshold is None else float(threshold),
-        gauge=(gauge or name) if kind == "gauge" else None,
-        min_requests=None if min_requests is None else int(min_requests),
+        gauge=(merged.get("gauge") or name) if kind == "gauge" else None,
+        min_requests=None if least is None else int(least),
     )
 
 

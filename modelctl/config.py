@@ -7,6 +7,7 @@ What passes both is turned once into a `Config`; readers use its attributes and 
 from __future__ import annotations
 
 import copy
+import math
 import re
 import warnings
 import weakref
@@ -321,6 +322,11 @@ def problems(doc: yamlio.Document) -> list[str]:
             reason = getattr(exc, "msg", None) or type(exc).__name__
             out.append(f"{doc.path}:{line}: pinning.providers.{provider}: {shown(rule)} is not a valid regular "
                        f"expression ({reason}); write one such as '^.+-\\d{{4}}-\\d{{2}}-\\d{{2}}$'")
+    for rule, key in ((analysis_rules, "analysis"), (gate_rules, "gate")):
+        for found in rule(doc.data.get(key)):
+            line = doc.line_of(found.path) or 1
+            hint = f"; {found.hint}" if found.hint else ""
+            out.append(f"{doc.path}:{line}: {found.message}{hint}")
     render_dir = (doc.data.get("render") or {}).get("dir")
     if isinstance(render_dir, str) and render_dir.split("/", 1)[0] in _RESERVED_DIRS:
         line = doc.line_of(("render", "dir")) or 1
@@ -331,6 +337,251 @@ def problems(doc: yamlio.Document) -> list[str]:
 
 # Directories whose files modelctl reads as registry files: rendered manifests may not live there.
 _RESERVED_DIRS = frozenset({"bundles", "deployments", "evals", "prompts"})
+
+
+# --------------------------------------------------------------------------- rules beyond the schema
+#
+# The sections other modules interpret (analysis, gate, metrics) have rules JSON Schema cannot say
+# (one of three keys, a rule that tolerates nothing, a gauge that would roll back). They live here,
+# once: `problems` reports them with a line number for `check` and every command that loads the
+# file; the pure modules that also accept a plain mapping (analysis.AnalysisConfig.from_section,
+# gate.parse_rules, metrics.make_provider) run the same functions on it and raise the first.
+# They check types too, since a plain mapping has not been through the schema.
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One broken rule: where (keys from the document root) and a sentence that names the field."""
+
+    path: tuple[str, ...]
+    message: str
+    hint: str | None = None
+
+
+def raise_first(findings: list[Finding]) -> None:
+    """Raise the first finding as a one-line ValidationError (for callers given a plain mapping)."""
+    if findings:
+        from .errors import ValidationError
+
+        raise ValidationError(f"{CONFIG_FILE}: {findings[0].message}", hint=findings[0].hint)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+ANALYSIS_KINDS = ("rate", "latency", "cost", "gauge")
+_METRIC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+_METRIC_KEYS = ("type", "max_ratio", "min_delta", "action", "critical", "events", "numerator", "quantile",
+                "threshold_ms", "gauge", "min_requests")
+_UNIT, _WHOLE1 = "a number between 0 and 1", "a whole number >= 1"
+# analysis setting -> (test, what it must be)
+_ANALYSIS_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "alpha": (lambda x: 0 < x < 1, _UNIT),
+    "beta": (lambda x: 0 < x < 1, _UNIT),
+    "consecutive_failures": (lambda x: x >= 1 and x == int(x), _WHOLE1),
+    "consecutive_errors": (lambda x: x >= 1 and x == int(x), _WHOLE1),
+    "min_requests": (lambda x: x >= 0 and x == int(x), "a whole number >= 0"),
+    "min_events": (lambda x: x >= 0 and x == int(x), "a whole number >= 0"),
+    "min_duration_seconds": (lambda x: x >= 0, "seconds >= 0"),
+    "stale_seconds": (lambda x: x > 0, "a number of seconds > 0"),
+    "srm_alpha": (lambda x: 0 < x < 1, _UNIT),
+    "srm_tolerance": (lambda x: 0 <= x < 1, "a number in [0, 1)"),
+    "segment_share": (lambda x: 0 < x < 1, _UNIT),
+    "max_segments": (lambda x: x >= 1 and x == int(x), _WHOLE1),
+    "cusum_growth": (lambda x: x >= 0, "a number >= 0"),
+    "burst_prior": (lambda x: x >= 0, "a number >= 0"),
+    "burst_prior_weight": (lambda x: x >= 0, "a number >= 0"),
+    "max_step": (lambda x: x > 0, "a number > 0"),
+    "prior_requests": (lambda x: x >= 0, "a number >= 0"),
+}
+
+
+def default_events(metric: str) -> str:
+    """The counter behind a rate metric by convention: error_rate -> errors, x_rate -> xs."""
+    if metric == "error_rate":
+        return "errors"
+    if metric.endswith("_rate"):
+        return metric[: -len("_rate")] + "s"
+    return metric
+
+
+def metric_settings(name: str, raw: Mapping[str, Any] | None) -> dict[str, Any]:
+    """One `analysis.metrics` entry merged over its defaults (what the rules and the judgement read)."""
+    return {**ANALYSIS_METRICS.get(name, {}), **(raw or {})}
+
+
+def analysis_rules(section: Any) -> list[Finding]:
+    """What is wrong with an `analysis:` section (plain data), beyond and including its schema."""
+    if section is None:
+        return []
+    if not isinstance(section, Mapping):
+        return [Finding(("analysis",), "analysis must be a mapping")]
+    out: list[Finding] = []
+    known = set(ANALYSIS_DEFAULTS) | {"interval", "metrics", "segments"}
+    for key in section:
+        if key not in known:
+            out.append(Finding(("analysis", str(key)), f"analysis.{key} is not a setting",
+                               f"known: {', '.join(sorted(ANALYSIS_DEFAULTS))}, metrics, segments"))
+    for key, (ok, want) in _ANALYSIS_RANGES.items():
+        if key in section and not (_number(section[key]) and ok(section[key])):
+            out.append(Finding(("analysis", key), f"analysis.{key} must be {want} (got {_short(section[key])})"))
+    if section.get("on_errors", "hold") not in ("hold", "rollback"):
+        out.append(Finding(("analysis", "on_errors"),
+                           f"analysis.on_errors must be hold or rollback (got {_short(section['on_errors'])})"))
+    segments = section.get("segments")
+    if segments is not None and (not isinstance(segments, list) or not all(isinstance(x, str) and x for x in segments)):
+        out.append(Finding(("analysis", "segments"), "analysis.segments must be a list of segment names"))
+    metrics = section.get("metrics")
+    if metrics is None:
+        return out
+    if not isinstance(metrics, Mapping):
+        return out + [Finding(("analysis", "metrics"),
+                              "analysis.metrics must be a mapping of metric name to settings")]
+    if not metrics:
+        out.append(Finding(("analysis", "metrics"), "analysis.metrics is empty; watch would have nothing to judge",
+                           "remove the key to use the defaults"))
+    for name, raw in metrics.items():
+        out.extend(_metric_rules(str(name), raw))
+    return out
+
+
+def _metric_rules(name: str, raw: Any) -> list[Finding]:
+    at, where = ("analysis", "metrics", name), f"analysis.metrics.{name}"
+    if not _METRIC_NAME.match(name):
+        return [Finding(at, f"analysis.metrics has an invalid metric name {name!r}", "use letters, digits and '_'")]
+    if raw is not None and not isinstance(raw, Mapping):
+        return [Finding(at, f"{where} must be a mapping")]
+    unknown = sorted(str(k) for k in (raw or {}) if k not in _METRIC_KEYS)
+    if unknown:
+        return [Finding(at + (unknown[0],), f"{where}.{unknown[0]} is not a metric setting",
+                        f"known: {', '.join(_METRIC_KEYS)}")]
+    m = metric_settings(name, raw)
+    kind = "gauge" if m.get("type") == "ratio" else m.get("type")  # `ratio`: the old name of a gauge
+    if kind not in ANALYSIS_KINDS:
+        return [Finding(at + ("type",), f"{where}.type must be one of {', '.join(ANALYSIS_KINDS)} (got {kind!r})")]
+    out: list[Finding] = []
+
+    def bad(key: str, message: str, hint: str | None = None) -> None:
+        out.append(Finding(at + (key,), message, hint))
+
+    max_ratio, min_delta = m.get("max_ratio", 1.5), m.get("min_delta", 0.0)
+    if not (_number(max_ratio) and max_ratio >= 1):
+        bad("max_ratio", f"{where}.max_ratio must be a number >= 1 (got {_short(max_ratio)})")
+    elif not (_number(min_delta) and 0 <= min_delta < 1):
+        bad("min_delta", f"{where}.min_delta must be a number in [0, 1) (got {_short(min_delta)})")
+    elif kind in ("rate", "latency") and max_ratio == 1 and min_delta == 0:
+        bad("max_ratio", f"{where} tolerates nothing: max_ratio 1 and min_delta 0",
+            "set max_ratio above 1 or min_delta above 0")
+    elif kind == "cost" and max_ratio == 1:
+        bad("max_ratio", f"{where} tolerates nothing: max_ratio 1", "set max_ratio above 1")
+    action = m.get("action", "rollback")
+    if action not in ("rollback", "alert"):
+        bad("action", f"{where}.action must be rollback or alert (got {_short(action)})")
+    elif kind == "gauge" and action == "rollback" and "action" in (raw or {}):
+        bad("action", f"{where}: a gauge can alert but never roll back",
+            "use type: latency with histogram buckets, or action: alert")
+    if not isinstance(m.get("critical", False), bool):
+        bad("critical", f"{where}.critical must be true or false (got {_short(m['critical'])})")
+    events = m.get("events", m.get("numerator"))
+    if kind == "rate" and events is not None and not (isinstance(events, str) and _METRIC_NAME.match(events)):
+        bad("events", f"{where}.events must be a counter name (got {_short(events)})")
+    quantile = m.get("quantile", 0.95)
+    if not (_number(quantile) and 0 < quantile < 1):
+        bad("quantile", f"{where}.quantile must be a number between 0 and 1 (got {_short(quantile)})")
+    threshold = m.get("threshold_ms")
+    if threshold is not None and not (_number(threshold) and threshold > 0):
+        bad("threshold_ms", f"{where}.threshold_ms must be a number of milliseconds > 0 (got {_short(threshold)})")
+    gauge = m.get("gauge")
+    if gauge is not None and not (isinstance(gauge, str) and _METRIC_NAME.match(gauge)):
+        bad("gauge", f"{where}.gauge must be a gauge name (got {_short(gauge)})")
+    least = m.get("min_requests")
+    if least is not None and not (_number(least) and least >= 0 and least == int(least)):
+        bad("min_requests", f"{where}.min_requests must be a whole number >= 0 (got {_short(least)})")
+    return out
+
+
+GATE_RULE_KINDS = ("max_drop", "max_rise", "max_ratio")
+GATE_DEFAULT_BETTER = {"max_drop": "higher", "max_rise": "lower"}
+
+
+def gate_rules(section: Any) -> list[Finding]:
+    """What is wrong with a `gate:` section (plain data), beyond and including its schema."""
+    if section is None:
+        return []
+    if not isinstance(section, Mapping):
+        return [Finding(("gate",), "gate: expected a mapping")]
+    out: list[Finding] = []
+    alpha = section.get("alpha", 0.05)
+    if not (_number(alpha) and 0 < alpha < 1):
+        out.append(Finding(("gate", "alpha"), f"gate.alpha: expected a number between 0 and 1, got {alpha!r}",
+                           "0.05 is the usual choice"))
+    metrics = section.get("metrics") or {}
+    if not isinstance(metrics, Mapping):
+        return out + [Finding(("gate", "metrics"), "gate.metrics: expected a mapping of metric -> rule")]
+    for name, spec in metrics.items():
+        found = _gate_rule(str(name), spec)
+        if found:
+            out.append(found)
+    return out
+
+
+def _gate_rule(name: str, spec: Any) -> Finding | None:
+    at, where = ("gate", "metrics", name), f"gate.metrics.{name}"
+    if not isinstance(spec, Mapping):
+        return Finding(at, f"{where}: expected a mapping such as {{better: higher, max_drop: 0.01}}")
+    unknown = sorted(str(k) for k in spec if k not in GATE_RULE_KINDS and k not in ("better", "required"))
+    if unknown:
+        return Finding(at + (unknown[0],), f"{where}: unknown key {unknown[0]!r}",
+                       "use better, required and one of max_drop, max_rise, max_ratio")
+    kinds = [k for k in GATE_RULE_KINDS if k in spec]
+    if len(kinds) != 1:
+        return Finding(at, f"{where}: give exactly one of max_drop, max_rise, max_ratio")
+    kind = kinds[0]
+    better = spec.get("better", GATE_DEFAULT_BETTER.get(kind))
+    if better not in ("higher", "lower"):
+        return Finding(at + ("better",), f"{where}.better: expected higher or lower, got {better!r}")
+    if (kind, better) in (("max_drop", "lower"), ("max_rise", "higher")):
+        return Finding(at + (kind,), f"{where}: {kind} does not fit better: {better}",
+                       f"use {'max_rise' if better == 'lower' else 'max_drop'}")
+    amount = spec[kind]
+    if not (_number(amount) and amount >= 0):
+        return Finding(at + (kind,), f"{where}.{kind}: expected a number >= 0, got {amount!r}")
+    if kind == "max_ratio" and (amount == 0 or (better == "lower" and amount < 1)):
+        return Finding(at + (kind,), f"{where}.max_ratio: expected a ratio > 0, and >= 1 with better: lower (how "
+                       f"many times the baseline is allowed), got {amount!r}", "for up to 20% worse use 1.2")
+    if not isinstance(spec.get("required", True), bool):
+        return Finding(at + ("required",), f"{where}.required: expected true or false, got {spec['required']!r}")
+    return None
+
+
+def metrics_rules(section: Any) -> list[Finding]:
+    """What is wrong with a `metrics:` section (plain data) that its schema also says: for callers
+    that hand metrics.make_provider a plain mapping."""
+    if section is None:
+        return []
+    if not isinstance(section, Mapping):
+        return [Finding(("metrics",), "metrics must be a mapping")]
+    out: list[Finding] = []
+    for key in ("timeout", "deadline"):
+        value = section.get(key)
+        if value is not None and not (_number(value) and value > 0):
+            out.append(Finding(("metrics", key), f"metrics.{key} must be a number of seconds > 0 (got {value!r})"))
+    max_bytes = section.get("max_bytes", 1)
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        out.append(Finding(("metrics", "max_bytes"), f"metrics.max_bytes must be a whole number > 0 (got {max_bytes!r})"))
+    var = section.get("token_env")
+    if var not in (None, "") and not isinstance(var, str):
+        out.append(Finding(("metrics", "token_env"), "metrics.token_env must be the name of an environment variable"))
+    queries = section.get("queries")
+    if queries is not None and (not isinstance(queries, Mapping) or not all(isinstance(q, str) for q in queries.values())):
+        out.append(Finding(("metrics", "queries"), "metrics.queries must map quantity names to PromQL strings"))
+    return out
 
 
 def metrics_url_warning(before: bytes | str | None, after: bytes | str | None) -> tuple[int, str] | None:

@@ -45,7 +45,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import UsageError, ValidationError
+from .config import GATE_DEFAULT_BETTER, GATE_RULE_KINDS, gate_rules, raise_first
+from .errors import UsageError
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
     from typing_extensions import TypeIs  # typing.TypeIs is 3.13+
@@ -57,8 +58,8 @@ Verdict = Literal["pass", "fail"]
 
 SCHEMA = "modelctl/v1"
 DEFAULT_ALPHA = 0.05
-RULE_KINDS = ("max_drop", "max_rise", "max_ratio")
-_DEFAULT_BETTER = {"max_drop": "higher", "max_rise": "lower"}
+RULE_KINDS = GATE_RULE_KINDS
+_DEFAULT_BETTER = GATE_DEFAULT_BETTER
 TEST_NAME = "farrington-manning"
 
 
@@ -191,56 +192,16 @@ class GateResult:
 
 
 def parse_rules(gate_config: Mapping[str, Any] | None) -> tuple[float, list[Rule]]:
-    """Validate the `gate:` section and return (alpha, rules in config order)."""
+    """The `gate:` section as (alpha, rules in config order); raise ValidationError on what
+    config.gate_rules finds (a section from a loaded Config has passed them already)."""
+    raise_first(gate_rules(gate_config))
     gate_config = gate_config or {}
-    if not isinstance(gate_config, Mapping):
-        raise ValidationError("modelctl.yaml: gate: expected a mapping")
-    alpha = gate_config.get("alpha", DEFAULT_ALPHA)
-    if not _is_number(alpha) or not 0 < alpha < 1:
-        raise ValidationError(
-            f"modelctl.yaml: gate.alpha: expected a number between 0 and 1, got {alpha!r}",
-            hint="0.05 is the usual choice",
-        )
-    metrics = gate_config.get("metrics") or {}
-    if not isinstance(metrics, Mapping):
-        raise ValidationError("modelctl.yaml: gate.metrics: expected a mapping of metric -> rule")
-    rules = [_parse_rule(str(name), spec) for name, spec in metrics.items()]
-    return float(alpha), rules
-
-
-def _parse_rule(name: str, spec: Any) -> Rule:
-    where = f"modelctl.yaml: gate.metrics.{name}"
-    if not isinstance(spec, Mapping):
-        raise ValidationError(f"{where}: expected a mapping such as {{better: higher, max_drop: 0.01}}")
-    kinds = [k for k in RULE_KINDS if k in spec]
-    unknown = sorted(str(k) for k in spec if k not in RULE_KINDS and k not in ("better", "required"))
-    if unknown:
-        raise ValidationError(
-            f"{where}: unknown key {unknown[0]!r}",
-            hint="use better, required and one of max_drop, max_rise, max_ratio",
-        )
-    if len(kinds) != 1:
-        raise ValidationError(f"{where}: give exactly one of max_drop, max_rise, max_ratio")
-    kind = kinds[0]
-    better = spec.get("better", _DEFAULT_BETTER.get(kind))
-    if better not in ("higher", "lower"):
-        raise ValidationError(f"{where}.better: expected higher or lower, got {better!r}")
-    if (kind, better) in (("max_drop", "lower"), ("max_rise", "higher")):
-        want = "max_rise" if better == "lower" else "max_drop"
-        raise ValidationError(f"{where}: {kind} does not fit better: {better}", hint=f"use {want}")
-    amount = spec[kind]
-    if not _is_number(amount) or not math.isfinite(amount) or amount < 0:
-        raise ValidationError(f"{where}.{kind}: expected a number >= 0, got {amount!r}")
-    if kind == "max_ratio" and (amount == 0 or (better == "lower" and amount < 1)):
-        raise ValidationError(
-            f"{where}.max_ratio: expected a ratio > 0, and >= 1 with better: lower (how many "
-            f"times the baseline is allowed), got {amount!r}",
-            hint="for up to 20% worse use 1.2",
-        )
-    required = spec.get("required", True)
-    if not isinstance(required, bool):
-        raise ValidationError(f"{where}.required: expected true or false, got {required!r}")
-    return Rule(metric=name, better=better, kind=kind, amount=float(amount), required=required)
+    rules = []
+    for name, spec in (gate_config.get("metrics") or {}).items():
+        kind = next(k for k in RULE_KINDS if k in spec)
+        rules.append(Rule(metric=str(name), better=spec.get("better", _DEFAULT_BETTER.get(kind)), kind=kind,
+                          amount=float(spec[kind]), required=spec.get("required", True)))
+    return float(gate_config.get("alpha", DEFAULT_ALPHA)), rules
 
 
 def _dataset(report: Mapping[str, Any], role: str) -> tuple[str, str]:

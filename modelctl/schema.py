@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
 
 # Bumped when validation changes beyond the schema files (ValidCache keys include it).
-RULES_VERSION = b"whole-string-patterns-1"
+RULES_VERSION = b"config-rules-in-config-2"
 
 KINDS = {
     "Registry": "registry.schema.json",

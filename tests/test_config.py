@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 
 import pytest
-from conftest import git, run_cli
+from conftest import git, repo_state, run_cli
 
 import modelctl
 from modelctl import config as configmod
@@ -118,3 +118,39 @@ def test_check_judges_by_the_defaults_when_the_config_is_broken(registry):
     git(registry, "commit", "-q", "-am", "bad warn_days")
     out = run_cli("check", cwd=registry)
     assert out.returncode == 1 and "modelctl.yaml" in out.stdout and "warn_days" in out.stdout
+
+
+# --------------------------------------------------------------------------- rules beyond the schema: one home
+
+
+BROKEN_RULES = [
+    # (what the file says, what the finding names) : rules JSON Schema cannot say, found by config.problems
+    (b"analysis:\n  metrics:\n    error_rate: {type: rate, max_ratio: 1, min_delta: 0}\n",
+     "analysis.metrics.error_rate tolerates nothing"),
+    (b"analysis:\n  metrics:\n    p95: {type: gauge, action: rollback}\n", "a gauge can alert but never roll back"),
+    (b"analysis:\n  metrics:\n    mystery: {max_ratio: 2}\n", "analysis.metrics.mystery.type must be one of"),
+    (b"gate:\n  metrics:\n    accuracy: {better: higher, max_drop: 0.01, max_ratio: 1.1}\n",
+     "gate.metrics.accuracy: give exactly one of max_drop, max_rise, max_ratio"),
+    (b"gate:\n  metrics:\n    accuracy: {better: lower, max_drop: 0.01}\n", "max_drop does not fit better: lower"),
+]
+
+
+@pytest.mark.parametrize("text, finding", BROKEN_RULES)
+def test_rules_beyond_the_schema_are_found_when_the_file_is_loaded_with_their_line(text, finding):
+    with pytest.raises(ModelctlError) as err:
+        configmod.parse(MINIMAL + text)
+    message = str(err.value)
+    assert finding in message and "\n" not in message
+    assert "modelctl.yaml:5:" in message  # the line of the offending entry, as `check` prints it
+
+
+@pytest.mark.parametrize("text, finding", BROKEN_RULES[:1] + BROKEN_RULES[3:4])
+def test_a_write_refuses_such_a_file_up_front_and_check_names_it(registry, write_bundle, text, finding):
+    (registry / "modelctl.yaml").write_bytes(MINIMAL + text)
+    git(registry, "commit", "-q", "-am", "a rule broken by hand")
+    before = repo_state(registry)
+    out = run_cli("register", str(write_bundle(version="1.0.0")), cwd=registry)
+    assert out.returncode == 2 and finding in out.stderr and "Traceback" not in out.stderr
+    assert repo_state(registry) == before  # nothing written
+    out = run_cli("check", cwd=registry)
+    assert out.returncode == 1 and finding in out.stdout

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..config import metrics_rules, raise_first
 from ..errors import UsageError
 from ..observation import Poll, Reading
 from .base import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, HttpLimits, Provider
@@ -59,8 +60,7 @@ def make_provider(
     """Build the provider that modelctl.yaml (`metrics:`, `analysis:`) and --provider/--url describe."""
     config = config if isinstance(config, Mapping) else {}
     section = config.get("metrics") or {}
-    if not isinstance(section, Mapping):
-        raise UsageError("modelctl.yaml: metrics must be a mapping")
+    raise_first(metrics_rules(section))  # a loaded Config has passed them; a plain mapping may not
     counters, stale_seconds = _analysis_needs(config)
     name = provider or section.get("provider") or "http-json"
     if name not in PROVIDERS:
@@ -74,8 +74,6 @@ def make_provider(
     _check_url(target, token)
     if name == "prometheus":
         queries = section.get("queries") or DEFAULT_QUERIES
-        if not isinstance(queries, Mapping) or not all(isinstance(q, str) for q in queries.values()):
-            raise UsageError("modelctl.yaml: metrics.queries must map quantity names to PromQL strings")
         return PrometheusProvider(target, queries, limits=limits, token=token, stale_seconds=stale_seconds,
                                   clock=clock, monotonic=monotonic, counters=counters)
     return HttpJsonProvider(target, limits=limits, token=token, stale_seconds=stale_seconds, clock=clock,
@@ -107,23 +105,15 @@ def take_poll(provider: Provider, model: str, *, control: str | None, canary: st
 
 
 def _limits(section: Mapping[str, Any]) -> HttpLimits:
-    timeout = section.get("timeout", DEFAULT_TIMEOUT)
     deadline = section.get("deadline")
-    max_bytes = section.get("max_bytes", DEFAULT_MAX_BYTES)
-    for key, value in (("timeout", timeout), ("deadline", deadline)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
-            raise UsageError(f"modelctl.yaml: metrics.{key} must be a number of seconds > 0 (got {value!r})")
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
-        raise UsageError(f"modelctl.yaml: metrics.max_bytes must be a whole number > 0 (got {max_bytes!r})")
-    return HttpLimits(timeout=float(timeout), deadline=None if deadline is None else float(deadline),
-                      max_bytes=max_bytes)
+    return HttpLimits(timeout=float(section.get("timeout", DEFAULT_TIMEOUT)),
+                      deadline=None if deadline is None else float(deadline),
+                      max_bytes=int(section.get("max_bytes", DEFAULT_MAX_BYTES)))
 
 
 def _token(var: Any, env: Mapping[str, str]) -> str | None:
     if var in (None, ""):
         return None
-    if not isinstance(var, str):
-        raise UsageError("modelctl.yaml: metrics.token_env must be the name of an environment variable")
     value = env.get(var)
     if not value:
         raise UsageError(f"metrics.token_env names {var}, which is not set",

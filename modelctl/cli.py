@@ -1140,6 +1140,50 @@ def rollback(
     _lifecycle_written(reg, out, json_out, branch, pr_body)
 
 
+def _few(versions: list[str], most: int = 8) -> str:
+    """A list of versions for a terminal line: all of a few, or the ends of many (--json has them all)."""
+    if len(versions) <= most:
+        return ", ".join(versions)
+    return f"{', '.join(versions[:3])}, ... ({len(versions) - 6} more), {', '.join(versions[-3:])}"
+
+
+@app.command()
+@funnel
+def gc(
+    name: Annotated[str | None, typer.Argument(help="Model name (default: every model).")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would be archived; write nothing.")
+    ] = False,
+    reason: ReasonOpt = None,
+    push: PushOpt = None,
+    branch: BranchOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Archive the deprecated versions the retention policy lets go, in one commit plus GTO tags.
+
+    retention.keep_deprecated in modelctl.yaml (default 3) keeps the newest deprecated versions of
+    each model warm for `rollback --to`; older ones become archived (final). Bundles are never
+    deleted. Refused (exit 2, nothing written) when the policy would archive a rollback target.
+
+    \b
+    Example:
+      modelctl gc --dry-run
+    """
+    from . import ops, render
+
+    reg = _registry()
+    out = ops.gc(reg, name, reason=reason, dry_run=dry_run, opts=_write_opts(push, branch, None))
+    result = out.result if isinstance(out.result, dict) else None
+    if dry_run and result is not None and not json_out:
+        for model, versions in result["archived"].items():
+            render.line(f"would archive {len(versions)} deprecated of {model}: {_few(versions)}")
+        return
+    if not json_out and result is not None and out.commit:
+        for model, versions in result["archived"].items():
+            render.say(f"{model}: archived {_few(versions)}")
+    _after_write(reg, out, "gc", branch=branch, json_out=json_out)
+
+
 @app.command()
 @funnel
 def log(
@@ -1276,10 +1320,11 @@ def render_cmd(
 def _show_note(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                file: TextIO | None = None, line: str | None = None) -> None:
     # the library signals "using the committed modelctl.yaml / eval report" as a warning; users see a note
-    if category.__name__ == "UncommittedNote":
+    if category.__name__ in ("UncommittedNote", "OperatorWarning"):
         if str(message) not in _notes_shown:  # once per process, however often the file is read
             _notes_shown.add(str(message))
-            sys.stderr.write(f"note: {message}\n")
+            word = "note" if category.__name__ == "UncommittedNote" else "warning"
+            sys.stderr.write(f"{word}: {message}\n")
     else:
         _default_showwarning(message, category, filename, lineno, file, line)
 

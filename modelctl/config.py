@@ -65,6 +65,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "remote": {"name": "origin", "branch": "main", "push": False, "deadline": 30},
     # off for registries made before it existed; the template turns it on (README "GitOps")
     "render": {"enabled": False, "dir": "rendered", "namespace": None},
+    # `modelctl gc` and rollback's cold-standby warning (README "Retention")
+    "retention": {"keep_deprecated": 3, "hot_standby_hours": 72},
 }
 
 # Sections whose user value replaces the default whole instead of merging key by key.
@@ -246,6 +248,15 @@ class NotificationsConfig(_Section):
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionConfig(_Section):
+    """`retention:` how many deprecated versions `gc` keeps warm for rollback, and how long after
+    the deployment it would undo a rollback target counts as a hot standby."""
+
+    keep_deprecated: int
+    hot_standby_hours: float
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """modelctl.yaml after schema validation and defaults: typed, and immutable all the way down."""
 
@@ -260,6 +271,7 @@ class Config:
     deprecation: DeprecationConfig
     notifications: NotificationsConfig
     render: RenderConfig
+    retention: RetentionConfig
 
     def as_dict(self) -> dict[str, Any]:
         """The effective document as plain YAML data (a fresh copy), for the pure modules whose
@@ -291,6 +303,8 @@ def build(data: Mapping[str, Any]) -> Config:
                                           webhooks=_freeze(doc["notifications"]["webhooks"])),
         render=RenderConfig(enabled=doc["render"]["enabled"], dir=doc["render"]["dir"],
                             namespace=doc["render"]["namespace"]),
+        retention=RetentionConfig(keep_deprecated=doc["retention"]["keep_deprecated"],
+                                  hot_standby_hours=doc["retention"]["hot_standby_hours"]),
     )
 
 

@@ -22,6 +22,7 @@ OUTPUT_SCHEMAS = {
     "shadow": "write.schema.json",
     "canary": "write.schema.json",
     "rollback": "write.schema.json",
+    "gc": "write.schema.json",
     "status": "status.schema.json",
     "show": "show.schema.json",
     "diff": "diff.schema.json",
@@ -120,8 +121,16 @@ class PullRequest(TypedDict):
     body_file: str | None
 
 
+class GcResult(TypedDict):
+    """What `gc` archived (or, with --dry-run, would archive), per model."""
+
+    keep_deprecated: int
+    dry_run: bool
+    archived: dict[str, list[str]]
+
+
 class WriteDocument(TypedDict):
-    """`register`, `promote`, `shadow`, `canary`, `rollback` with --json."""
+    """`register`, `promote`, `shadow`, `canary`, `rollback`, `gc` with --json."""
 
     schema: NotRequired[str]
     commit: str | None
@@ -132,7 +141,7 @@ class WriteDocument(TypedDict):
     attempts: int
     seconds: Number
     # a dict when something was written; the note (a string) when it was already done
-    result: RegisterResult | TransitionResult | str | None
+    result: RegisterResult | TransitionResult | GcResult | str | None
     pull_request: NotRequired[PullRequest]
 
 

@@ -25,6 +25,11 @@ class ModelctlError(Exception):
         return " ".join(text.split("\n"))
 
 
+class OperatorWarning(UserWarning):
+    """Something the person running a command should know that does not stop it (the CLI prints
+    `warning: ...` on stderr, once per process)."""
+
+
 class UsageError(ModelctlError):
     """Bad input or usage; nothing was written."""
 

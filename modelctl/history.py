@@ -207,6 +207,16 @@ def last_exit(store: Store, ref: str | None, name: str, version: str) -> LogEven
     return None
 
 
+def serving_since(store: Store, ref: str | None, name: str, version: str) -> LogEvent | None:
+    """The newest commit that made `version` the active one: its promotion, or the rollback that
+    restored it (None when history does not say, e.g. a hand edit)."""
+    for event in events(store, name, ref, grep=f": {version}"):
+        if (event["action"] == "promote" and event["to"] == "active" and event["version"] == version) or \
+                event["restored"] == version:
+            return event
+    return None
+
+
 def last_lifecycle_event(store: Store, ref: str | None, name: str, scan: int = 50) -> LogEvent | None:
     """The model's newest event that moved traffic or status (registrations skipped), or None."""
     for event in events(store, name, ref, limit=scan):

@@ -800,6 +800,62 @@ def _evidence(evidence: str | None) -> list[tuple[str, str]]:
     return [(trailers.EVIDENCE, text)] if text else []
 
 
+def gc(reg: Reader, name: str | None = None, *, reason: str | None = None, dry_run: bool = False,
+       opts: WriteOptions | None = None) -> Outcome:
+    """Archive the deprecated versions `retention.keep_deprecated` lets go, for one model or every
+    model, in one commit (with GTO's deregistration tag for each). Bundles are never deleted.
+
+    Refused with nothing written (exit 2) when the policy would archive a model's rollback target.
+    `dry_run`: the plan only (`Outcome.commit` is None, the plan in `result`).
+    """
+    from . import state
+
+    if name is not None:
+        check_name(name)
+    opts = opts or WriteOptions()
+
+    def plan(snap: Snapshot) -> Plan:
+        keep = configmod.load(snap).retention.keep_deprecated
+        if name is not None:
+            names = [name]
+            if snap.read(deployment_path(name)) is None:
+                from .errors import NotFound
+
+                raise NotFound(f"no model named {name!r} in this registry",
+                               hint="see 'modelctl status' for the models it has")
+        else:
+            names = sorted(_deployed(snap))
+        files: dict[str, bytes | None] = {}
+        tags: list[TagEvent] = []
+        pairs: list[tuple[str, str]] = [(trailers.ACTION, "gc"), (trailers.FROM, "deprecated"),
+                                        (trailers.TO, "archived")]
+        archived: dict[str, list[str]] = {}
+        for model in names:
+            dep, raw = _load_deployment(snap, model)
+            t = state.gc(dep, keep)
+            if t.noop:
+                continue
+            files[deployment_path(model)] = dump_deployment(t.deployment, raw, deployment_path(model))
+            tags += _store_tags(model, t)
+            pairs += t.trailers
+            archived[model] = [ev.version for ev in t.events]
+        result = {"keep_deprecated": keep, "archived": archived, "dry_run": dry_run}
+        if not files:
+            return Plan(noop=True, result=f"nothing to archive (retention keeps {keep} deprecated versions "
+                                          f"per model)")
+        if dry_run:
+            return Plan(noop=True, result=result)
+        text = clean_text(reason)
+        if text:
+            pairs.append((trailers.REASON, text))
+        count = sum(len(v) for v in archived.values())
+        who = ", ".join(archived) if len(archived) <= 3 else f"{len(archived)} models"
+        subject = f"modelctl: gc: archive {count} deprecated version{'s' if count > 1 else ''} of {who}"
+        return Plan(files=files, subject=subject, trailers=pairs, tags=tags, result=result)
+
+    return _land(reg, plan, opts, name)
+
+
 def rollback(reg: Reader, name: str, *, to: str | None = None, reason: str | None = None,
              expect_canary: str | None = None, evidence: str | None = None, force: bool = False,
              from_: str | None = None, opts: WriteOptions | None = None) -> Outcome:
@@ -855,6 +911,27 @@ def rollback(reg: Reader, name: str, *, to: str | None = None, reason: str | Non
             if who:
                 note += f" by {who['author']} at {who['time']} (commit {who['commit'][:12]})"
             return Plan(noop=True, result=note)
+        if t.from_status == "active" and dep.get("active"):
+            _warn_cold_target(reg, snap, name, dep["active"], t.deployment.get("active"),
+                              cfg.retention.hot_standby_hours)
         return _transition_plan(snap, name, raw, t)
 
     return _land(reg, plan, opts, name)
+
+
+def _warn_cold_target(reg: Reader, snap: Snapshot, name: str, undone: str, target: str | None, hours: float) -> None:
+    """Warn (OperatorWarning) when the deployment a rollback undoes is older than the hot-standby
+    window: the target has not served since, so its capacity may be cold (retention.hot_standby_hours)."""
+    import warnings
+
+    from . import history
+    from .errors import OperatorWarning
+
+    since = history.serving_since(reg.store, snap.commit, name, undone)
+    if since is None or target is None:
+        return
+    age = history.parse_time(_now_iso()) - history.parse_time(since["time"])
+    if age > hours * 3600:
+        warnings.warn(f"{target} of {name} has not served since {since['time']} ({age / 3600:.0f} h ago, beyond "
+                      f"the {hours:g} h hot-standby window of retention.hot_standby_hours): its serving capacity "
+                      f"may be cold; warm it (or scale it up) as traffic returns to it", OperatorWarning, stacklevel=2)

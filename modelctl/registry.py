@@ -207,6 +207,12 @@ class Registry(Reader):
 
         return ops.rollback(self, name, **_write_kwargs(kwargs))
 
+    def gc(self, name: str | None = None, **kwargs: Any) -> Outcome:
+        """Archive the deprecated versions retention lets go, in one commit (`ops.gc`)."""
+        from . import ops
+
+        return ops.gc(self, name, **_write_kwargs(kwargs))
+
 
 def _write_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     """`push=` and `branch=` keywords folded into the WriteOptions the ops take."""

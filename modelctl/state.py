@@ -487,6 +487,67 @@ def _retire(dep: dict[str, Any], version: str, to: str, *, reason: str | None) -
     )
 
 
+def retention_plan(dep: dict[str, Any], keep_deprecated: int) -> tuple[list[str], list[str]]:
+    """(versions gc archives, deprecated versions it keeps) under `retention.keep_deprecated`: the
+    newest `keep_deprecated` deprecated versions in SemVer order stay, older ones are archived.
+
+    Refused (TransitionError, exit 2) when that would archive the rollback target (`previous`):
+    a rollback must never return to an archived version, and silently keeping it would make the
+    policy mean something else than it says.
+    """
+    name = _name(dep)
+    deprecated = sorted((v for v, st in (dep.get("versions") or {}).items() if st == "deprecated"), key=_order)
+    cut = max(len(deprecated) - keep_deprecated, 0)
+    doomed, kept = deprecated[:cut], deprecated[cut:]
+    previous = dep.get("previous")
+    if previous in doomed:
+        need = len(deprecated) - deprecated.index(previous)
+        raise TransitionError(
+            f"retention.keep_deprecated: {keep_deprecated} would archive {previous}, the rollback target of "
+            f"{name} (it keeps the newest {keep_deprecated} of {len(deprecated)} deprecated versions); "
+            f"set retention.keep_deprecated to at least {need}, or archive other versions by hand "
+            f"(modelctl promote {name} VERSION --to archived)")
+    return doomed, kept
+
+
+def gc(dep: dict[str, Any], keep_deprecated: int) -> Transition:
+    """Archive what `retention_plan` names, in one transition (bundles stay: history is immutable)."""
+    name = _name(dep)
+    doomed, _kept = retention_plan(dep, keep_deprecated)
+    if not doomed:
+        return Transition(deployment=_clone(dep), action="gc", version=None, from_status="deprecated",
+                          to_status="archived", subject=f"modelctl: gc {name} (already done)", noop=True,
+                          note=f"{name}: nothing to archive (retention keeps {keep_deprecated} deprecated versions)")
+    new = _clone(dep)
+    events: list[TagEvent] = []
+    for version in doomed:
+        new["versions"][version] = "archived"
+        events.append(TagEvent(None, version, "deregister"))  # final: GTO's deregistration
+    runs = ",".join(version_runs(doomed, new["versions"]))
+    plural = "s" if len(doomed) > 1 else ""
+    # per model: ops.gc writes one commit for every model it archives in, with these pairs each
+    return Transition(deployment=new, action="gc", version=None, from_status="deprecated", to_status="archived",
+                      events=events, trailers=[(trailers.MODEL, name), (trailers.ARCHIVED, f"{name} {runs}")],
+                      subject=f"archive {len(doomed)} deprecated version{plural} of {name}",
+                      note=f"{name}: archive {runs}")
+
+
+def version_runs(chosen: Iterable[str], versions: Mapping[str, str]) -> list[str]:
+    """`chosen` as runs of versions consecutive in the model's SemVer order ("1.0.0..1.0.7"), the
+    form the deployment's `archived:` list uses."""
+    pick = set(chosen)
+    runs: list[list[str]] = []
+    inside = False
+    for v in sorted(versions, key=_order):
+        if v in pick:
+            if inside:
+                runs[-1][1] = v
+            else:
+                runs.append([v, v])
+        inside = v in pick
+    return [lo if lo == hi else f"{lo}..{hi}" for lo, hi in runs]
+
+
 def shadow(
     dep: dict[str, Any],
     version: str,

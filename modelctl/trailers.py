@@ -35,6 +35,7 @@ PARENT = "Modelctl-Parent"
 CHANGE = "Modelctl-Change"
 SEMVER = "Modelctl-Semver"
 MULTI_CHANGE = "Modelctl-Multi-Change"
+ARCHIVED = "Modelctl-Archived"  # gc: "NAME RUNS", one per model, the versions it archived
 # tag messages and doctor's repairs
 EVENT = "Modelctl-Event"
 STAGE = "Modelctl-Stage"

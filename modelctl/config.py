@@ -67,10 +67,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "render": {"enabled": False, "dir": "rendered", "namespace": None},
     # `modelctl gc` and rollback's cold-standby warning (README "Retention")
     "retention": {"keep_deprecated": 3, "hot_standby_hours": 72},
+    # what bundles' `compatibility:` needs are checked against (modelctl.compat)
+    "platform": {"embedding": None, "api_versions": [], "accepts_breaking": [], "routes": {}},
 }
 
 # Sections whose user value replaces the default whole instead of merging key by key.
-_REPLACE = {("analysis", "metrics"), ("gate", "metrics"), ("metrics", "queries"), ("pinning", "providers")}
+_REPLACE = {("analysis", "metrics"), ("gate", "metrics"), ("metrics", "queries"), ("pinning", "providers"),
+            ("platform", "embedding"), ("platform", "routes")}
 
 
 def _merge(base: Mapping[str, Any], override: Mapping[str, Any], path: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -257,6 +260,18 @@ class RetentionConfig(_Section):
 
 
 @dataclass(frozen=True, slots=True)
+class PlatformConfig(_Section):
+    """`platform:` what serving provides, for bundles' `compatibility:` needs (modelctl.compat):
+    the embedding index, the client API versions served, the breaking changes callers accept, and
+    per route what differs."""
+
+    embedding: Mapping[str, str] | None
+    api_versions: tuple[str, ...]
+    accepts_breaking: tuple[str, ...]
+    routes: Mapping[str, Mapping[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """modelctl.yaml after schema validation and defaults: typed, and immutable all the way down."""
 
@@ -272,6 +287,7 @@ class Config:
     notifications: NotificationsConfig
     render: RenderConfig
     retention: RetentionConfig
+    platform: PlatformConfig
 
     def as_dict(self) -> dict[str, Any]:
         """The effective document as plain YAML data (a fresh copy), for the pure modules whose
@@ -305,6 +321,10 @@ def build(data: Mapping[str, Any]) -> Config:
                             namespace=doc["render"]["namespace"]),
         retention=RetentionConfig(keep_deprecated=doc["retention"]["keep_deprecated"],
                                   hot_standby_hours=doc["retention"]["hot_standby_hours"]),
+        platform=PlatformConfig(embedding=_freeze(doc["platform"]["embedding"]),
+                                api_versions=tuple(str(v) for v in doc["platform"]["api_versions"]),
+                                accepts_breaking=tuple(doc["platform"]["accepts_breaking"]),
+                                routes=_freeze(doc["platform"]["routes"])),
     )
 
 

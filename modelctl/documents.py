@@ -34,6 +34,7 @@ OUTPUT_SCHEMAS = {
     "gate": "gate.schema.json",
     "watch": "watch.schema.json",
     "replay": "replay.schema.json",
+    "compat": "compat.schema.json",
 }
 
 Number = int | float
@@ -146,6 +147,28 @@ class WriteDocument(TypedDict):
 
 
 # -- reading ----------------------------------------------------------------------------------
+
+
+class CompatRow(TypedDict):
+    """One version at one place (the default traffic or a route) in `compat`."""
+
+    model: str
+    version: str
+    role: str
+    place: str
+    serving: bool
+    declares: bool
+    compatible: bool
+    mismatches: list[str]
+
+
+class CompatDocument(TypedDict):
+    """`compat --json`: what the platform provides and every serving and candidate version against it."""
+
+    schema: NotRequired[str]
+    platform: dict[str, Any]
+    rows: list[CompatRow]
+    ok: bool
 
 class StatusRow(TypedDict):
     """One model in `status`."""

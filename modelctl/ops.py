@@ -405,6 +405,12 @@ def register(reg: Reader, file: str | os.PathLike[str], *, bump: str | None = No
                 pairs.append((trailers.SEMVER, change.level))
             if allow_multi_change and len(change.kinds) > 1:
                 pairs.append((trailers.MULTI_CHANGE, "allowed"))
+        if work.get("compatibility"):
+            # recorded, not refused: the platform may change before this version serves (canary refuses then)
+            from . import compat
+
+            found = compat.mismatches(work["compatibility"], compat.place(cfg.platform.as_dict(), None))
+            pairs.append((trailers.COMPAT, clean_text(compat.summary(found)) if found else "fits"))
         path = bundlemod.bundle_path(name, version)
         stored = snap.read(path)
         if stored is not None and stored == yamlio.dumps(work, text).encode("utf-8"):
@@ -659,6 +665,29 @@ def _gate_check(reg: Reader, snap: Snapshot, cfg: configmod.Config, name: str, v
     return [(trailers.GATE, trailer_text(result.summary())), (trailers.GATE_OVERRIDE, why)]
 
 
+def _compat_check(snap: Snapshot, cfg: configmod.Config, name: str, version: str, dep: Mapping[str, Any],
+                  force: bool, reason: str | None) -> list[tuple[str, str]]:
+    """The bundle's `compatibility:` needs against `platform:` before it enters canary or active:
+    a refusal (exit 2, naming each mismatch), or with --force --reason the override on record
+    (Modelctl-Compat-Override). Checked at the model's default traffic and at its routes."""
+    from . import compat
+
+    path = bundlemod.bundle_path(name, version)
+    raw = snap.read(path)
+    needs = yamlio.loads(raw, path).data.get("compatibility") if raw is not None else None
+    if not needs:
+        return []
+    found = compat.check(needs, cfg.platform.as_dict(), (dep.get("routes") or {}).keys())
+    if not found:
+        return []
+    why = clean_text(reason) if force else None
+    if not why:
+        raise ValidationError(f"{name} {version} is not compatible with the platform: {compat.summary(found)}",
+                              hint="see 'modelctl compat'; fix platform: in modelctl.yaml or the bundle, or re-run "
+                                   "with --force --reason to override it (on record)")
+    return [(trailers.COMPAT_OVERRIDE, clean_text(f"{why} ({compat.summary(found)})"))]
+
+
 def _enters(transition: Transition, *stages: str) -> bool:
     return not transition.noop and transition.to_status in stages and transition.from_status != transition.to_status
 
@@ -724,6 +753,7 @@ def promote(reg: Reader, name: str, version: str, to: str, *, force: bool = Fals
         t = state.promote(dep, version, to, cfg.as_dict(), force=force, reason=reason, now=_now_iso())
         extra, cost = _evidence(evidence), None
         if _enters(t, "canary", "active"):
+            extra += _compat_check(snap, cfg, name, version, dep, force, reason)
             extra += _gate_check(reg, snap, cfg, name, version, force, reason)
         if t.to_status == "shadow" and not t.noop:
             cost, pairs = _shadow_cost(reg, snap, cfg, name, t, force=force, requests_per_day=None,
@@ -770,7 +800,8 @@ def canary(reg: Reader, name: str, version: str, percent: float | None, *, force
         dep, raw = _load_deployment(snap, name)
         _expect_canary(dep, name, expect_canary)
         t = state.canary(dep, version, percent, cfg.as_dict(), force=force, reason=reason, now=_now_iso())
-        extra = _gate_check(reg, snap, cfg, name, version, force, reason) if _enters(t, "canary") else []
+        extra = _compat_check(snap, cfg, name, version, dep, force, reason) + \
+            _gate_check(reg, snap, cfg, name, version, force, reason) if _enters(t, "canary") else []
         return _transition_plan(snap, name, raw, t, extra + _evidence(evidence))
 
     return _land(reg, plan, opts, name)

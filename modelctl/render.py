@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # annotations only: no import cost at run time
     from .documents import (
         CheckDocument,
         CheckFinding,
+        CompatDocument,
         DiffDocument,
         DoctorDocument,
         LogDocument,
@@ -111,6 +112,22 @@ def table(title: str | None, columns: list[str], rows: Iterable[list[Any]]) -> N
 
 
 # -- per-command renderers -----------------------------------------------------------------
+
+def compat(doc: CompatDocument) -> None:
+    """compat: what the platform provides, then each version at each place, mismatches spelled out."""
+    p = doc["platform"]
+    emb = p.get("embedding")
+    index = f"{emb['model']}@{emb['version']}" if emb else "none declared"
+    say(f"platform: embedding {index}; API versions {', '.join(p.get('api_versions') or []) or 'none declared'}; "
+        f"accepts breaking changes {', '.join(p.get('accepts_breaking') or []) or 'none'}")
+    if not doc["rows"]:
+        say("no serving or candidate versions")
+        return
+    rows = [[r["model"], r["version"], r["role"], r["place"],
+             "yes" if r["compatible"] else "NO", "; ".join(r["mismatches"]) or ("-" if r["declares"] else "declares no needs")]
+            for r in doc["rows"]]
+    table(None, ["model", "version", "role", "place", "compatible", "why"], rows)
+
 
 def status(doc: StatusDocument) -> None:
     rows = [[m["name"], m["active"], m["canary"], m["shadow"], m["latest"], m["versions"]] for m in doc["models"]]

@@ -54,12 +54,14 @@ def staged_snapshot(reg: Reader) -> Snapshot:
 
 def run(reg: Reader, ref: str = "HEAD", only: set[str] | None = None, today: dt.date | None = None,
         base: str | None = None,
-        staged: bool = False) -> CheckDocument:
+        staged: bool = False, require_signatures: bool = False) -> CheckDocument:
     """Check the registry at `ref`; `only` limits the files checked (e.g. those a PR touched).
 
     `today` (a date) is when retirement dates are judged; default: today in UTC. `base` (with
     `only`): the commit the change started from, so that a touched deployment file is judged on
-    the versions it moves onto a route, not on what already served before.
+    the versions it moves onto a route, not on what already served before. `require_signatures`:
+    every commit changing deployments/ or the render dir (since `base`, or since the allowed-signers
+    file was added) must be signed by a key listed in .modelctl/allowed_signers at its parent.
     """
     snap = staged_snapshot(reg) if staged else reg.snapshot(ref)
     scan = _Run(reg, snap, only, base)
@@ -69,6 +71,8 @@ def run(reg: Reader, ref: str = "HEAD", only: set[str] | None = None, today: dt.
     scan.deployments(bundles)
     scan.stray_files()
     findings = scan.findings
+    if require_signatures:
+        findings.extend(_signature_findings(reg, snap if not staged else reg.snapshot("HEAD"), cfg, base))
     findings.extend(_extensions(reg, snap, cfg, scan.files, scan.docs, bundles, scan.want, only=only, today=today,
                                 base=base, staged=staged))
     errors = sum(1 for f in findings if f.level == "error")
@@ -293,6 +297,30 @@ def _rendered_findings(snap: Any, cfg: configmod.Config, files: dict[str, str], 
         else:
             line, what = manifests.difference(have, want)
             out.append(Finding(path, line, "error", f"differs from what the registry renders ({what}); {fix}"))
+    return out
+
+
+def _signature_findings(reg: Reader, snap: Snapshot, cfg: configmod.Config, base: str | None) -> list[Finding]:
+    """Each commit that changes what serves (deployments/, rendered/) and is not signed by an allowed key."""
+    from . import signing
+    from .errors import UsageError
+
+    tip = snap.commit
+    raw = snap.read(signing.ALLOWED_SIGNERS)
+    if tip is None or raw is None:
+        raise UsageError(f"--require-signatures needs {signing.ALLOWED_SIGNERS}, which this registry does not have",
+                         hint="add it with one 'email key-type key' line per allowed signer (README \"Signed writes\")")
+    signing.parse_allowed_signers(raw)  # malformed at the tip: exit 2 naming the line
+    start = signing.adoption(reg.store, tip)
+    revs = [tip] + [f"^{c}" for c in (start, base) if c]
+    paths = ["deployments/", cfg.render.dir.rstrip("/") + "/"]
+    out: list[Finding] = []
+    for record, verdict in signing.verify(reg.store, revs, paths):
+        if verdict.ok:
+            continue
+        where = next((p for p in record.paths if p.startswith(tuple(paths))), paths[0])
+        out.append(Finding(where, None, "error", f"commit {record.commit[:12]} {record.subject!r} by "
+                                                 f"{record.committer_email}: {verdict.reason}"))
     return out
 
 

@@ -350,6 +350,14 @@ def check(
             "--staged", help="Check what the index is about to commit instead of HEAD (what a pre-commit hook needs)."
         ),
     ] = False,
+    require_signatures: Annotated[
+        bool,
+        typer.Option(
+            "--require-signatures",
+            help="Every commit changing deployments/ or rendered/ (since --changed-since, or since "
+            ".modelctl/allowed_signers was added) must be signed by a key listed there at its parent.",
+        ),
+    ] = False,
 ) -> None:
     """Check every file against its schema, prompt hashes, bundle immutability, deployment consistency.
 
@@ -374,7 +382,8 @@ def check(
     reg = _registry()
     base = checks.merge_base(reg, changed_since) if changed_since is not None else None
     only = checks.changed_paths(reg, base) if base is not None else None
-    doc = checks.run(reg, only=only, base=base, today=dt.datetime.now(dt.UTC).date(), staged=staged)
+    doc = checks.run(reg, only=only, base=base, today=dt.datetime.now(dt.UTC).date(), staged=staged,
+                     require_signatures=require_signatures)
     if changed_since is not None:
         doc["changed_since"] = changed_since
     if fmt == "json":

@@ -268,6 +268,14 @@ class ResolveDocument(RoutingDocument):
     commit: str
     key: NotRequired[KeyAssignment]
 
+class LogSigner(TypedDict):
+    """Who signed an event's commit, judged against .modelctl/allowed_signers at its parent (modelctl.signing)."""
+
+    status: str  # verified | unsigned | bad-signature | unknown-key | identity-mismatch | unverifiable | no-signers
+    principal: str | None
+    key: str | None
+
+
 LogEvent = TypedDict("LogEvent", {
     "commit": str,
     "time": str,
@@ -292,6 +300,7 @@ LogEvent = TypedDict("LogEvent", {
     "shadow_cost": str | None,
     "gate": str | None,
     "trailers": dict[str, str],
+    "signer": LogSigner | None,
 })
 LogEvent.__doc__ = "One commit of a model's history: its trailers, or what its deployment diff shows (inferred)."
 

@@ -61,7 +61,16 @@ def _land(reg: Reader, plan_fn: Callable[[Snapshot], Plan], opts: WriteOptions, 
 
     return reg.store.transact(scanned, push=push, remote=remote.name, branch=base,
                               new_branch=opts.branch, deadline=float(remote.deadline),
-                              models=(model,) if model else None)
+                              models=(model,) if model else None, signer=signer_for(reg))
+
+
+def signer_for(reg: Reader) -> Callable[[bytes], bytes] | None:
+    """The tag signer when modelctl.yaml has signing.enabled (its key checked before anything is built)."""
+    if not reg.config().signing.enabled:
+        return None  # the unsigned path runs no extra process
+    from . import signing
+
+    return signing.key_for(reg.store).sign
 
 
 # -- rendered manifests (render: in modelctl.yaml) ----------------------------------------------

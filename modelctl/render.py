@@ -530,8 +530,16 @@ def log(doc: LogDocument) -> None:
         action = f"{e['action']} (inferred)" if e.get("inferred") else e["action"]
         rows.append([e["time"], e["author"], action, e["version"], change, pct,
                      e.get("restored") or e.get("replaces"), e.get("reason"), e.get("evidence")])
-    table(f"{doc['name']}: {len(rows)} event(s), newest first",
-          ["time", "by", "action", "version", "status", "percent", "restored/replaced", "reason", "evidence"], rows)
+        signer = e.get("signer")
+        if signer is not None:  # the registry lists allowed signers: say who signed each change
+            rows[-1].insert(2, signer["principal"] if signer["status"] == "verified" else signer["status"])
+    heads = ["time", "by", "action", "version", "status", "percent", "restored/replaced", "reason", "evidence"]
+    if any(e.get("signer") is not None for e in doc["events"]):
+        heads.insert(2, "signed by")
+        for row in rows:
+            if len(row) < len(heads):
+                row.insert(2, None)
+    table(f"{doc['name']}: {len(rows)} event(s), newest first", heads, rows)
 
 
 def which(doc: WhichDocument) -> None:

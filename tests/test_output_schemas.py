@@ -148,6 +148,7 @@ TYPED = [
     ("KeyAssignment", "resolve", "/properties/key"),
     ("LogDocument", "log", ""),
     ("LogEvent", "log", "/properties/events/items"),
+    ("LogSigner", "log", "/properties/events/items/properties/signer"),
     ("WhichDocument", "which", ""),
     ("WhichEvent", "which", "/properties/event/anyOf/0"),
     ("CheckDocument", "check", ""),

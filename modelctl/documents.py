@@ -29,6 +29,7 @@ OUTPUT_SCHEMAS = {
     "which": "which.schema.json",
     "resolve": "resolve.schema.json",
     "check": "check.schema.json",
+    "deprecations": "deprecations.schema.json",
     "doctor": "doctor.schema.json",
     "gate": "gate.schema.json",
     "watch": "watch.schema.json",
@@ -355,6 +356,39 @@ class CheckFinding(TypedDict):
     line: int | None
     level: Literal["error", "warning"]
     message: str
+
+
+class RetiringUse(TypedDict):
+    """A version on a route that pins a retiring model."""
+
+    name: str
+    version: str
+    status: str
+    field: str  # model.id or fallbacks[i].id
+
+
+class RetiringModel(TypedDict):
+    """One retiring model: when, what replaces it, when to start evaluating, who pins it."""
+
+    model: str
+    retires: str
+    replacement: str | None
+    source: str | None
+    listed_in: str  # retirements.yaml (shipped) or deprecations.yaml (the registry's)
+    evaluate_from: str
+    days_left: int
+    state: Literal["retired", "warning", "planned"]
+    versions: list[RetiringUse]
+
+
+class DeprecationsDocument(TypedDict):
+    """`deprecations --json`."""
+
+    schema: NotRequired[str]
+    commit: str
+    today: str
+    warn_days: int
+    models: list[RetiringModel]
 
 
 class CheckDocument(TypedDict):

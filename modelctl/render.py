@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # annotations only: no import cost at run time
     from .documents import (
         CheckDocument,
         CheckFinding,
+        DeprecationsDocument,
         DiffDocument,
         DoctorDocument,
         LogDocument,
@@ -540,6 +541,19 @@ def log(doc: LogDocument) -> None:
             if len(row) < len(heads):
                 row.insert(2, None)
     table(f"{doc['name']}: {len(rows)} event(s), newest first", heads, rows)
+
+
+def deprecations(doc: DeprecationsDocument) -> None:
+    """Retiring models that versions on a route pin: when, the replacement, when to start evaluating."""
+    rows = [[m["model"], ", ".join(f"{u['name']} {u['version']} ({u['status']}{', fallback' if u['field'] != 'model.id' else ''})"
+                                   for u in m["versions"]),
+             m["retires"], m["state"] if m["state"] != "planned" else f"in {m['days_left']} days",
+             m["replacement"], m["evaluate_from"]] for m in doc["models"]]
+    if not rows:
+        line(f"no version on a route pins a model with an announced retirement (as of {doc['today']})")
+        return
+    table(f"retiring models as of {doc['today']} (warn {doc['warn_days']} days ahead)",
+          ["model", "pinned by", "retires", "state", "replacement", "evaluate from"], rows)
 
 
 def which(doc: WhichDocument) -> None:

@@ -236,6 +236,9 @@ def test_the_registry_overrides_the_shipped_date_and_adds_a_fallback_and_depreca
     proc = run_cli("deprecations", "--json", "--today", "2026-09-12", cwd=gpt5)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
+    from test_output_schemas import assert_valid
+
+    assert_valid("deprecations", doc)
     assert (doc["today"], doc["warn_days"]) == ("2026-09-12", 60)
     assert [(m["model"], m["retires"], m["state"], m["evaluate_from"], m["replacement"], m["listed_in"])
             for m in doc["models"]] == [

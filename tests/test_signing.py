@@ -97,7 +97,11 @@ def test_every_commit_and_tag_a_write_makes_is_signed_and_git_verifies_it(signed
     assert "-----BEGIN SSH SIGNATURE-----" in git(signed, "cat-file", "-p", f"{NAME}#active#1")
     proc, found = require(signed)
     assert proc.returncode == 0 and found == [], proc.stdout
-    events = json.loads(run_cli("log", NAME, "--json", cwd=signed).stdout)["events"]
+    doc = json.loads(run_cli("log", NAME, "--json", cwd=signed).stdout)
+    from test_output_schemas import assert_valid
+
+    assert_valid("log", doc)
+    events = doc["events"]
     assert [e["signer"]["principal"] for e in events] == ["ada@example.com", "ada@example.com"]
     assert {e["signer"]["status"] for e in events} == {"verified"}
     assert events[0]["signer"]["key"].startswith("SHA256:")

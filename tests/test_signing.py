@@ -276,3 +276,35 @@ def test_judge_names_each_reason():
     assert signing.judge(record(committer="eve@example.com"), (ada,)).status == "identity-mismatch"
     assert signing.judge(record(), None).status == "no-signers"
     assert signing.judge(record(key="0123", committer="ci@example.com", primary="ab" * 20), (ada, pgp)).ok
+
+
+@pytest.mark.skipif(shutil.which("gpg") is None, reason="needs gpg")
+def test_openpgp_signing_and_a_fingerprint_in_allowed_signers(registry, tmp_path, monkeypatch):
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    monkeypatch.setenv("GNUPGHOME", str(home))
+    subprocess.run(["gpg", "--batch", "--passphrase", "", "--quick-gen-key", "Ada Tester <ada@example.com>",
+                    "ed25519", "sign", "never"], check=True, capture_output=True)
+    colons = subprocess.run(["gpg", "--with-colons", "--list-keys", "ada@example.com"], capture_output=True,
+                            text=True, check=True).stdout
+    fpr = next(line.split(":")[9] for line in colons.splitlines() if line.startswith("fpr:"))
+    configure(registry, pipeline=[])
+    text = (registry / "modelctl.yaml").read_text().replace("signing:\n  enabled: false", "signing:\n  enabled: true")
+    git(registry, "config", "gpg.format", "openpgp")  # no user.signingkey: gpg signs as the committer, as git does
+    commit_file(registry, "modelctl.yaml", text, message="sign every write")
+    commit_file(registry, signing.ALLOWED_SIGNERS, f"ada@example.com openpgp {fpr}\n", message="allowed signers")
+    register(registry, tmp_path, "1.0.0")
+    assert run_cli("promote", NAME, "1.0.0", "--to", "active", cwd=registry).returncode == 0
+    for what, rev in (("verify-commit", "HEAD"), ("verify-tag", f"{NAME}@v1.0.0"), ("verify-tag", f"{NAME}#active#1")):
+        proc = subprocess.run(["git", what, rev], cwd=registry, capture_output=True, text=True)
+        assert proc.returncode == 0 and "Good signature from \"Ada Tester <ada@example.com>\"" in proc.stderr, \
+            (what, rev, proc.stderr)
+    assert "-----BEGIN PGP SIGNATURE-----" in git(registry, "cat-file", "-p", f"{NAME}#active#1")
+    proc, found = require(registry)
+    assert proc.returncode == 0 and found == [], proc.stdout
+    edit_deployment(registry, "-c", "commit.gpgSign=false")
+    assert [f["message"].rsplit(": ", 1)[1] for f in require(registry)[1]] == ["unsigned"]
+    [event] = json.loads(run_cli("log", NAME, "--json", "-n", "1", cwd=registry).stdout)["events"]
+    assert event["signer"]["status"] == "unsigned"
+    events = json.loads(run_cli("log", NAME, "--json", cwd=registry).stdout)["events"]
+    assert events[1]["signer"]["principal"] == "ada@example.com"

@@ -521,7 +521,7 @@ def _fix_tags(reg: Reader, ctx: _Context, deadline: float) -> list[str]:
 
     try:
         out = store.add_tags(plan, push=ctx.push, remote=ctx.remote, branch=ctx.branch, deadline=deadline,
-                             locked=True, signer=signer_for(reg))
+                             locked=True, signer=signer_for(reg.config(), store))
     except RemoteError:
         return []
     if out.noop or not out.tags:

@@ -18,7 +18,7 @@ from .history import deployment_at
 from .names import NAME_RE, VERSION_RE
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
-    from .documents import CheckDocument, CheckFinding
+    from .documents import CheckDocument, CheckFinding, DeprecationsDocument
     from .reader import Reader
     from .store import Snapshot, Store
 
@@ -54,12 +54,14 @@ def staged_snapshot(reg: Reader) -> Snapshot:
 
 def run(reg: Reader, ref: str = "HEAD", only: set[str] | None = None, today: dt.date | None = None,
         base: str | None = None,
-        staged: bool = False) -> CheckDocument:
+        staged: bool = False, require_signatures: bool = False) -> CheckDocument:
     """Check the registry at `ref`; `only` limits the files checked (e.g. those a PR touched).
 
     `today` (a date) is when retirement dates are judged; default: today in UTC. `base` (with
     `only`): the commit the change started from, so that a touched deployment file is judged on
-    the versions it moves onto a route, not on what already served before.
+    the versions it moves onto a route, not on what already served before. `require_signatures`:
+    every commit changing deployments/ or the render dir (since `base`, or since the allowed-signers
+    file was added) must be signed by a key listed in .modelctl/allowed_signers at its parent.
     """
     snap = staged_snapshot(reg) if staged else reg.snapshot(ref)
     scan = _Run(reg, snap, only, base)
@@ -69,6 +71,8 @@ def run(reg: Reader, ref: str = "HEAD", only: set[str] | None = None, today: dt.
     scan.deployments(bundles)
     scan.stray_files()
     findings = scan.findings
+    if require_signatures:
+        findings.extend(_signature_findings(reg, snap if not staged else reg.snapshot("HEAD"), cfg, base))
     findings.extend(_extensions(reg, snap, cfg, scan.files, scan.docs, bundles, scan.want, only=only, today=today,
                                 base=base, staged=staged))
     errors = sum(1 for f in findings if f.level == "error")
@@ -296,6 +300,30 @@ def _rendered_findings(snap: Any, cfg: configmod.Config, files: dict[str, str], 
     return out
 
 
+def _signature_findings(reg: Reader, snap: Snapshot, cfg: configmod.Config, base: str | None) -> list[Finding]:
+    """Each commit that changes what serves (deployments/, rendered/) and is not signed by an allowed key."""
+    from . import signing
+    from .errors import UsageError
+
+    tip = snap.commit
+    raw = snap.read(signing.ALLOWED_SIGNERS)
+    if tip is None or raw is None:
+        raise UsageError(f"--require-signatures needs {signing.ALLOWED_SIGNERS}, which this registry does not have",
+                         hint="add it with one 'email key-type key' line per allowed signer (README \"Signed writes\")")
+    signing.parse_allowed_signers(raw)  # malformed at the tip: exit 2 naming the line
+    start = signing.adoption(reg.store, tip)
+    revs = [tip] + [f"^{c}" for c in (start, base) if c]
+    paths = ["deployments/", cfg.render.dir.rstrip("/") + "/"]
+    out: list[Finding] = []
+    for record, verdict in signing.verify(reg.store, revs, paths):
+        if verdict.ok:
+            continue
+        where = next((p for p in record.paths if p.startswith(tuple(paths))), paths[0])
+        out.append(Finding(where, None, "error", f"commit {record.commit[:12]} {record.subject!r} by "
+                                                 f"{record.committer_email}: {verdict.reason}"))
+    return out
+
+
 def _metrics_target_findings(reg: Reader, snap: Snapshot, base: str) -> list[Finding]:
     """A change that points watch's bearer token at a new URL gets a reviewer's warning."""
     before = reg.store.read_many(base, [configmod.CONFIG_FILE]).get(configmod.CONFIG_FILE)
@@ -462,15 +490,12 @@ def _deprecation_findings(cfg: configmod.Config, docs: dict[str, yamlio.Document
     from . import deprecations
 
     doc = docs.get("deprecations.yaml")
-    if doc is None:
-        return []
     try:
-        table = deprecations.parse_deprecations(doc.data)
+        own = deprecations.parse_deprecations(doc.data) if doc is not None else []
     except ModelctlError as exc:
         return [Finding("deprecations.yaml", None, "error", exc.message.split(": ", 1)[-1])] \
             if want("deprecations.yaml") else []
-    if not table:
-        return []
+    table = deprecations.combine(deprecations.shipped(), own)
     warn_days = cfg.deprecation.warn_days
     table_changed = only is not None and "deprecations.yaml" in only
     out: list[Finding] = []
@@ -501,6 +526,51 @@ def _fallback_findings(docs: dict[str, yamlio.Document], bundles: Bundles, statu
                            f"{model.get('provider', 'its provider')} fails there is nothing to fail over to; "
                            "add fallbacks: [{provider: ..., id: ...}] to the next version"))
     return out
+
+
+def retirement_plan(reg: Reader, today: dt.date, ref: str = "HEAD") -> DeprecationsDocument:
+    """`modelctl deprecations`: every retiring model a version on a route pins, with the date to start
+    evaluating its replacement (the registry's deprecations.yaml over the shipped list)."""
+    from . import deprecations
+
+    snap = reg.snapshot(ref)
+    assert snap.commit is not None  # reg.snapshot refuses a registry without a commit
+    cfg = reg.config(snap)
+    store = reg.store
+    deps = [p for p in store.list_files(snap.commit, "deployments") if p.endswith(".yaml") and p.count("/") == 1]
+    raw = snap.read_many(deps + ["deprecations.yaml"])
+    statuses: Statuses = {}
+    for path in deps:
+        try:
+            data = yamlio.loads(raw[path] or b"", path).data
+        except ModelctlError:
+            continue  # `check` reports an unreadable deployment file
+        versions = data.get("versions") if isinstance(data, dict) else None
+        if isinstance(versions, dict):
+            statuses[path[len("deployments/"):-5]] = {str(v): str(s) for v, s in versions.items()}
+    wanted = [f"bundles/{n}/{v}.yaml" for n, vs in statuses.items() for v, s in vs.items() if s in ON_ROUTE]
+    bundles: Bundles = {}
+    for path, text in snap.read_many(wanted).items():
+        try:
+            data = yamlio.loads(text, path).data if text is not None else None
+        except ModelctlError:
+            continue
+        if isinstance(data, dict):
+            _, name, file = path.split("/")
+            bundles[(name, file[:-5])] = data
+    own_raw = raw["deprecations.yaml"]
+    own = deprecations.parse_deprecations(yamlio.loads(own_raw, "deprecations.yaml").data) if own_raw else []
+    table = deprecations.combine(deprecations.shipped(), own)
+    warn_days = cfg.deprecation.warn_days
+    rows = deprecations.plan(bundles, statuses, table, today=today, warn_days=warn_days, on_route=ON_ROUTE)
+    return {
+        "commit": snap.commit, "today": today.isoformat(), "warn_days": warn_days,
+        "models": [{"model": p.model, "retires": p.retires.isoformat(), "replacement": p.replacement,
+                    "source": p.source, "listed_in": p.origin, "evaluate_from": p.evaluate_from.isoformat(),
+                    "days_left": p.days_left, "state": p.state,
+                    "versions": [{"name": u.name, "version": u.version, "status": u.status, "field": u.field}
+                                 for u in p.uses]} for p in rows],
+    }
 
 
 def merge_base(reg: Reader, ref: str) -> str:

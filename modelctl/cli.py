@@ -19,6 +19,8 @@ import typer
 from .errors import EXIT_INTERRUPTED, ModelctlError
 
 if TYPE_CHECKING:  # annotations only: the commands import what they use
+    import datetime
+
     from . import render
     from .documents import TransitionResult
     from .exposition import Server as MetricsServer
@@ -350,6 +352,14 @@ def check(
             "--staged", help="Check what the index is about to commit instead of HEAD (what a pre-commit hook needs)."
         ),
     ] = False,
+    require_signatures: Annotated[
+        bool,
+        typer.Option(
+            "--require-signatures",
+            help="Every commit changing deployments/ or rendered/ (since --changed-since, or since "
+            ".modelctl/allowed_signers was added) must be signed by a key listed there at its parent.",
+        ),
+    ] = False,
 ) -> None:
     """Check every file against its schema, prompt hashes, bundle immutability, deployment consistency.
 
@@ -366,15 +376,14 @@ def check(
     Example:
       modelctl check --changed-since origin/main --format github
     """
-    import datetime as dt
-
     from . import checks, render
 
     fmt = _check_format(fmt, ("text", "json", "junit", "github"), json_out)
     reg = _registry()
     base = checks.merge_base(reg, changed_since) if changed_since is not None else None
     only = checks.changed_paths(reg, base) if base is not None else None
-    doc = checks.run(reg, only=only, base=base, today=dt.datetime.now(dt.UTC).date(), staged=staged)
+    doc = checks.run(reg, only=only, base=base, today=_today(None), staged=staged,
+                     require_signatures=require_signatures)
     if changed_since is not None:
         doc["changed_since"] = changed_since
     if fmt == "json":
@@ -387,6 +396,47 @@ def check(
         render.check(doc)
     if not doc["ok"]:
         raise typer.Exit(1)
+
+
+def _today(text: str | None) -> datetime.date:
+    """The day retirement dates are judged on: --today, else MODELCTL_TODAY, else today in UTC."""
+    import datetime
+
+    raw = text if text is not None else os.environ.get("MODELCTL_TODAY")
+    if not raw:
+        return datetime.datetime.now(datetime.UTC).date()
+    try:
+        return datetime.date.fromisoformat(raw.strip())
+    except ValueError:
+        from .errors import UsageError
+
+        where = "--today" if text is not None else "MODELCTL_TODAY"
+        raise UsageError(f"invalid {where} {raw!r}", hint="use a date such as 2026-03-01") from None
+
+
+@app.command()
+@funnel
+def deprecations(
+    today: Annotated[
+        str | None,
+        typer.Option("--today", metavar="YYYY-MM-DD", show_default=False,
+                     help="Judge the dates as of this day (default: MODELCTL_TODAY, else today in UTC)."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List the retiring models that versions on a route pin (as model or fallback): the retirement date,
+    the announced replacement, and the day to start evaluating it (retirement minus deprecation.warn_days).
+
+    Dates come from the list shipped with modelctl, extended and overridden by deprecations.yaml.
+
+    \b
+    Example:
+      modelctl deprecations --json
+    """
+    from . import checks, render
+
+    doc = checks.retirement_plan(_registry(), _today(today))
+    render.emit_json(doc) if json_out else render.deprecations(doc)
 
 
 @app.command()

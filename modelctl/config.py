@@ -60,7 +60,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "metrics": {"provider": "http-json", "url": "http://127.0.0.1:9108/metrics/{model}", "token_env": None,
                 "timeout": 5, "max_bytes": 1048576, "queries": {}},
     "gate": {"required": False, "alpha": 0.05, "metrics": {}},
-    "deprecation": {"warn_days": 30},
+    "deprecation": {"warn_days": 90},
+    "signing": {"enabled": False},
     "notifications": {"timeout": 5, "deadline": 30, "retries": 3, "webhooks": []},
     "remote": {"name": "origin", "branch": "main", "push": False, "deadline": 30},
     # off for registries made before it existed; the template turns it on (README "GitOps")
@@ -225,9 +226,18 @@ class GateConfig(_Section):
 
 @dataclass(frozen=True, slots=True)
 class DeprecationConfig(_Section):
-    """`deprecation:` how many days ahead `check` warns about a retiring model."""
+    """`deprecation:` how many days ahead of a model's retirement `check` warns (and `deprecations` says to
+    start evaluating its replacement)."""
 
     warn_days: int
+
+
+@dataclass(frozen=True, slots=True)
+class SigningConfig(_Section):
+    """`signing:` whether every commit and tag modelctl makes is signed (the key and format are git's own:
+    user.signingkey, gpg.format)."""
+
+    enabled: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +298,7 @@ class Config:
     render: RenderConfig
     retention: RetentionConfig
     platform: PlatformConfig
+    signing: SigningConfig = SigningConfig(enabled=False)
 
     def as_dict(self) -> dict[str, Any]:
         """The effective document as plain YAML data (a fresh copy), for the pure modules whose
@@ -325,6 +336,7 @@ def build(data: Mapping[str, Any]) -> Config:
                                 api_versions=tuple(str(v) for v in doc["platform"]["api_versions"]),
                                 accepts_breaking=tuple(doc["platform"]["accepts_breaking"]),
                                 routes=_freeze(doc["platform"]["routes"])),
+        signing=SigningConfig(enabled=doc["signing"]["enabled"]),
     )
 
 

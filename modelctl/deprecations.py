@@ -1,4 +1,6 @@
-"""Check pinned model ids against the retirement dates in deprecations.yaml (pure).
+"""Check pinned model ids against retirement dates (pure): the dated list shipped with modelctl
+(modelctl/data/retirements.yaml: announced provider retirements, each with its source), which the
+registry's deprecations.yaml extends and overrides (an entry with the same key replaces the shipped one).
 
 Format of deprecations.yaml (optional, at the registry root):
 
@@ -11,7 +13,8 @@ Format of deprecations.yaml (optional, at the registry root):
       anthropic/claude-3-opus-20240229:
         retires: "2026-01-05"
         replacement: anthropic/claude-opus-4-1-20250805
-        note: https://docs.anthropic.com/en/docs/resources/model-deprecations
+        source: https://docs.anthropic.com/en/docs/resources/model-deprecations
+        note: free text
       # a bare id matches that id from any provider; * and ? are wildcards
       "gpt-3.5-turbo-*": "2025-09-30"
 
@@ -31,12 +34,13 @@ import datetime as dt
 import fnmatch
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from .errors import ValidationError
 
 _META_KEYS = ("apiVersion", "kind")
-_ENTRY_KEYS = ("retires", "replacement", "note")
+_ENTRY_KEYS = ("retires", "replacement", "source", "note")
+SHIPPED = "retirements.yaml"  # under modelctl/data/
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class Retirement:
     retires: dt.date
     replacement: str | None = None
     note: str | None = None
+    source: str | None = None
+    origin: str = "deprecations.yaml"  # the file the entry comes from (the shipped list or the registry's)
 
     def matches(self, provider: str | None, model_id: str) -> bool:
         """True when this entry names the pinned (provider, id)."""
@@ -132,7 +138,7 @@ def parse_deprecations(data: Any, path: str = "deprecations.yaml") -> list[Retir
         if isinstance(value, Mapping):
             unknown = sorted(str(k) for k in value if k not in _ENTRY_KEYS)
             if unknown:
-                raise ValidationError(f"{where}: unknown key {unknown[0]!r}", hint="use retires, replacement, note")
+                raise ValidationError(f"{where}: unknown key {unknown[0]!r}", hint="use retires, replacement, source, note")
             if "retires" not in value:
                 raise ValidationError(f"{where}: retires is missing", hint='write retires: "YYYY-MM-DD"')
             entries.append(Retirement(
@@ -140,10 +146,28 @@ def parse_deprecations(data: Any, path: str = "deprecations.yaml") -> list[Retir
                 retires=_date(value["retires"], f"{where}.retires"),
                 replacement=_text(value.get("replacement"), f"{where}.replacement"),
                 note=_text(value.get("note"), f"{where}.note"),
+                source=_text(value.get("source"), f"{where}.source"),
+                origin=path,
             ))
         else:
-            entries.append(Retirement(pattern=key.strip(), retires=_date(value, where)))
+            entries.append(Retirement(pattern=key.strip(), retires=_date(value, where), origin=path))
     return entries
+
+
+def shipped() -> list[Retirement]:
+    """The announced retirements shipped in the package (modelctl/data/retirements.yaml)."""
+    from . import yamlio
+    from .schema import data_path
+
+    path = data_path(SHIPPED)
+    return parse_deprecations(yamlio.loads(path.read_bytes(), SHIPPED).data, SHIPPED)
+
+
+def combine(base: Iterable[Retirement], overrides: Iterable[Retirement]) -> list[Retirement]:
+    """`base` extended by `overrides`; an override with the same key replaces the base entry."""
+    overrides = list(overrides)
+    mine = {r.pattern for r in overrides}
+    return [r for r in base if r.pattern not in mine] + overrides
 
 
 def pins_of_bundle(bundle: Mapping[str, Any]) -> list[Pin]:
@@ -202,13 +226,64 @@ def check_pins(
             message += f"; move to {entry.replacement}"
         else:
             message += "; register a version pinned to a supported model"
-        if entry.note:
-            message += f" ({entry.note})"
+        if entry.note or entry.source:
+            message += f" ({entry.note or entry.source})"
         findings.append(DeprecationFinding(
             file=file, field=pin.field, severity=severity, message=message,
             model=model, retires=when, replacement=entry.replacement,
         ))
     return findings
+
+
+@dataclass(frozen=True)
+class Use:
+    """A bundle on a route that pins a model: which version, in which status, in which field."""
+
+    name: str
+    version: str
+    status: str
+    field: str
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One retiring model and every version on a route that pins it."""
+
+    model: str  # as pinned: provider/id
+    retires: dt.date
+    replacement: str | None
+    source: str | None
+    origin: str
+    evaluate_from: dt.date  # retirement minus the warning window: start evaluating the replacement
+    days_left: int
+    state: Literal["retired", "warning", "planned"]
+    uses: tuple[Use, ...]
+
+
+def plan(bundles: Mapping[tuple[str, str], Mapping[str, Any]], statuses: Mapping[str, Mapping[str, str]],
+         table: Iterable[Retirement], *, today: dt.date, warn_days: int, on_route: tuple[str, ...]) -> list[Planned]:
+    """Every model with a retirement date that a version on a route pins (model.id or a fallback),
+    soonest retirement first."""
+    table = list(table)
+    found: dict[tuple[str, Retirement], list[Use]] = {}
+    for (name, version), data in sorted(bundles.items()):
+        status = statuses.get(name, {}).get(version)
+        if status not in on_route:
+            continue
+        for pin in pins_of_bundle(data):
+            hits = [r for r in table if r.matches(pin.provider, pin.id)]
+            if hits:
+                entry = min(hits, key=lambda r: r.retires)
+                model = f"{pin.provider}/{pin.id}" if pin.provider else pin.id
+                found.setdefault((model, entry), []).append(Use(name, version, status, pin.field))
+    out = []
+    for (model, entry), uses in found.items():
+        left = (entry.retires - today).days
+        state: Literal["retired", "warning", "planned"] = \
+            "retired" if left <= 0 else "warning" if left <= warn_days else "planned"
+        out.append(Planned(model, entry.retires, entry.replacement, entry.source or entry.note, entry.origin,
+                           entry.retires - dt.timedelta(days=warn_days), left, state, tuple(uses)))
+    return sorted(out, key=lambda p: (p.retires, p.model))
 
 
 def check_bundle(

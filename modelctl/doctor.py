@@ -122,7 +122,32 @@ def _inspect(reg: Reader, ctx: _Context) -> tuple[list[Finding], DoctorRemote]:
     info["checked"] = tip
     if tip:
         findings += _tag_findings(reg, ctx, tip, all_tags, local_only)
+        findings += _signature_findings(reg, tip)
     return findings, info
+
+
+SIGNATURES_SCANNED = 200  # the newest commits changing what serves: doctor is a quick look, check the full one
+
+
+def _signature_findings(reg: Reader, tip: str) -> list[Finding]:
+    """Recent changes to deployments/ or rendered/ not signed by an allowed key (only when the registry
+    has .modelctl/allowed_signers; `check --require-signatures` judges the whole range)."""
+    from . import signing
+
+    raw = reg.store.read_many(tip, [signing.ALLOWED_SIGNERS])[signing.ALLOWED_SIGNERS]
+    if raw is None:
+        return []
+    try:
+        signing.parse_allowed_signers(raw)
+    except ModelctlError as exc:
+        return [Finding("allowed-signers", "error", exc.message, None, signing.ALLOWED_SIGNERS)]
+    start = signing.adoption(reg.store, tip)
+    paths = ["deployments/", reg.config().render.dir.rstrip("/") + "/"]
+    revs = [f"--max-count={SIGNATURES_SCANNED}", tip] + ([f"^{start}"] if start else [])
+    return [Finding("unsigned-change", "warning",
+                    f"commit {record.commit[:12]} {record.subject!r} by {record.committer_email}: {verdict.reason}",
+                    None, next((p for p in record.paths if p.startswith(tuple(paths))), record.commit))
+            for record, verdict in signing.verify(reg.store, revs, paths) if not verdict.ok]
 
 
 def _age(seconds: float) -> str:
@@ -492,9 +517,11 @@ def _fix_tags(reg: Reader, ctx: _Context, deadline: float) -> list[str]:
         specs, _ = repairs(reg, snap, tags)
         return specs
 
+    from .ops import signer_for
+
     try:
         out = store.add_tags(plan, push=ctx.push, remote=ctx.remote, branch=ctx.branch, deadline=deadline,
-                             locked=True)
+                             locked=True, signer=signer_for(reg.config(), store))
     except RemoteError:
         return []
     if out.noop or not out.tags:

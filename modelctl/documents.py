@@ -30,6 +30,7 @@ OUTPUT_SCHEMAS = {
     "which": "which.schema.json",
     "resolve": "resolve.schema.json",
     "check": "check.schema.json",
+    "deprecations": "deprecations.schema.json",
     "doctor": "doctor.schema.json",
     "gate": "gate.schema.json",
     "watch": "watch.schema.json",
@@ -300,6 +301,14 @@ class ResolveDocument(RoutingDocument):
     commit: str
     key: NotRequired[KeyAssignment]
 
+class LogSigner(TypedDict):
+    """Who signed an event's commit, judged against .modelctl/allowed_signers at its parent (modelctl.signing)."""
+
+    status: str  # verified | unsigned | bad-signature | unknown-key | identity-mismatch | unverifiable | no-signers
+    principal: str | None
+    key: str | None
+
+
 LogEvent = TypedDict("LogEvent", {
     "commit": str,
     "time": str,
@@ -324,6 +333,7 @@ LogEvent = TypedDict("LogEvent", {
     "shadow_cost": str | None,
     "gate": str | None,
     "trailers": dict[str, str],
+    "signer": LogSigner | None,
 })
 LogEvent.__doc__ = "One commit of a model's history: its trailers, or what its deployment diff shows (inferred)."
 
@@ -378,6 +388,39 @@ class CheckFinding(TypedDict):
     line: int | None
     level: Literal["error", "warning"]
     message: str
+
+
+class RetiringUse(TypedDict):
+    """A version on a route that pins a retiring model."""
+
+    name: str
+    version: str
+    status: str
+    field: str  # model.id or fallbacks[i].id
+
+
+class RetiringModel(TypedDict):
+    """One retiring model: when, what replaces it, when to start evaluating, who pins it."""
+
+    model: str
+    retires: str
+    replacement: str | None
+    source: str | None
+    listed_in: str  # retirements.yaml (shipped) or deprecations.yaml (the registry's)
+    evaluate_from: str
+    days_left: int
+    state: Literal["retired", "warning", "planned"]
+    versions: list[RetiringUse]
+
+
+class DeprecationsDocument(TypedDict):
+    """`deprecations --json`."""
+
+    schema: NotRequired[str]
+    commit: str
+    today: str
+    warn_days: int
+    models: list[RetiringModel]
 
 
 class CheckDocument(TypedDict):

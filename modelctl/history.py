@@ -105,6 +105,7 @@ def _parse_record(parts: list[str]) -> tuple[LogEvent, str | None] | None:
         "shadow_cost": said.get(trailers.SHADOW_COST),
         "gate": said.get(trailers.GATE),
         "trailers": said,
+        "signer": None,  # filled in by log() when the registry lists allowed signers
     }
     first_parent = parents.split()
     return event, first_parent[0] if first_parent else None
@@ -232,7 +233,25 @@ def log(store: Store, name: str, ref: str = "HEAD", limit: int | None = None) ->
     if not found or commit is None:  # (no commit, no events)
         raise NotFound(f"no model named {name!r} in this registry",
                        hint="see 'modelctl status' for the models it has")
+    _add_signers(store, commit, found)
     return {"name": name, "commit": commit, "events": found}
+
+
+def _add_signers(store: Store, tip: str, found: list[LogEvent]) -> None:
+    """Each event's verified signer, when the registry has .modelctl/allowed_signers at `tip`
+    (otherwise no signature is checked: no extra process)."""
+    from .signing import ALLOWED_SIGNERS
+
+    if store.read_many(tip, [ALLOWED_SIGNERS])[ALLOWED_SIGNERS] is None:
+        return
+    from . import signing
+
+    judged = {record.commit: check for record, check in
+              signing.verify(store, ["--no-walk", *(e["commit"] for e in found)], [])}
+    for event in found:
+        check = judged.get(event["commit"])
+        if check is not None:
+            event["signer"] = {"status": check.status, "principal": check.principal, "key": check.key}
 
 
 def which(store: Store, read_deployment: Callable[[str], dict[str, Any] | None], name: str, at: str | int,

@@ -40,7 +40,8 @@ class WriteOptions:
 
 def _land(reg: Reader, plan_fn: Callable[[Snapshot], Plan], opts: WriteOptions, model: str | None = None) -> Outcome:
     """Run a plan through the store with the remote settings of modelctl.yaml."""
-    remote = reg.config().remote
+    cfg = reg.config()
+    remote = cfg.remote
     push = remote.push if opts.push is None else opts.push
     if opts.branch is not None:
         _check_branch_name(reg.store, opts.branch, remote.name)
@@ -61,7 +62,16 @@ def _land(reg: Reader, plan_fn: Callable[[Snapshot], Plan], opts: WriteOptions, 
 
     return reg.store.transact(scanned, push=push, remote=remote.name, branch=base,
                               new_branch=opts.branch, deadline=float(remote.deadline),
-                              models=(model,) if model else None)
+                              models=(model,) if model else None, signer=signer_for(cfg, reg.store))
+
+
+def signer_for(cfg: configmod.Config, store: Store) -> Callable[[bytes], bytes] | None:
+    """The tag signer when modelctl.yaml has signing.enabled (its key checked before anything is built)."""
+    if not cfg.signing.enabled:
+        return None  # the unsigned path runs no extra process
+    from . import signing
+
+    return signing.key_for(store).sign
 
 
 # -- rendered manifests (render: in modelctl.yaml) ----------------------------------------------

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # annotations only: no import cost at run time
         CheckDocument,
         CheckFinding,
         CompatDocument,
+        DeprecationsDocument,
         DiffDocument,
         DoctorDocument,
         LogDocument,
@@ -547,8 +548,29 @@ def log(doc: LogDocument) -> None:
         action = f"{e['action']} (inferred)" if e.get("inferred") else e["action"]
         rows.append([e["time"], e["author"], action, e["version"], change, pct,
                      e.get("restored") or e.get("replaces"), e.get("reason"), e.get("evidence")])
-    table(f"{doc['name']}: {len(rows)} event(s), newest first",
-          ["time", "by", "action", "version", "status", "percent", "restored/replaced", "reason", "evidence"], rows)
+        signer = e.get("signer")
+        if signer is not None:  # the registry lists allowed signers: say who signed each change
+            rows[-1].insert(2, signer["principal"] if signer["status"] == "verified" else signer["status"])
+    heads = ["time", "by", "action", "version", "status", "percent", "restored/replaced", "reason", "evidence"]
+    if any(e.get("signer") is not None for e in doc["events"]):
+        heads.insert(2, "signed by")
+        for row in rows:
+            if len(row) < len(heads):
+                row.insert(2, None)
+    table(f"{doc['name']}: {len(rows)} event(s), newest first", heads, rows)
+
+
+def deprecations(doc: DeprecationsDocument) -> None:
+    """Retiring models that versions on a route pin: when, the replacement, when to start evaluating."""
+    rows = [[m["model"], ", ".join(f"{u['name']} {u['version']} ({u['status']}{', fallback' if u['field'] != 'model.id' else ''})"
+                                   for u in m["versions"]),
+             m["retires"], m["state"] if m["state"] != "planned" else f"in {m['days_left']} days",
+             m["replacement"], m["evaluate_from"]] for m in doc["models"]]
+    if not rows:
+        line(f"no version on a route pins a model with an announced retirement (as of {doc['today']})")
+        return
+    table(f"retiring models as of {doc['today']} (warn {doc['warn_days']} days ahead)",
+          ["model", "pinned by", "retires", "state", "replacement", "evaluate from"], rows)
 
 
 def which(doc: WhichDocument) -> None:

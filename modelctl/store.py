@@ -191,6 +191,22 @@ class Outcome:
     synced: bool = True  # False: the local checkout was left behind (uncommitted changes in the way)
 
 
+@dataclass(frozen=True)
+class SignatureRecord:
+    """A commit's signature as `git log` reports it (%G? and the key fields), with what it changed."""
+
+    commit: str
+    parent: str | None
+    code: str  # %G?: G good, U good but unknown key, B bad, N none, E cannot check, X/Y/R expired/revoked
+    key: str  # %GK: the SSH key's SHA256 fingerprint, or the OpenPGP key id
+    fingerprint: str  # %GF (OpenPGP)
+    primary_fingerprint: str  # %GP (OpenPGP)
+    committer_email: str
+    author_email: str
+    subject: str
+    paths: tuple[str, ...]
+
+
 @dataclass
 class _Target:
     push: bool
@@ -287,6 +303,9 @@ class Store:
         self._cat: subprocess.Popen[bytes] | None = None
         self._cat_pid = 0
         self._stamp_cache: dict[str, tuple[int, str]] | None = None
+        # set for one write when modelctl.yaml asks for signing: signs a tag payload (signing.SigningKey.sign);
+        # None keeps the unsigned path free of any extra process
+        self._signer: Callable[[bytes], bytes] | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
     def git(self, *args: str, input: bytes | None = None, check: bool = True, env: dict[str, str] | None = None,
@@ -767,6 +786,36 @@ class Store:
                 out.append(parts)
         return out
 
+    def signature_records(self, revs: list[str], paths: list[str]) -> list[SignatureRecord]:
+        """Non-merge commits of `revs` changing `paths`, oldest first, with their signatures as git
+        verifies them. No allowed-signers file is given to git (SSH keys come back as %G? U with their
+        fingerprint): which keys count is the caller's decision (signing.judge)."""
+        fields = "%x1f".join(["%H", "%P", "%G?", "%GK", "%GF", "%GP", "%ce", "%ae", "%s"])
+        proc = self.git("-c", f"gpg.ssh.allowedSignersFile={os.devnull}", "log", "--reverse", "--no-merges",
+                        "--no-renames", f"--format=%x1e{fields}", "--name-only", *revs, "--", *paths, env=_LITERAL)
+        out = []
+        for block in proc.stdout.decode("utf-8", "replace").split("\x1e")[1:]:
+            head, _, names = block.partition("\n")
+            parts = head.split("\x1f")
+            if len(parts) != 9:
+                continue
+            sha, parents, code, key, fpr, primary, committer, author, subject = parts
+            out.append(SignatureRecord(sha, parents.split()[0] if parents.split() else None, code.strip() or "N",
+                                       key, fpr, primary, committer, author, subject,
+                                       tuple(n for n in names.splitlines() if n.strip())))
+        return out
+
+    def signing_settings(self) -> tuple[dict[str, str], str]:
+        """git's signing settings here (user.signingkey, gpg.*; keys lower-case) and the committer
+        identity "Name <email>" (OpenPGP's default key)."""
+        proc = self.git("config", "-z", "--get-regexp", r"^(user\.signingkey|gpg\.)", check=False)
+        settings: dict[str, str] = {}
+        for entry in proc.stdout.decode("utf-8", "replace").split("\0"):
+            key, _, value = entry.partition("\n")
+            if key:
+                settings[key.lower()] = value
+        return settings, self._tagger()
+
     # -- the repository itself ----------------------------------------------------------------
     def branch_name_ok(self, name: str) -> bool:
         """Whether git accepts `name` as a branch name (`check-ref-format`)."""
@@ -994,11 +1043,12 @@ class Store:
     def transact(self, plan_fn: Callable[[Snapshot], Plan], *, push: bool = False, remote: str = "origin",
                  branch: str | None = None, new_branch: str | None = None, deadline: float = 30.0,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time,
-                 models: tuple[str, ...] | None = None) -> Outcome:
+                 models: tuple[str, ...] | None = None, signer: Callable[[bytes], bytes] | None = None) -> Outcome:
         """Evaluate plan_fn on the tip and land its commit and tags atomically (retrying on races).
 
         `models` names the models whose tags the plan creates; when pushing, only their tags are
-        fetched."""
+        fetched. With a `signer`, the commit is signed by `git commit-tree -S` and every tag
+        payload gets the signer's armored signature appended, as `git tag -s` does."""
         self.require_identity()
         if not push and new_branch is None:
             # tag counters and registration commits come from the local tags and history
@@ -1012,19 +1062,29 @@ class Store:
             self._deadline_at = started + deadline
             if target.worktree is not None and target.worktree is not self:
                 target.worktree.recover()  # an update of that worktree a killed write left unfinished
-            return self._retry(lambda: self._attempt(plan_fn, target, clock), deadline, sleep, clock, started)
+            self._signer = signer
+            try:
+                return self._retry(lambda: self._attempt(plan_fn, target, clock), deadline, sleep, clock, started)
+            finally:
+                self._signer = None
 
     def add_tags(self, plan_fn: Callable[[Snapshot], list[TagSpec]], *, push: bool = False, remote: str = "origin",
                  branch: str | None = None, deadline: float = 30.0, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.time, locked: bool = False) -> Outcome:
-        """Create tags on commits already in the branch history (doctor --fix), pushed atomically."""
+                 clock: Callable[[], float] = time.time, locked: bool = False,
+                 signer: Callable[[bytes], bytes] | None = None) -> Outcome:
+        """Create tags on commits already in the branch history (doctor --fix), pushed atomically
+        (signed by `signer` when given, as in `transact`)."""
         started = clock()
         self.require_full_history("tags rebuilt from the history")
         self.require_identity()
-        if locked:
-            return self._add_tags(plan_fn, push, remote, branch, deadline, sleep, clock, started)
-        with self.lock(holds=deadline):
-            return self._add_tags(plan_fn, push, remote, branch, deadline, sleep, clock, clock())
+        self._signer = signer
+        try:
+            if locked:
+                return self._add_tags(plan_fn, push, remote, branch, deadline, sleep, clock, started)
+            with self.lock(holds=deadline):
+                return self._add_tags(plan_fn, push, remote, branch, deadline, sleep, clock, clock())
+        finally:
+            self._signer = None
 
     def _add_tags(self, plan_fn: Callable[[Snapshot], list[TagSpec]], push: bool, remote: str, branch: str | None,
                   deadline: float, sleep: Callable[[float], None], clock: Callable[[], float],
@@ -1262,6 +1322,8 @@ class Store:
                 except FileNotFoundError:
                     pass
         args = ["commit-tree", tree]
+        if self._signer is not None:
+            args.append("-S")  # git's own signing settings, the ones the signer was made from
         if parent:
             args += ["-p", parent]
         date = f"@{when} +0000"
@@ -1307,7 +1369,12 @@ class Store:
             state[ev.model][1] += 1
             text = (f"object {target}\ntype commit\ntag {name}\ntagger {tagger} {when} +0000\n\n"
                     + trailers.message(ev.message.strip(), pairs=[(trailers.COMMIT, spec.commit)]))
-            made.append((name, self.out("mktag", input=text.encode("utf-8"))))
+            payload = text.encode("utf-8")
+            if self._signer is not None:
+                # git tag -s: the signature follows the message; git verify-tag checks it over what precedes it
+                payload = payload.rstrip(b"\n") + b"\n"
+                payload += self._signer(payload)
+            made.append((name, self.out("mktag", input=payload)))
         return made
 
     # -- the local clone after a write ------------------------------------------------------

@@ -80,7 +80,7 @@ def deprecations(repo, entries: dict, warn_days: int | None = None):
     lines += [f'  {k}: "{v}"' for k, v in entries.items()]
     commit_file(repo, "deprecations.yaml", "\n".join(lines) + "\n", "deprecations")
     if warn_days is not None:
-        text = (repo / "modelctl.yaml").read_text().replace("warn_days: 30", f"warn_days: {warn_days}")
+        text = (repo / "modelctl.yaml").read_text().replace("warn_days: 90", f"warn_days: {warn_days}")
         commit_file(repo, "modelctl.yaml", text, "warn days")
 
 

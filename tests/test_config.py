@@ -42,7 +42,7 @@ def test_defaults_appear_as_typed_values():
     assert set(cfg.analysis.settings["metrics"]) == {"error_rate", "latency", "cost_per_request"}
     assert (cfg.metrics.provider, cfg.metrics.token_env, cfg.metrics.deadline) == ("http-json", None, None)
     assert (cfg.gate.required, cfg.gate.alpha, dict(cfg.gate.metrics)) == (False, 0.05, {})
-    assert cfg.deprecation.warn_days == 30
+    assert cfg.deprecation.warn_days == 90
     assert cfg == configmod.defaults()
 
 
@@ -114,7 +114,7 @@ def test_check_parses_modelctl_yaml_once(registry, parses):
 
 def test_check_judges_by_the_defaults_when_the_config_is_broken(registry):
     path = registry / "modelctl.yaml"
-    path.write_text(path.read_text().replace("warn_days: 30", "warn_days: -1"))
+    path.write_text(path.read_text().replace("warn_days: 90", "warn_days: -1"))
     git(registry, "commit", "-q", "-am", "bad warn_days")
     out = run_cli("check", cwd=registry)
     assert out.returncode == 1 and "modelctl.yaml" in out.stdout and "warn_days" in out.stdout

@@ -141,3 +141,120 @@ def test_pins_of_bundle_lists_model_and_fallbacks():
 def test_findings_serialise_with_stable_keys():
     [f] = check(bundle("openai", "gpt-4-0613"))
     assert set(f.to_dict()) == {"file", "line", "field", "severity", "message", "model", "retires", "replacement"}
+
+
+# -- the shipped list, deprecations.yaml over it, and `modelctl deprecations` ----------------------
+
+def test_the_shipped_list_parses_and_every_entry_cites_its_source():
+    from modelctl.deprecations import shipped
+
+    entries = shipped()
+    assert len(entries) >= 5
+    for entry in entries:
+        assert entry.source and entry.source.startswith("https://"), entry.pattern
+        assert entry.origin == "retirements.yaml" and "/" in entry.pattern
+
+
+def test_deprecations_yaml_extends_the_shipped_list_and_overrides_an_entry_with_the_same_key():
+    from modelctl.deprecations import combine
+
+    base = parse_deprecations({"openai/a": "2026-01-01", "openai/b": "2026-02-01"}, "retirements.yaml")
+    own = parse_deprecations({"openai/b": "2027-02-01", "openai/c": "2026-03-01"})
+    table = {r.pattern: (r.retires.isoformat(), r.origin) for r in combine(base, own)}
+    assert table == {"openai/a": ("2026-01-01", "retirements.yaml"), "openai/b": ("2027-02-01", "deprecations.yaml"),
+                     "openai/c": ("2026-03-01", "deprecations.yaml")}
+
+
+def test_plan_lists_each_retiring_model_with_the_versions_on_a_route_and_the_day_to_start_evaluating():
+    from modelctl.deprecations import plan
+
+    table = parse_deprecations({"openai/gpt-4-0613": {"retires": "2026-06-30", "replacement": "openai/gpt-4.1"},
+                                "anthropic/claude-3-opus-20240229": "2026-04-01"})
+    old = bundle("openai", "gpt-4-0613", fallbacks=[("anthropic", "claude-3-opus-20240229")])
+    bundles = {("a", "1.0.0"): old, ("a", "0.9.0"): old, ("b", "2.0.0"): old}
+    statuses = {"a": {"1.0.0": "active", "0.9.0": "deprecated"}, "b": {"2.0.0": "canary"}}
+    rows = plan(bundles, statuses, table, today=TODAY, warn_days=90, on_route=("active", "canary"))
+    assert [(p.model, p.state, p.days_left, p.evaluate_from.isoformat()) for p in rows] == [
+        ("anthropic/claude-3-opus-20240229", "retired", -30, "2026-01-01"),
+        ("openai/gpt-4-0613", "warning", 60, "2026-04-01"),
+    ]
+    assert [(u.name, u.version, u.status, u.field) for u in rows[0].uses] == \
+        [("a", "1.0.0", "active", "fallbacks[0].id"), ("b", "2.0.0", "canary", "fallbacks[0].id")]
+    assert rows[1].replacement == "openai/gpt-4.1"
+    assert plan(bundles, statuses, table, today=dt.date(2025, 1, 1), warn_days=90,
+                on_route=("active",))[1].state == "planned"
+
+
+@pytest.fixture
+def gpt5(registry, tmp_path):
+    """support-agent 1.0.0 active, pinned to openai/gpt-5-2025-08-07 (the shipped list: retires 2026-12-11),
+    with a fallback to anthropic/claude-sonnet-4-5-20250929."""
+    from evalkit import configure, promote, register
+
+    configure(registry, pipeline=[])
+    register(registry, tmp_path, "1.0.0", model_id="gpt-5-2025-08-07", fallbacks=True)
+    promote(registry, "1.0.0")
+    return registry
+
+
+def _check(repo, today):
+    import json
+
+    from conftest import run_cli
+
+    proc = run_cli("check", "--json", cwd=repo, env={"MODELCTL_TODAY": today})
+    found = [f for f in json.loads(proc.stdout)["findings"] if "retire" in f["message"]]
+    return proc.returncode, found
+
+
+def test_check_warns_90_days_before_a_shipped_retirement_and_errors_from_the_day(gpt5):
+    assert _check(gpt5, "2026-09-11") == (0, [])  # 91 days before
+    code, [found] = _check(gpt5, "2026-09-12")
+    assert code == 0 and found["level"] == "warning" and found["path"] == "bundles/support-agent/1.0.0.yaml"
+    assert ("model.id: openai/gpt-5-2025-08-07 retires on 2026-12-11 (in 90 days); move to openai/gpt-6.1-sol "
+            "(https://developers.openai.com/api/docs/deprecations)") in found["message"]
+    code, [found] = _check(gpt5, "2026-12-11")
+    assert code == 1 and found["level"] == "error" and "was retired on 2026-12-11 (today)" in found["message"]
+
+
+def test_the_registry_overrides_the_shipped_date_and_adds_a_fallback_and_deprecations_lists_both(gpt5):
+    import json
+
+    from conftest import git, run_cli
+
+    (gpt5 / "deprecations.yaml").write_text(
+        "models:\n  openai/gpt-5-2025-08-07: \"2027-03-01\"\n"
+        "  anthropic/claude-sonnet-4-5-20250929:\n    retires: \"2026-10-01\"\n"
+        "    replacement: anthropic/claude-sonnet-4-6\n")
+    text = (gpt5 / "modelctl.yaml").read_text().replace("warn_days: 90", "warn_days: 60")
+    (gpt5 / "modelctl.yaml").write_text(text)
+    git(gpt5, "add", "-A")
+    git(gpt5, "commit", "-q", "-m", "our dates")
+    code, found = _check(gpt5, "2026-09-12")
+    assert code == 0 and [f["message"].split(": ", 1)[1].split(";")[0] for f in found] == \
+        ["fallbacks[0].id: anthropic/claude-sonnet-4-5-20250929 retires on 2026-10-01 (in 19 days)"]
+    proc = run_cli("deprecations", "--json", "--today", "2026-09-12", cwd=gpt5)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    from test_output_schemas import assert_valid
+
+    assert_valid("deprecations", doc)
+    assert (doc["today"], doc["warn_days"]) == ("2026-09-12", 60)
+    assert [(m["model"], m["retires"], m["state"], m["evaluate_from"], m["replacement"], m["listed_in"])
+            for m in doc["models"]] == [
+        ("anthropic/claude-sonnet-4-5-20250929", "2026-10-01", "warning", "2026-08-02", "anthropic/claude-sonnet-4-6",
+         "deprecations.yaml"),
+        ("openai/gpt-5-2025-08-07", "2027-03-01", "planned", "2026-12-31", None, "deprecations.yaml"),
+    ]
+    assert doc["models"][0]["versions"] == [{"name": "support-agent", "version": "1.0.0", "status": "active",
+                                             "field": "fallbacks[0].id"}]
+    table = run_cli("deprecations", cwd=gpt5, env={"MODELCTL_TODAY": "2026-09-12"}).stdout
+    assert "anthropic/claude-sonnet-4-6" in table and "2026-08-02" in table and "support-agent 1.0.0 (active, fallback)" in table
+
+
+def test_a_bad_injected_day_is_refused(gpt5):
+    from conftest import run_cli
+
+    for args, env in ((["--today", "soon"], None), ([], {"MODELCTL_TODAY": "13/01/2026"})):
+        proc = run_cli("deprecations", *args, cwd=gpt5, env=env)
+        assert proc.returncode == 2 and proc.stderr.startswith("error: invalid "), proc.stderr

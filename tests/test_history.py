@@ -303,5 +303,6 @@ def test_a_log_event_carries_every_trailer_field_in_the_trailer_table_order():
     said = "\n".join(f"{key}: x" for key in trailers.EVENT_FIELDS)
     event, parent = history._parse_record(["a" * 40, "", "0", "Ada", "ada@example.com", "s", said])
     assert parent is None
-    assert list(event)[5:] == ["action", "inferred", *list(trailers.EVENT_FIELDS.values())[1:], "trailers"]
+    assert list(event)[5:] == ["action", "inferred", *list(trailers.EVENT_FIELDS.values())[1:], "trailers",
+                                  "signer"]
     assert all(event[field] == "x" for field in trailers.EVENT_FIELDS.values())  # (not a number: kept as text)

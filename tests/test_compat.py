@@ -71,7 +71,10 @@ NEEDS_V2 = 'compatibility:\n  embedding: {model: text-embedding-3-large, version
 def reg(tmp_path):
     reg = new_registry(tmp_path / "reg")
     path = reg / "modelctl.yaml"
-    path.write_text(path.read_text().replace("required: [staging, shadow, canary]", "required: []") + PLATFORM)
+    text = path.read_text().replace("required: [staging, shadow, canary]", "required: []")
+    start = text.index("\nplatform:\n")  # the template's own (empty) platform: section, replaced
+    end = text.index("  routes: {}\n", start) + len("  routes: {}\n")
+    path.write_text(text[:start] + PLATFORM + text[end:])
     git(reg, "commit", "-q", "-am", "platform, no required stages")
     for version, parent, needs, temp in (("1.0.0", None, "", 0.2), ("1.1.0", "1.0.0", NEEDS_V2, 0.3)):
         draft = tmp_path / f"{version}.yaml"

@@ -133,6 +133,8 @@ TYPED = [
     ("TransitionResult", "write", "/$defs/transitionResult"),
     ("ShadowCost", "write", "/$defs/cost"),
     ("GcResult", "write", "/$defs/gcResult"),
+    ("CompatDocument", "compat", ""),
+    ("CompatRow", "compat", "/properties/rows/items"),
     ("PullRequest", "write", "/properties/pull_request"),
     ("StatusDocument", "status", ""),
     ("StatusRow", "status", "/properties/models/items"),

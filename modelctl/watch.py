@@ -62,11 +62,12 @@ if TYPE_CHECKING:  # annotations only: no import cost at run time
     from .analysis import Decision, Judge
     from .config import Config
     from .documents import MetricRow, PollSplit, WatchEventLine, WatchPollLine, WatchResultLine
-    from .metrics.base import Provider
+    from .metrics.base import Provider, ReadRequest
     from .notify import Notifier
+    from .observation import Reading
     from .ops import WriteOptions
     from .reader import Reader
-    from .store import Outcome
+    from .store import Outcome, Snapshot
 
 EXIT_DONE = 0
 EXIT_ROLLED_BACK = 1
@@ -192,11 +193,16 @@ class Target:
     ref: str = "HEAD"
 
 
-def read_target(reg: Reader, name: str, *, history: bool = True, ref: str = "HEAD") -> Target:
-    """The live canary, shadow and active version of a model at `ref`, with the serving baseline."""
+def read_target(reg: Reader, name: str, *, history: bool = True, ref: str = "HEAD", snap: Snapshot | None = None,
+                dep: Mapping[str, Any] | None = None, priors: dict[str, Mapping[str, Any]] | None = None) -> Target:
+    """The live canary, shadow and active version of a model at `ref`, with the serving baseline.
+
+    `watch --all` passes the snapshot and the deployment it read once for every model, and a
+    `priors` cache (bundles never change, so the active bundle's baseline is read once per version).
+    """
     check_name(name)
-    snap = reg.snapshot(ref)
-    dep = reg.deployment(name, snap)
+    snap = snap or reg.snapshot(ref)
+    dep = reg.deployment(name, snap) if dep is None else dep
     if dep is None:
         from .errors import NotFound
 
@@ -213,9 +219,13 @@ def read_target(reg: Reader, name: str, *, history: bool = True, ref: str = "HEA
     if history and "shadow" in splits and splits["shadow"].started is None:
         splits["shadow"] = _with_history(reg, name, splits["shadow"], stage="shadow", ref=ref)
     prior: Mapping[str, Any] = {}
-    if active:
+    if active and priors is not None and active in priors:
+        prior = priors[active]
+    elif active:
         data = reg.bundle(name, active, snap).get("baseline")
         prior = data if isinstance(data, Mapping) else {}
+        if priors is not None:
+            priors[active] = prior
     return Target(name=name, commit=snap.commit, active=active, canary=splits.get("canary"),
                   shadow=splits.get("shadow"), versions=dict(dep.get("versions") or {}), prior=dict(prior), ref=ref)
 
@@ -454,6 +464,29 @@ class OpsActions:
 
 
 @dataclass(frozen=True)
+class PollPlan:
+    """Half a poll: what is live, the versions to read and the canary's age (`Watcher.prepare`)."""
+
+    target: Target
+    since: float  # seconds since the canary (or shadow) started, at least 1
+    versions: tuple[str, ...]
+    poll_start: float  # monotonic
+
+    @property
+    def main(self) -> Split:
+        """The split judged: the canary, else the shadow."""
+        main = self.target.canary or self.target.shadow
+        assert main is not None  # prepare() ends the watch when neither is live
+        return main
+
+    def request(self) -> ReadRequest:
+        """What to ask the metrics provider for this model."""
+        from .metrics.base import ReadRequest
+
+        return ReadRequest(self.target.name, self.versions, self.since)
+
+
+@dataclass(frozen=True)
 class WatchOptions:
     """How to watch (the CLI flags)."""
 
@@ -547,6 +580,7 @@ class Watcher:
         self.fetch_failed = False
         self.notifier = notifier  # tells webhooks of this process's own decisions (never a lost race)
         self.fetches = True  # False under `watch --all`, which fetches once per cycle for every model
+        self.priors: dict[str, Mapping[str, Any]] = {}  # active version -> its bundle's baseline (immutable)
         self.state_expect: str | None = None  # the remote state ref's id this process last saw or wrote
         self.state_note = False
 
@@ -585,28 +619,57 @@ class Watcher:
 
     def poll(self, poll_start: float | None = None) -> WatchResult | None:
         """One poll: read the tip, read the metrics, judge, act; a WatchResult when the watch is over."""
+        plan = self.prepare(poll_start)
+        if isinstance(plan, WatchResult):
+            return plan
+        from .metrics import take_poll
+
+        main = plan.main
+        poll = take_poll(self.provider, self.name, control=plan.target.active, canary=main.version,
+                         percent=main.percent if plan.target.canary else None, versions=plan.versions,
+                         since_seconds=plan.since, clock=self.clock, time_left=self.time_left(),
+                         canary_id=self.following_id if plan.target.canary else None)
+        return self._judge(plan, poll)
+
+    def prepare(self, poll_start: float | None = None, *, target: Target | None = None) -> PollPlan | WatchResult:
+        """The first half of a poll: what is live and which versions to read (a result when the watch is over).
+
+        `watch --all` hands the `target` it read for every model at one tip; a single watch reads its own.
+        """
         poll_start = self.monotonic() if poll_start is None else poll_start
-        ref = self._tip()
-        # commit history (when the canary started) is read only when a canary is first followed
-        target = read_target(self.reg, self.name, history=self.following is None, ref=ref)
+        if target is None:
+            ref = self._tip()
+            # commit history (when the canary started) is read only when a canary is first followed
+            target = read_target(self.reg, self.name, history=self.following is None, ref=ref)
         ended = self._follow(target)
         if ended is not None:
             return ended
-        self.polls += 1
         window_start = self.window_start or (target.shadow and target.shadow.started) or self.started_at
         since = max(1.0, self.clock() - window_start)
         versions = [v for v in (target.active,
                                 target.canary.version if target.canary else None,
                                 target.shadow.version if target.shadow else None) if v]
-        versions = list(dict.fromkeys(versions))
-        from .metrics import take_poll
+        return PollPlan(target, since, tuple(dict.fromkeys(versions)), poll_start)
 
-        main = target.canary or target.shadow
-        assert main is not None  # _follow ends the watch when neither is live
-        poll = take_poll(self.provider, self.name, control=target.active, canary=main.version,
-                         percent=main.percent if target.canary else None, versions=versions,
-                         since_seconds=since, clock=self.clock, time_left=self.time_left(),
-                         canary_id=self.following_id if target.canary else None)
+    def complete(self, plan: PollPlan, answer: Mapping[str, Reading] | Exception) -> WatchResult | None:
+        """The second half of a poll: judge the readings handed in (or the read's failure) and act."""
+        from .observation import Poll
+
+        readings: dict[str, Reading] = {}
+        error = None
+        if isinstance(answer, Exception):
+            error = " ".join(str(answer).split()) or type(answer).__name__
+        else:
+            readings = {v: answer[v] for v in plan.versions if v in answer}
+        main = plan.main
+        poll = Poll(time=self.clock(), control=plan.target.active, canary=main.version,
+                    percent=main.percent if plan.target.canary else None, readings=readings, error=error,
+                    model=self.name, canary_id=self.following_id if plan.target.canary else None)
+        return self._judge(plan, poll)
+
+    def _judge(self, plan: PollPlan, poll: Poll) -> WatchResult | None:
+        target, since, poll_start = plan.target, plan.since, plan.poll_start
+        self.polls += 1
         try:
             poll = exact(poll)
         except ModelctlError as exc:  # an answer the record cannot carry is no data, never a crash
@@ -941,7 +1004,7 @@ class Watcher:
             return None
         restore = getattr(self.provider, "restore_state", None)
         if restore is not None and data.get("provider") is not None:
-            restore(data["provider"])  # http-json: which replicas it saw, to notice restarts across the gap
+            restore(data["provider"], self.name)  # http-json: which replicas it saw, to notice restarts across the gap
         self.step_started = data.get("step_started") if isinstance(data.get("step_started"), (int, float)) else None
         return data["judge"]
 
@@ -951,7 +1014,7 @@ class Watcher:
         doc = {"key": self._state_key(target), "judge": self.judge.export_state(), "step_started": self.step_started}
         export = getattr(self.provider, "export_state", None)
         if export is not None:
-            doc["provider"] = export()
+            doc["provider"] = export(self.name)
         path = self._state_path()
         try:
             text = json.dumps(doc, allow_nan=False)

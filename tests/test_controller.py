@@ -2,10 +2,13 @@
 end, and one model's failure is a note for that model, never the end of the others."""
 from __future__ import annotations
 
+import shutil
 import time
 
+import pytest
 import test_watch
 from conftest import bundle_text
+from metrics_servers import LocalServer, Reply, Request
 from test_watch import ACTIVE, CANARY, NAME, FakeClock, SimProvider, set_deployment_of
 
 from modelctl import ops, watch
@@ -37,9 +40,9 @@ def controller(path, clock, broken=(), options=None):
                           sleep=clock.sleep, on_event=events.append,
                           provider=SimProvider(clock, {ACTIVE: 0.01, CANARY: 0.01}, rps={ACTIVE: 900, CANARY: 100}))
         if name in broken:
-            def boom(poll_start=None):
+            def boom(poll_start=None, **kwargs):
                 raise RuntimeError(f"{name} exploded")
-            w.poll = boom
+            w.prepare = boom
         return w
 
     ctl = Controller(Registry(path), options or watch.WatchOptions(interval=5), make_watcher=make,
@@ -94,3 +97,127 @@ def test_max_duration_bounds_the_loop_on_the_fake_clock(canary_registry):
     ctl, _ = controller(canary_registry, clock, options=watch.WatchOptions(interval=5, max_duration="30s"))
     result = ctl.run()
     assert result.cycles == 6 and sum(clock.slept) <= 30
+
+
+# --------------------------------------------------------------------------- a fleet: batched reads
+
+
+FLEET = 20
+
+
+@pytest.fixture(scope="module")
+def fleet_template(tmp_path_factory):
+    """A registry of FLEET models, each serving ACTIVE with CANARY at 5 % (files written in one commit)."""
+    from conftest import git, new_registry
+    from lifecyclekit import isolated_env
+
+    base = tmp_path_factory.mktemp("fleet")
+    with isolated_env(tmp_path_factory):
+        path = new_registry(base / "reg")
+        reg = Registry(path)
+        for filename, fields in (("a.yaml", dict(version=ACTIVE)),
+                                 ("b.yaml", dict(version=CANARY, parent=ACTIVE, prompt="prompts/p2.txt"))):
+            (base / filename).write_text(bundle_text(**fields))
+            ops.register(reg, base / filename)
+        started = watch.iso(time.time())
+        for i in range(FLEET):
+            name = f"fleet-{i:02d}"
+            (path / "bundles" / name).mkdir(parents=True)
+            for version in (ACTIVE, CANARY):
+                text = (path / "bundles" / NAME / f"{version}.yaml").read_text()
+                (path / "bundles" / name / f"{version}.yaml").write_text(text.replace(f"name: {NAME}", f"name: {name}"))
+            (path / "deployments" / f"{name}.yaml").write_text(
+                f"apiVersion: modelctl/v1\nkind: Deployment\nname: {name}\nactive: \"{ACTIVE}\"\n"
+                f"canary: {{version: \"{CANARY}\", percent: 5, started: \"{started}\"}}\nshadow: null\n"
+                f"versions:\n  \"{ACTIVE}\": active\n  \"{CANARY}\": canary\n")
+        git(path, "add", "-A")
+        git(path, "commit", "-q", "-m", "test: a fleet of canaries")
+    return path
+
+
+@pytest.fixture
+def fleet(fleet_template, tmp_path):
+    dest = tmp_path / "reg"
+    shutil.copytree(fleet_template, dest, symlinks=True)
+    return dest
+
+
+def keep_only(path, count: int) -> list[str]:
+    """End the canaries of every fleet model but the first `count`; the names still live."""
+    from conftest import git
+
+    names = [f"fleet-{i:02d}" for i in range(FLEET)]
+    for name in names[count:]:
+        (path / "deployments" / f"{name}.yaml").write_text(
+            f"apiVersion: modelctl/v1\nkind: Deployment\nname: {name}\nactive: \"{ACTIVE}\"\ncanary: null\n"
+            f"shadow: null\nversions:\n  \"{ACTIVE}\": active\n  \"{CANARY}\": rolled-back\n")
+    git(path, "commit", "-q", "--allow-empty", "-am", f"test: {count} live canaries")
+    return names[:count]
+
+
+class FleetServer(LocalServer):
+    """http-json for every model in one document (`GET /metrics`), healthy traffic growing per GET."""
+
+    def __init__(self):
+        super().__init__(self._answer)
+        self.gets = 0
+
+    def _answer(self, request: Request) -> Reply:
+        self.gets += 1
+        n = self.gets
+        versions = {ACTIVE: {"requests": 9000 * n, "errors": 90 * n}, CANARY: {"requests": 1000 * n, "errors": 10 * n}}
+        return Reply(200, {"models": {f"fleet-{i:02d}": {"versions": versions} for i in range(FLEET)}})
+
+
+def fleet_controller(path, url: str, clock):
+    from modelctl import config as configmod
+    from modelctl.metrics import make_provider
+
+    reg = Registry(path)
+    config = reg.config().as_dict()
+    config["analysis"] = {k: v for k, v in config["analysis"].items() if k != "metrics"}
+    config["metrics"] = {**config.get("metrics", {}), "provider": "http-json", "url": url}
+    provider = make_provider(config, clock=clock)
+    polls: list[watch.PollReport] = []
+
+    def make(name):
+        return watch.Watcher(reg, name, watch.WatchOptions(interval=5), provider=provider,
+                             config=configmod.build(config), clock=clock, monotonic=clock, sleep=clock.sleep,
+                             on_poll=polls.append)
+
+    return Controller(reg, watch.WatchOptions(interval=5), make_watcher=make, monotonic=clock,
+                      sleep=clock.sleep), polls
+
+
+@pytest.mark.parametrize("count", [1, 5, 20])
+def test_one_metrics_request_per_cycle_whatever_the_number_of_followed_models(fleet, count):
+    live = keep_only(fleet, count)
+    clock = FakeClock()
+    with FleetServer() as server:
+        ctl, polls = fleet_controller(fleet, f"{server.base_url}/metrics", clock)
+        for cycle in range(1, 4):
+            report = ctl.cycle()
+            assert (server.gets, report.reads) == (cycle, 1)  # one GET per cycle for 1, 5 or 20 models
+            clock.sleep(5)
+    assert report.followed == live and report.errors == {}
+    assert {p.model for p in polls} == set(live) and len(polls) == 3 * count
+    assert all(p.error is None for p in polls)
+    assert polls[-1].decision.results  # judged from the shared document
+
+
+def test_each_cycle_reads_only_the_deployment_files_that_changed(fleet, monkeypatch):
+    clock = FakeClock()
+    with FleetServer() as server:
+        ctl, _ = fleet_controller(fleet, f"{server.base_url}/metrics", clock)
+        read: list[int] = []
+        real = ctl.reg.store.read_blobs
+        monkeypatch.setattr(ctl.reg.store, "read_blobs", lambda oids: read.append(len(oids)) or real(oids))
+        ctl.cycle()
+        assert read == [FLEET + 1]  # every deployment file once (the fleet and support-agent)
+        ctl.cycle()
+        assert read == [FLEET + 1]  # nothing changed: nothing read
+        set_deployment_of(fleet, "fleet-03", canary=None, versions={ACTIVE: "active", CANARY: "rolled-back"})
+        report = ctl.cycle()
+    assert read == [FLEET + 1, 1]  # one changed file, one read
+    assert [(r.model, r.outcome) for r in report.ended] == [("fleet-03", watch.ENDED)]
+    assert len(report.followed) == FLEET - 1

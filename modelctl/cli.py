@@ -592,8 +592,8 @@ def watch(
         view.poll(report)
 
     def on_event(event: watchmod.WatchEvent) -> None:
-        if exported is not None and event.kind == "step" and name is not None:
-            exported.decided(name, "step")
+        if exported is not None:
+            exported.event(event, name)
         view.event(event)
 
     if every:

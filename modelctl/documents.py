@@ -524,6 +524,7 @@ class WatchEventLine(_WatchEventKeys, total=False):
     schema: str
     lines: list[str]
     rps_canary: Real | None
+    model: str
     version: str
     percent: Number
     commit: str | None

@@ -265,6 +265,13 @@ class WatchMetrics:
         if kind is not None:
             self.decided(result.model, kind)
 
+    def event(self, event: Any, model: str | None = None) -> None:
+        """A watch.WatchEvent: a step is counted as a decision of the model it names (`model`: a single watch's)."""
+        if event.kind == "step":
+            named = event.data.get("model") or model
+            if named:
+                self.decided(named, "step")
+
     def decided(self, model: str, kind: str) -> None:
         """A decision this process wrote (rollback, step, promotion) or a hold."""
         self.metrics.inc("modelctl_watch_decisions_total", model=model, kind=kind)

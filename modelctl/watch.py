@@ -347,6 +347,7 @@ class EventData(TypedDict, total=False):
 
     lines: list[str]
     rps_canary: float | None
+    model: str  # the model concerned (under `watch --all`, the only way to tell)
     version: str
     percent: float
     commit: str | None
@@ -813,7 +814,8 @@ class Watcher:
                 self.alerting = True
                 self.on_event(WatchEvent("alert", f"alert: {_reason(decision)} on canary {version} of {self.name} "
                                          "(action: alert, so it keeps running)",
-                                         {"version": version, "evidence": decision.evidence_lines()}))
+                                         {"model": self.name, "version": version,
+                                          "evidence": decision.evidence_lines()}))
         else:
             self.alerting = False
         if action == SRM_HOLD:
@@ -821,7 +823,7 @@ class Watcher:
                 self.srm_said = True
                 self.on_event(WatchEvent("srm", f"holding the verdict on canary {version} of {self.name}: "
                                          f"{_reason(decision)} (neither a pass nor a rollback)",
-                                         {"version": version}))
+                                         {"model": self.name, "version": version}))
         else:
             self.srm_said = False
         if action != ADVANCE_OK or not self.options.advance:
@@ -906,7 +908,7 @@ class Watcher:
                     self.announced.add(key)
                     self.on_event(WatchEvent("would-step", f"dry run: would move canary {canary.version} of "
                                              f"{self.name} from {_pct(canary.percent)}% to {_pct(nxt)}%",
-                                             {"version": canary.version, "percent": nxt}))
+                                             {"model": self.name, "version": canary.version, "percent": nxt}))
                 return None
             try:
                 out = self.actions.step(target, nxt, reason=reason, evidence=evidence)
@@ -914,7 +916,7 @@ class Watcher:
                 return self._changed(exc, canary.version)
             self.on_event(WatchEvent("step", f"canary {canary.version} of {self.name}: {_pct(canary.percent)}% -> "
                                      f"{_pct(nxt)}% (commit {str(getattr(out, 'commit', '') or '')[:12]})",
-                                     {"version": canary.version, "percent": nxt,
+                                     {"model": self.name, "version": canary.version, "percent": nxt,
                                       "commit": getattr(out, "commit", None), "evidence": evidence}))
             self.step_started = self.clock()
             if getattr(out, "commit", None):
@@ -926,7 +928,7 @@ class Watcher:
             if "promote" not in self.announced:
                 self.announced.add("promote")
                 self.on_event(WatchEvent("would-promote", f"dry run: would promote canary {canary.version} of "
-                                         f"{self.name} to active", {"version": canary.version}))
+                                         f"{self.name} to active", {"model": self.name, "version": canary.version}))
             return None
         try:
             out = self.actions.promote(target, reason=reason, evidence=evidence)

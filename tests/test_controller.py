@@ -221,3 +221,41 @@ def test_each_cycle_reads_only_the_deployment_files_that_changed(fleet, monkeypa
     assert read == [FLEET + 1, 1]  # one changed file, one read
     assert [(r.model, r.outcome) for r in report.ended] == [("fleet-03", watch.ENDED)]
     assert len(report.followed) == FLEET - 1
+
+
+def test_steps_under_all_name_their_model_on_the_event_and_on_metrics(canary_registry, tmp_path):
+    from modelctl.exposition import WatchMetrics
+
+    add_other(canary_registry, tmp_path)
+    set_deployment_of(canary_registry, OTHER, canary={"version": CANARY, "percent": 10,
+                                                      "started": watch.iso(time.time())},
+                      versions={ACTIVE: "active", CANARY: "canary"})
+    clock = FakeClock()
+    events: list[watch.WatchEvent] = []
+    exported = WatchMetrics()
+
+    def on_event(event):  # what `watch --all --metrics-port` does with every event
+        events.append(event)
+        exported.event(event, None)
+
+    def make(name):
+        reg = Registry(canary_registry)
+        config = reg.config().as_dict()
+        config["analysis"] = {k: v for k, v in config["analysis"].items() if k != "metrics"}
+        config["analysis"]["min_duration_seconds"] = 60
+        config["canary"] = {**config["canary"], "steps": [10, 25, 50], "min_step_seconds": 60}
+        return watch.Watcher(reg, name, watch.WatchOptions(interval=10, advance=True), config=config, clock=clock,
+                             monotonic=clock, sleep=clock.sleep, on_event=on_event,
+                             provider=SimProvider(clock, {ACTIVE: 0.01, CANARY: 0.005}, rps={ACTIVE: 2700, CANARY: 300}))
+
+    ctl = Controller(Registry(canary_registry), watch.WatchOptions(interval=10, advance=True), make_watcher=make,
+                     on_event=on_event, monotonic=clock, sleep=clock.sleep)
+    for _ in range(12):  # each canary passes at 10 % and steps to 25 % (then its traffic no longer matches)
+        ctl.cycle()
+        clock.sleep(10)
+    steps = [e for e in events if e.kind == "step"]
+    assert {e.data["model"] for e in steps} == {NAME, OTHER}
+    assert all(e.data["model"] in e.message for e in steps)
+    for model in (NAME, OTHER):
+        counted = exported.metrics.value("modelctl_watch_decisions_total", model=model, kind="step")
+        assert counted == len([e for e in steps if e.data["model"] == model]) >= 1

@@ -18,12 +18,17 @@ the log and its count on `/metrics`, never the end of the controller. The contro
 """
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import ModelctlError
+
+# a deployment file as modelctl writes it (block style), with canary and shadow both null
+_QUIET = re.compile(rb"^kind: Deployment$", re.MULTILINE)
+_NULL_STAGE = re.compile(rb"^(?:canary|shadow): null$", re.MULTILINE)
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
     from .metrics.base import Provider
@@ -31,7 +36,7 @@ if TYPE_CHECKING:  # annotations only: no import cost at run time
     from .ops import WriteOptions
     from .registry import Registry
     from .store import Snapshot
-    from .watch import PollPlan, PollReport, Target, Watcher, WatchEvent, WatchOptions, WatchResult
+    from .watch import DeploymentChange, PollPlan, PollReport, Target, Watcher, WatchEvent, WatchOptions, WatchResult
 
 
 @dataclass
@@ -88,6 +93,7 @@ class Controller:
         self.monotonic = monotonic
         self.sleep = sleep
         config = reg.config()
+        self.config = config  # the tip's, read again each cycle (a watcher starts with what is current)
         self.interval = parse_duration(options.interval if options.interval is not None else config.analysis.interval,
                                        "interval")
         self.max_duration = (None if options.max_duration is None
@@ -104,6 +110,8 @@ class Controller:
         # model -> (blob id of its deployment file, the file read, None when not live, or why it is unreadable)
         self._deployments: dict[str, tuple[str, dict[str, Any] | Exception | None]] = {}
         self._damaged: set[str] = set()
+        self._changes: dict[str, list[DeploymentChange]] = {}
+        self._snap: Snapshot | None = None
         self.decisions: list[WatchResult] = []
         self.cycles = 0
         self._fetch_note = False
@@ -119,7 +127,7 @@ class Controller:
             from .metrics import make_provider
 
             self._provider = make_provider(self.reg.config().as_dict(), provider=self._provider_name, url=self._url)
-        return Watcher(self.reg, name, opts, provider=self._provider,
+        return Watcher(self.reg, name, opts, provider=self._provider, config=self.config,
                        on_poll=self.on_poll, on_event=self.on_event, write_options=self._write_options,
                        notifier=self._notifier)
 
@@ -172,6 +180,7 @@ class Controller:
             report.started.append(name)
         # first half of every poll: what is live, which versions to read
         plans: dict[str, PollPlan] = {}
+        self._changes = self._new_histories(ref) if snap is not None else {}
         for name in sorted(self.watchers):
             if snap is not None and name not in self._deployments:
                 self._ended(report, name, self._gone(name))
@@ -210,7 +219,47 @@ class Controller:
         if isinstance(dep, Exception):
             raise dep
         return read_target(self.reg, name, history=watcher.following is None, ref=ref, snap=snap, dep=dep,
-                           priors=watcher.priors)
+                           priors=watcher.priors, changes=self._changes.get(name))
+
+    def _new_histories(self, ref: str) -> dict[str, list[DeploymentChange]]:
+        """The deployment history of every model whose canary is followed from this cycle on, in one log walk
+        (200 canaries starting at once cost one `git log`, not 200)."""
+        from .watch import histories
+
+        fresh = [n for n, w in self.watchers.items() if w.following is None
+                 and isinstance(self._deployments.get(n, ("", None))[1], dict)]
+        if len(fresh) <= 1:
+            return {}
+        self._load_priors(fresh)
+        return histories(self.reg, fresh, ref)
+
+    def _load_priors(self, names: list[str]) -> None:
+        """The active bundles' baselines of models followed from now on, read in one `cat-file --batch`."""
+        import hashlib
+
+        from . import schema, yamlio
+        from .bundle import bundle_path
+
+        wanted: dict[str, tuple[str, str]] = {}
+        for name in names:
+            dep = self._deployments[name][1]
+            active = dep.get("active") if isinstance(dep, dict) else None
+            if isinstance(active, str) and active not in self.watchers[name].priors:
+                wanted[bundle_path(name, active)] = (name, active)
+        if not wanted or self._snap is None:
+            return
+        cache = schema.ValidCache(self.reg.store, "Bundle")
+        for path, raw in self._snap.read_many(sorted(wanted)).items():
+            if raw is None:
+                continue  # read_target reads it and says what is missing
+            name, active = wanted[path]
+            oid = hashlib.sha1(b"blob %d\0" % len(raw) + raw).hexdigest()  # noqa: S324 - git's blob id
+            try:
+                baseline = cache.validate(yamlio.loads(raw, path), oid).get("baseline")
+            except ModelctlError:
+                continue  # the same: read_target raises it for this model alone
+            self.watchers[name].priors[active] = baseline if isinstance(baseline, Mapping) else {}
+        cache.save()
 
     def _gone(self, name: str) -> WatchResult:
         """A followed model whose deployment file is gone (renamed or removed): its watch ends, nothing written."""
@@ -280,24 +329,29 @@ class Controller:
         from . import schema, yamlio
         from .watch import WatchEvent
 
-        snap = self.reg.snapshot(ref)
+        snap = self._snap = self.reg.snapshot(ref)
         store = self.reg.store
         ids = {file[:-5]: oid for file, oid in store.list_ids(snap.commit, "deployments").items()
                if file.endswith(".yaml")}
         changed = {name: oid for name, oid in ids.items() if self._deployments.get(name, ("",))[0] != oid}
         blobs = store.read_blobs(sorted(set(changed.values()))) if changed else {}
+        cache = schema.ValidCache(store, "Deployment") if changed else None
         for name, oid in changed.items():
             raw = blobs.get(oid) or b""
-            # a file without either word has neither stage live: 2,000 quiet models cost no parse
-            if name not in self.watchers and b"canary" not in raw and b"shadow" not in raw:
+            # what modelctl writes for a model with neither stage live: 2,000 quiet models cost no parse
+            if name not in self.watchers and _QUIET.search(raw) and len(_NULL_STAGE.findall(raw)) == 2:
                 self._deployments[name] = (oid, None)
                 continue
             try:
-                data = schema.validate(yamlio.loads(raw, f"deployments/{name}.yaml"), "Deployment")
+                assert cache is not None
+                data = cache.validate(yamlio.loads(raw, f"deployments/{name}.yaml"), oid)
             except ModelctlError as exc:  # one damaged file is that model's problem, every cycle it stays so
                 self._deployments[name] = (oid, exc)
                 continue
             self._deployments[name] = (oid, data)
+        if cache is not None:
+            cache.save()
+        self.config = self.reg.config(snap)  # parsed once per content: new watchers judge with the tip's settings
         for name in set(self._deployments) - set(ids):
             del self._deployments[name]
         live: set[str] = set()

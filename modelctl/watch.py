@@ -194,11 +194,13 @@ class Target:
 
 
 def read_target(reg: Reader, name: str, *, history: bool = True, ref: str = "HEAD", snap: Snapshot | None = None,
-                dep: Mapping[str, Any] | None = None, priors: dict[str, Mapping[str, Any]] | None = None) -> Target:
+                dep: Mapping[str, Any] | None = None, priors: dict[str, Mapping[str, Any]] | None = None,
+                changes: list[DeploymentChange] | None = None) -> Target:
     """The live canary, shadow and active version of a model at `ref`, with the serving baseline.
 
-    `watch --all` passes the snapshot and the deployment it read once for every model, and a
-    `priors` cache (bundles never change, so the active bundle's baseline is read once per version).
+    `watch --all` passes the snapshot and the deployment it read once for every model, a `priors`
+    cache (bundles never change, so the active bundle's baseline is read once per version) and the
+    model's `changes` from one `histories` walk for every model it starts following.
     """
     check_name(name)
     snap = snap or reg.snapshot(ref)
@@ -215,9 +217,9 @@ def read_target(reg: Reader, name: str, *, history: bool = True, ref: str = "HEA
             raw = slot.get("started")
             splits[stage] = Split(slot["version"], slot["percent"], _unix(raw), raw if isinstance(raw, str) else None)
     if history and "canary" in splits:
-        splits["canary"] = _with_history(reg, name, splits["canary"], ref=ref)
+        splits["canary"] = _with_history(reg, name, splits["canary"], ref=ref, commits=changes)
     if history and "shadow" in splits and splits["shadow"].started is None:
-        splits["shadow"] = _with_history(reg, name, splits["shadow"], stage="shadow", ref=ref)
+        splits["shadow"] = _with_history(reg, name, splits["shadow"], stage="shadow", ref=ref, commits=changes)
     prior: Mapping[str, Any] = {}
     if active and priors is not None and active in priors:
         prior = priors[active]
@@ -253,9 +255,32 @@ def history(reg: Reader, name: str, limit: int = 200, ref: str = "HEAD") -> list
     return out
 
 
-def _with_history(reg: Reader, name: str, split: Split, stage: str = "canary", ref: str = "HEAD") -> Split:
+def histories(reg: Reader, names: Iterable[str], ref: str = "HEAD") -> dict[str, list[DeploymentChange]]:
+    """`history` of several models from one walk of the log (each commit goes to the model its trailer names)."""
+    from .reader import deployment_path
+
+    wanted = sorted(set(names))
+    out: dict[str, list[DeploymentChange]] = {name: [] for name in wanted}
+    if not wanted:
+        return out
+    records = reg.store.log_records(["%H", "%ct", "%an <%ae>", "%(trailers:only,unfold)"], ref,
+                                    [deployment_path(n) for n in wanted], check=False) or []
+    for commit, when, author, block in records:
+        said = trailers.parse(block)
+        mine = out.get(said.get(trailers.MODEL, ""))
+        if mine is None:
+            continue  # a direct edit: no trailers, nothing _with_history would use
+        mine.append({"commit": commit, "time": float(when), "author": author,
+                     "action": said.get(trailers.ACTION, ""), "version": said.get(trailers.VERSION, ""),
+                     "from": said.get(trailers.FROM, ""), "to": said.get(trailers.TO, ""),
+                     "percent": said.get(trailers.PERCENT, "")})
+    return out
+
+
+def _with_history(reg: Reader, name: str, split: Split, stage: str = "canary", ref: str = "HEAD",
+                  commits: list[DeploymentChange] | None = None) -> Split:
     """Fill in when the split started (if the file does not say) and when its percent last changed."""
-    commits = history(reg, name, ref=ref)
+    commits = history(reg, name, ref=ref) if commits is None else commits
     step = None
     started = split.started
     for c in commits:  # newest first

@@ -200,6 +200,8 @@ def test_one_metrics_request_per_cycle_whatever_the_number_of_followed_models(fl
             assert (server.gets, report.reads) == (cycle, 1)  # one GET per cycle for 1, 5 or 20 models
             clock.sleep(5)
     assert report.followed == live and report.errors == {}
+    # the baselines read in one batch for the models followed together are the registered ones
+    assert ctl.watchers[live[-1]].priors == {ACTIVE: Registry(fleet).bundle(live[-1], ACTIVE)["baseline"]}
     assert {p.model for p in polls} == set(live) and len(polls) == 3 * count
     assert all(p.error is None for p in polls)
     assert polls[-1].decision.results  # judged from the shared document
@@ -259,3 +261,16 @@ def test_steps_under_all_name_their_model_on_the_event_and_on_metrics(canary_reg
     for model in (NAME, OTHER):
         counted = exported.metrics.value("modelctl_watch_decisions_total", model=model, kind="step")
         assert counted == len([e for e in steps if e.data["model"] == model]) >= 1
+
+
+def test_one_history_walk_gives_each_model_what_its_own_history_says(canary_registry, tmp_path):
+    add_other(canary_registry, tmp_path)
+    reg = Registry(canary_registry)
+    ops.canary(reg, OTHER, CANARY, 5, force=True, reason="start")
+    ops.canary(reg, NAME, CANARY, 25, reason="step")
+    ops.canary(reg, OTHER, CANARY, 10, reason="step")
+    both = watch.histories(reg, [NAME, OTHER])
+    for name in (NAME, OTHER):
+        # the commits modelctl wrote (a hand edit has no trailers, and nothing in it tells a start)
+        assert both[name] == [c for c in watch.history(reg, name) if c["action"]]
+    assert [c["percent"] for c in both[OTHER]][:2] == ["10", "5"]

@@ -49,6 +49,10 @@ class CycleReport:
     ended: list[WatchResult] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
     fetch_error: str | None = None
+    fetch_failures: int = 0  # consecutive cycles whose fetch failed, this one included
+    last_fetch: float | None = None  # unix time of the last successful fetch (None: never, or not pushing)
+    read_errors: list[str] = field(default_factory=list)  # metrics reads that failed for every model at once
+    at: float = 0.0  # unix time the cycle began
     seconds: float = 0.0
     reads: int = 0  # batched metrics reads (one per provider; the provider makes one query per quantity)
 
@@ -82,6 +86,7 @@ class Controller:
         provider: Provider | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
     ):
         from .watch import parse_duration
 
@@ -92,6 +97,7 @@ class Controller:
         self.on_cycle = on_cycle or (lambda report: None)
         self.monotonic = monotonic
         self.sleep = sleep
+        self.clock = clock
         config = reg.config()
         self.config = config  # the tip's, read again each cycle (a watcher starts with what is current)
         self.interval = parse_duration(options.interval if options.interval is not None else config.analysis.interval,
@@ -114,7 +120,9 @@ class Controller:
         self._snap: Snapshot | None = None
         self.decisions: list[WatchResult] = []
         self.cycles = 0
-        self._fetch_note = False
+        self.fetch_failures = 0  # consecutive cycles whose fetch failed
+        self.last_fetch: float | None = None  # unix time of the last successful fetch
+        self._read_failing = False
 
     def _default_watcher(self, name: str) -> Watcher:
         from dataclasses import replace
@@ -157,7 +165,7 @@ class Controller:
 
         self.cycles += 1
         began = self.monotonic()
-        report = CycleReport(self.cycles, [])
+        report = CycleReport(self.cycles, [], at=self.clock())
         ref = self._tip(report)
         snap: Snapshot | None = None
         try:
@@ -199,6 +207,7 @@ class Controller:
             provider = self.watchers[names[0]].provider
             answers = read_batch(provider, [plans[n].request() for n in names])
             report.reads += 1
+            self._whole_read(report, answers)
             for name in names:
                 answer = answers.get(name, {})
                 got = self._guarded(report, name, self.watchers[name].complete, plans[name], answer)
@@ -274,6 +283,23 @@ class Controller:
         watcher = self.watchers[name]
         return watcher.prepare(target=self._target(watcher, name, ref, snap))
 
+    def _whole_read(self, report: CycleReport, answers: Mapping[str, object]) -> None:
+        """A read that failed for every model at once (the metrics backend is down): one line, not one per model."""
+        from .watch import WatchEvent
+
+        failures = {" ".join(str(a).split()) for a in answers.values() if isinstance(a, Exception)}
+        whole = bool(answers) and len(failures) == 1 and all(isinstance(a, Exception) for a in answers.values())
+        if whole:
+            why = failures.pop()
+            report.read_errors.append(why)
+            if not self._read_failing:
+                self.on_event(WatchEvent("note", f"note: the metrics backend failed for all {len(answers)} followed "
+                                                 f"model(s) ({why}); their polls count as errors, nothing is "
+                                                 "rolled back on missing data"))
+        elif self._read_failing:
+            self.on_event(WatchEvent("note", "note: the metrics backend answers again"))
+        self._read_failing = whole
+
     def _guarded(self, report: CycleReport, name: str, step: Callable[..., Any], *args: Any) -> Any:
         """Run one model's step; its failure is a note and an error for that model only (None)."""
         from .watch import WatchEvent
@@ -297,8 +323,9 @@ class Controller:
         report.ended.append(result)
         if result.outcome != NOTHING:
             self.decisions.append(result)
-        if result.outcome not in (ENDED, NOTHING, ALREADY_ROLLED_BACK):
-            self.on_event(WatchEvent("note", result.message))
+        if result.outcome != NOTHING:  # said when it happens: a controller runs for days
+            self.on_event(WatchEvent("note", f"note: {result.message}" if result.outcome in (ENDED, ALREADY_ROLLED_BACK)
+                                     else result.message))
 
     def _tip(self, report: CycleReport) -> str:
         if not self.pushing:
@@ -310,13 +337,20 @@ class Controller:
             models = tuple(sorted(self.watchers)) or None
             store.fetch(self.remote, self.branch, timeout=30, models=models,
                         extra=("+refs/modelctl/watch/*:refs/modelctl/watch/*",))
-            self._fetch_note = False
+            if self.fetch_failures:
+                self.on_event(WatchEvent("note", f"note: fetching {self.remote}/{self.branch} works again after "
+                                                 f"{self.fetch_failures} failed cycle(s)"))
+            self.fetch_failures = 0
+            self.last_fetch = self.clock()
         except ModelctlError as exc:
             report.fetch_error = str(exc)
-            if not self._fetch_note:
+            self.fetch_failures += 1
+            if self.fetch_failures == 1:
                 self.on_event(WatchEvent("note", f"note: cannot fetch {self.remote}/{self.branch} ({exc}); "
-                                                 "judging the last fetched state"))
-                self._fetch_note = True
+                                                 "judging the last fetched state (every write re-checks on the "
+                                                 "remote)"))
+        report.fetch_failures = self.fetch_failures
+        report.last_fetch = self.last_fetch
         ref = f"refs/remotes/{self.remote}/{self.branch}"
         return ref if store.rev(ref) else "HEAD"
 

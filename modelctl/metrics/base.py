@@ -28,7 +28,11 @@ MAX_REDIRECTS = 3
 
 
 class Provider(Protocol):
-    """A source of per-version cumulative counters for one model."""
+    """A source of per-version cumulative counters for one model.
+
+    A provider may also have `read_many(requests, *, time_left)` answering several models at
+    once (`read_batch` uses it; the answer per model is what `read` would return, or the exception).
+    """
 
     name: str
 

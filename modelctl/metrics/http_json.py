@@ -26,6 +26,10 @@ The answer (the URL may contain `{model}`)::
   missing, makes that poll an error poll for the version (problem `"*"`): its restart must never
   count as a huge increase or import its history.
 
+Several models in one answer (`read_many`, what `watch --all` uses when the URL has no `{model}`:
+one GET per cycle): `{"timestamp": ..., "models": {"<model>": {"versions": {...}}, ...}}`, each
+entry shaped as above; replica restarts are tracked per model.
+
 The provider reports the counters as they are (cumulative); the judgement differences consecutive
 polls. A bad value (NaN, Inf, negative, a string) is a per-quantity problem (`"eu/errors"` inside
 a segment); a version missing from the answer is absent from the readings; a response that is not

@@ -1,4 +1,5 @@
-"""Prometheus provider: one instant query (`GET /api/v1/query`) per quantity and version.
+"""Prometheus provider: one instant query (`GET /api/v1/query`) per quantity and version; under
+`watch --all`, one query per quantity for every followed model (`read_many`, `batch_template`).
 
 Each PromQL template (modelctl.yaml `metrics.queries`, quantity -> template) may use `{model}`,
 `{version}`, `{since}` (whole seconds since the canary started, at least 1) and `{segment}` (the

@@ -642,8 +642,8 @@ def watch(
         view.poll(report)
 
     def on_event(event: watchmod.WatchEvent) -> None:
-        if exported is not None and event.kind == "step" and name is not None:
-            exported.decided(name, "step")
+        if exported is not None:
+            exported.event(event, name)
         view.event(event)
 
     if every:
@@ -686,8 +686,7 @@ def _watch_all(reg: Registry, options: Any, view: Any, on_poll: Any, on_event: A
     def on_cycle(report: Any) -> None:
         if served:
             served[1].health.beat()  # the controller is alive even while no canary is live
-            for ended in report.ended:  # counted when it happens, while /metrics is served
-                served[0].ended(ended)
+            served[0].cycle(report)  # its faults and ended watches, counted while /metrics is served
 
     try:
         result = Controller(reg, options, write_options=_write_opts(push), notifier=notifier, on_poll=on_poll,

@@ -599,6 +599,7 @@ class WatchEventLine(_WatchEventKeys, total=False):
     schema: str
     lines: list[str]
     rps_canary: Real | None
+    model: str
     version: str
     percent: Number
     commit: str | None

@@ -226,21 +226,61 @@ WATCH_FAMILIES = (
     ("modelctl_watch_notifications_total", "Webhook deliveries, by webhook, event and outcome (ok, failed).",
      "counter"),
 )
+# watch --all's own state: the faults that concern the whole controller, and each model's failures
+CONTROLLER_FAMILIES = (
+    ("modelctl_controller_cycles_total", "Cycles completed.", "counter"),
+    ("modelctl_controller_cycle_seconds", "How long the last cycle took.", "gauge"),
+    ("modelctl_controller_followed_models", "Models with a live canary or shadow being followed.", "gauge"),
+    ("modelctl_controller_fetch_failures_total", "Cycles whose fetch of the remote failed.", "counter"),
+    ("modelctl_controller_consecutive_fetch_failures", "Cycles in a row whose fetch failed (0 when it works).",
+     "gauge"),
+    ("modelctl_controller_last_successful_fetch_timestamp_seconds", "When the remote was last fetched (unix).",
+     "gauge"),
+    ("modelctl_controller_metrics_read_errors_total", "Metrics reads that failed for every followed model at once "
+     "(the backend down or refusing).", "counter"),
+    ("modelctl_controller_model_errors_total", "Cycles in which following a model failed (a damaged file, an "
+     "unexpected error), by model.", "counter"),
+    ("modelctl_watch_ended_total", "Watches that ended, by model and outcome (canary-ended: rolled back, promoted, "
+     "removed or renamed elsewhere).", "counter"),
+)
 _VERDICTS = ("pass", "fail", "inconclusive", "insufficient_data", "error")
+_PER_MODEL_GAUGES = ("modelctl_watch_canary_percent", "modelctl_watch_verdict", "modelctl_watch_statistic",
+                     "modelctl_watch_boundary")
 
 
 class WatchMetrics:
     """Keeps the WATCH_FAMILIES up to date from what watch reports (polls, events, its result)."""
 
     def __init__(self, metrics: Metrics | None = None):
-        self.metrics = families(metrics or Metrics(), WATCH_FAMILIES)
+        self.metrics = families(metrics or Metrics(), WATCH_FAMILIES + CONTROLLER_FAMILIES)
+
+    def cycle(self, report: Any) -> None:
+        """After each `watch --all` cycle (a controller.CycleReport)."""
+        m = self.metrics
+        m.inc("modelctl_controller_cycles_total")
+        m.set("modelctl_controller_cycle_seconds", report.seconds)
+        m.set("modelctl_controller_followed_models", len(report.followed))
+        m.set("modelctl_controller_consecutive_fetch_failures", report.fetch_failures)
+        if report.fetch_error is not None:
+            m.inc("modelctl_controller_fetch_failures_total")
+        else:
+            m.inc("modelctl_controller_fetch_failures_total", 0)  # present from the start: rate() needs a zero
+        if report.last_fetch is not None:
+            m.set("modelctl_controller_last_successful_fetch_timestamp_seconds", report.last_fetch)
+        m.inc("modelctl_controller_metrics_read_errors_total", len(report.read_errors))
+        for model in report.errors:
+            if model != "*":
+                m.inc("modelctl_controller_model_errors_total", model=model)
+        for result in report.ended:
+            self.ended(result)
+            for name in _PER_MODEL_GAUGES:
+                m.remove(name, model=result.model)  # no judgement is shown for a canary no longer followed
 
     def poll(self, report: Any) -> None:
         """After each poll (a watch.PollReport)."""
         m, model = self.metrics, report.model
         m.inc("modelctl_watch_polls_total", model=model)
-        for name in ("modelctl_watch_canary_percent", "modelctl_watch_verdict", "modelctl_watch_statistic",
-                     "modelctl_watch_boundary"):
+        for name in _PER_MODEL_GAUGES:
             m.remove(name, model=model)  # a metric, segment or canary that is gone leaves no stale sample
         if report.canary is not None:
             m.set("modelctl_watch_canary_percent", report.canary.percent, model=model, version=report.canary.version)
@@ -264,6 +304,14 @@ class WatchMetrics:
         kind = {"rolled-back": "rollback", "promoted": "promotion", "held": "hold"}.get(result.outcome)
         if kind is not None:
             self.decided(result.model, kind)
+        self.metrics.inc("modelctl_watch_ended_total", model=result.model, outcome=result.outcome)
+
+    def event(self, event: Any, model: str | None = None) -> None:
+        """A watch.WatchEvent: a step is counted as a decision of the model it names (`model`: a single watch's)."""
+        if event.kind == "step":
+            named = event.data.get("model") or model
+            if named:
+                self.decided(named, "step")
 
     def decided(self, model: str, kind: str) -> None:
         """A decision this process wrote (rollback, step, promotion) or a hold."""

@@ -62,11 +62,12 @@ if TYPE_CHECKING:  # annotations only: no import cost at run time
     from .analysis import Decision, Judge
     from .config import Config
     from .documents import MetricRow, PollSplit, WatchEventLine, WatchPollLine, WatchResultLine
-    from .metrics.base import Provider
+    from .metrics.base import Provider, ReadRequest
     from .notify import Notifier
+    from .observation import Reading
     from .ops import WriteOptions
     from .reader import Reader
-    from .store import Outcome
+    from .store import Outcome, Snapshot
 
 EXIT_DONE = 0
 EXIT_ROLLED_BACK = 1
@@ -192,11 +193,18 @@ class Target:
     ref: str = "HEAD"
 
 
-def read_target(reg: Reader, name: str, *, history: bool = True, ref: str = "HEAD") -> Target:
-    """The live canary, shadow and active version of a model at `ref`, with the serving baseline."""
+def read_target(reg: Reader, name: str, *, history: bool = True, ref: str = "HEAD", snap: Snapshot | None = None,
+                dep: Mapping[str, Any] | None = None, priors: dict[str, Mapping[str, Any]] | None = None,
+                changes: list[DeploymentChange] | None = None) -> Target:
+    """The live canary, shadow and active version of a model at `ref`, with the serving baseline.
+
+    `watch --all` passes the snapshot and the deployment it read once for every model, a `priors`
+    cache (bundles never change, so the active bundle's baseline is read once per version) and the
+    model's `changes` from one `histories` walk for every model it starts following.
+    """
     check_name(name)
-    snap = reg.snapshot(ref)
-    dep = reg.deployment(name, snap)
+    snap = snap or reg.snapshot(ref)
+    dep = reg.deployment(name, snap) if dep is None else dep
     if dep is None:
         from .errors import NotFound
 
@@ -209,13 +217,17 @@ def read_target(reg: Reader, name: str, *, history: bool = True, ref: str = "HEA
             raw = slot.get("started")
             splits[stage] = Split(slot["version"], slot["percent"], _unix(raw), raw if isinstance(raw, str) else None)
     if history and "canary" in splits:
-        splits["canary"] = _with_history(reg, name, splits["canary"], ref=ref)
+        splits["canary"] = _with_history(reg, name, splits["canary"], ref=ref, commits=changes)
     if history and "shadow" in splits and splits["shadow"].started is None:
-        splits["shadow"] = _with_history(reg, name, splits["shadow"], stage="shadow", ref=ref)
+        splits["shadow"] = _with_history(reg, name, splits["shadow"], stage="shadow", ref=ref, commits=changes)
     prior: Mapping[str, Any] = {}
-    if active:
+    if active and priors is not None and active in priors:
+        prior = priors[active]
+    elif active:
         data = reg.bundle(name, active, snap).get("baseline")
         prior = data if isinstance(data, Mapping) else {}
+        if priors is not None:
+            priors[active] = prior
     return Target(name=name, commit=snap.commit, active=active, canary=splits.get("canary"),
                   shadow=splits.get("shadow"), versions=dict(dep.get("versions") or {}), prior=dict(prior), ref=ref)
 
@@ -243,9 +255,32 @@ def history(reg: Reader, name: str, limit: int = 200, ref: str = "HEAD") -> list
     return out
 
 
-def _with_history(reg: Reader, name: str, split: Split, stage: str = "canary", ref: str = "HEAD") -> Split:
+def histories(reg: Reader, names: Iterable[str], ref: str = "HEAD") -> dict[str, list[DeploymentChange]]:
+    """`history` of several models from one walk of the log (each commit goes to the model its trailer names)."""
+    from .reader import deployment_path
+
+    wanted = sorted(set(names))
+    out: dict[str, list[DeploymentChange]] = {name: [] for name in wanted}
+    if not wanted:
+        return out
+    records = reg.store.log_records(["%H", "%ct", "%an <%ae>", "%(trailers:only,unfold)"], ref,
+                                    [deployment_path(n) for n in wanted], check=False) or []
+    for commit, when, author, block in records:
+        said = trailers.parse(block)
+        mine = out.get(said.get(trailers.MODEL, ""))
+        if mine is None:
+            continue  # a direct edit: no trailers, nothing _with_history would use
+        mine.append({"commit": commit, "time": float(when), "author": author,
+                     "action": said.get(trailers.ACTION, ""), "version": said.get(trailers.VERSION, ""),
+                     "from": said.get(trailers.FROM, ""), "to": said.get(trailers.TO, ""),
+                     "percent": said.get(trailers.PERCENT, "")})
+    return out
+
+
+def _with_history(reg: Reader, name: str, split: Split, stage: str = "canary", ref: str = "HEAD",
+                  commits: list[DeploymentChange] | None = None) -> Split:
     """Fill in when the split started (if the file does not say) and when its percent last changed."""
-    commits = history(reg, name, ref=ref)
+    commits = history(reg, name, ref=ref) if commits is None else commits
     step = None
     started = split.started
     for c in commits:  # newest first
@@ -337,6 +372,7 @@ class EventData(TypedDict, total=False):
 
     lines: list[str]
     rps_canary: float | None
+    model: str  # the model concerned (under `watch --all`, the only way to tell)
     version: str
     percent: float
     commit: str | None
@@ -454,6 +490,29 @@ class OpsActions:
 
 
 @dataclass(frozen=True)
+class PollPlan:
+    """Half a poll: what is live, the versions to read and the canary's age (`Watcher.prepare`)."""
+
+    target: Target
+    since: float  # seconds since the canary (or shadow) started, at least 1
+    versions: tuple[str, ...]
+    poll_start: float  # monotonic
+
+    @property
+    def main(self) -> Split:
+        """The split judged: the canary, else the shadow."""
+        main = self.target.canary or self.target.shadow
+        assert main is not None  # prepare() ends the watch when neither is live
+        return main
+
+    def request(self) -> ReadRequest:
+        """What to ask the metrics provider for this model."""
+        from .metrics.base import ReadRequest
+
+        return ReadRequest(self.target.name, self.versions, self.since)
+
+
+@dataclass(frozen=True)
 class WatchOptions:
     """How to watch (the CLI flags)."""
 
@@ -547,6 +606,7 @@ class Watcher:
         self.fetch_failed = False
         self.notifier = notifier  # tells webhooks of this process's own decisions (never a lost race)
         self.fetches = True  # False under `watch --all`, which fetches once per cycle for every model
+        self.priors: dict[str, Mapping[str, Any]] = {}  # active version -> its bundle's baseline (immutable)
         self.state_expect: str | None = None  # the remote state ref's id this process last saw or wrote
         self.state_note = False
 
@@ -585,28 +645,57 @@ class Watcher:
 
     def poll(self, poll_start: float | None = None) -> WatchResult | None:
         """One poll: read the tip, read the metrics, judge, act; a WatchResult when the watch is over."""
+        plan = self.prepare(poll_start)
+        if isinstance(plan, WatchResult):
+            return plan
+        from .metrics import take_poll
+
+        main = plan.main
+        poll = take_poll(self.provider, self.name, control=plan.target.active, canary=main.version,
+                         percent=main.percent if plan.target.canary else None, versions=plan.versions,
+                         since_seconds=plan.since, clock=self.clock, time_left=self.time_left(),
+                         canary_id=self.following_id if plan.target.canary else None)
+        return self._judge(plan, poll)
+
+    def prepare(self, poll_start: float | None = None, *, target: Target | None = None) -> PollPlan | WatchResult:
+        """The first half of a poll: what is live and which versions to read (a result when the watch is over).
+
+        `watch --all` hands the `target` it read for every model at one tip; a single watch reads its own.
+        """
         poll_start = self.monotonic() if poll_start is None else poll_start
-        ref = self._tip()
-        # commit history (when the canary started) is read only when a canary is first followed
-        target = read_target(self.reg, self.name, history=self.following is None, ref=ref)
+        if target is None:
+            ref = self._tip()
+            # commit history (when the canary started) is read only when a canary is first followed
+            target = read_target(self.reg, self.name, history=self.following is None, ref=ref)
         ended = self._follow(target)
         if ended is not None:
             return ended
-        self.polls += 1
         window_start = self.window_start or (target.shadow and target.shadow.started) or self.started_at
         since = max(1.0, self.clock() - window_start)
         versions = [v for v in (target.active,
                                 target.canary.version if target.canary else None,
                                 target.shadow.version if target.shadow else None) if v]
-        versions = list(dict.fromkeys(versions))
-        from .metrics import take_poll
+        return PollPlan(target, since, tuple(dict.fromkeys(versions)), poll_start)
 
-        main = target.canary or target.shadow
-        assert main is not None  # _follow ends the watch when neither is live
-        poll = take_poll(self.provider, self.name, control=target.active, canary=main.version,
-                         percent=main.percent if target.canary else None, versions=versions,
-                         since_seconds=since, clock=self.clock, time_left=self.time_left(),
-                         canary_id=self.following_id if target.canary else None)
+    def complete(self, plan: PollPlan, answer: Mapping[str, Reading] | Exception) -> WatchResult | None:
+        """The second half of a poll: judge the readings handed in (or the read's failure) and act."""
+        from .observation import Poll
+
+        readings: dict[str, Reading] = {}
+        error = None
+        if isinstance(answer, Exception):
+            error = " ".join(str(answer).split()) or type(answer).__name__
+        else:
+            readings = {v: answer[v] for v in plan.versions if v in answer}
+        main = plan.main
+        poll = Poll(time=self.clock(), control=plan.target.active, canary=main.version,
+                    percent=main.percent if plan.target.canary else None, readings=readings, error=error,
+                    model=self.name, canary_id=self.following_id if plan.target.canary else None)
+        return self._judge(plan, poll)
+
+    def _judge(self, plan: PollPlan, poll: Poll) -> WatchResult | None:
+        target, since, poll_start = plan.target, plan.since, plan.poll_start
+        self.polls += 1
         try:
             poll = exact(poll)
         except ModelctlError as exc:  # an answer the record cannot carry is no data, never a crash
@@ -750,7 +839,8 @@ class Watcher:
                 self.alerting = True
                 self.on_event(WatchEvent("alert", f"alert: {_reason(decision)} on canary {version} of {self.name} "
                                          "(action: alert, so it keeps running)",
-                                         {"version": version, "evidence": decision.evidence_lines()}))
+                                         {"model": self.name, "version": version,
+                                          "evidence": decision.evidence_lines()}))
         else:
             self.alerting = False
         if action == SRM_HOLD:
@@ -758,7 +848,7 @@ class Watcher:
                 self.srm_said = True
                 self.on_event(WatchEvent("srm", f"holding the verdict on canary {version} of {self.name}: "
                                          f"{_reason(decision)} (neither a pass nor a rollback)",
-                                         {"version": version}))
+                                         {"model": self.name, "version": version}))
         else:
             self.srm_said = False
         if action != ADVANCE_OK or not self.options.advance:
@@ -843,7 +933,7 @@ class Watcher:
                     self.announced.add(key)
                     self.on_event(WatchEvent("would-step", f"dry run: would move canary {canary.version} of "
                                              f"{self.name} from {_pct(canary.percent)}% to {_pct(nxt)}%",
-                                             {"version": canary.version, "percent": nxt}))
+                                             {"model": self.name, "version": canary.version, "percent": nxt}))
                 return None
             try:
                 out = self.actions.step(target, nxt, reason=reason, evidence=evidence)
@@ -851,7 +941,7 @@ class Watcher:
                 return self._changed(exc, canary.version)
             self.on_event(WatchEvent("step", f"canary {canary.version} of {self.name}: {_pct(canary.percent)}% -> "
                                      f"{_pct(nxt)}% (commit {str(getattr(out, 'commit', '') or '')[:12]})",
-                                     {"version": canary.version, "percent": nxt,
+                                     {"model": self.name, "version": canary.version, "percent": nxt,
                                       "commit": getattr(out, "commit", None), "evidence": evidence}))
             self.step_started = self.clock()
             if getattr(out, "commit", None):
@@ -863,7 +953,7 @@ class Watcher:
             if "promote" not in self.announced:
                 self.announced.add("promote")
                 self.on_event(WatchEvent("would-promote", f"dry run: would promote canary {canary.version} of "
-                                         f"{self.name} to active", {"version": canary.version}))
+                                         f"{self.name} to active", {"model": self.name, "version": canary.version}))
             return None
         try:
             out = self.actions.promote(target, reason=reason, evidence=evidence)
@@ -941,7 +1031,7 @@ class Watcher:
             return None
         restore = getattr(self.provider, "restore_state", None)
         if restore is not None and data.get("provider") is not None:
-            restore(data["provider"])  # http-json: which replicas it saw, to notice restarts across the gap
+            restore(data["provider"], self.name)  # http-json: which replicas it saw, to notice restarts across the gap
         self.step_started = data.get("step_started") if isinstance(data.get("step_started"), (int, float)) else None
         return data["judge"]
 
@@ -951,7 +1041,7 @@ class Watcher:
         doc = {"key": self._state_key(target), "judge": self.judge.export_state(), "step_started": self.step_started}
         export = getattr(self.provider, "export_state", None)
         if export is not None:
-            doc["provider"] = export()
+            doc["provider"] = export(self.name)
         path = self._state_path()
         try:
             text = json.dumps(doc, allow_nan=False)

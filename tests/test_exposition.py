@@ -84,3 +84,25 @@ def test_metrics_port_values(text, expected):
 def test_bad_metrics_port_values(text):
     with pytest.raises(ValueError):
         parse_port(text)
+
+
+def test_a_controller_cycle_is_exported_and_reads_back():
+    from modelctl.controller import CycleReport
+    from modelctl.exposition import WatchMetrics
+    from modelctl.watch import ENDED, WatchResult
+
+    exported = WatchMetrics()
+    exported.metrics.set("modelctl_watch_canary_percent", 5, model="gone-agent", version="1.0.1")
+    exported.cycle(CycleReport(7, ["a", "b"], errors={"b": "damaged file", "*": "registry unreadable"},
+                               ended=[WatchResult(ENDED, 0, "ended elsewhere", "gone-agent")],
+                               fetch_error="cannot fetch", fetch_failures=4, last_fetch=1_700_000_000.0,
+                               read_errors=["HTTP 503"], seconds=0.25))
+    got = parsed(exported.metrics.text())
+    assert got["modelctl_controller_consecutive_fetch_failures"] == {(): 4.0}
+    assert got["modelctl_controller_fetch_failures_total"] == {(): 1.0}
+    assert got["modelctl_controller_last_successful_fetch_timestamp_seconds"] == {(): 1_700_000_000.0}
+    assert got["modelctl_controller_metrics_read_errors_total"] == {(): 1.0}
+    assert got["modelctl_controller_model_errors_total"] == {(("model", "b"),): 1.0}  # "*" is the registry's
+    assert got["modelctl_controller_followed_models"] == {(): 2.0}
+    assert got["modelctl_watch_ended_total"] == {(("model", "gone-agent"), ("outcome", ENDED)): 1.0}
+    assert "modelctl_watch_canary_percent" not in got  # a canary no longer followed shows no judgement

@@ -6,6 +6,7 @@ import json
 import math
 import time
 
+import httpx
 import pytest
 from metrics_servers import (
     JsonMetricsServer,
@@ -30,6 +31,7 @@ from modelctl.metrics import (
     make_provider,
     take_poll,
 )
+from modelctl.metrics.base import ReadRequest
 
 FAST = HttpLimits(timeout=0.2, deadline=0.5, max_bytes=64 * 1024)
 MODEL = "support-agent"
@@ -526,3 +528,178 @@ def test_prometheus_provider_reads_real_numbers_from_a_real_prometheus(tmp_path)
         assert whole.events["errors"] / whole.requests == pytest.approx(t.error_rate, rel=0.25)
         assert whole.cost_total / whole.requests == pytest.approx(t.cost_per_request, rel=0.02)
         assert whole.latency_buckets[-1] == (math.inf, whole.requests)
+
+
+# --------------------------------------------------------------------------- batched reads (watch --all)
+
+
+def test_batched_templates_keep_the_model_and_version_labels():
+    from modelctl.metrics.prometheus import batch_template, render_batch
+
+    got = {q: batch_template(t) for q, t in DEFAULT_QUERIES.items()}
+    assert got["requests"] == ('sum by (model, version, {segment}) (llm_requests_total{model=~"{models}",'
+                               'version=~"{versions}"})', "model", "version")
+    assert got["latency_bucket"][0].startswith("sum by (model, version, le, {segment}) (llm_latency_ms_bucket")
+    assert batch_template('sum(increase(x{service="{model}",v="{version}"}[{since}s]))') == (
+        'sum by (service, v) (increase(x{service=~"{models}",v=~"{versions}"}[{since}s]))', "service", "v")
+    # no matcher to widen, or an aggregation that would drop the labels: read per model
+    assert batch_template('sum(x{version="{version}"})') is None
+    assert batch_template('x{model="{model}",version="{version}"}') is None
+    assert batch_template('sum without (pod) (x{model="{model}",version="{version}"})') is None
+    request = ReadRequest("a-b", ("1.0.0", "1.0.0-rc.1"), 30)
+    query = render_batch(got["requests"][0], [request, ReadRequest("c", ("1.0.0",), 30)])
+    # RE2-escaped, then escaped again for the PromQL string: a "." or "-" is never a regex operator
+    assert r'model=~"a\\-b|c"' in query and r'version=~"1\\.0\\.0|1\\.0\\.0\\-rc\\.1"' in query
+
+
+def labelled(rows):
+    """An instant vector from (labels, value) rows."""
+    return {"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": labels, "value": [NOW - 2, str(value)]} for labels, value in rows]}}
+
+
+def fleet_answers(models):
+    """Answers of the batched default queries: each model's control and canary, with distinct figures."""
+    def rows(metric):
+        out = []
+        for i, model in enumerate(models):
+            for j, version in enumerate((ACTIVE, CANARY)):
+                base = {"model": model, "version": version}
+                if metric == "bucket":
+                    total = 1000 * (i + 1) + j
+                    out += [({**base, "le": "500"}, total - 10), ({**base, "le": "+Inf"}, total)]
+                else:
+                    out.append((base, {"requests": 1000 * (i + 1) + j, "errors": 10 * i + j, "cost": 1.5 * i}[metric]))
+        return out
+
+    return {"llm_requests_total": labelled(rows("requests")), "llm_errors_total": labelled(rows("errors")),
+            "llm_cost_total": labelled(rows("cost")), "llm_latency_ms_bucket": labelled(rows("bucket"))}
+
+
+@pytest.mark.parametrize("count", [1, 5, 20])
+def test_prometheus_batch_is_one_query_per_quantity_whatever_the_number_of_models(count):
+    models = [f"model-{i:02d}" for i in range(count)]
+    with FakePrometheus(fleet_answers(models)) as server:
+        answer = prom_provider(server).read_many([ReadRequest(m, (ACTIVE, CANARY), 60) for m in models])
+        queries = server.queries()
+    assert len(queries) == len(DEFAULT_QUERIES)  # 4, for 1, 5 or 20 models
+    for i, model in enumerate(models):
+        canary = answer[model][CANARY].segments[""]
+        assert (canary.requests, canary.events["errors"], canary.cost_total) == (1000 * (i + 1) + 1, 10 * i + 1, 1.5 * i)
+        assert canary.latency_buckets == ((500, 1000 * (i + 1) + 1 - 10), (math.inf, 1000 * (i + 1) + 1))
+
+
+def test_prometheus_batch_failure_is_every_models_error_and_a_missing_model_has_no_reading():
+    with FakePrometheus({"llm_": Reply(503, "overloaded")}) as server:
+        answer = prom_provider(server).read_many([ReadRequest("a", (ACTIVE,), 60), ReadRequest("b", (ACTIVE,), 60)])
+    assert all(isinstance(a, MetricsError) and "HTTP 503" in str(a) for a in answer.values())
+    with FakePrometheus(fleet_answers(["a"])) as server:
+        answer = prom_provider(server).read_many([ReadRequest("a", (ACTIVE,), 60), ReadRequest("b", (ACTIVE,), 60)])
+    assert set(answer["a"]) == {ACTIVE} and answer["b"] == {}
+
+
+def test_prometheus_since_templates_are_batched_per_distinct_window():
+    queries = {"requests": 'sum(increase(llm_requests_total{model="{model}",version="{version}"}[{since}s]))'}
+    with FakePrometheus({}) as server:
+        prom_provider(server, queries=queries).read_many(
+            [ReadRequest("a", (ACTIVE,), 59.5), ReadRequest("b", (ACTIVE,), 60), ReadRequest("c", (ACTIVE,), 120)])
+        sent = server.queries()
+    assert len(sent) == 2 and '[60s]' in sent[0] and 'model=~"a|b"' in sent[0] and '[120s]' in sent[1]
+
+
+class FleetJsonServer(LocalServer):
+    """http-json for many models: `/metrics` answers every model in one document, `/metrics/NAME` one."""
+
+    def __init__(self, models):
+        super().__init__(self._answer)
+        self.models = {m: {"versions": {ACTIVE: {"requests": 100 * (i + 1), "errors": i},
+                                        CANARY: {"replicas": {"r1": {"requests": 10 * (i + 1), "errors": 1}}}}}
+                       for i, m in enumerate(models)}
+
+    def _answer(self, request: Request) -> Reply:
+        if request.path == "/metrics":
+            return Reply(200, {"timestamp": NOW - 1, "models": self.models})
+        name = request.path.rpartition("/")[2]
+        if name not in self.models:
+            return Reply(404, {"error": "no such model"})
+        return Reply(200, {"model": name, "timestamp": NOW - 1, **self.models[name]})
+
+
+@pytest.mark.parametrize("count", [1, 5, 20])
+def test_http_json_batch_is_one_get_per_cycle_without_model_in_the_url(count):
+    models = [f"model-{i:02d}" for i in range(count)]
+    requests = [ReadRequest(m, (ACTIVE, CANARY), 60) for m in models]
+    with FleetJsonServer(models) as server:
+        batched = HttpJsonProvider(f"{server.base_url}/metrics", limits=FAST, clock=lambda: NOW)
+        one_each = HttpJsonProvider(f"{server.base_url}/metrics/{{model}}", limits=FAST, clock=lambda: NOW)
+        answer = batched.read_many(requests)
+        assert len(server.requests) == 1
+        apart = one_each.read_many(requests)
+        assert len(server.requests) == 1 + count
+    assert answer == apart  # the same readings from the multi-model document as from one document per model
+    assert answer[models[-1]][ACTIVE].segments[""].requests == 100 * count
+
+
+def test_http_json_batch_keeps_replica_restarts_per_model():
+    with FleetJsonServer(["a", "b"]) as server:
+        provider = HttpJsonProvider(f"{server.base_url}/metrics", limits=FAST, clock=lambda: NOW)
+        provider.read_many([ReadRequest("a", (CANARY,), 60), ReadRequest("b", (CANARY,), 60)])
+        server.models["b"]["versions"][CANARY]["replicas"]["r1"]["requests"] = 1  # b's replica restarted
+        answer = provider.read_many([ReadRequest("a", (CANARY,), 60), ReadRequest("b", (CANARY,), 60)])
+    assert "restarted" in answer["b"][CANARY].problems["*"]
+    assert "*" not in answer["a"][CANARY].problems  # the same version of another model is not confused with it
+
+
+@pytest.mark.e2e
+def test_prometheus_batched_figures_equal_per_model_figures_on_a_real_prometheus(tmp_path):
+    binary = ensure_prometheus()
+    if binary is None:
+        pytest.skip("prometheus is not installed and cannot be installed here")
+    models = [f"fleet-{i:02d}" for i in range(20)]
+    exporters = []
+    for i, model in enumerate(models):
+        exporter = TrafficExporter(model, {
+            ACTIVE: Traffic(rps=100 + i, error_rate=0.01, latency_ms=700),
+            CANARY: Traffic(rps=10 + i, error_rate=0.02 + i / 1000, latency_ms=900)},
+            segments={"eu": 0.3, "us": 0.7} if i % 4 == 0 else None)
+        exporter.tick(60)  # fixed figures: no traffic while the test reads (the tick thread never fires)
+        exporters.append(exporter.start(tick_seconds=3600))
+    try:
+        with prometheus_server([e.target for e in exporters], tmp_path / "prom", binary=binary) as prom:
+            direct = PrometheusProvider(prom.url, limits=HttpLimits(timeout=5, deadline=20))
+            expected = {m: exporters[i].totals[CANARY]["requests"] for i, m in enumerate(models)}
+            deadline = time.monotonic() + 30
+            while True:  # until Prometheus has scraped every exporter's figures
+                seen = direct.read_many([ReadRequest(m, (CANARY,), 60) for m in models])
+                ready = all(isinstance(a, dict) and CANARY in a and a[CANARY].segments[""].requests == expected[m]
+                            for m, a in seen.items())
+                if ready or time.monotonic() > deadline:
+                    break
+                time.sleep(0.25)
+            assert ready, seen
+
+            counted: list[str] = []
+
+            def forward(request: Request) -> Reply:
+                counted.append(request.query["query"][0])
+                r = httpx.get(prom.url + request.path, params={k: v[0] for k, v in request.query.items()}, timeout=5)
+                return Reply(r.status_code, r.content)
+
+            with LocalServer(forward) as proxy:
+                provider = PrometheusProvider(proxy.base_url, limits=HttpLimits(timeout=5, deadline=20))
+                for count in (1, 5, 20):
+                    requests = [ReadRequest(m, (ACTIVE, CANARY), 60) for m in models[:count]]
+                    counted.clear()
+                    batched = provider.read_many(requests)
+                    assert len(counted) == len(DEFAULT_QUERIES), counted  # queries per cycle: 4 for 1, 5 or 20
+                    for r in requests:
+                        apart = provider.read(r.model, list(r.versions), r.since_seconds)
+                        assert set(batched[r.model]) == set(apart) == {ACTIVE, CANARY}
+                        for version in r.versions:
+                            mine, theirs = batched[r.model][version], apart[version]
+                            assert (mine.segments, mine.problems) == (theirs.segments, theirs.problems), r.model
+                            assert mine.segments[""].latency_buckets and not mine.problems
+                assert set(batched[models[0]][ACTIVE].segments) == {"", "eu", "us"}  # segments cut apart too
+    finally:
+        for exporter in exporters:
+            exporter.stop()

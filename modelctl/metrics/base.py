@@ -28,7 +28,11 @@ MAX_REDIRECTS = 3
 
 
 class Provider(Protocol):
-    """A source of per-version cumulative counters for one model."""
+    """A source of per-version cumulative counters for one model.
+
+    A provider may also have `read_many(requests, *, time_left)` answering several models at
+    once (`read_batch` uses it; the answer per model is what `read` would return, or the exception).
+    """
 
     name: str
 
@@ -40,6 +44,41 @@ class Provider(Protocol):
         the whole read (watch passes what is left of --max-duration).
         """
         ...
+
+
+@dataclass(frozen=True)
+class ReadRequest:
+    """One model's share of a batched read: the versions to read and its canary's age."""
+
+    model: str
+    versions: tuple[str, ...]
+    since_seconds: float
+
+
+# per model: its readings, or the exception that made its read fail as a whole
+BatchAnswer = dict[str, "dict[str, Reading] | Exception"]
+
+
+def read_batch(provider: Provider, requests: Sequence[ReadRequest], *,
+               time_left: float | None = None) -> BatchAnswer:
+    """Read several models at once: the provider's `read_many` when it has one, else one `read` each.
+
+    Never raises: a failure is the answer of the models it concerns (`watch --all` must outlive it).
+    """
+    many = getattr(provider, "read_many", None)
+    if many is not None and len(requests) > 0:
+        try:
+            answer: BatchAnswer = many(requests, time_left=time_left)
+            return answer
+        except Exception as exc:  # noqa: BLE001 - a watchdog must outlive any bad answer
+            return {r.model: exc for r in requests}
+    out: BatchAnswer = {}
+    for r in requests:
+        try:
+            out[r.model] = provider.read(r.model, list(r.versions), r.since_seconds, time_left=time_left)
+        except Exception as exc:  # noqa: BLE001 - one model's failure is that model's error poll
+            out[r.model] = exc
+    return out
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,10 @@ The answer (the URL may contain `{model}`)::
   missing, makes that poll an error poll for the version (problem `"*"`): its restart must never
   count as a huge increase or import its history.
 
+Several models in one answer (`read_many`, what `watch --all` uses when the URL has no `{model}`:
+one GET per cycle): `{"timestamp": ..., "models": {"<model>": {"versions": {...}}, ...}}`, each
+entry shaped as above; replica restarts are tracked per model.
+
 The provider reports the counters as they are (cumulative); the judgement differences consecutive
 polls. A bad value (NaN, Inf, negative, a string) is a per-quantity problem (`"eu/errors"` inside
 a segment); a version missing from the answer is absent from the readings; a response that is not
@@ -36,12 +40,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from ..errors import MetricsError
 from ..names import check_name
 from ..observation import Counters, Reading
-from .base import HttpLimits, HttpSession, number_problem, parse_json, where
+from .base import BatchAnswer, HttpLimits, HttpSession, ReadRequest, number_problem, parse_json, where
 
 DEFAULT_URL = "http://127.0.0.1:9108/metrics/{model}"
 DEFAULT_COUNTERS = ("errors",)
@@ -75,19 +80,25 @@ class HttpJsonProvider:
         self.stale_seconds = stale_seconds
         self._clock = clock
         self._monotonic = monotonic
-        # version -> replica -> flat counter values at the last answer (restart detection)
-        self._replicas: dict[str, dict[str, dict[str, float]]] = {}
+        # model -> version -> replica -> flat counter values at the last answer (restart detection)
+        self._replicas: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
 
     def __repr__(self) -> str:
         return f"HttpJsonProvider(url={where(self.url)!r}, counters={sorted(self.counters)})"
 
-    def export_state(self) -> dict[str, Any]:
-        """The replica counters last seen (a restarted watch detects restarts across the gap)."""
-        return {"url": where(self.url), "replicas": self._replicas}
+    def export_state(self, model: str | None = None) -> dict[str, Any]:
+        """The replica counters last seen of a model (a restarted watch detects restarts across the gap).
 
-    def restore_state(self, data: Any) -> bool:
+        Without `model`: the only model read so far (what a single watch has).
+        """
+        if model is None:
+            model = next(iter(self._replicas), "")
+        return {"url": where(self.url), "replicas": self._replicas.get(model, {})}
+
+    def restore_state(self, data: Any, model: str | None = None) -> bool:
         """Continue from export_state() of the same URL; False (and a fresh start) when it does not fit."""
-        self._replicas = {}
+        key = model or ""
+        self._replicas.pop(key, None)
         if not isinstance(data, dict) or data.get("url") != where(self.url):
             return False
         try:
@@ -95,36 +106,81 @@ class HttpJsonProvider:
                         for v, reps in data["replicas"].items()}
         except (KeyError, TypeError, ValueError, AttributeError):
             return False
-        self._replicas = replicas
+        self._replicas[key] = replicas
         return True
+
+    def _fetch(self, url: str, time_left: float | None, max_bytes: int | None = None) -> Any:
+        """GET url and decode its JSON document, or raise MetricsError."""
+        limits = self.limits if max_bytes is None else replace(self.limits, max_bytes=max_bytes)
+        with HttpSession(limits, self._token, self._monotonic, time_left) as http:
+            status, body = http.get(url)
+        if status != 200:
+            raise MetricsError(f"metrics endpoint {where(url)} answered HTTP {status}")
+        return parse_json(body, url)
 
     def read(self, model: str, versions: Sequence[str], since_seconds: float = 0, *,
              time_left: float | None = None) -> dict[str, Reading]:
         """One Reading per version in the answer; MetricsError if the endpoint fails."""
         url = self.url.replace("{model}", check_name(model))
-        with HttpSession(self.limits, self._token, self._monotonic, time_left) as http:
-            status, body = http.get(url)
-        if status != 200:
-            raise MetricsError(f"metrics endpoint {where(url)} answered HTTP {status}")
-        doc = parse_json(body, url)
+        return self._model_readings(self._fetch(url, time_left), url, model, versions)
+
+    def read_many(self, requests: Sequence[ReadRequest], *, time_left: float | None = None) -> BatchAnswer:
+        """Several models: one GET of the multi-model document when the URL has no `{model}`, else one each."""
+        out: BatchAnswer = {}
+        if "{model}" in self.url:
+            for r in requests:
+                try:
+                    out[r.model] = self.read(r.model, r.versions, r.since_seconds, time_left=time_left)
+                except Exception as exc:  # noqa: BLE001 - one model's failure is that model's error poll
+                    out[r.model] = exc
+            return out
+        try:
+            # the byte cap bounds one model's answer; this document carries many
+            doc = self._fetch(self.url, time_left, self.limits.max_bytes * max(1, len(requests)))
+        except MetricsError as exc:
+            return {r.model: exc for r in requests}
+        models = doc.get("models") if isinstance(doc, dict) else None
+        for r in requests:
+            try:
+                if isinstance(models, dict):
+                    entry = models.get(r.model)
+                    if entry is None:
+                        out[r.model] = {}  # the model is not in the answer: no reading for any version
+                        continue
+                    if isinstance(entry, dict) and "timestamp" not in entry and "timestamp" in doc:
+                        entry = {**entry, "timestamp": doc["timestamp"]}
+                    out[r.model] = self._model_readings(entry, self.url, r.model, r.versions)
+                else:
+                    out[r.model] = self._model_readings(doc, self.url, r.model, r.versions)
+            except MetricsError as exc:
+                out[r.model] = exc
+        return out
+
+    def _model_readings(self, doc: Any, url: str, model: str, versions: Sequence[str]) -> dict[str, Reading]:
+        """The Readings of one model's document (`{"model": ..., "versions": {...}}`)."""
         if not isinstance(doc, dict) or not isinstance(doc.get("versions"), dict):
             raise MetricsError(
                 f"metrics endpoint {where(url)} does not answer in the http-json format",
-                hint='expected {"model": ..., "versions": {"<version>": {"requests": ..., ...}}}',
+                hint='expected {"model": ..., "versions": {"<version>": {"requests": ..., ...}}} '
+                     'or {"models": {"<model>": {"versions": ...}}}',
             )
         if "model" in doc and doc["model"] != model:
             shown = repr(doc["model"])[:40]
             raise MetricsError(f"metrics endpoint {where(url)} answers for model {shown}, not {model!r}")
         now = self._clock()
         entries: Mapping[str, Any] = doc["versions"]
+        if model not in self._replicas and "" in self._replicas:
+            self._replicas[model] = self._replicas.pop("")  # restored without naming the model: a single watch
+        replicas = self._replicas.setdefault(model, {})
         out = {}
         for version in versions:
             if version in entries:
-                out[version] = self._reading(version, entries[version], doc.get("timestamp"), now)
+                out[version] = self._reading(version, entries[version], doc.get("timestamp"), now, replicas)
         return out
 
     # -- one version ---------------------------------------------------------------------------
-    def _reading(self, version: str, entry: Any, top_stamp: Any, now: float) -> Reading:
+    def _reading(self, version: str, entry: Any, top_stamp: Any, now: float,
+                 seen: dict[str, dict[str, dict[str, float]]]) -> Reading:
         if not isinstance(entry, dict):
             return Reading(segments={}, problems={"*": f"version {version} is not an object in the response"})
         problems: dict[str, str] = {}
@@ -144,7 +200,7 @@ class HttpJsonProvider:
                                      f"(at most {MAX_REPLICAS})")
             segments = {}
         else:
-            segments = self._replica_sum(version, replicas, problems)
+            segments = self._replica_sum(version, replicas, problems, seen)
         # gauges live at the version level, also when counters come from replicas
         if replicas is not None and "" in segments:
             gauges: dict[str, float] = {}
@@ -212,7 +268,8 @@ class HttpJsonProvider:
         return float(entry[key])
 
     # -- replicas --------------------------------------------------------------------------------
-    def _replica_sum(self, version: str, replicas: Mapping[str, Any], problems: dict[str, str]) -> dict[str, Counters]:
+    def _replica_sum(self, version: str, replicas: Mapping[str, Any], problems: dict[str, str],
+                     seen: dict[str, dict[str, dict[str, float]]]) -> dict[str, Counters]:
         parts: dict[str, dict[str, Counters]] = {}
         flats: dict[str, dict[str, float]] = {}
         for name, entry in replicas.items():
@@ -224,12 +281,12 @@ class HttpJsonProvider:
             for key, why in own.items():
                 problems.setdefault(key, f"replica {name}: {why}")
             flats[name] = _flat(parts[name])
-        previous = self._replicas.get(version)
+        previous = seen.get(version)
         if previous is not None:
             change = _replica_change(previous, flats)
             if change:
                 problems["*"] = change
-        self._replicas[version] = flats
+        seen[version] = flats
         return _sum_segments(parts.values(), problems)
 
 

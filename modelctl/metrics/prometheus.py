@@ -1,4 +1,5 @@
-"""Prometheus provider: one instant query (`GET /api/v1/query`) per quantity and version.
+"""Prometheus provider: one instant query (`GET /api/v1/query`) per quantity and version; under
+`watch --all`, one query per quantity for every followed model (`read_many`, `batch_template`).
 
 Each PromQL template (modelctl.yaml `metrics.queries`, quantity -> template) may use `{model}`,
 `{version}`, `{since}` (whole seconds since the canary started, at least 1) and `{segment}` (the
@@ -28,14 +29,16 @@ a response (a partial answer: a failed store, a dropped series) make the whole p
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from ..errors import MetricsError
 from ..names import check_name, check_version
 from ..observation import Counters, Reading
-from .base import HttpLimits, HttpSession, _one_line, parse_json, where
+from .base import BatchAnswer, HttpLimits, HttpSession, ReadRequest, _one_line, parse_json, where
 from .http_json import parse_buckets
 
 DEFAULT_URL = "http://127.0.0.1:9090"
@@ -58,6 +61,58 @@ def render_query(template: str, model: str, version: str, since_seconds: float) 
         .replace("{since}", str(since_window(since_seconds)))
         .replace("{segment}", SEGMENT_LABEL)
     )
+
+
+_MATCHER_RE = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"\{(model|version)\}"')
+_AGG_BY_RE = re.compile(r"\b(sum|avg|min|max|count)\s+by\s*\(")
+_AGG_BARE_RE = re.compile(r"\b(sum|avg|min|max|count)\s*\(")
+
+
+def batch_template(template: str) -> tuple[str, str, str] | None:
+    """The batched form of a per-version template: (template, model label, version label), or None.
+
+    `name="{model}"` and `name="{version}"` become regex matchers (`=~"{models}"`, `=~"{versions}"`)
+    and every aggregation (`sum`, `avg`, `min`, `max`, `count`, with or without `by`) keeps the two
+    labels, so one answer holds every model and version, cut apart by those labels. None when the
+    template has no such matchers or no aggregation to extend (it is then read per model).
+    """
+    labels = {kind: label for label, kind in _MATCHER_RE.findall(template)}
+    if set(labels) != {"model", "version"} or labels["model"] == labels["version"]:
+        return None
+    if " without" in template or re.search(r"\)\s*by\s*\(", template) or not (_AGG_BY_RE.search(template) or _AGG_BARE_RE.search(template)):
+        return None
+    keep = f"{labels['model']}, {labels['version']}"
+    out = _MATCHER_RE.sub(lambda m: f'{m.group(1)}=~"{{{m.group(2)}s}}"', template)
+    out = _AGG_BY_RE.sub(lambda m: f"{m.group(1)} by ({keep}, ", out)
+    out = _AGG_BARE_RE.sub(lambda m: f"{m.group(1)} by ({keep}) (", out)
+    out = out.replace(f"({keep}, )", f"({keep})")  # `sum by () (...)` had no label of its own
+    return out, labels["model"], labels["version"]
+
+
+def _regex_alternatives(values: Iterable[str]) -> str:
+    """`a|b|c` for a PromQL regex matcher: each value escaped for RE2, then for the PromQL string."""
+    return "|".join(re.escape(v).replace("\\", "\\\\") for v in sorted(set(values)))
+
+
+def render_batch(template: str, requests: Sequence[ReadRequest]) -> str:
+    """Fill a batched template for several models (they share one `{since}`, see `_by_window`)."""
+    since = requests[0].since_seconds if requests else 1
+    return (
+        template.replace("{models}", _regex_alternatives(check_name(r.model) for r in requests))
+        .replace("{versions}", _regex_alternatives(check_version(v) for r in requests for v in r.versions))
+        .replace("{since}", str(since_window(since)))
+        .replace("{segment}", SEGMENT_LABEL)
+    )
+
+
+def _by_window(template: str, requests: Sequence[ReadRequest]) -> list[list[ReadRequest]]:
+    """One group for a template without `{since}`; else one group per distinct window (exact figures)."""
+    if "{since}" not in template:
+        return [list(requests)] if requests else []
+    groups: dict[int, list[ReadRequest]] = {}
+    for r in requests:
+        groups.setdefault(since_window(r.since_seconds), []).append(r)
+    return [groups[w] for w in sorted(groups)]
 
 
 def since_window(since_seconds: float) -> int:
@@ -118,22 +173,98 @@ class PrometheusProvider:
                     query = render_query(template, model, version, since_seconds)
                     status, body = http.get(endpoint, {"query": query})
                     series, problem = self._read(status, body, endpoint)
-                    if problem is None:
-                        by_segment, problem = self._by_segment(quantity, series, stamps)
-                    if problem is not None:
-                        problems[self._field(quantity)] = problem
-                    else:
-                        values[quantity] = by_segment
-                if not values and problems and all("no series" in p for p in problems.values()):
-                    continue  # no data at all for this version: it is not in the answer
-                if "requests" in values:
-                    # an event series appears with its first event: none yet while requests flow is zero
-                    for quantity in [q for q in self.counters if problems.get(q, "").startswith("no series")]:
-                        del problems[quantity]
-                        values[quantity] = {seg: 0.0 for seg in values["requests"]}
-                out[version] = Reading(segments=self._segments(values), problems=problems,
-                                       timestamp=min(stamps) if stamps else None)
+                    self._take(quantity, series, problem, values, problems, stamps)
+                reading = self._reading(values, problems, stamps)
+                if reading is not None:
+                    out[version] = reading
         return out
+
+    def read_many(self, requests: Sequence[ReadRequest], *,
+                  time_left: float | None = None) -> BatchAnswer:
+        """Several models at once: one query per quantity (and distinct `{since}`), `sum by (model, version)`.
+
+        Each answer is cut by its model and version labels and read exactly as `read` reads a
+        per-version answer, so the figures are the same. A template the batch form cannot be
+        derived from (see `batch_template`), and an endpoint URL with `{model}`, are read per model.
+        """
+        out: BatchAnswer = {}
+        if "{model}" in self.endpoint:
+            for r in requests:
+                try:
+                    out[r.model] = self.read(r.model, list(r.versions), r.since_seconds, time_left=time_left)
+                except Exception as exc:  # noqa: BLE001 - one model's failure is that model's error poll
+                    out[r.model] = exc
+            return out
+        endpoint = self.endpoint
+        wanted = {(r.model, v) for r in requests for v in r.versions}
+        values: dict[tuple[str, str], dict[str, dict[str, Any]]] = {key: {} for key in wanted}
+        problems: dict[tuple[str, str], dict[str, str]] = {key: {} for key in wanted}
+        stamps: dict[tuple[str, str], list[float]] = {key: [] for key in wanted}
+        # the byte cap bounds one model's answer; a batch carries many
+        limits = replace(self.limits, max_bytes=self.limits.max_bytes * max(1, len(requests)))
+        try:
+            with HttpSession(limits, self._token, self._monotonic, time_left) as http:
+                for quantity, template in self.queries.items():
+                    batched = batch_template(template)
+                    if batched is None:
+                        for r in requests:
+                            for version in r.versions:
+                                query = render_query(template, r.model, version, r.since_seconds)
+                                status, body = http.get(endpoint, {"query": query})
+                                series, problem = self._read(status, body, endpoint)
+                                key = (r.model, version)
+                                self._take(quantity, series, problem, values[key], problems[key], stamps[key])
+                        continue
+                    template_text, model_label, version_label = batched
+                    for group in _by_window(template_text, requests):
+                        query = render_batch(template_text, group)
+                        status, body = http.get(endpoint, {"query": query})
+                        series, problem = self._read(status, body, endpoint)
+                        cut: dict[tuple[str, str], list[Any]] = {}
+                        for item in series:
+                            labels = item.get("metric") if isinstance(item, dict) else None
+                            labels = labels if isinstance(labels, dict) else {}
+                            found = (str(labels.get(model_label)), str(labels.get(version_label)))
+                            if found in wanted:
+                                cut.setdefault(found, []).append(item)
+                        for r in group:
+                            for version in r.versions:
+                                key = (r.model, version)
+                                self._take(quantity, cut.get(key, []), problem, values[key], problems[key],
+                                           stamps[key])
+        except MetricsError as exc:  # the server as a whole failed: every model's poll is an error poll
+            return {r.model: exc for r in requests}
+        for r in requests:
+            readings: dict[str, Reading] = {}
+            for version in r.versions:
+                key = (r.model, version)
+                reading = self._reading(values[key], problems[key], stamps[key])
+                if reading is not None:
+                    readings[version] = reading
+            out[r.model] = readings
+        return out
+
+    def _take(self, quantity: str, series: list[Any], problem: str | None, values: dict[str, dict[str, Any]],
+              problems: dict[str, str], stamps: list[float]) -> None:
+        """File one quantity's answer for one version: its values by segment, or its problem."""
+        if problem is None:
+            by_segment, problem = self._by_segment(quantity, series, stamps)
+        if problem is not None:
+            problems[self._field(quantity)] = problem
+        else:
+            values[quantity] = by_segment
+
+    def _reading(self, values: dict[str, dict[str, Any]], problems: dict[str, str],
+                 stamps: list[float]) -> Reading | None:
+        """One version's Reading from its quantities (None: no data at all, it is not in the answer)."""
+        if not values and problems and all("no series" in p for p in problems.values()):
+            return None
+        if "requests" in values:
+            # an event series appears with its first event: none yet while requests flow is zero
+            for quantity in [q for q in self.counters if problems.get(q, "").startswith("no series")]:
+                del problems[quantity]
+                values[quantity] = {seg: 0.0 for seg in values["requests"]}
+        return Reading(segments=self._segments(values), problems=problems, timestamp=min(stamps) if stamps else None)
 
     def _field(self, quantity: str) -> str:
         """The Counters name of a quantity (the key of its problems)."""

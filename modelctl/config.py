@@ -64,10 +64,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "remote": {"name": "origin", "branch": "main", "push": False, "deadline": 30},
     # off for registries made before it existed; the template turns it on (README "GitOps")
     "render": {"enabled": False, "dir": "rendered", "namespace": None},
+    "segments": {"attributes": [], "rules": {}},
 }
 
 # Sections whose user value replaces the default whole instead of merging key by key.
-_REPLACE = {("analysis", "metrics"), ("gate", "metrics"), ("metrics", "queries"), ("pinning", "providers")}
+_REPLACE = {("analysis", "metrics"), ("gate", "metrics"), ("metrics", "queries"), ("pinning", "providers"),
+            ("segments", "rules")}
 
 
 def _merge(base: Mapping[str, Any], override: Mapping[str, Any], path: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -245,6 +247,15 @@ class NotificationsConfig(_Section):
 
 
 @dataclass(frozen=True, slots=True)
+class SegmentsConfig(_Section):
+    """`segments:` the caller attributes requests carry and the named rules a canary may be limited to
+    (modelctl.segments; README "Routes and segments")."""
+
+    attributes: tuple[str, ...]
+    rules: Mapping[str, Mapping[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """modelctl.yaml after schema validation and defaults: typed, and immutable all the way down."""
 
@@ -259,6 +270,7 @@ class Config:
     deprecation: DeprecationConfig
     notifications: NotificationsConfig
     render: RenderConfig
+    segments: SegmentsConfig = SegmentsConfig(attributes=(), rules=MappingProxyType({}))
 
     def as_dict(self) -> dict[str, Any]:
         """The effective document as plain YAML data (a fresh copy), for the pure modules whose
@@ -290,6 +302,8 @@ def build(data: Mapping[str, Any]) -> Config:
                                           webhooks=_freeze(doc["notifications"]["webhooks"])),
         render=RenderConfig(enabled=doc["render"]["enabled"], dir=doc["render"]["dir"],
                             namespace=doc["render"]["namespace"]),
+        segments=SegmentsConfig(attributes=tuple(doc["segments"]["attributes"]),
+                                rules=_freeze(doc["segments"]["rules"])),
     )
 
 
@@ -321,6 +335,10 @@ def problems(doc: yamlio.Document) -> list[str]:
             reason = getattr(exc, "msg", None) or type(exc).__name__
             out.append(f"{doc.path}:{line}: pinning.providers.{provider}: {shown(rule)} is not a valid regular "
                        f"expression ({reason}); write one such as '^.+-\\d{{4}}-\\d{{2}}-\\d{{2}}$'")
+    from .segments import problems as segment_problems
+
+    for where, message in segment_problems(doc.data.get("segments") or {}):
+        out.append(f"{doc.path}:{doc.line_of(where) or doc.line_of(where[:-1]) or 1}: {'.'.join(where)}: {message}")
     render_dir = (doc.data.get("render") or {}).get("dir")
     if isinstance(render_dir, str) and render_dir.split("/", 1)[0] in _RESERVED_DIRS:
         line = doc.line_of(("render", "dir")) or 1

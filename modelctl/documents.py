@@ -48,6 +48,7 @@ class Split(TypedDict):
     version: str
     percent: Number
     started: NotRequired[str]
+    segment: NotRequired[str]  # canary only: the caller segment it serves
 
 
 class Hold(TypedDict):
@@ -91,6 +92,10 @@ class ShadowCost(TypedDict):
     over_budget: bool
 
 
+RollbackChange = TypedDict("RollbackChange", {"from": str, "to": str, "kind": str, "redeploy": bool})
+RollbackChange.__doc__ = "What a rollback changed for a gateway: model, prompt and/or config; redeploy when the model did."
+
+
 TransitionResult = TypedDict("TransitionResult", {
     "name": str,
     "action": str,
@@ -107,6 +112,7 @@ TransitionResult = TypedDict("TransitionResult", {
     "reason": str | None,
     "gate": str | None,
     "cost": NotRequired[ShadowCost],
+    "change": NotRequired[RollbackChange],
 })
 TransitionResult.__doc__ = "What a lifecycle write (promote, shadow, canary, rollback) did, and the state after it."
 
@@ -230,6 +236,7 @@ class ResolvedBundle(TypedDict):
     prompt: dict[str, str]
     config: dict[str, Any]
     fallbacks: NotRequired[list[dict[str, Any]]]
+    segment: NotRequired[dict[str, Any]]  # canary only: {name, attribute, equals | in}
 
 
 class Assignment(TypedDict):
@@ -240,6 +247,7 @@ class Assignment(TypedDict):
     bucket: str
     buckets: int
     canary_when: str
+    segment_when: NotRequired[str]
 
 
 class KeyAssignment(TypedDict):
@@ -249,6 +257,7 @@ class KeyAssignment(TypedDict):
     bucket: int
     version: str | None
     role: Literal["active", "canary"] | None
+    attributes: NotRequired[dict[str, str]]
 
 
 class RoutingDocument(TypedDict):
@@ -260,6 +269,7 @@ class RoutingDocument(TypedDict):
     canary: ResolvedBundle | None
     shadow: ResolvedBundle | None
     assignment: Assignment
+    change: NotRequired[RollbackChange]
 
 
 class ResolveDocument(RoutingDocument):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -89,7 +89,9 @@ def _model_document(snap: Snapshot, name: str, overrides: Mapping[str, bytes | N
     raws = _read_over(snap, overrides, sorted(paths.values()))
     bundles = {v: yamlio.loads(content, p).data for v, p in paths.items() if (content := raws[p]) is not None}
     prompts = _read_over(snap, overrides, manifests.prompt_paths(bundles))
-    return manifests.document(dep, bundles, prompts)
+    from .segments import rules_of
+
+    return manifests.document(dep, bundles, prompts, segments=rules_of(configmod.load(snap).as_dict()))
 
 
 def _deployed(snap: Snapshot) -> set[str]:
@@ -607,6 +609,8 @@ def _summary(name: str, transition: Transition, pairs: list[tuple[str, str]],
         out["cost"] = cost
     out["reason"] = trailers.first(pairs, trailers.REASON)
     out["gate"] = trailers.first(pairs, trailers.GATE)
+    if transition.action == "rollback" and dep.get("change"):
+        out["change"] = dep["change"]
     # built key by key so that --json keeps its published key order (cost before reason and gate)
     return cast("TransitionResult", out)
 
@@ -616,6 +620,9 @@ def _transition_plan(snap: Snapshot, name: str, raw: bytes, transition: Transiti
     """One commit that rewrites deployments/<name>.yaml only, plus the transition's tags."""
     if transition.noop:
         return Plan(noop=True, result=transition.note)
+    if transition.action != "rollback" and "change" in transition.deployment:
+        # `change` describes the rollback that wrote it; any later lifecycle write makes it stale
+        transition = replace(transition, deployment={k: v for k, v in transition.deployment.items() if k != "change"})
     path = deployment_path(name)
     content = dump_deployment(transition.deployment, raw, path)
     pairs = list(transition.trailers) + list(extra_trailers)
@@ -758,18 +765,26 @@ def shadow(reg: Reader, name: str, version: str, percent: float | None = None, *
 
 def canary(reg: Reader, name: str, version: str, percent: float | None, *, force: bool = False,
            reason: str | None = None, opts: WriteOptions | None = None,
-           expect_canary: tuple[str, float] | None = None, evidence: str | None = None) -> Outcome:
-    """Start a canary at one of canary.steps, or move a live canary's percent (`expect_canary`: see promote)."""
+           expect_canary: tuple[str, float] | None = None, evidence: str | None = None,
+           segment: str | None = None) -> Outcome:
+    """Start a canary at one of canary.steps, or move a live canary's percent (`expect_canary`: see promote).
+
+    `segment`: serve only callers in that segment of modelctl.yaml's segments.rules (percent within it).
+    """
     from . import state
+    from .segments import check_segment_name
 
     check_name(name), check_version(version)
+    if segment is not None:
+        check_segment_name(segment)
     opts = opts or WriteOptions()
 
     def plan(snap: Snapshot) -> Plan:
         cfg = configmod.load(snap)
         dep, raw = _load_deployment(snap, name)
         _expect_canary(dep, name, expect_canary)
-        t = state.canary(dep, version, percent, cfg.as_dict(), force=force, reason=reason, now=_now_iso())
+        t = state.canary(dep, version, percent, cfg.as_dict(), force=force, reason=reason, now=_now_iso(),
+                         segment=segment)
         extra = _gate_check(reg, snap, cfg, name, version, force, reason) if _enters(t, "canary") else []
         return _transition_plan(snap, name, raw, t, extra + _evidence(evidence))
 
@@ -855,6 +870,26 @@ def rollback(reg: Reader, name: str, *, to: str | None = None, reason: str | Non
             if who:
                 note += f" by {who['author']} at {who['time']} (commit {who['commit'][:12]})"
             return Plan(noop=True, result=note)
-        return _transition_plan(snap, name, raw, t)
+        change = _rollback_change(reg, snap, name, t)
+        if change is not None:
+            t = replace(t, deployment={**t.deployment, "change": change})
+        return _transition_plan(snap, name, raw, t, [(trailers.CHANGE, change["kind"])] if change else [])
 
     return _land(reg, plan, opts, name)
+
+
+def _rollback_change(reg: Reader, snap: Snapshot, name: str, t: Transition) -> dict[str, Any] | None:
+    """Which of model, prompt, config differ between the version a rollback takes out of service and
+    the one that serves its traffic now (README "Config-only rollback"); None when one is unknown.
+
+    Bundles change one variable at a time against their parent, so a rollback to the parent names
+    exactly one; between versions further apart every differing one is named, in that order.
+    """
+    served = t.deployment.get("active")
+    if not t.version or not served or served == t.version:
+        return None
+    old, new = reg.bundle(name, t.version, snap), reg.bundle(name, served, snap)
+    if not old or not new:
+        return None
+    kinds = bundlemod.classify(new, old).kinds
+    return {"from": t.version, "to": served, "kind": ",".join(kinds) or "none", "redeploy": "model" in kinds}

@@ -35,6 +35,7 @@ PARENT = "Modelctl-Parent"
 CHANGE = "Modelctl-Change"
 SEMVER = "Modelctl-Semver"
 MULTI_CHANGE = "Modelctl-Multi-Change"
+SEGMENT = "Modelctl-Segment"  # the caller segment a canary serves (README "Routes and segments")
 # tag messages and doctor's repairs
 EVENT = "Modelctl-Event"
 STAGE = "Modelctl-Stage"
@@ -48,6 +49,7 @@ TRANSITION_ORDER: tuple[tuple[str, str], ...] = (
     ("to_status", TO),
     ("percent", PERCENT),
     ("from_percent", FROM_PERCENT),
+    ("segment", SEGMENT),
     ("replaces", REPLACES),
     ("restored", RESTORED),
     ("waived", WAIVED),

@@ -132,6 +132,7 @@ TYPED = [
     ("RegisterResult", "write", "/$defs/registerResult"),
     ("TransitionResult", "write", "/$defs/transitionResult"),
     ("ShadowCost", "write", "/$defs/cost"),
+    ("RollbackChange", "write", "/$defs/change"),
     ("PullRequest", "write", "/properties/pull_request"),
     ("StatusDocument", "status", ""),
     ("StatusRow", "status", "/properties/models/items"),

@@ -37,6 +37,20 @@ SEGMENT_WHEN = ("attributes[canary.segment.attribute] == canary.segment.equals "
 # every percent may be used inside a segment, and all of it (100) too: the segment bounds the risk
 SEGMENT_PERCENT = 100
 
+# (key, attributes, bucket, version) with active 2.4.0 and canary 2.5.0 at 50 % of segment
+# internal {attribute: tier, equals: internal}: the README table and tests/test_segments.py check these.
+VECTOR_MODEL = "support-agent"
+VECTOR_RULES: dict[str, dict[str, Any]] = {"internal": {"attribute": "tier", "equals": "internal"}}
+TEST_VECTORS: list[tuple[str, dict[str, str], int, str]] = [
+    ("user-42", {"tier": "internal"}, 4527, "2.5.0"),
+    ("user-42", {}, 4527, "2.4.0"),
+    ("user-42", {"tier": "external"}, 4527, "2.4.0"),
+    ("user-42", {"tier": "Internal"}, 4527, "2.4.0"),
+    ("user-43", {"tier": "internal", "region": "eu-west-1"}, 1409, "2.5.0"),
+    ("", {"tier": "internal"}, 7387, "2.4.0"),
+    ("customer:ACME/eu-west-1", {"tier": "internal"}, 8898, "2.4.0"),
+]
+
 
 def check_segment_name(name: object) -> str:
     """The segment name if it is a DNS label, else UsageError (exit 2)."""

@@ -114,3 +114,279 @@ def test_the_next_lifecycle_write_clears_the_change(lineage):
 def test_a_deployment_without_a_rollback_has_no_change_key(lineage):
     doc = json.loads(run_cli("resolve", NAME, "--json", cwd=lineage.root).stdout)
     assert "change" not in doc and "change" not in rendered(lineage.root)
+
+
+# -- §2 segments ------------------------------------------------------------------------------------
+
+SEGMENTS_YAML = """
+segments:
+  attributes: [tier, region]
+  rules:
+    internal: {attribute: tier, equals: internal}
+    eu: {attribute: region, in: [eu-west-1, eu-central-1]}
+"""
+RULES = {"internal": {"attribute": "tier", "equals": "internal"},
+         "eu": {"attribute": "region", "in": ["eu-west-1", "eu-central-1"]}}
+INTERNAL = {"tier": "internal"}
+
+
+def declare_segments(root, text=SEGMENTS_YAML) -> None:
+    with open(root / "modelctl.yaml", "a") as f:
+        f.write(text)
+    git(root, "commit", "-q", "-am", "declare segments")
+
+
+@pytest.fixture
+def segmented(lineage):
+    """The lineage registry with segments declared and 1.0.1 through staging and shadow."""
+    declare_segments(lineage.root)
+    lineage.promote(NAME, "1.0.1", "staging")
+    lineage.shadow(NAME, "1.0.1", 5)
+    return lineage
+
+
+def keys_by_bucket(limit: int, count: int, below: bool) -> list[str]:
+    """Keys of NAME whose bucket is below (or at least) `limit`."""
+    out, i = [], 0
+    while len(out) < count:
+        key = f"user-{i}"
+        if (routing.bucket(NAME, key) < limit) == below:
+            out.append(key)
+        i += 1
+    return out
+
+
+def resolve_key(root, key, *attrs) -> tuple[str, str]:
+    result = run_cli("resolve", NAME, "--key", key, *[a for x in attrs for a in ("--attr", x)], cwd=root)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip(), result.stderr
+
+
+def test_rules_match_exact_strings_and_a_missing_attribute_is_outside():
+    assert segments.matches(RULES["internal"], {"tier": "internal"})
+    assert not segments.matches(RULES["internal"], {"tier": "Internal"})
+    assert not segments.matches(RULES["internal"], {})
+    assert not segments.matches(RULES["internal"], None)
+    assert not segments.matches(RULES["internal"], {"tier": 1})
+    assert segments.matches(RULES["eu"], {"region": "eu-central-1", "tier": "x"})
+    assert not segments.matches(RULES["eu"], {"region": "us-east-1"})
+
+
+@pytest.mark.parametrize(("key", "attributes", "bucket", "version"), segments.TEST_VECTORS)
+def test_segment_vectors(key, attributes, bucket, version):
+    dep = {"name": segments.VECTOR_MODEL, "active": "2.4.0",
+           "canary": {"version": "2.5.0", "percent": 50, "segment": "internal"}}
+    assert routing.bucket(segments.VECTOR_MODEL, key) == bucket
+    assert routing.assign(dep, key, attributes=attributes, segments=segments.VECTOR_RULES) == version
+
+
+def test_readme_lists_the_segment_vectors():
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    for key, attributes, bucket, version in segments.TEST_VECTORS:
+        shown = ", ".join(f"{k}={v}" for k, v in attributes.items()) or "(none)"
+        assert f"| `{key}` | {shown} | {bucket} | {version} |" in readme
+
+
+def test_over_100000_keys_the_segment_gets_its_percent_and_no_one_else_gets_the_canary():
+    dep = {"name": NAME, "active": "1.0.0", "canary": {"version": "1.0.1", "percent": 10, "segment": "internal"}}
+    inside = sum(routing.assign(dep, f"k{i}", attributes=INTERNAL, segments=RULES) == "1.0.1"
+                 for i in range(100_000))
+    assert abs(inside / 100_000 - 0.10) <= 0.005
+    outside = [{"tier": "external"}, {}, None, {"region": "eu-west-1"}]
+    assert not any(routing.assign(dep, f"k{i}", attributes=outside[i % 4], segments=RULES) == "1.0.1"
+                   for i in range(100_000))
+
+
+def test_a_segment_canary_serves_only_the_segment_then_widens_to_everyone(segmented):
+    root = segmented.root
+    result = run_cli("canary", NAME, "1.0.1", "--segment", "internal", "--pct", "50", cwd=root)
+    assert result.returncode == 0, result.stderr
+    assert git(root, "log", "-1", "--format=%s").strip() == "modelctl: canary support-agent 1.0.1 at 50% of segment internal"
+    said = head_trailers(root)
+    assert "Modelctl-Percent: 50\nModelctl-Segment: internal\n" in said
+    assert "segment: internal" in deployment(root)
+    doc = rendered(root)
+    assert doc["canary"]["segment"] == {"name": "internal", "attribute": "tier", "equals": "internal"}
+    assert doc["assignment"]["segment_when"] == segments.SEGMENT_WHEN
+    inside, outside = keys_by_bucket(5000, 3, True), keys_by_bucket(5000, 3, False)
+    for key in inside:
+        assert resolve_key(root, key, "tier=internal")[0] == "1.0.1"
+        out, err = resolve_key(root, key)  # no attribute: not in the segment
+        assert out == "1.0.0" and "not in segment internal (tier is not given" in err
+        assert resolve_key(root, key, "tier=external")[0] == "1.0.0"
+    for key in outside:
+        assert resolve_key(root, key, "tier=internal")[0] == "1.0.0"
+    # the serving client, from the rendered document, agrees
+    doc_file = root.parent / "doc.json"
+    doc_file.write_text(json.dumps(doc))
+    router = serving.Router.from_file(doc_file)
+    for key in inside:
+        pick = router.pick(NAME, key, attributes=INTERNAL)
+        assert (pick.version, pick.role, pick.segment) == ("1.0.1", "canary", "internal")
+        assert pick.attributes()["modelctl.segment"] == "internal"
+        assert router.pick(NAME, key).version == "1.0.0"
+        assert router.pick(NAME, key, attributes={"tier": "external"}).version == "1.0.0"
+    # 100 % of the segment is allowed without --pct
+    assert run_cli("canary", NAME, "1.0.1", "--segment", "internal", "--pct", "100", cwd=root).returncode == 0
+    assert all(resolve_key(root, k, "tier=internal")[0] == "1.0.1" for k in outside)
+    # widening: everyone, by the same bucket rule
+    result = run_cli("canary", NAME, "1.0.1", "--pct", "10", cwd=root)
+    assert result.returncode == 0, result.stderr
+    assert git(root, "log", "-1", "--format=%s").strip() == (
+        "modelctl: canary support-agent 1.0.1 100% of segment internal -> 10% of everyone")
+    assert "Modelctl-Segment" not in head_trailers(root)
+    assert "segment" not in deployment(root)
+    doc = rendered(root)
+    assert "segment" not in doc["canary"] and "segment_when" not in doc["assignment"]
+    low = keys_by_bucket(1000, 2, True)
+    assert [resolve_key(root, k)[0] for k in low] == ["1.0.1", "1.0.1"]
+    assert run_cli("check", cwd=root).returncode == 0
+
+
+def test_which_answers_a_segment_canary_from_history(segmented):
+    root = segmented.root
+    assert run_cli("canary", NAME, "1.0.1", "--segment", "internal", "--pct", "50", cwd=root).returncode == 0
+    key = keys_by_bucket(5000, 1, True)[0]
+    out = json.loads(run_cli("which", NAME, "--at", "now", "--key", key, "--attr", "tier=internal", "--json",
+                             cwd=root).stdout)
+    assert (out["served_by"], out["role"], out["canary"]["segment"]) == ("1.0.1", "canary", "internal")
+    out = json.loads(run_cli("which", NAME, "--at", "now", "--key", key, "--json", cwd=root).stdout)
+    assert (out["served_by"], out["role"]) == ("1.0.0", "active")
+
+
+def test_a_segment_canary_rollback_names_the_segment(segmented):
+    root = segmented.root
+    assert run_cli("canary", NAME, "1.0.1", "--segment", "eu", cwd=root).returncode == 0
+    assert "at 100% of segment eu" in git(root, "log", "-1", "--format=%s")
+    result = run_cli("rollback", NAME, cwd=root)
+    assert result.returncode == 0, result.stderr
+    said = head_trailers(root)
+    assert "Modelctl-Segment: eu\n" in said and "Modelctl-Change: prompt\n" in said
+    assert "(canary at 100% of segment eu)" in git(root, "log", "-1", "--format=%s")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--segment", "Internal_1"), "invalid segment name 'Internal_1'"),
+    (("--segment", "beta"), "segment 'beta' is not declared in modelctl.yaml (declared: eu, internal)"),
+    (("--segment", "internal", "--pct", "7"), "canary percent 7 is not allowed"),
+])
+def test_bad_segment_input_is_exit_2_and_writes_nothing(segmented, args, message):
+    root = segmented.root
+    before = repo_state(root)
+    result = run_cli("canary", NAME, "1.0.1", *args, cwd=root)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2
+    assert repo_state(root) == before
+
+
+@pytest.mark.parametrize("attr", ["tier", "=internal", "ti er=x", "tier=a\x01b"])
+def test_a_malformed_attr_is_exit_2(segmented, attr):
+    root = segmented.root
+    before = repo_state(root)
+    for cmd in (["resolve", NAME, "--key", "k"], ["which", NAME, "--at", "now", "--key", "k"]):
+        result = run_cli(*cmd, "--attr", attr, cwd=root)
+        assert result.returncode == 2 and "error: invalid --attr" in result.stderr, result.stderr
+    result = run_cli("resolve", NAME, "--attr", "tier=internal", cwd=root)
+    assert result.returncode == 2 and "--attr describes the request of --key" in result.stderr
+    assert repo_state(root) == before
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("\nsegments:\n  attributes: [tier]\n  rules:\n    eu: {attribute: region, equals: eu-west-1}\n",
+     "segments.rules.eu.attribute: segment eu uses attribute 'region', which segments.attributes does not declare"),
+    ("\nsegments:\n  attributes: [tier]\n  rules:\n    Beta_Users: {attribute: tier, equals: beta}\n",
+     "segment name 'Beta_Users' is not a DNS label"),
+])
+def test_a_bad_segment_rule_is_refused_by_check_and_by_every_write(lineage, text, message):
+    root = lineage.root
+    declare_segments(root, text)
+    lineage_before = repo_state(root)
+    result = run_cli("check", cwd=root)
+    assert result.returncode != 0 and message in result.stdout + result.stderr
+    result = run_cli("promote", NAME, "1.0.1", "--to", "staging", cwd=root)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert repo_state(root) == lineage_before
+
+
+def test_check_judges_hand_edits_of_the_segment(segmented):
+    root = segmented.root
+    assert run_cli("canary", NAME, "1.0.1", "--segment", "internal", "--pct", "50", cwd=root).returncode == 0
+    path = root / "deployments" / f"{NAME}.yaml"
+    good = path.read_text()
+    base = git(root, "rev-parse", "HEAD").strip()
+    # a legal hand edit: 50 % of the segment -> 100 % of it
+    path.write_text(good.replace("percent: 50", "percent: 100"))
+    git(root, "commit", "-q", "-am", "hand edit: whole segment")
+    assert run_cli("render", "--write", cwd=root).returncode == 0
+    result = run_cli("check", "--changed-since", base, cwd=root)
+    assert result.returncode == 0, result.stdout
+    # an illegal one: a segment modelctl.yaml does not declare
+    path.write_text(good.replace("segment: internal", "segment: beta"))
+    git(root, "commit", "-q", "-am", "hand edit: undeclared segment")
+    result = run_cli("check", "--changed-since", base, cwd=root)
+    assert result.returncode != 0 and "segment 'beta' is not declared" in result.stdout + result.stderr
+
+
+# -- watch: a segment canary is judged within its segment ------------------------------------------
+
+@pytest.mark.e2e
+def test_watch_rolls_back_a_regression_inside_the_segment_and_names_it(tmp_path, write_bundle):
+    """Real CLI, real git, a real http-json server: the canary serves segment internal; inside it
+    the canary's error rate is six times the active version's in the same segment."""
+    import time
+
+    from test_watch_e2e import ACTIVE, CANARY, assert_rolled_back, finish, live, make_registry, start_watch
+
+    from modelctl import watch as watchmod
+
+    name = "support-agent"
+    registry = make_registry(tmp_path / "reg", name, write_bundle, {"segments": {
+        "attributes": ["tier"], "rules": {"internal": {"attribute": "tier", "equals": "internal"}}}})
+    from test_watch import set_deployment_of
+
+    set_deployment_of(registry, name, canary={"version": CANARY, "percent": 10, "segment": "internal",
+                                              "started": watchmod.iso(time.time())})
+    server = live(name, segments={"internal": 0.2, "external": 0.8})
+    server.segment_rates[(CANARY, "internal")] = 0.06
+    with server:
+        started = time.time()
+        code, lines, err = finish(start_watch(registry, name, "--url", server.url, "--interval", "0.5s",
+                                              "--max-duration", "40s"))
+    assert code == 1, err
+    assert_rolled_back(registry, name, started, lines, metric="error_rate")
+    assert "rolled back canary 1.0.1 of support-agent in segment internal" in lines[-1]["message"]
+    said = git(registry, "log", "-1", "--format=%(trailers:only,unfold)")
+    assert "Modelctl-Segment: internal\n" in said
+    assert "(canary at 10% of segment internal), 1.0.0 keeps serving" in git(registry, "log", "-1", "--format=%s")
+    assert ACTIVE in said  # Modelctl-Restored
+
+
+@pytest.mark.e2e
+def test_watch_ignores_a_regression_outside_the_segment(tmp_path, write_bundle):
+    """The same canary, healthy inside its segment and six times worse outside it (traffic it does not
+    serve): judged within the segment, nothing is rolled back."""
+    import time
+
+    from test_watch_e2e import CANARY, finish, live, make_registry, polls_of, start_watch
+
+    from modelctl import watch as watchmod
+
+    name = "support-agent"
+    registry = make_registry(tmp_path / "reg", name, write_bundle, {"segments": {
+        "attributes": ["tier"], "rules": {"internal": {"attribute": "tier", "equals": "internal"}}}})
+    from test_watch import set_deployment_of
+
+    set_deployment_of(registry, name, canary={"version": CANARY, "percent": 10, "segment": "internal",
+                                              "started": watchmod.iso(time.time())})
+    before = repo_state(registry)
+    server = live(name, segments={"internal": 0.2, "external": 0.8})
+    server.segment_rates[(CANARY, "external")] = 0.06
+    with server:
+        code, lines, err = finish(start_watch(registry, name, "--url", server.url, "--interval", "0.5s",
+                                              "--max-duration", "6s"))
+    assert code == 0, err
+    assert polls_of(lines) and all(p["action"] != "rollback" for p in polls_of(lines))
+    assert repo_state(registry) == before

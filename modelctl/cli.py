@@ -1075,7 +1075,6 @@ def canary(
 
     \b
     Example:
-      modelctl canary support-agent 2.4.0 --pct 5
       modelctl canary support-agent 2.4.0 --segment internal --pct 50
     """
     from . import ops, render
@@ -1212,7 +1211,7 @@ def which(
 
     \b
     Example:
-      modelctl which support-agent --at 2026-02-14T09:30:00Z --key user-42 --attr tier=internal
+      modelctl which support-agent --at 2026-02-14T09:30:00Z --key user-42
     """
     from . import render
     from .names import check_name

@@ -1153,6 +1153,11 @@ def problems(dep: dict[str, Any], name: str, bundles: Iterable[str]) -> list[tup
         if st in ("canary", "shadow") and (dep.get(st) or {}).get("version") != v:
             split = dep.get(st)
             out.append((f"{v} has status {st} but {st} is {split['version'] if split else 'null'}", ("versions", v)))
+    change = dep.get("change") or None
+    if change and (change.get("to") != active or versions.get(change.get("from")) not in OUT_OF_SERVICE):
+        out.append((f"change says a rollback took {change.get('from')} out of service for {change.get('to')}, but "
+                    f"active is {active} and {change.get('from')} is {versions.get(change.get('from')) or 'missing'}; "
+                    "only a rollback writes change (the next lifecycle write removes it)", ("change",)))
     if (dep.get("shadow") or {}).get("segment") is not None:
         out.append(("a shadow mirrors a share of all traffic; segment applies to a canary only", ("shadow", "segment")))
     if dep.get("canary") and not active:

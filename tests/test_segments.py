@@ -390,3 +390,14 @@ def test_watch_ignores_a_regression_outside_the_segment(tmp_path, write_bundle):
     assert code == 0, err
     assert polls_of(lines) and all(p["action"] != "rollback" for p in polls_of(lines))
     assert repo_state(registry) == before
+
+
+def test_check_refuses_a_hand_written_change_that_no_rollback_explains(lineage):
+    root = lineage.root
+    path = root / "deployments" / f"{NAME}.yaml"
+    path.write_text(path.read_text() + 'change: {from: "1.0.2", to: "1.0.0", kind: config, redeploy: false}\n')
+    git(root, "commit", "-q", "-am", "hand edit: a change without a rollback")
+    result = run_cli("check", cwd=root)
+    assert result.returncode != 0
+    assert "change says a rollback took 1.0.2 out of service for 1.0.0, but active is 1.0.0 and 1.0.2 is registered" \
+        in result.stdout

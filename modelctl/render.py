@@ -77,7 +77,8 @@ def fmt(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, dict) and "version" in value and "percent" in value:
-        return f"{value['version']} ({_pct(value['percent'])}%)"
+        of = f" of {value['segment']}" if value.get("segment") else ""  # a canary limited to a segment
+        return f"{value['version']} ({_pct(value['percent'])}%{of})"
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, (list, tuple)):

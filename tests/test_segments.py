@@ -401,3 +401,12 @@ def test_check_refuses_a_hand_written_change_that_no_rollback_explains(lineage):
     assert result.returncode != 0
     assert "change says a rollback took 1.0.2 out of service for 1.0.0, but active is 1.0.0 and 1.0.2 is registered" \
         in result.stdout
+
+
+def test_status_and_resolve_show_the_percent_as_a_share_of_the_segment(segmented):
+    root = segmented.root
+    assert run_cli("canary", NAME, "1.0.1", "--segment", "internal", "--pct", "25", cwd=root).returncode == 0
+    status = run_cli("status", cwd=root)
+    assert "1.0.1 (25% of internal)" in status.stdout
+    table = run_cli("resolve", NAME, cwd=root)
+    assert "25% of internal" in table.stdout

@@ -410,3 +410,19 @@ def test_status_and_resolve_show_the_percent_as_a_share_of_the_segment(segmented
     assert "1.0.1 (25% of internal)" in status.stdout
     table = run_cli("resolve", NAME, cwd=root)
     assert "25% of internal" in table.stdout
+
+
+def test_a_segment_canary_again_is_already_done_and_writes_nothing(segmented):
+    root = segmented.root
+    assert run_cli("canary", NAME, "1.0.1", "--segment", "internal", "--pct", "50", cwd=root).returncode == 0
+    tags = git(root, "tag", "-l")
+    assert "support-agent#canary#" in tags
+    before = repo_state(root)
+    result = run_cli("canary", NAME, "1.0.1", "--segment", "internal", "--pct", "50", cwd=root)
+    assert result.returncode == 0
+    assert "already done: 1.0.1 of support-agent is already in canary of segment internal at 50%" in result.stdout
+    assert repo_state(root) == before
+    # a live canary needs its percent named, with or without a segment
+    result = run_cli("canary", NAME, "1.0.1", "--segment", "eu", cwd=root)
+    assert result.returncode == 2 and "pass --pct to move it" in result.stderr
+    assert repo_state(root) == before

@@ -89,9 +89,12 @@ def _model_document(snap: Snapshot, name: str, overrides: Mapping[str, bytes | N
     raws = _read_over(snap, overrides, sorted(paths.values()))
     bundles = {v: yamlio.loads(content, p).data for v, p in paths.items() if (content := raws[p]) is not None}
     prompts = _read_over(snap, overrides, manifests.prompt_paths(bundles))
-    from .segments import rules_of
+    rules: Mapping[str, Mapping[str, Any]] = {}
+    if (dep.get("canary") or {}).get("segment"):  # only then: rendering every model stays one config read
+        from .segments import rules_of
 
-    return manifests.document(dep, bundles, prompts, segments=rules_of(configmod.load(snap).as_dict()))
+        rules = rules_of(configmod.load(snap).as_dict())
+    return manifests.document(dep, bundles, prompts, segments=rules)
 
 
 def _deployed(snap: Snapshot) -> set[str]:

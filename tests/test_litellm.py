@@ -488,6 +488,8 @@ def test_a_segment_canary_serves_only_requests_whose_attributes_are_in_it(tmp_pa
         return got, plain.choices[0].message.content
 
     answers, plain = run(go())
+    weights = {d["model_info"]["id"]: d["litellm_params"].get("weight") for d in integration.router_config([doc])["model_list"]}
+    assert weights[f"{NAME}@2.0.0"] == 100.0 and weights[f"{NAME}@2.1.0"] == 0.0
     for key, attributes, answer in answers:
         version = "2.1.0" if attributes == internal else "2.0.0"
         assert answer == f"served by {NAME}@{version}", (key, attributes)

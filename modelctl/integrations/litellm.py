@@ -88,6 +88,10 @@ def router_config(documents: Sequence[RoutingDocument] | Sequence[Mapping[str, A
             continue  # nothing serves a model without an active version
         served = [("active", active)] + ([("canary", canary)] if canary else [])
         canary_pct = float(canary["percent"]) if canary else 0.0
+        if canary and canary.get("segment"):
+            # its percent is a share of a segment LiteLLM's own weighted pick cannot see: only the
+            # routing plugin (attributes in the segment) sends requests to it
+            canary_pct = 0.0
         for role, entry in served:
             weight = canary_pct if role == "canary" else 100.0 - canary_pct
             model_list.append(_params(name, entry["version"], role, entry, entry["model"], weight))

@@ -274,7 +274,8 @@ def _rendered_findings(snap: Any, cfg: configmod.Config, files: dict[str, str], 
     for name, dep in sorted(deps.items()):
         own = {v: bundles[(name, v)] for v in manifests.served_versions(dep) if (name, v) in bundles}
         try:
-            wanted[settings.path(name)] = manifests.render_model(name, dep, own, prompts, settings)
+            wanted[settings.path(name)] = manifests.render_model(name, dep, own, prompts, settings,
+                                                                 segments=cfg.segments.as_dict()["rules"])
         except (ModelctlError, AttributeError, KeyError, TypeError, ValueError):
             unknown.add(settings.path(name))  # an invalid deployment or bundle: its own finding says why
     served = [n for n in deps if wanted.get(settings.path(n)) is not None or settings.path(n) in unknown]

@@ -1101,6 +1101,15 @@ def canary(
             show_default=False,
         ),
     ] = None,
+    segment: Annotated[
+        str | None,
+        typer.Option(
+            "--segment",
+            help="Serve only callers in this segment (segments.rules in modelctl.yaml); --pct is then a share of "
+            "the segment (default 100). A later canary without --segment widens it to everyone.",
+            show_default=False,
+        ),
+    ] = None,
     force: ForceOpt = False,
     reason: ReasonOpt = None,
     push: PushOpt = None,
@@ -1110,20 +1119,23 @@ def canary(
 ) -> None:
     """Start a canary at an allowed percent, or move the live canary's percent up or down.
 
-    Without --pct a new canary starts at the first of canary.steps; a live canary needs --pct.
+    Without --pct a new canary starts at the first of canary.steps (100 within a --segment); a live
+    canary needs --pct.
 
     \b
     Example:
-      modelctl canary support-agent 2.4.0 --pct 5
+      modelctl canary support-agent 2.4.0 --segment internal --pct 50
     """
     from . import ops, render
     from .state import fmt_pct
 
     reg = _registry()
-    out = ops.canary(reg, name, version, pct, force=force, reason=reason, opts=_write_opts(push, branch, pr_body))
+    out = ops.canary(reg, name, version, pct, force=force, reason=reason, opts=_write_opts(push, branch, pr_body),
+                     segment=segment)
     started = _summary(out)
     if pct is None and started is not None and not json_out:
-        render.say(f"starting at {fmt_pct(started['percent'])}% (first of canary.steps; pass --pct to choose)")
+        first = "of the segment" if segment is not None else "first of canary.steps"
+        render.say(f"starting at {fmt_pct(started['percent'])}% ({first}; pass --pct to choose)")
     _lifecycle_written(reg, out, json_out, branch, pr_body)
 
 
@@ -1301,6 +1313,24 @@ def log(
     render.emit_json(doc) if json_out else render.log(doc)
 
 
+AttrOpt = Annotated[
+    list[str] | None,
+    typer.Option("--attr", help="A caller attribute NAME=VALUE of the request (repeatable), for a canary limited "
+                 "to a segment; without it the request is in no segment.", show_default=False),
+]
+
+
+def _attributes(attr: list[str] | None, key: str | None) -> dict[str, str] | None:
+    """--attr options as a mapping (they describe the request of --key, so they need one)."""
+    from .errors import UsageError
+    from .segments import parse_attributes
+
+    attributes = parse_attributes(attr)
+    if attributes and key is None:
+        raise UsageError("--attr describes the request of --key", hint="add --key KEY")
+    return attributes or None
+
+
 @app.command()
 @funnel
 def which(
@@ -1312,6 +1342,7 @@ def which(
         str | None,
         typer.Option("--key", help="Routing key (user, session...): which version served it.", show_default=False),
     ] = None,
+    attr: AttrOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """What served a model at a past time: active, canary and percent, shadow, and who last changed it.
@@ -1323,7 +1354,8 @@ def which(
     from . import render
     from .names import check_name
 
-    doc = _registry().which(check_name(name), at, key=key)
+    attributes = _attributes(attr, key)
+    doc = _registry().which(check_name(name), at, key=key, attributes=attributes)
     render.emit_json(doc) if json_out else render.which(doc)
 
 
@@ -1334,20 +1366,23 @@ def resolve(
     key: Annotated[
         str | None, typer.Option("--key", help="Routing key: print the version that serves it.", show_default=False)
     ] = None,
+    attr: AttrOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """The routing document a gateway needs: active, canary and shadow with bundles and percents.
 
-    With --key, the version that serves that key (stable hash into 10,000 buckets, see README).
+    With --key, the version that serves that key (stable hash into 10,000 buckets, see README);
+    --attr gives the caller's attributes, which decide a canary limited to a segment.
 
     \b
     Example:
-      modelctl resolve support-agent --key user-42
+      modelctl resolve support-agent --key user-42 --attr tier=internal
     """
     from . import render
     from .names import check_name
 
-    doc = _registry().resolve(check_name(name), key=key)
+    attributes = _attributes(attr, key)
+    doc = _registry().resolve(check_name(name), key=key, attributes=attributes)
     render.emit_json(doc) if json_out else render.resolve(doc)
 
 

@@ -70,11 +70,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "retention": {"keep_deprecated": 3, "hot_standby_hours": 72},
     # what bundles' `compatibility:` needs are checked against (modelctl.compat)
     "platform": {"embedding": None, "api_versions": [], "accepts_breaking": [], "routes": {}},
+    "segments": {"attributes": [], "rules": {}},
 }
 
 # Sections whose user value replaces the default whole instead of merging key by key.
 _REPLACE = {("analysis", "metrics"), ("gate", "metrics"), ("metrics", "queries"), ("pinning", "providers"),
-            ("platform", "embedding"), ("platform", "routes")}
+            ("platform", "embedding"), ("platform", "routes"), ("segments", "rules")}
 
 
 def _merge(base: Mapping[str, Any], override: Mapping[str, Any], path: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -282,6 +283,15 @@ class PlatformConfig(_Section):
 
 
 @dataclass(frozen=True, slots=True)
+class SegmentsConfig(_Section):
+    """`segments:` the caller attributes requests carry and the named rules a canary may be limited to
+    (modelctl.segments; README "Routes and segments")."""
+
+    attributes: tuple[str, ...]
+    rules: Mapping[str, Mapping[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """modelctl.yaml after schema validation and defaults: typed, and immutable all the way down."""
 
@@ -299,6 +309,7 @@ class Config:
     retention: RetentionConfig
     platform: PlatformConfig
     signing: SigningConfig = SigningConfig(enabled=False)
+    segments: SegmentsConfig = SegmentsConfig(attributes=(), rules=MappingProxyType({}))
 
     def as_dict(self) -> dict[str, Any]:
         """The effective document as plain YAML data (a fresh copy), for the pure modules whose
@@ -337,6 +348,8 @@ def build(data: Mapping[str, Any]) -> Config:
                                 accepts_breaking=tuple(doc["platform"]["accepts_breaking"]),
                                 routes=_freeze(doc["platform"]["routes"])),
         signing=SigningConfig(enabled=doc["signing"]["enabled"]),
+        segments=SegmentsConfig(attributes=tuple(doc["segments"]["attributes"]),
+                                rules=_freeze(doc["segments"]["rules"])),
     )
 
 
@@ -373,6 +386,10 @@ def problems(doc: yamlio.Document) -> list[str]:
             line = doc.line_of(found.path) or 1
             hint = f"; {found.hint}" if found.hint else ""
             out.append(f"{doc.path}:{line}: {found.message}{hint}")
+    from .segments import problems as segment_problems
+
+    for where, message in segment_problems(doc.data.get("segments") or {}):
+        out.append(f"{doc.path}:{doc.line_of(where) or doc.line_of(where[:-1]) or 1}: {'.'.join(where)}: {message}")
     render_dir = (doc.data.get("render") or {}).get("dir")
     if isinstance(render_dir, str) and render_dir.split("/", 1)[0] in _RESERVED_DIRS:
         line = doc.line_of(("render", "dir")) or 1

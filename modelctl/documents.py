@@ -51,6 +51,7 @@ class Split(TypedDict):
     version: str
     percent: Number
     started: NotRequired[str]
+    segment: NotRequired[str]  # canary only: the caller segment it serves
 
 
 class Hold(TypedDict):
@@ -94,6 +95,10 @@ class ShadowCost(TypedDict):
     over_budget: bool
 
 
+RollbackChange = TypedDict("RollbackChange", {"from": str, "to": str, "kind": str, "redeploy": bool})
+RollbackChange.__doc__ = "What a rollback changed for a gateway: model, prompt and/or config; redeploy when the model did."
+
+
 TransitionResult = TypedDict("TransitionResult", {
     "name": str,
     "action": str,
@@ -110,6 +115,7 @@ TransitionResult = TypedDict("TransitionResult", {
     "reason": str | None,
     "gate": str | None,
     "cost": NotRequired[ShadowCost],
+    "change": NotRequired[RollbackChange],
 })
 TransitionResult.__doc__ = "What a lifecycle write (promote, shadow, canary, rollback) did, and the state after it."
 
@@ -263,6 +269,7 @@ class ResolvedBundle(TypedDict):
     prompt: dict[str, str]
     config: dict[str, Any]
     fallbacks: NotRequired[list[dict[str, Any]]]
+    segment: NotRequired[dict[str, Any]]  # canary only: {name, attribute, equals | in}
 
 
 class Assignment(TypedDict):
@@ -273,6 +280,7 @@ class Assignment(TypedDict):
     bucket: str
     buckets: int
     canary_when: str
+    segment_when: NotRequired[str]
 
 
 class KeyAssignment(TypedDict):
@@ -282,6 +290,7 @@ class KeyAssignment(TypedDict):
     bucket: int
     version: str | None
     role: Literal["active", "canary"] | None
+    attributes: NotRequired[dict[str, str]]
 
 
 class RoutingDocument(TypedDict):
@@ -293,6 +302,7 @@ class RoutingDocument(TypedDict):
     canary: ResolvedBundle | None
     shadow: ResolvedBundle | None
     assignment: Assignment
+    change: NotRequired[RollbackChange]
 
 
 class ResolveDocument(RoutingDocument):

@@ -9,7 +9,7 @@ A commit without trailers (a squash merge, a hand edit) is read from its deploym
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import schema, state, trailers, yamlio
@@ -255,10 +255,13 @@ def _add_signers(store: Store, tip: str, found: list[LogEvent]) -> None:
 
 
 def which(store: Store, read_deployment: Callable[[str], dict[str, Any] | None], name: str, at: str | int,
-          key: str | None = None, ref: str = "HEAD") -> WhichDocument:
+          key: str | None = None, ref: str = "HEAD", *, attributes: Mapping[str, str] | None = None,
+          read_segments: Callable[[str], Mapping[str, Mapping[str, Any]]] | None = None) -> WhichDocument:
     """What served `name` at a time: active, canary and percent, shadow; with a key, who served it.
 
-    `read_deployment(commit)` loads deployments/<name>.yaml at a commit (validated).
+    `read_deployment(commit)` loads deployments/<name>.yaml at a commit (validated);
+    `read_segments(commit)` modelctl.yaml's segments.rules there (for a canary limited to a segment,
+    which the request's `attributes` decide).
     """
     from . import routing
 
@@ -295,7 +298,9 @@ def which(store: Store, read_deployment: Callable[[str], dict[str, Any] | None],
         "shadow": (dep.get("shadow") or None) if dep else None,
     }
     if key is not None:
-        served = routing.assign(dep, key) if dep else None
+        seg = ((dep or {}).get("canary") or {}).get("segment")
+        rules = read_segments(event["commit"]) if seg and read_segments else None
+        served = routing.assign(dep, key, attributes=attributes, segments=rules) if dep else None
         live = doc["canary"]
         role: Literal["active", "canary"] | None = None
         if served is not None:

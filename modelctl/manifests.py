@@ -96,14 +96,17 @@ def prompt_paths(bundles: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 
 def document(dep: Mapping[str, Any], bundles: Mapping[str, Mapping[str, Any]],
-             prompts: Mapping[str, bytes | None]) -> dict[str, Any]:
+             prompts: Mapping[str, bytes | None], *,
+             segments: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """The rendered routing document: `resolve --json` without `commit`, prompt texts inline.
 
     ``bundles`` maps each version the deployment names to its bundle; ``prompts`` maps prompt
     paths to their bytes (a prompt that is not UTF-8 is carried with replacement characters; its
-    sha256 still names the real bytes).
+    sha256 still names the real bytes). ``segments``: modelctl.yaml's segments.rules (a canary's segment
+    rule is inlined).
     """
-    doc: dict[str, Any] = dict(routing.routing_document(dict(dep), {v: dict(b) for v, b in bundles.items()}))
+    doc: dict[str, Any] = dict(routing.routing_document(dict(dep), {v: dict(b) for v, b in bundles.items()},
+                                                        segments=segments))
     for role in ("active", "canary", "shadow"):
         entry = doc.get(role)
         if not entry:
@@ -165,12 +168,13 @@ def kustomization(names: list[str], settings: Settings) -> bytes:
 
 
 def render_model(name: str, dep: Mapping[str, Any] | None, bundles: Mapping[str, Mapping[str, Any]],
-                 prompts: Mapping[str, bytes | None], settings: Settings) -> bytes | None:
+                 prompts: Mapping[str, bytes | None], settings: Settings, *,
+                 segments: Mapping[str, Mapping[str, Any]] | None = None) -> bytes | None:
     """A model's ConfigMap file, or None when nothing serves it (its file must not exist)."""
     if not serves(dep):
         return None
     assert dep is not None
-    return configmap(name, document(dep, bundles, prompts), settings)
+    return configmap(name, document(dep, bundles, prompts, segments=segments), settings)
 
 
 def render_all(deployments: Mapping[str, Mapping[str, Any]],

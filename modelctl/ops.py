@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -99,7 +99,12 @@ def _model_document(snap: Snapshot, name: str, overrides: Mapping[str, bytes | N
     raws = _read_over(snap, overrides, sorted(paths.values()))
     bundles = {v: yamlio.loads(content, p).data for v, p in paths.items() if (content := raws[p]) is not None}
     prompts = _read_over(snap, overrides, manifests.prompt_paths(bundles))
-    return manifests.document(dep, bundles, prompts)
+    rules: Mapping[str, Mapping[str, Any]] = {}
+    if (dep.get("canary") or {}).get("segment"):  # only then: rendering every model stays one config read
+        from .segments import rules_of
+
+        rules = rules_of(configmod.load(snap).as_dict())
+    return manifests.document(dep, bundles, prompts, segments=rules)
 
 
 def _deployed(snap: Snapshot) -> set[str]:
@@ -623,6 +628,8 @@ def _summary(name: str, transition: Transition, pairs: list[tuple[str, str]],
         out["cost"] = cost
     out["reason"] = trailers.first(pairs, trailers.REASON)
     out["gate"] = trailers.first(pairs, trailers.GATE)
+    if transition.action == "rollback" and dep.get("change"):
+        out["change"] = dep["change"]
     # built key by key so that --json keeps its published key order (cost before reason and gate)
     return cast("TransitionResult", out)
 
@@ -632,6 +639,9 @@ def _transition_plan(snap: Snapshot, name: str, raw: bytes, transition: Transiti
     """One commit that rewrites deployments/<name>.yaml only, plus the transition's tags."""
     if transition.noop:
         return Plan(noop=True, result=transition.note)
+    if transition.action != "rollback" and "change" in transition.deployment:
+        # `change` describes the rollback that wrote it; any later lifecycle write makes it stale
+        transition = replace(transition, deployment={k: v for k, v in transition.deployment.items() if k != "change"})
     path = deployment_path(name)
     content = dump_deployment(transition.deployment, raw, path)
     pairs = list(transition.trailers) + list(extra_trailers)
@@ -798,18 +808,26 @@ def shadow(reg: Reader, name: str, version: str, percent: float | None = None, *
 
 def canary(reg: Reader, name: str, version: str, percent: float | None, *, force: bool = False,
            reason: str | None = None, opts: WriteOptions | None = None,
-           expect_canary: tuple[str, float] | None = None, evidence: str | None = None) -> Outcome:
-    """Start a canary at one of canary.steps, or move a live canary's percent (`expect_canary`: see promote)."""
+           expect_canary: tuple[str, float] | None = None, evidence: str | None = None,
+           segment: str | None = None) -> Outcome:
+    """Start a canary at one of canary.steps, or move a live canary's percent (`expect_canary`: see promote).
+
+    `segment`: serve only callers in that segment of modelctl.yaml's segments.rules (percent within it).
+    """
     from . import state
+    from .segments import check_segment_name
 
     check_name(name), check_version(version)
+    if segment is not None:
+        check_segment_name(segment)
     opts = opts or WriteOptions()
 
     def plan(snap: Snapshot) -> Plan:
         cfg = configmod.load(snap)
         dep, raw = _load_deployment(snap, name)
         _expect_canary(dep, name, expect_canary)
-        t = state.canary(dep, version, percent, cfg.as_dict(), force=force, reason=reason, now=_now_iso())
+        t = state.canary(dep, version, percent, cfg.as_dict(), force=force, reason=reason, now=_now_iso(),
+                         segment=segment)
         extra = _compat_check(snap, cfg, name, version, dep, force, reason) + \
             _gate_check(reg, snap, cfg, name, version, force, reason) if _enters(t, "canary") else []
         return _transition_plan(snap, name, raw, t, extra + _evidence(evidence))
@@ -955,7 +973,10 @@ def rollback(reg: Reader, name: str, *, to: str | None = None, reason: str | Non
         if t.from_status == "active" and dep.get("active"):
             _warn_cold_target(reg, snap, name, dep["active"], t.deployment.get("active"),
                               cfg.retention.hot_standby_hours)
-        return _transition_plan(snap, name, raw, t)
+        change = _rollback_change(reg, snap, name, t)
+        if change is not None:
+            t = replace(t, deployment={**t.deployment, "change": change})
+        return _transition_plan(snap, name, raw, t, [(trailers.CHANGE, change["kind"])] if change else [])
 
     return _land(reg, plan, opts, name)
 
@@ -976,3 +997,20 @@ def _warn_cold_target(reg: Reader, snap: Snapshot, name: str, undone: str, targe
         warnings.warn(f"{target} of {name} has not served since {since['time']} ({age / 3600:.0f} h ago, beyond "
                       f"the {hours:g} h hot-standby window of retention.hot_standby_hours): its serving capacity "
                       f"may be cold; warm it (or scale it up) as traffic returns to it", OperatorWarning, stacklevel=2)
+
+
+def _rollback_change(reg: Reader, snap: Snapshot, name: str, t: Transition) -> dict[str, Any] | None:
+    """Which of model, prompt, config differ between the version a rollback takes out of service and
+    the one that serves its traffic now (README "Config-only rollback"); None when one is unknown.
+
+    Bundles change one variable at a time against their parent, so a rollback to the parent names
+    exactly one; between versions further apart every differing one is named, in that order.
+    """
+    served = t.deployment.get("active")
+    if not t.version or not served or served == t.version:
+        return None
+    old, new = reg.bundle(name, t.version, snap), reg.bundle(name, served, snap)
+    if not old or not new:
+        return None
+    kinds = bundlemod.classify(new, old).kinds
+    return {"from": t.version, "to": served, "kind": ",".join(kinds) or "none", "redeploy": "model" in kinds}

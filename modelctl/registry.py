@@ -18,6 +18,8 @@ from .state import bundle_versions, expand_versions, version_key  # noqa: F401 (
 from .store import Store, read_json_lines
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
+    from collections.abc import Mapping
+
     from .documents import (
         DiffDocument,
         LogDocument,
@@ -126,9 +128,12 @@ class Registry(Reader):
         return {"schema": API_SCHEMA, "name": name, "from": v1, "to": v2, **bundle_diff(a, b)}
 
     # -- routing and history ------------------------------------------------------------------
-    def resolve(self, name: str, key: str | None = None, ref: str | None = None) -> ResolveDocument:
-        """The routing document a gateway needs; with `key`, also the version that serves that key."""
+    def resolve(self, name: str, key: str | None = None, ref: str | None = None, *,
+                attributes: Mapping[str, str] | None = None) -> ResolveDocument:
+        """The routing document a gateway needs; with `key`, also the version that serves that key
+        (for a request with caller `attributes`, which decide a canary limited to a segment)."""
         from . import routing
+        from .segments import rules_of
 
         check_name(name)
         snap = self.snapshot(ref)
@@ -139,16 +144,21 @@ class Registry(Reader):
         named = [dep.get("active")] + [(dep.get(s) or {}).get("version") for s in ("canary", "shadow")]
         bundles = {v: self.bundle(name, v, snap) for v in named if v}
         assert snap.commit is not None  # snapshot() refuses a ref that names no commit
-        routed = routing.routing_document(dep, bundles)
+        rules = rules_of(self.config(snap).as_dict()) if (dep.get("canary") or {}).get("segment") else {}
+        routed = routing.routing_document(dep, bundles, segments=rules)
         doc: ResolveDocument = {"schema": routed["schema"], "name": routed["name"], "active": routed["active"],
                                 "canary": routed["canary"], "shadow": routed["shadow"],
                                 "assignment": routed["assignment"], "commit": snap.commit}
+        if "change" in routed:
+            doc["change"] = routed["change"]
         if key is not None:
-            served = routing.assign(dep, key)
+            served = routing.assign(dep, key, attributes=attributes, segments=rules)
             live = dep.get("canary") or None
             role: Literal["active", "canary"] | None = None if served is None else (
                 "canary" if live and live.get("version") == served else "active")
             doc["key"] = {"key": key, "bucket": routing.bucket(name, key), "version": served, "role": role}
+            if attributes:
+                doc["key"]["attributes"] = dict(attributes)
         return doc
 
     def log(self, name: str, limit: int | None = None, ref: str | None = None) -> LogDocument:
@@ -161,9 +171,12 @@ class Registry(Reader):
         self.store.require_full_history(f"the history of {name}")
         return {"schema": API_SCHEMA, **history.log(self.store, name, ref, limit)}
 
-    def which(self, name: str, at: str | int, key: str | None = None, ref: str | None = None) -> WhichDocument:
-        """What served a model at a time (ISO 8601 or unix seconds), and with `key`, which version served it."""
+    def which(self, name: str, at: str | int, key: str | None = None, ref: str | None = None, *,
+              attributes: Mapping[str, str] | None = None) -> WhichDocument:
+        """What served a model at a time (ISO 8601 or unix seconds), and with `key`, which version served it
+        (to a request with caller `attributes`, for a canary limited to a segment)."""
         from . import history
+        from .segments import rules_of
 
         check_name(name)
         ref = self.at(ref)
@@ -173,7 +186,11 @@ class Registry(Reader):
         def read(commit: str) -> dict[str, Any] | None:
             return self.deployment(name, self.store.snapshot(commit))
 
-        return {"schema": API_SCHEMA, **history.which(self.store, read, name, at, key, ref)}
+        def segments(commit: str) -> Mapping[str, Mapping[str, Any]]:
+            return rules_of(self.config(self.store.snapshot(commit)).as_dict())
+
+        return {"schema": API_SCHEMA, **history.which(self.store, read, name, at, key, ref, attributes=attributes,
+                                                      read_segments=segments)}
 
     # -- writing (the CLI's write commands, for scripts) --------------------------------------
     # Each takes the command's options as keywords, plus push=True/False and branch="name".

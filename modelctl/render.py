@@ -79,7 +79,8 @@ def fmt(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, dict) and "version" in value and "percent" in value:
-        return f"{value['version']} ({_pct(value['percent'])}%)"
+        of = f" of {value['segment']}" if value.get("segment") else ""  # a canary limited to a segment
+        return f"{value['version']} ({_pct(value['percent'])}%{of})"
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, (list, tuple)):
@@ -533,6 +534,11 @@ def lifecycle_before(r: TransitionResult, stream: str = "stdout") -> None:
 def lifecycle_after(r: TransitionResult) -> None:
     """Talk after a lifecycle write: what a rollback put on hold."""
     hold = r.get("hold")
+    change = r.get("change")
+    if change and r["action"] == "rollback":
+        what = ("the model changed: gateways redeploy or warm it" if change["redeploy"]
+                else "no model changes: no redeploy or warm-up needed")
+        say(f"change {change['from']} -> {change['to']}: {change['kind']} ({what})")
     if hold and r["action"] == "rollback":
         say(f"{hold['version']} is on hold: canary, shadow and promote refuse it unless --force --reason")
 
@@ -603,6 +609,14 @@ def resolve(doc: ResolveDocument) -> None:
         k = doc["key"]
         line(fmt(k["version"]))
         canary = doc.get("canary")
+        seg = canary.get("segment") if canary else None
+        if seg and k["version"] is not None and k["role"] != "canary":
+            inside = k.get("attributes", {}).get(seg["attribute"])
+            values = seg["equals"] if "equals" in seg else ", ".join(seg["in"])
+            if inside is None or (inside != seg.get("equals") and inside not in seg.get("in", [])):
+                say(f"key {k['key']!r}: not in segment {seg['name']} ({seg['attribute']} is "
+                    f"{inside if inside is not None else 'not given'}; the segment is {values}) -> active {k['version']}")
+                return
         if canary and k["version"] is not None:
             edge = round(canary["percent"] * 100)
             rel = "<" if k["role"] == "canary" else ">="
@@ -622,8 +636,16 @@ def resolve(doc: ResolveDocument) -> None:
     if not rows:
         say(f"{doc['name']} has no active version yet; promote one to active")
         return
+    canary = doc.get("canary")
+    seg = canary.get("segment") if canary else None
+    if seg:  # the canary's percent is a share of this segment only
+        rows[1][2] = f"{rows[1][2]} of {seg['name']}"
     table(f"{doc['name']} (commit {doc['commit'][:12]}; shadow traffic is mirrored, never served)",
           ["role", "version", "traffic", "model", "prompt", "sha256"], rows)
+    change = doc.get("change")
+    if change:
+        say(f"last rollback {change['from']} -> {change['to']} changed {change['kind']}"
+            + ("" if change["redeploy"] else " (no model to redeploy)"))
 
 
 # -- Markdown: the eval gate's comment and the promotion pull request's body -----------------------

@@ -9,6 +9,10 @@ Spec (README "Routing"):
    version. Raising the percent only adds buckets, so no key moves from the canary back to the
    stable version while a canary ramps up.
 
+A canary limited to a segment (``canary.segment`` in the deployment, its rule in
+``segments.rules`` of modelctl.yaml; :mod:`modelctl.segments`) serves a key only when the
+request's attributes are in the segment and step 3 holds: the percent is a share of the segment.
+
 Shadow traffic is mirrored, never served: it never changes what a key is served by. Python's
 built-in hash function is never used here: it is salted per process.
 """
@@ -17,10 +21,10 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
-    from .documents import ResolvedBundle, RoutingDocument
+    from .documents import ResolvedBundle, RollbackChange, RoutingDocument
 
 BUCKETS = 10_000
 SCHEMA = "modelctl/v1"
@@ -49,14 +53,34 @@ def threshold(percent: float | int | None) -> int:
     return max(0, min(BUCKETS, round(percent * 100)))
 
 
-def assign(dep: Mapping[str, Any], key: str) -> str | None:
-    """The version that serves ``key`` (None when the model has no active version)."""
+def assign(dep: Mapping[str, Any], key: str, *, attributes: Mapping[str, Any] | None = None,
+           segments: Mapping[str, Mapping[str, Any]] | None = None) -> str | None:
+    """The version that serves ``key`` (None when the model has no active version).
+
+    ``attributes``: the request's caller attributes; ``segments``: modelctl.yaml's segments.rules,
+    needed when the canary is limited to a segment (a request outside it gets the active version).
+    """
     live = dep.get("canary") or None
+    if live and live.get("segment") is not None and not _in_segment(live["segment"], attributes, segments):
+        live = None
     if live and bucket(dep["name"], key) < threshold(live.get("percent")):
         version: str = live["version"]
         return version
     active: str | None = dep.get("active")
     return active
+
+
+def _in_segment(name: str, attributes: Mapping[str, Any] | None,
+                segments: Mapping[str, Mapping[str, Any]] | None) -> bool:
+    from .segments import matches
+
+    rule = (segments or {}).get(name)
+    if rule is None:
+        from .errors import NotFound
+
+        raise NotFound(f"the canary serves segment {name}, which modelctl.yaml does not declare",
+                       hint="declare it under segments.rules, or widen the canary (canary NAME VERSION --pct N)")
+    return matches(rule, attributes)
 
 
 class _Resolved(TypedDict):
@@ -66,6 +90,7 @@ class _Resolved(TypedDict):
     prompt: dict[str, str]
     config: dict[str, Any]
     fallbacks: NotRequired[list[dict[str, Any]]]
+    segment: NotRequired[dict[str, Any]]  # never set here: routing_document adds a canary's segment
 
 
 def _resolved(bundle: Mapping[str, Any]) -> _Resolved:
@@ -81,11 +106,13 @@ def _resolved(bundle: Mapping[str, Any]) -> _Resolved:
     return out
 
 
-def routing_document(dep: Mapping[str, Any], bundles: Mapping[str, Mapping[str, Any]]) -> RoutingDocument:
+def routing_document(dep: Mapping[str, Any], bundles: Mapping[str, Mapping[str, Any]], *,
+                     segments: Mapping[str, Mapping[str, Any]] | None = None) -> RoutingDocument:
     """What a gateway needs: active, canary and shadow with percents and resolved bundles.
 
     ``bundles`` maps each version named in the deployment to its loaded bundle; a missing one
-    raises :class:`~modelctl.errors.NotFound`.
+    raises :class:`~modelctl.errors.NotFound`. ``segments`` (modelctl.yaml's segments.rules) inlines
+    the rule of a canary limited to a segment; a rollback's ``change`` is carried as written.
     """
     from .errors import NotFound
 
@@ -100,7 +127,7 @@ def routing_document(dep: Mapping[str, Any], bundles: Mapping[str, Mapping[str, 
     served = 100 - canary_pct
     if isinstance(served, float) and served.is_integer():
         served = int(served)
-    return {
+    doc: RoutingDocument = {
         "schema": SCHEMA,
         "name": dep["name"],
         "active": entry(dep["active"], served) if dep.get("active") else None,
@@ -114,3 +141,16 @@ def routing_document(dep: Mapping[str, Any], bundles: Mapping[str, Mapping[str, 
             "canary_when": "bucket < round(canary.percent * 100)",
         },
     }
+    if live and live.get("segment") is not None and doc["canary"] is not None:
+        # documents without a segment keep their bytes: the keys appear only with one
+        from .segments import SEGMENT_WHEN, inline
+
+        rule = (segments or {}).get(live["segment"])
+        if rule is None:
+            _in_segment(live["segment"], None, segments)  # raises, naming the undeclared segment
+            raise AssertionError  # pragma: no cover
+        doc["canary"]["segment"] = inline(live["segment"], rule)
+        doc["assignment"]["segment_when"] = SEGMENT_WHEN
+    if dep.get("change"):
+        doc["change"] = cast("RollbackChange", copy.deepcopy(dict(dep["change"])))
+    return doc

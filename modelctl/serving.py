@@ -154,6 +154,7 @@ class Pick:
     shadow: Bundle | None             # the shadow's bundle when mirror is true, else None
     commit: str | None                # registry commit the document was resolved at, when known
     _attrs: dict[str, dict[str, Any]] = field(repr=False, compare=False)  # the model's version -> static attributes cache
+    segment: str | None = None        # the canary's segment when the request is in it (label its metrics so)
 
     def attributes(self) -> dict[str, Any]:
         """OpenTelemetry attributes for the request's span (a plain dict; no opentelemetry dependency)."""
@@ -164,6 +165,8 @@ class Pick:
         out["modelctl.role"] = self.role
         out["modelctl.bucket"] = self.bucket
         out["modelctl.shadow.mirrored"] = self.mirror
+        if self.segment is not None:
+            out["modelctl.segment"] = self.segment
         return out
 
 
@@ -178,6 +181,9 @@ class _Model:
     commit: str | None
     origin: str
     attrs: dict[str, dict[str, Any]]  # version -> static span attributes, filled on first use
+    # a canary limited to a segment: (attribute, the values in it); None: the canary serves everyone
+    segment: tuple[str, frozenset[str]] | None = None
+    segment_name: str | None = None
 
 
 class Snapshot:
@@ -217,8 +223,12 @@ class Snapshot:
             raise UnknownModel(f"no routing document for model {name!r} (loaded: {known})",
                                hint="check the model name, or that its document is in the mounted directory") from None
 
-    def pick(self, name: str, key: str) -> Pick:
-        """The version that serves ``key`` (routing.bucket/threshold), and the shadow-mirror decision."""
+    def pick(self, name: str, key: str, *, attributes: Mapping[str, Any] | None = None) -> Pick:
+        """The version that serves ``key`` (routing.bucket/threshold), and the shadow-mirror decision.
+
+        ``attributes``: the caller's request attributes; a canary limited to a segment serves only
+        requests whose attributes are in it (a request without them is not).
+        """
         m = self._models.get(name)
         if m is None:
             m = self._entry(name)  # raises UnknownModel, naming the models it has
@@ -226,13 +236,22 @@ class Snapshot:
             raise NoActiveVersion(f"{name} has no active version, so nothing serves it",
                                   hint=f"promote a version of {name} to active")
         b = routing.bucket(name, key)
-        if b < m.canary_until and m.canary is not None:  # (canary_until is 0 without a canary)
+        inside = m.segment is not None and _in(m.segment, attributes)
+        if b < m.canary_until and m.canary is not None and (m.segment is None or inside):
             served, role = m.canary, "canary"
         else:
             served, role = m.active, "active"
         mirror = m.shadow_until > 0 and shadow_bucket(name, key) < m.shadow_until
         return Pick(name, b, served.version, role, served, mirror, m.shadow if mirror else None, m.commit,
-                    m.attrs)
+                    m.attrs, m.segment_name if inside else None)
+
+
+def _in(segment: tuple[str, frozenset[str]], attributes: Mapping[str, Any] | None) -> bool:
+    # segments.matches, on the compiled rule: exact strings, a missing attribute is outside
+    if not attributes:
+        return False
+    value = attributes.get(segment[0])
+    return isinstance(value, str) and value in segment[1]
 
 
 # -- validation and compilation (plain Python checks: no jsonschema at serving time) ----------------
@@ -288,6 +307,42 @@ def _span_attrs(name: str, bundle: Bundle, commit: str | None) -> dict[str, Any]
     return attrs
 
 
+def _segment(origin: str, entry: Any) -> tuple[str, tuple[str, frozenset[str]]] | None:
+    """canary.segment: absent/null, or {name, attribute, equals | in} (README "Routes and segments")."""
+    seg = entry.get("segment") if isinstance(entry, dict) else None
+    if seg is None:
+        return None
+    if not isinstance(seg, dict):
+        raise _fail(origin, "canary.segment must be an object or null")
+    name, attribute = seg.get("name"), seg.get("attribute")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise _fail(origin, f"canary.segment.name must be a segment name (a DNS label), not {name!r}")
+    if not isinstance(attribute, str) or not attribute:
+        raise _fail(origin, "canary.segment.attribute must be a non-empty string")
+    if ("equals" in seg) == ("in" in seg):
+        raise _fail(origin, "canary.segment needs exactly one of equals and in")
+    if "equals" in seg:
+        if not isinstance(seg["equals"], str):
+            raise _fail(origin, "canary.segment.equals must be a string")
+        values = frozenset((seg["equals"],))
+    else:
+        listed = seg["in"]
+        if not isinstance(listed, list) or not listed or not all(isinstance(v, str) for v in listed):
+            raise _fail(origin, "canary.segment.in must be a non-empty list of strings")
+        values = frozenset(listed)
+    return name, (attribute, values)
+
+
+def _change(origin: str, doc: dict[str, Any]) -> None:
+    """The optional top-level `change` a rollback writes: {from, to, kind, redeploy}."""
+    change = doc.get("change")
+    if change is None:
+        return
+    if not isinstance(change, dict) or not all(isinstance(change.get(k), str) for k in ("from", "to", "kind")) \
+            or not isinstance(change.get("redeploy"), bool):
+        raise _fail(origin, "change must be an object with from, to, kind (strings) and redeploy (a boolean)")
+
+
 def compile_document(doc: Any, origin: str = "<document>", commit: str | None = None) -> _Model:
     """Validate one routing document and turn it into the form ``pick`` reads."""
     if not isinstance(doc, dict):
@@ -308,9 +363,12 @@ def compile_document(doc: Any, origin: str = "<document>", commit: str | None = 
                               for role in ("active", "canary", "shadow"))
     if active is None and (canary or shadow):
         raise _fail(origin, "a canary or shadow needs an active version")
+    segment = _segment(origin, doc.get("canary"))
+    _change(origin, doc)
     commit = doc.get("commit") if isinstance(doc.get("commit"), str) else commit
     return _Model(name, active, canary, routing.threshold(canary.percent) if canary else 0,
-                  shadow, routing.threshold(shadow.percent) if shadow else 0, commit, origin, {})
+                  shadow, routing.threshold(shadow.percent) if shadow else 0, commit, origin, {},
+                  segment[1] if segment else None, segment[0] if segment else None)
 
 
 def _parse(raw: bytes, origin: str) -> Any:
@@ -472,9 +530,9 @@ class Router:
         """The current snapshot: hold it to make several picks that agree with each other."""
         return self._snapshot
 
-    def pick(self, model: str, key: str) -> Pick:
+    def pick(self, model: str, key: str, *, attributes: Mapping[str, Any] | None = None) -> Pick:
         """The version serving ``key`` for ``model`` now (see :meth:`Snapshot.pick`)."""
-        return self._snapshot.pick(model, key)
+        return self._snapshot.pick(model, key, attributes=attributes)
 
     def _build(self) -> Snapshot:
         stamp, docs, commit = self.source.load()

@@ -66,7 +66,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from . import names, trailers
+from . import names, segments, trailers
 from .errors import Conflict, NotFound, TransitionError, UsageError
 from .names import PROMOTE_TARGETS, VERSION_RE, SemverKey, check_stage, check_version, semver_key
 
@@ -307,11 +307,26 @@ def _release_hold(new: dict[str, Any], version: str) -> None:
         new["hold"] = None
 
 
-def _split(version: str, percent: float | int, now: str | None, started: str | None = None) -> dict[str, Any]:
+def _split(version: str, percent: float | int, now: str | None, started: str | None = None,
+           segment: str | None = None) -> dict[str, Any]:
     split: dict[str, Any] = {"version": version, "percent": percent}
     if started or now:
         split["started"] = started or now
+    if segment is not None:
+        split["segment"] = segment
     return split
+
+
+def _seg(segment: str | None) -> str:
+    return f" of segment {segment}" if segment else ""
+
+
+def canary_percents(config: Mapping[str, Any] | None, segment: str | None) -> tuple[int | float, ...]:
+    """Allowed canary percents: canary.steps, and 100 within a segment (the segment bounds the risk)."""
+    steps = canary_steps(config)
+    if segment is None or segments.SEGMENT_PERCENT in steps:
+        return steps
+    return (*steps, segments.SEGMENT_PERCENT)
 
 
 # -- transitions -----------------------------------------------------------------------------
@@ -624,11 +639,19 @@ def canary(
     reason: str | None = None,
     now: str | None = None,
     action: str = "canary",
+    segment: str | None = None,
 ) -> Transition:
-    """Start a canary at ``percent`` (one of ``canary.steps``) or change a live canary's percent."""
+    """Start a canary at ``percent`` (one of ``canary.steps``) or change a live canary's percent.
+
+    ``segment`` limits it to callers in a segment of ``segments.rules`` (README "Routes and
+    segments"): the percent is then a share of that segment (default and at most 100); a later
+    canary of the same version without a segment widens it to everyone.
+    """
     name = _name(dep)
     status = _status(dep, version)
-    steps = canary_steps(config)
+    if segment is not None:
+        segments.require(config, segment)
+    steps = canary_percents(config, segment)
     current = _slot(dep, "canary")
     if action == "promote" and status == "canary":
         return _noop(dep, action, version, status, f"{version} of {name} is already in canary",
@@ -638,30 +661,38 @@ def canary(
             f"{version} of {name} is already in canary at {fmt_pct(current['percent'])}%; pass --pct to move "
             f"it (one of {', '.join(fmt_pct(s) for s in steps)})"
         )
-    percent = steps[0] if percent is None else _norm_pct(percent)
+    default = segments.SEGMENT_PERCENT if segment is not None else steps[0]
+    percent = default if percent is None else _norm_pct(percent)
     if percent not in steps:
         raise TransitionError(
             f"canary percent {fmt_pct(percent)} is not allowed; use one of "
-            f"{', '.join(fmt_pct(s) for s in steps)} (canary.steps in modelctl.yaml), "
+            f"{', '.join(fmt_pct(s) for s in steps)} (canary.steps in modelctl.yaml"
+            f"{', and 100 within a segment' if segment is not None else ''}), "
             "or promote to active for 100%"
         )
     if current and current.get("version") == version:
         old_pct = current.get("percent")
-        if _norm_pct(old_pct) == percent:
+        old_seg = current.get("segment")
+        if _norm_pct(old_pct) == percent and old_seg == segment:
             return _noop(dep, action, version, status,
-                         f"{version} of {name} is already in canary at {fmt_pct(percent)}%", percent)
+                         f"{version} of {name} is already in canary{_seg(segment)} at {fmt_pct(percent)}%", percent)
         reason = _need_reason(force, reason)
         override = _hold_gate(dep, version, force, what="canary")
         new = _clone(dep)
-        new["canary"] = _split(version, percent, None, current.get("started"))
+        new["canary"] = _split(version, percent, None, current.get("started"), segment)
         _release_hold(new, version)
+        if old_seg == segment:
+            moved = f"{fmt_pct(old_pct)}% -> {fmt_pct(percent)}%" + (f" of segment {segment}" if segment else "")
+        else:
+            moved = (f"{fmt_pct(old_pct)}% {'of segment ' + old_seg if old_seg else 'of everyone'} -> "
+                     f"{fmt_pct(percent)}% {'of segment ' + segment if segment else 'of everyone'}")
         return Transition(
             deployment=new, action=action, version=version, from_status="canary", to_status="canary",
             percent=percent, events=[TagEvent("canary", version, "assign")],
             trailers=_trailers(action, name, version, from_status="canary", to_status="canary",
-                               percent=percent, from_percent=old_pct, force=force and override,
+                               percent=percent, from_percent=old_pct, segment=segment, force=force and override,
                                override="hold" if override else None, reason=reason),
-            subject=_subject(action, name, version, f"{fmt_pct(old_pct)}% -> {fmt_pct(percent)}%"),
+            subject=_subject(action, name, version, moved),
         )
     if current:
         raise TransitionError(
@@ -675,12 +706,12 @@ def canary(
             f"{version} to active (shadow and canary are waived for the first version)"
         )
     return _enter_split(dep, name, version, status, "canary", percent, config, force=force, reason=reason,
-                        now=now, action=action)
+                        now=now, action=action, segment=segment)
 
 
 def _enter_split(dep: dict[str, Any], name: str, version: str, status: str, stage: str, percent: float | int,
                  config: Mapping[str, Any] | None, *, force: bool,
-                 reason: str | None, now: str | None, action: str) -> Transition:
+                 reason: str | None, now: str | None, action: str, segment: str | None = None) -> Transition:
     """Start a shadow or canary of `version` at `percent` (the checks common to both are done)."""
     override = _check_movable(dep, version, status, stage, force, what=stage)
     skipped: list[str] = []
@@ -690,17 +721,18 @@ def _enter_split(dep: dict[str, Any], name: str, version: str, status: str, stag
     events: list[TagEvent] = []
     _leave(dep, new, version, status, events)
     new["versions"][version] = stage
-    new[stage] = _split(version, percent, now)
+    new[stage] = _split(version, percent, now, segment=segment)
     _release_hold(new, version)
     events.append(TagEvent(stage, version, "assign"))
     return Transition(
         deployment=new, action=action, version=version, from_status=status, to_status=stage,
         percent=percent, events=events,
         trailers=_trailers(action, name, version, from_status=status, to_status=stage,
-                           percent=percent, skipped=skipped, force=force and bool(skipped or override),
+                           percent=percent, segment=segment, skipped=skipped,
+                           force=force and bool(skipped or override),
                            override="hold" if override else None, reason=reason),
         subject=_subject(action, name, version,
-                         (f"to {stage} " if action == "promote" else "") + f"at {fmt_pct(percent)}%"),
+                         (f"to {stage} " if action == "promote" else "") + f"at {fmt_pct(percent)}%{_seg(segment)}"),
     )
 
 
@@ -806,6 +838,7 @@ def rollback(
                 f"serving; --to does not apply (run rollback again afterwards to change the active version)"
             )
         pct = dep["canary"].get("percent")
+        segment = dep["canary"].get("segment")
         new["canary"] = None
         new["versions"][version] = "rolled-back"
         new["hold"] = hold
@@ -814,9 +847,9 @@ def rollback(
             to_status="rolled-back", percent=pct,
             events=[TagEvent("canary", version, "unassign")],
             trailers=_trailers("rollback", name, version, from_status="canary", to_status="rolled-back",
-                               percent=pct, restored=active, reason=reason, evidence=evidence),
+                               percent=pct, segment=segment, restored=active, reason=reason, evidence=evidence),
             subject=_subject("rollback", name, version,
-                             f"(canary at {fmt_pct(pct)}%), {active} keeps serving"),
+                             f"(canary at {fmt_pct(pct)}%{_seg(segment)}), {active} keeps serving"),
         )
     restore = to if to is not None else dep.get("previous")
     deprecated = sorted((v for v, s in dep["versions"].items() if s == "deprecated"),
@@ -862,7 +895,7 @@ class Finding:
     """One lifecycle rule a deployment change breaks.
 
     ``rule``: ``hold``, ``skipped-stage``, ``gate``, ``one-canary``, ``one-shadow``,
-    ``canary-percent`` or ``illegal-move``; ``override``: what a commit must record for the
+    ``canary-percent``, ``segment`` (a canary segment modelctl.yaml does not declare) or ``illegal-move``; ``override``: what a commit must record for the
     change to stand (``force``: ``Modelctl-Force: true`` with a ``Modelctl-Reason``; ``gate``:
     ``Modelctl-Gate-Override``), or None when no override exists (force never relaxes it).
     """
@@ -914,6 +947,9 @@ def _replay(dep: dict[str, Any], after: dict[str, Any], move: Move, config: Mapp
     if s1 in PROMOTE_TARGETS:
         slot = after.get(s1) if s1 in ("canary", "shadow") else None
         percent = slot.get("percent") if slot and slot.get("version") == v else None
+        if s1 == "canary" and slot and slot.get("version") == v and slot.get("segment") is not None:
+            return canary(dep, v, percent, config, force=force, reason=reason, now=_EPOCH, action="promote",
+                          segment=slot.get("segment"))
         return promote(dep, v, s1, config, force=force, reason=reason, now=_EPOCH, percent=percent)
     raise TransitionError(f"{v} of {_name(dep)} moved from {s0} to {s1}, which no modelctl command does")
 
@@ -944,11 +980,17 @@ def judge_move(before: dict[str, Any] | None, after: dict[str, Any], config: Map
             pct = _norm_pct(live.get("percent"))
         except UsageError:
             pct = live.get("percent")
-        steps = canary_steps(config)
+        seg = live.get("segment")
+        steps = canary_percents(config, seg)
         if pct not in steps:
             out.append(Finding("canary-percent", live.get("version"),
                                f"canary percent {pct} of {name} is not one of canary.steps "
                                f"({', '.join(fmt_pct(s) for s in steps)})"))
+        if seg is not None:
+            try:
+                segments.require(config, seg)
+            except UsageError as exc:
+                out.append(Finding("segment", live.get("version"), f"canary of {name}: {exc.message}"))
     crowded = {f.rule.split("-", 1)[1] for f in out if f.rule.startswith("one-")}
     for move in moves(base, after):
         v, s0, s1 = move
@@ -1172,6 +1214,13 @@ def problems(dep: dict[str, Any], name: str, bundles: Iterable[str]) -> list[tup
         if st in ("canary", "shadow") and (dep.get(st) or {}).get("version") != v:
             split = dep.get(st)
             out.append((f"{v} has status {st} but {st} is {split['version'] if split else 'null'}", ("versions", v)))
+    change = dep.get("change") or None
+    if change and (change.get("to") != active or versions.get(change.get("from")) not in OUT_OF_SERVICE):
+        out.append((f"change says a rollback took {change.get('from')} out of service for {change.get('to')}, but "
+                    f"active is {active} and {change.get('from')} is {versions.get(change.get('from')) or 'missing'}; "
+                    "only a rollback writes change (the next lifecycle write removes it)", ("change",)))
+    if (dep.get("shadow") or {}).get("segment") is not None:
+        out.append(("a shadow mirrors a share of all traffic; segment applies to a canary only", ("shadow", "segment")))
     if dep.get("canary") and not active:
         out.append(("a canary without an active version: a rollback would have nothing to return to", ("canary",)))
     previous = dep.get("previous")

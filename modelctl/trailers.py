@@ -38,6 +38,7 @@ CHANGE = "Modelctl-Change"
 SEMVER = "Modelctl-Semver"
 MULTI_CHANGE = "Modelctl-Multi-Change"
 ARCHIVED = "Modelctl-Archived"  # gc: "NAME RUNS", one per model, the versions it archived
+SEGMENT = "Modelctl-Segment"  # the caller segment a canary serves (README "Routes and segments")
 # tag messages and doctor's repairs
 EVENT = "Modelctl-Event"
 STAGE = "Modelctl-Stage"
@@ -51,6 +52,7 @@ TRANSITION_ORDER: tuple[tuple[str, str], ...] = (
     ("to_status", TO),
     ("percent", PERCENT),
     ("from_percent", FROM_PERCENT),
+    ("segment", SEGMENT),
     ("replaces", REPLACES),
     ("restored", RESTORED),
     ("waived", WAIVED),

@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 from . import trailers
 from .errors import Conflict, ModelctlError, UsageError
 from .names import check_name
-from .observation import Poll
+from .observation import Poll, Reading
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
     from .analysis import Decision, Judge
@@ -134,6 +134,21 @@ def judge_polls(judge: Judge, polls: Iterable[Poll]) -> Iterator[tuple[int, Poll
         yield number, poll, judge.observe(poll)
 
 
+def within_segment(poll: Poll, segment: str) -> Poll:
+    """The poll as a canary limited to `segment` is judged: each version's counters in that segment
+    become its whole, so the control is the active version's traffic in the same segment (the
+    provider labels it: http-json `segments`, Prometheus `{segment}`); other segments are left out."""
+    readings = {}
+    for version, r in poll.readings.items():
+        if segment in r.segments:
+            readings[version] = Reading(segments={"": r.segments[segment]}, problems=r.problems, timestamp=r.timestamp)
+        else:
+            readings[version] = Reading(segments={}, problems={**r.problems, "*": f"no counters for segment {segment} "
+                                                               "(the canary serves only that segment)"},
+                                        timestamp=r.timestamp)
+    return replace(poll, readings=readings)
+
+
 def ends_watch(decision: Decision) -> bool:
     """Whether a decision ends a watch by itself (a rollback, or the hold fail-safe)."""
     return decision.action in (ROLLBACK, HOLD)
@@ -177,6 +192,7 @@ class Split:
     started: float | None = None  # unix seconds
     started_raw: str | None = None  # as written in the deployment (keys the saved judge state)
     step_started: float | None = None  # unix seconds of the last percent change
+    segment: str | None = None  # a canary limited to a caller segment: judged within it
 
 
 @dataclass(frozen=True)
@@ -215,7 +231,8 @@ def read_target(reg: Reader, name: str, *, history: bool = True, ref: str = "HEA
         slot = dep.get(stage) or None
         if slot:
             raw = slot.get("started")
-            splits[stage] = Split(slot["version"], slot["percent"], _unix(raw), raw if isinstance(raw, str) else None)
+            splits[stage] = Split(slot["version"], slot["percent"], _unix(raw), raw if isinstance(raw, str) else None,
+                                  segment=slot.get("segment"))
     if history and "canary" in splits:
         splits["canary"] = _with_history(reg, name, splits["canary"], ref=ref, commits=changes)
     if history and "shadow" in splits and splits["shadow"].started is None:
@@ -473,8 +490,10 @@ class OpsActions:
         from . import ops
 
         canary = _judged(target)
+        # a canary limited to a segment steps within it: widening to everyone is a person's call
         return ops.canary(self.reg, target.name, canary.version, percent, reason=reason, opts=self.opts,
-                          expect_canary=(canary.version, canary.percent), evidence=" | ".join(evidence))
+                          expect_canary=(canary.version, canary.percent), evidence=" | ".join(evidence),
+                          segment=canary.segment)
 
     def promote(self, target: Target, *, reason: str, evidence: list[str]) -> Outcome:
         """`modelctl promote --to active`, only if the judged canary is still live at its percent."""
@@ -704,9 +723,10 @@ class Watcher:
         shadow_decision: Decision | None = None
         if target.canary:
             assert self.judge is not None  # _follow made it when it began following this canary
-            self._record(poll)
-            decision = self.judge.observe(poll)
-            self.history.append((poll, decision))
+            judged = within_segment(poll, target.canary.segment) if target.canary.segment else poll
+            self._record(judged)
+            decision = self.judge.observe(judged)
+            self.history.append((judged, decision))
         if target.shadow and target.shadow.version != (target.canary.version if target.canary else None):
             shadow_poll = replace(poll, canary=target.shadow.version, percent=None, canary_id=None)
             assert self.shadow_judge is not None  # _follow made it with the shadow
@@ -887,8 +907,10 @@ class Watcher:
         self._notify("rollback", version, decision, percent=0.0, active=target.active, reason=reason,
                      commit=getattr(out, "commit", None))
         where = "commit and push" if pushed else "commit"
+        seg = _judged(target).segment
         return self._end(ROLLED_BACK, EXIT_ROLLED_BACK,
-                         f"rolled back canary {version} of {self.name} ({_reason(decision)}); "
+                         f"rolled back canary {version} of {self.name}{f' in segment {seg}' if seg else ''} "
+                         f"({_reason(decision)}); "
                          f"{target.active} keeps serving; {where} {_secs(seconds)} after the deciding poll",
                          version=version, commit=getattr(out, "commit", None), pushed=pushed,
                          tags=tuple(getattr(out, "tags", ()) or ()), detect_to_commit_seconds=seconds,

@@ -456,3 +456,45 @@ def test_timed_and_observe_count_the_same_in_both_backends():
     assert val("llm_latency_ms_sum") == 2500.0
     assert val("llm_cost_total", "2.0.0", "active") == pytest.approx(0.002)
     assert val("llm_requests_total", "2.0.0", "active") == 2
+
+
+# -- a canary limited to a caller segment (issue 15 §2) -------------------------------------------
+
+def test_a_segment_canary_serves_only_requests_whose_attributes_are_in_it(tmp_path, observer, run):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    doc = fallback_document(canary_pct=50)
+    doc["canary"]["segment"] = {"name": "internal", "attribute": "tier", "equals": "internal"}
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps(doc))
+    serving_router = serving.Router.from_file(path)
+    router = litellm_router(mocked(integration.router_config([doc])))
+    metrics = ServingMetrics(backend="pure")
+    gw = integration.Gateway(router, serving_router, metrics=metrics)
+    low = [k for k in (f"k{i}" for i in range(400)) if serving.routing.bucket(NAME, k) < 5000][:3]
+    internal = {"tier": "internal"}
+
+    async def go():
+        got = []
+        for key in low:
+            for attributes in (internal, {"tier": "external"}, None):
+                response = await gw.acompletion(NAME, [{"role": "user", "content": "hi"}], key=key,
+                                                attributes=attributes)
+                got.append((key, attributes, response.choices[0].message.content))
+        # the routing plugin alone (no gateway) reads the attributes from the request's metadata
+        plain = await router.acompletion(model=NAME, messages=[{"role": "user", "content": "hi"}],
+                                         metadata={integration.KEY: low[0], integration.ATTRIBUTES: internal})
+        await gw.drain()
+        return got, plain.choices[0].message.content
+
+    answers, plain = run(go())
+    weights = {d["model_info"]["id"]: d["litellm_params"].get("weight") for d in integration.router_config([doc])["model_list"]}
+    assert weights[f"{NAME}@2.0.0"] == 100.0 and weights[f"{NAME}@2.1.0"] == 0.0
+    for key, attributes, answer in answers:
+        version = "2.1.0" if attributes == internal else "2.0.0"
+        assert answer == f"served by {NAME}@{version}", (key, attributes)
+    assert plain == f"served by {NAME}@2.1.0"
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(metrics.exposition().decode()) for s in family.samples}
+    in_segment = {"model": NAME, "version": "2.1.0", "role": "canary", "segment": "internal"}
+    assert samples[("llm_requests_total", tuple(sorted(in_segment.items())))] == 3

@@ -135,6 +135,7 @@ TYPED = [
     ("GcResult", "write", "/$defs/gcResult"),
     ("CompatDocument", "compat", ""),
     ("CompatRow", "compat", "/properties/rows/items"),
+    ("RollbackChange", "write", "/$defs/change"),
     ("PullRequest", "write", "/properties/pull_request"),
     ("StatusDocument", "status", ""),
     ("StatusRow", "status", "/properties/models/items"),

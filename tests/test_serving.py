@@ -392,3 +392,62 @@ def test_importing_serving_loads_no_heavy_dependency():
     assert "modelctl.serving" in loaded
     heavy = {m for m in loaded if m.split(".")[0] in {"typer", "click", "rich", "ruamel", "yaml", "jsonschema", "httpx"}}
     assert heavy == set() and "modelctl.registry" not in loaded and "modelctl.store" not in loaded
+
+
+# -- issue 15: a canary limited to a segment, and a rollback's change ------------------------------
+
+SEGMENT = {"name": "eu", "attribute": "region", "in": ["eu-west-1", "eu-central-1"]}
+
+
+def test_a_segment_canary_is_picked_only_for_attributes_in_it(tmp_path):
+    doc = document(canary=("1.1.0", 100))
+    doc["canary"]["segment"] = dict(SEGMENT)
+    doc["assignment"]["segment_when"] = "attributes[canary.segment.attribute] is one of canary.segment.in"
+    doc["change"] = {"from": "1.2.0", "to": "1.0.0", "kind": "config", "redeploy": False}
+    path = tmp_path / "doc.json"
+    write_json(path, doc)
+    router = serving.Router.from_file(path)
+    for key in ("user-1", "user-2", "user-3"):
+        pick = router.pick(NAME, key, attributes={"region": "eu-central-1"})
+        assert (pick.version, pick.role, pick.segment) == ("1.1.0", "canary", "eu")
+        assert pick.attributes()["modelctl.segment"] == "eu"
+        for outside in (None, {}, {"region": "us-east-1"}, {"region": ["eu-west-1"]}, {"tier": "eu-west-1"}):
+            pick = router.pick(NAME, key, attributes=outside)
+            assert (pick.version, pick.role, pick.segment) == ("1.0.0", "active", None)
+            assert "modelctl.segment" not in pick.attributes()
+
+
+def test_without_a_segment_attributes_change_nothing(tmp_path):
+    path = tmp_path / "doc.json"
+    write_json(path, document(canary=("1.1.0", 50)))
+    router = serving.Router.from_file(path)
+    for i in range(200):
+        key = f"k{i}"
+        assert router.pick(NAME, key, attributes={"tier": "internal"}) == router.pick(NAME, key)
+
+
+def _segment(change):
+    doc = document(canary=("1.1.0", 10))
+    doc["canary"]["segment"] = dict(SEGMENT)
+    change(doc)
+    return doc
+
+
+@pytest.mark.parametrize("doc,message", [
+    (_segment(lambda d: d["canary"].update(segment="eu")), "canary.segment must be an object or null"),
+    (_segment(lambda d: d["canary"]["segment"].update(name="EU_1")), "canary.segment.name must be a segment name"),
+    (_segment(lambda d: d["canary"]["segment"].pop("attribute")), "canary.segment.attribute must be a non-empty"),
+    (_segment(lambda d: d["canary"]["segment"].update(equals="x")), "exactly one of equals and in"),
+    (_segment(lambda d: d["canary"]["segment"].pop("in")), "exactly one of equals and in"),
+    (_segment(lambda d: d["canary"]["segment"].update({"in": []})), "canary.segment.in must be a non-empty list"),
+    (_segment(lambda d: d["canary"]["segment"].pop("in") and d["canary"]["segment"].update(equals=3)),
+     "canary.segment.equals must be a string"),
+    (_segment(lambda d: d.update(change={"from": "1.2.0", "to": "1.0.0", "kind": "config"})),
+     "change must be an object with from, to, kind"),
+])
+def test_invalid_segments_and_changes_are_refused(tmp_path, doc, message):
+    path = tmp_path / "doc.json"
+    write_json(path, doc)
+    with pytest.raises(serving.InvalidRoutingDocument) as err:
+        serving.Router.from_file(path)
+    assert str(err.value).startswith(f"{path}: ") and message in str(err.value)

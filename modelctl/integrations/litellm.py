@@ -36,10 +36,11 @@ if TYPE_CHECKING:
     from .metrics import ServingMetrics
 
 __all__ = ["router_config", "deployment_id", "attach", "ModelctlStrategy", "Gateway", "prompts_from_directory",
-           "KEY", "VERSION"]
+           "KEY", "VERSION", "ATTRIBUTES"]
 
 KEY = "modelctl_key"            # request metadata: the routing key (else the request's `user`)
 VERSION = "modelctl_version"    # request metadata: the version already picked for this request
+ATTRIBUTES = "modelctl_attributes"  # request metadata: the caller's attributes (a canary's segment reads them)
 SHADOW_SUFFIX = "/shadow"
 FALLBACK_SUFFIX = "/fallback-"
 
@@ -87,6 +88,10 @@ def router_config(documents: Sequence[RoutingDocument] | Sequence[Mapping[str, A
             continue  # nothing serves a model without an active version
         served = [("active", active)] + ([("canary", canary)] if canary else [])
         canary_pct = float(canary["percent"]) if canary else 0.0
+        if canary and canary.get("segment"):
+            # its percent is a share of a segment LiteLLM's own weighted pick cannot see: only the
+            # routing plugin (attributes in the segment) sends requests to it
+            canary_pct = 0.0
         for role, entry in served:
             weight = canary_pct if role == "canary" else 100.0 - canary_pct
             model_list.append(_params(name, entry["version"], role, entry, entry["model"], weight))
@@ -144,7 +149,9 @@ class ModelctlStrategy:
     """A LiteLLM routing plugin: requests for a modelctl model go to the deployment its bucket rule picks.
 
     The key is the request's ``metadata["modelctl_key"]``, else its ``user``; a request with
-    neither gets a random key (so traffic still splits by the percents). ``metadata["modelctl_version"]``
+    neither gets a random key (so traffic still splits by the percents). ``metadata["modelctl_attributes"]``
+    (a mapping) are the caller's attributes, which decide a canary limited to a segment; without
+    them the request is outside every segment. ``metadata["modelctl_version"]``
     (set by :class:`Gateway`) pins the version picked already, so prompt and deployment agree
     even when the documents reload in between. Groups this router does not know are served by
     LiteLLM's weights, picked at random.
@@ -177,7 +184,9 @@ class ModelctlStrategy:
         version = md.get(VERSION)
         if not isinstance(version, str):
             key = md.get(KEY, (request_kwargs or {}).get("user"))
-            version = snapshot.pick(name, str(key) if key is not None else uuid.uuid4().hex).version
+            attributes = md.get(ATTRIBUTES)
+            version = snapshot.pick(name, str(key) if key is not None else uuid.uuid4().hex,
+                                    attributes=attributes if isinstance(attributes, Mapping) else None).version
         if suffix.startswith(FALLBACK_SUFFIX[1:]):
             try:
                 number = int(suffix[len(FALLBACK_SUFFIX) - 1:])
@@ -280,30 +289,40 @@ class Gateway:
         return ([{"role": "system", "content": text}] + out) if text else out
 
     def _request(self, pick: Pick, bundle: Bundle, key: str, messages: Sequence[Mapping[str, Any]],
-                 kwargs: dict[str, Any]) -> dict[str, Any]:
+                 kwargs: dict[str, Any], attributes: Mapping[str, Any] | None = None) -> dict[str, Any]:
         metadata = dict(kwargs.pop("metadata", None) or {})
         metadata.update({KEY: key, VERSION: bundle.version, "modelctl_role": "shadow" if bundle is not pick.bundle
                          else pick.role})
+        if attributes:
+            metadata[ATTRIBUTES] = dict(attributes)
         # the config as loaded now (a reload may have changed it since the deployment was built);
         # parameters the caller passes explicitly win, as over any LiteLLM deployment's params
         return {**_thaw_config(bundle), **kwargs, "messages": self._messages(bundle, messages), "metadata": metadata}
 
-    def pick(self, model: str, key: str) -> Pick:
+    def pick(self, model: str, key: str, *, attributes: Mapping[str, Any] | None = None) -> Pick:
         """The serving client's pick, after a cheap reload check (a changed file is loaded first)."""
         if self.reload:
             self.serving.maybe_reload()
-        return self.serving.pick(model, key)
+        return self.serving.pick(model, key, attributes=attributes)
 
     async def acompletion(self, model: str, messages: Sequence[Mapping[str, Any]], *, key: str,
-                          segment: str | None = None, **kwargs: Any) -> Any:
-        """``router.acompletion`` for ``key``: the version modelctl picks, its prompt and config; mirrors to the shadow."""
-        pick = self.pick(model, key)
+                          segment: str | None = None, attributes: Mapping[str, Any] | None = None,
+                          **kwargs: Any) -> Any:
+        """``router.acompletion`` for ``key``: the version modelctl picks, its prompt and config; mirrors to the shadow.
+
+        ``attributes``: the caller's attributes (a canary limited to a segment serves only requests in
+        it). A request in the canary's segment is counted under that segment unless ``segment`` says
+        otherwise, so ``watch`` judges the canary against the active version within the segment.
+        """
+        pick = self.pick(model, key, attributes=attributes)
+        if segment is None:
+            segment = pick.segment
         if pick.mirror and pick.shadow is not None:
-            request = self._request(pick, pick.shadow, key, messages, dict(kwargs))
+            request = self._request(pick, pick.shadow, key, messages, dict(kwargs), attributes)
             task = asyncio.get_running_loop().create_task(self._mirror(pick, pick.shadow, request, segment))
             self._mirrors.add(task)  # held until done: the loop keeps only a weak reference
             task.add_done_callback(self._mirrors.discard)
-        request = self._request(pick, pick.bundle, key, messages, kwargs)
+        request = self._request(pick, pick.bundle, key, messages, kwargs, attributes)
         start = self._clock()
         try:
             response = await self.router.acompletion(model=model, **request)

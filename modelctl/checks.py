@@ -240,6 +240,7 @@ def _extensions(reg: Reader, snap: Snapshot, cfg: configmod.Config, files: dict[
         if only is not None else {}
     findings += _deprecation_findings(cfg, docs, bundles, statuses, before, want, only, today)
     findings += _fallback_findings(docs, bundles, statuses, before, only)
+    findings += _route_findings(cfg, docs, bundles, only, today)
     findings += _rendered_findings(snap, cfg, files, docs, bundles, only)
     if only is not None and base is not None and not staged:
         findings += _move_findings(reg, snap, cfg, docs, only, base)
@@ -500,6 +501,53 @@ def _fallback_findings(docs: dict[str, yamlio.Document], bundles: Bundles, statu
                            f"{name} {version} serves traffic ({status}) with no fallbacks: when "
                            f"{model.get('provider', 'its provider')} fails there is nothing to fail over to; "
                            "add fallbacks: [{provider: ..., id: ...}] to the next version"))
+    return out
+
+
+def _route_findings(cfg: configmod.Config, docs: dict[str, yamlio.Document], bundles: Bundles,
+                    only: set[str] | None, today: dt.date) -> list[Finding]:
+    """Routes' fallback chains: a serving route with no fallback at all warns; a fallback that is
+    not pinned or is retired is an error (a failover to it would fail too)."""
+    from . import deprecations, routes
+    from .bundle import check_pinned
+
+    table: list[deprecations.Retirement] = []
+    dep_doc = docs.get("deprecations.yaml")
+    if dep_doc is not None:
+        try:
+            table = deprecations.parse_deprecations(dep_doc.data)
+        except ModelctlError:
+            table = []  # its own finding says why
+    out: list[Finding] = []
+    for path, doc in sorted(docs.items()):
+        if not (path.startswith("deployments/") and isinstance(doc.data, dict) and doc.data.get("routes")):
+            continue
+        if only is not None and path not in only and "deprecations.yaml" not in only and configmod.CONFIG_FILE not in only:
+            continue
+        dep, name = doc.data, path[len("deployments/"):-5]
+        for rname, r in sorted(routes.routes_of(dep).items()):
+            r = r if isinstance(r, dict) else {}
+            fallback = r.get("fallback") if isinstance(r.get("fallback"), dict) else None
+            chain = [e for e in (fallback or {}).get("chain") or [] if isinstance(e, dict) and isinstance(e.get("id"), str)]
+            active, live = routes.effective(dep, rname)
+            served = [v for v in (active, (live or {}).get("version")) if isinstance(v, str)]
+            if served and not chain and not all((bundles.get((name, v)) or {}).get("fallbacks") for v in served):
+                out.append(Finding(path, doc.line_of(("routes", rname)), "warning",
+                                   f"route {rname} of {name} serves traffic ({', '.join(served)}) with no fallback: "
+                                   f"set one with `modelctl route {name} {rname} --fallback provider/id`"))
+            for i, entry in enumerate(chain):
+                line = doc.line_of(("routes", rname, "fallback", "chain", i))
+                try:
+                    check_pinned({"provider": entry.get("provider"), "id": entry["id"]}, cfg.pinning, path, line)
+                except ModelctlError as exc:
+                    out.append(Finding(path, line, "error", f"route {rname} of {name}: fallback "
+                                       f"{exc.message.split(': model.id: ', 1)[-1]}"))
+                pin = deprecations.Pin(f"routes.{rname}.fallback.chain[{i}].id",
+                                       entry.get("provider") if isinstance(entry.get("provider"), str) else None,
+                                       entry["id"])
+                for f in deprecations.check_pins([pin], table, file=path, today=today,
+                                                 warn_days=cfg.deprecation.warn_days):
+                    out.append(Finding(path, line, f.severity, f"route {rname} of {name}: {f.message}"))
     return out
 
 

@@ -22,6 +22,7 @@ OUTPUT_SCHEMAS = {
     "shadow": "write.schema.json",
     "canary": "write.schema.json",
     "rollback": "write.schema.json",
+    "route": "write.schema.json",
     "status": "status.schema.json",
     "show": "show.schema.json",
     "diff": "diff.schema.json",
@@ -107,6 +108,8 @@ TransitionResult = TypedDict("TransitionResult", {
     "reason": str | None,
     "gate": str | None,
     "cost": NotRequired[ShadowCost],
+    "route": NotRequired[str],
+    "routes": NotRequired[dict[str, Any]],
 })
 TransitionResult.__doc__ = "What a lifecycle write (promote, shadow, canary, rollback) did, and the state after it."
 
@@ -249,6 +252,7 @@ class KeyAssignment(TypedDict):
     bucket: int
     version: str | None
     role: Literal["active", "canary"] | None
+    route: NotRequired[str]  # with --route: the route that answered
 
 
 class RoutingDocument(TypedDict):
@@ -260,6 +264,7 @@ class RoutingDocument(TypedDict):
     canary: ResolvedBundle | None
     shadow: ResolvedBundle | None
     assignment: Assignment
+    routes: NotRequired[dict[str, Any]]  # declared routes (modelctl.routes.document)
 
 
 class ResolveDocument(RoutingDocument):
@@ -335,6 +340,7 @@ class WhichDocument(TypedDict):
     bucket: NotRequired[int]
     served_by: NotRequired[str | None]
     role: NotRequired[Literal["active", "canary"] | None]
+    route: NotRequired[str]  # which --route: the route's own answer (active, canary are the route's)
 
 
 # -- CI: check, doctor, gate ----------------------------------------------------------------------

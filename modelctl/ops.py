@@ -605,6 +605,9 @@ def _summary(name: str, transition: Transition, pairs: list[tuple[str, str]],
         "canary": dep.get("canary"), "shadow": dep.get("shadow"), "hold": dep.get("hold")}
     if cost is not None:
         out["cost"] = cost
+    route = trailers.first(pairs, trailers.ROUTE)
+    if route:
+        out["route"], out["routes"] = route, dep.get("routes") or {}
     out["reason"] = trailers.first(pairs, trailers.REASON)
     out["gate"] = trailers.first(pairs, trailers.GATE)
     # built key by key so that --json keeps its published key order (cost before reason and gate)
@@ -616,6 +619,10 @@ def _transition_plan(snap: Snapshot, name: str, raw: bytes, transition: Transiti
     """One commit that rewrites deployments/<name>.yaml only, plus the transition's tags."""
     if transition.noop:
         return Plan(noop=True, result=transition.note)
+    if transition.deployment.get("routes"):
+        from . import routes
+
+        transition = routes.after_model(transition)  # what a model-level move does to its routes
     path = deployment_path(name)
     content = dump_deployment(transition.deployment, raw, path)
     pairs = list(transition.trailers) + list(extra_trailers)
@@ -704,22 +711,30 @@ def _shadow_cost(reg: Reader, snap: Snapshot, cfg: configmod.Config, name: str, 
 
 def promote(reg: Reader, name: str, version: str, to: str, *, force: bool = False, reason: str | None = None,
             opts: WriteOptions | None = None, expect_canary: tuple[str, float] | None = None,
-            evidence: str | None = None) -> Outcome:
+            evidence: str | None = None, route: str | None = None) -> Outcome:
     """Move a version to a stage (staging, shadow, canary, active) or retire it (deprecated, archived).
 
     `expect_canary` (version, percent): the live canary the caller judged (watch --advance); when
     the tip shows anything else, Conflict (exit 3) and nothing is written. `evidence` becomes a
-    Modelctl-Evidence trailer.
+    Modelctl-Evidence trailer. `route`: pin that route to the version (`to` must be active).
     """
-    from . import state
+    from . import routes, state
     from .names import PROMOTE_TARGETS, check_stage
 
     check_name(name), check_version(version), check_stage(to, PROMOTE_TARGETS)
+    if route is not None:
+        routes.check_route(route)
+        if to != "active":
+            raise UsageError(f"--route {route} pins a route to a version: use --to active",
+                             hint="a route's canary starts with `modelctl canary NAME VERSION --route R`")
     opts = opts or WriteOptions()
 
     def plan(snap: Snapshot) -> Plan:
         cfg = configmod.load(snap)
         dep, raw = _load_deployment(snap, name)
+        if route is not None:
+            t = routes.pin(dep, route, version, cfg.as_dict(), force=force, reason=reason)
+            return _transition_plan(snap, name, raw, t, _evidence(evidence))
         _expect_canary(dep, name, expect_canary)
         t = state.promote(dep, version, to, cfg.as_dict(), force=force, reason=reason, now=_now_iso())
         extra, cost = _evidence(evidence), None
@@ -758,16 +773,27 @@ def shadow(reg: Reader, name: str, version: str, percent: float | None = None, *
 
 def canary(reg: Reader, name: str, version: str, percent: float | None, *, force: bool = False,
            reason: str | None = None, opts: WriteOptions | None = None,
-           expect_canary: tuple[str, float] | None = None, evidence: str | None = None) -> Outcome:
-    """Start a canary at one of canary.steps, or move a live canary's percent (`expect_canary`: see promote)."""
-    from . import state
+           expect_canary: tuple[str, float] | None = None, evidence: str | None = None,
+           route: str | None = None) -> Outcome:
+    """Start a canary at one of canary.steps, or move a live canary's percent (`expect_canary`: see promote).
+
+    `route`: the canary of that route only (modelctl.routes); the model's own canary is untouched.
+    """
+    from . import routes, state
 
     check_name(name), check_version(version)
+    if route is not None:
+        routes.check_route(route)
     opts = opts or WriteOptions()
 
     def plan(snap: Snapshot) -> Plan:
         cfg = configmod.load(snap)
         dep, raw = _load_deployment(snap, name)
+        if route is not None:
+            t = routes.canary(dep, route, version, percent, cfg.as_dict(), force=force, reason=reason, now=_now_iso())
+            new = not t.noop and trailers.first(t.trailers, trailers.FROM_PERCENT) is None
+            extra = _gate_check(reg, snap, cfg, name, version, force, reason) if new else []
+            return _transition_plan(snap, name, raw, t, extra + _evidence(evidence))
         _expect_canary(dep, name, expect_canary)
         t = state.canary(dep, version, percent, cfg.as_dict(), force=force, reason=reason, now=_now_iso())
         extra = _gate_check(reg, snap, cfg, name, version, force, reason) if _enters(t, "canary") else []
@@ -802,7 +828,7 @@ def _evidence(evidence: str | None) -> list[tuple[str, str]]:
 
 def rollback(reg: Reader, name: str, *, to: str | None = None, reason: str | None = None,
              expect_canary: str | None = None, evidence: str | None = None, force: bool = False,
-             from_: str | None = None, opts: WriteOptions | None = None) -> Outcome:
+             from_: str | None = None, opts: WriteOptions | None = None, route: str | None = None) -> Outcome:
     """Take one named version out of service: the live canary, `from_`, or active when `to` names
     the target; the pulled version goes on hold.
 
@@ -812,15 +838,20 @@ def rollback(reg: Reader, name: str, *, to: str | None = None, reason: str | Non
     decided once, on the first evaluation: a retry after a concurrent rollback finds it already
     rolled back and does nothing (exit 0, saying who did it) instead of rolling back a second
     step; if it was replaced instead, Conflict (exit 3). `force` is accepted for uniform callers;
-    pulling traffic never needs it.
+    pulling traffic never needs it. `route`: take the version out of that route only (modelctl.routes).
     """
-    from . import history, state
+    from . import history, routes, state
     from .errors import NotFound
 
     check_name(name)
     for value in (to, expect_canary, from_):
         if value is not None:
             check_version(value)
+    if route is not None:
+        routes.check_route(route)
+        if expect_canary is not None:
+            raise UsageError("--expect-canary applies to the model's canary, not to --route",
+                             hint="use --from VERSION with --route")
     decided: dict[str, tuple[str, str] | None] = {}
     opts = opts or WriteOptions()
 
@@ -828,6 +859,9 @@ def rollback(reg: Reader, name: str, *, to: str | None = None, reason: str | Non
         cfg = configmod.load(snap)
         dep, raw = _load_deployment(snap, name)
         plain = expect_canary is None and from_ is None and to is None
+        if route is not None:
+            return _route_rollback(reg, snap, name, dep, raw, route, plain, reason=reason, from_=from_, to=to,
+                                   evidence=evidence)
         if expect_canary is not None:
             if expect_canary not in (dep.get("versions") or {}):
                 raise NotFound(f"version {expect_canary} of {name} is not registered",
@@ -841,7 +875,7 @@ def rollback(reg: Reader, name: str, *, to: str | None = None, reason: str | Non
             expect = decided["expect"] if plain and decided["expect"] and decided["expect"][0] == "canary" else None
         if plain and expect is None and dep.get("active"):
             last = history.last_lifecycle_event(reg.store, snap.commit, name)
-            if last and last["action"] == "rollback":
+            if last and last["action"] == "rollback" and not last["trailers"].get(trailers.ROUTE):
                 return Plan(noop=True, result=(
                     f"{last['version']} of {name} was already rolled back ({last['from'] or '?'}) by "
                     f"{last['author']} at {last['time']} (commit {last['commit'][:12]}); {dep['active']} serves"
@@ -858,3 +892,60 @@ def rollback(reg: Reader, name: str, *, to: str | None = None, reason: str | Non
         return _transition_plan(snap, name, raw, t)
 
     return _land(reg, plan, opts, name)
+
+
+def _route_rollback(reg: Reader, snap: Snapshot, name: str, dep: dict[str, Any], raw: bytes, route: str, plain: bool,
+                    *, reason: str | None, from_: str | None, to: str | None, evidence: str | None) -> Plan:
+    """rollback --route: one route loses a version; a plain re-run after it landed is already done."""
+    from . import history, routes
+
+    routes.route_of(dep, route)
+    if plain and routes.effective(dep, route)[1] is None:
+        last = history.last_lifecycle_event(reg.store, snap.commit, name)
+        if last and last["action"] == "rollback" and last["trailers"].get(trailers.ROUTE) == route:
+            return Plan(noop=True, result=(
+                f"{last['version']} of {name} was already rolled back on route {route} by {last['author']} at "
+                f"{last['time']} (commit {last['commit'][:12]})"))
+    t = routes.rollback(dep, route, reason=reason, from_=from_, to=to, evidence=evidence)
+    return _transition_plan(snap, name, raw, t)
+
+
+def route(reg: Reader, name: str, route_name: str, *, fallback: list[str] | None = None, policy: str | None = None,
+          follow: bool = False, opts: WriteOptions | None = None) -> Outcome:
+    """Declare a route of a model, set its fallback chain, or make a pinned route follow the model again."""
+    from . import routes
+
+    check_name(name)
+    routes.check_route(route_name)
+    chain = routes.parse_fallback(list(fallback or []), policy) if fallback or policy else None
+    opts = opts or WriteOptions()
+
+    def plan(snap: Snapshot) -> Plan:
+        dep, raw = _load_deployment(snap, name)
+        if chain is not None:
+            _check_fallbacks(snap, chain["chain"])
+        t = routes.declare(dep, route_name, fallback=chain, follow=follow)
+        return _transition_plan(snap, name, raw, t)
+
+    return _land(reg, plan, opts, name)
+
+
+def _check_fallbacks(snap: Snapshot, chain: list[dict[str, Any]]) -> None:
+    """A route's fallback must be pinned (modelctl.yaml pinning) and not retired (deprecations.yaml)."""
+    import datetime as dt
+
+    from . import deprecations
+
+    cfg = configmod.load(snap)
+    raw = snap.read("deprecations.yaml")
+    table = deprecations.parse_deprecations(yamlio.loads(raw, "deprecations.yaml").data) if raw is not None else []
+    today = dt.datetime.now(dt.UTC).date()
+    for entry in chain:
+        shown = f"{entry['provider']}/{entry['id']}"
+        bundlemod.check_pinned(entry, cfg.pinning, f"--fallback {shown}")
+        pin = deprecations.Pin("--fallback", entry["provider"], entry["id"])
+        for f in deprecations.check_pins([pin], table, file="deprecations.yaml", today=today,
+                                         warn_days=cfg.deprecation.warn_days):
+            if f.severity == "error":
+                raise ValidationError(f"{f.message}; a failover to it would fail too",
+                                      hint="pick a supported model for --fallback")

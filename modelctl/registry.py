@@ -126,29 +126,38 @@ class Registry(Reader):
         return {"schema": API_SCHEMA, "name": name, "from": v1, "to": v2, **bundle_diff(a, b)}
 
     # -- routing and history ------------------------------------------------------------------
-    def resolve(self, name: str, key: str | None = None, ref: str | None = None) -> ResolveDocument:
-        """The routing document a gateway needs; with `key`, also the version that serves that key."""
-        from . import routing
+    def resolve(self, name: str, key: str | None = None, ref: str | None = None, *,
+                route: str | None = None) -> ResolveDocument:
+        """The routing document a gateway needs; with `key`, also the version that serves that key
+        (on `route` when given: modelctl.routes)."""
+        from . import manifests, routes, routing
 
         check_name(name)
+        if route is not None:
+            routes.check_route(route)
         snap = self.snapshot(ref)
         dep = self.deployment(name, snap)
         if dep is None:
             raise NotFound(f"no model named {name!r} in this registry",
                            hint="see 'modelctl status' for the models it has")
-        named = [dep.get("active")] + [(dep.get(s) or {}).get("version") for s in ("canary", "shadow")]
-        bundles = {v: self.bundle(name, v, snap) for v in named if v}
+        if route is not None:
+            routes.route_of(dep, route)  # exit 2 for an undeclared route, before anything is read
+        bundles = {v: self.bundle(name, v, snap) for v in manifests.served_versions(dep)}
         assert snap.commit is not None  # snapshot() refuses a ref that names no commit
         routed = routing.routing_document(dep, bundles)
         doc: ResolveDocument = {"schema": routed["schema"], "name": routed["name"], "active": routed["active"],
                                 "canary": routed["canary"], "shadow": routed["shadow"],
                                 "assignment": routed["assignment"], "commit": snap.commit}
+        if "routes" in routed:
+            doc["routes"] = routed["routes"]
         if key is not None:
-            served = routing.assign(dep, key)
-            live = dep.get("canary") or None
+            served = routing.assign(dep, key, route=route)
+            live = routes.effective(dep, route)[1] if route is not None else dep.get("canary") or None
             role: Literal["active", "canary"] | None = None if served is None else (
                 "canary" if live and live.get("version") == served else "active")
             doc["key"] = {"key": key, "bucket": routing.bucket(name, key), "version": served, "role": role}
+            if route is not None:
+                doc["key"]["route"] = route
         return doc
 
     def log(self, name: str, limit: int | None = None, ref: str | None = None) -> LogDocument:
@@ -161,8 +170,10 @@ class Registry(Reader):
         self.store.require_full_history(f"the history of {name}")
         return {"schema": API_SCHEMA, **history.log(self.store, name, ref, limit)}
 
-    def which(self, name: str, at: str | int, key: str | None = None, ref: str | None = None) -> WhichDocument:
-        """What served a model at a time (ISO 8601 or unix seconds), and with `key`, which version served it."""
+    def which(self, name: str, at: str | int, key: str | None = None, ref: str | None = None, *,
+              route: str | None = None) -> WhichDocument:
+        """What served a model at a time (ISO 8601 or unix seconds), and with `key`, which version served it
+        (on `route` when given: the route as the deployment file declared it then)."""
         from . import history
 
         check_name(name)
@@ -173,7 +184,7 @@ class Registry(Reader):
         def read(commit: str) -> dict[str, Any] | None:
             return self.deployment(name, self.store.snapshot(commit))
 
-        return {"schema": API_SCHEMA, **history.which(self.store, read, name, at, key, ref)}
+        return {"schema": API_SCHEMA, **history.which(self.store, read, name, at, key, ref, route=route)}
 
     # -- writing (the CLI's write commands, for scripts) --------------------------------------
     # Each takes the command's options as keywords, plus push=True/False and branch="name".
@@ -206,6 +217,12 @@ class Registry(Reader):
         from . import ops
 
         return ops.rollback(self, name, **_write_kwargs(kwargs))
+
+    def route(self, name: str, route: str, **kwargs: Any) -> Outcome:
+        """Declare a route, set its fallback chain or make it follow the model (`ops.route`)."""
+        from . import ops
+
+        return ops.route(self, name, route, **_write_kwargs(kwargs))
 
 
 def _write_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -515,7 +515,7 @@ def lifecycle_before(r: TransitionResult, stream: str = "stdout") -> None:
 def lifecycle_after(r: TransitionResult) -> None:
     """Talk after a lifecycle write: what a rollback put on hold."""
     hold = r.get("hold")
-    if hold and r["action"] == "rollback":
+    if hold and r["action"] == "rollback" and not r.get("route"):  # a route rollback puts nothing on hold
         say(f"{hold['version']} is on hold: canary, shadow and promote refuse it unless --force --reason")
 
 

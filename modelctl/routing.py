@@ -49,14 +49,64 @@ def threshold(percent: float | int | None) -> int:
     return max(0, min(BUCKETS, round(percent * 100)))
 
 
-def assign(dep: Mapping[str, Any], key: str) -> str | None:
-    """The version that serves ``key`` (None when the model has no active version)."""
-    live = dep.get("canary") or None
-    if live and bucket(dep["name"], key) < threshold(live.get("percent")):
+def assign(dep: Mapping[str, Any], key: str, *, route: str | None = None) -> str | None:
+    """The version that serves ``key`` (None when the model has no active version).
+
+    ``route``: on that declared route (modelctl.routes: its pin and canary, same buckets).
+    """
+    if route is not None:
+        from . import routes
+
+        routes.route_of(dep, route)
+        active, live = routes.effective(dep, route)
+    else:
+        live, active = dep.get("canary") or None, dep.get("active")
+    if live and active and bucket(dep["name"], key) < threshold(live.get("percent")):
         version: str = live["version"]
         return version
-    active: str | None = dep.get("active")
     return active
+
+
+def fallback_hash(name: str, route: str, key: str, step: int) -> int:
+    """``uint64_be(sha256(utf8(name + "\\0" + route + "\\0" + key + "\\0" + str(step)))[0:8])``."""
+    digest = hashlib.sha256(f"{name}\0{route}\0{key}\0{step}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def fallback_order(name: str, route: str, key: str, chain: list[Any] | tuple[Any, ...], policy: str) -> list[int]:
+    """Indexes into a route's fallback ``chain`` in the order to try them for ``key``.
+
+    ordered: the chain as written. weighted: step k draws ``fallback_hash(name, route, key, k) %
+    (sum of the remaining weights)`` and takes the first remaining entry (in chain order) whose
+    running weight exceeds the draw, so the first choice falls on entry i for a share
+    weight_i / total of keys, and every key keeps its order until the chain changes.
+    """
+    if policy != "weighted":
+        return list(range(len(chain)))
+    left = list(range(len(chain)))
+    out: list[int] = []
+    step = 0
+    while left:
+        total = sum(int(chain[i]["weight"]) for i in left)
+        draw = fallback_hash(name, route, key, step) % total
+        running = 0
+        for pos, i in enumerate(left):
+            running += int(chain[i]["weight"])
+            if draw < running:
+                out.append(left.pop(pos))
+                break
+        step += 1
+    return out
+
+
+# (name, route, key, weights, order): the README table and tests/test_routes.py check these.
+FALLBACK_VECTORS: list[tuple[str, str, str, tuple[int, ...], list[int]]] = [
+    ("support-agent", "summarise", "user-42", (3, 1, 1), [2, 0, 1]),
+    ("support-agent", "summarise", "user-43", (3, 1, 1), [1, 2, 0]),
+    ("support-agent", "summarise", "", (3, 1, 1), [2, 0, 1]),
+    ("support-agent", "search", "user-42", (1, 1), [1, 0]),
+    ("support-agent", "chat", "ünïcode-ключ-鍵", (5, 2, 2, 1), [0, 2, 1, 3]),
+]
 
 
 class _Resolved(TypedDict):
@@ -100,7 +150,7 @@ def routing_document(dep: Mapping[str, Any], bundles: Mapping[str, Mapping[str, 
     served = 100 - canary_pct
     if isinstance(served, float) and served.is_integer():
         served = int(served)
-    return {
+    doc: RoutingDocument = {
         "schema": SCHEMA,
         "name": dep["name"],
         "active": entry(dep["active"], served) if dep.get("active") else None,
@@ -114,3 +164,8 @@ def routing_document(dep: Mapping[str, Any], bundles: Mapping[str, Mapping[str, 
             "canary_when": "bucket < round(canary.percent * 100)",
         },
     }
+    if dep.get("routes"):  # absent without routes: those documents stay byte-identical
+        from . import routes
+
+        doc["routes"] = routes.document(dep, entry)
+    return doc

@@ -1184,7 +1184,7 @@ def route_cmd(
 
     \b
     Example:
-      modelctl route support-agent summarise --fallback anthropic/claude-sonnet-4-5-20250929
+      modelctl route support-agent summarise --fallback openai/gpt-4.1-2025-04-14
     """
     from . import ops
 

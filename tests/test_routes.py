@@ -372,3 +372,51 @@ def test_rendered_configmap_carries_the_routes(routed):
     assert doc["routes"]["search"]["active"]["version"] == "1.0.1" and doc["routes"]["search"]["follows_model"]
     assert doc["routes"]["summarise"]["active"]["prompt"]["text"] == "You are helpful.\n"
     assert run_cli("check", cwd=repo).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def gto_bin(tmp_path_factory):
+    """GTO from PyPI in a virtualenv of its own, as tests/test_gto.py installs it (skips only if PyPI is unreachable)."""
+    import subprocess
+    import sys
+
+    from test_gto import UNREACHABLE
+
+    venv = tmp_path_factory.mktemp("gto-venv")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "gto"],
+                         capture_output=True, text=True, timeout=600)
+    if pip.returncode != 0:
+        text = pip.stdout + pip.stderr
+        if any(s in text for s in UNREACHABLE):
+            pytest.skip(f"PyPI is unreachable, cannot install gto: {text.strip().splitlines()[-1]}")
+        pytest.fail(f"pip install gto failed: {text[-2000:]}")
+    return venv / "bin"
+
+
+def test_gto_agrees_with_status_for_the_model_through_route_events(routed, gto_bin, tmp_path):
+    from test_gto import VIEWS, _agree, _clone, _modelctl_view, _run_gto
+
+    reg, step, repo = routed
+    script = [
+        ("summarise rolled back to 1.0.0", lambda: step(reg.rollback, NAME, route="summarise", from_="1.0.1")),
+        ("1.0.2 shadow", lambda: step(reg.shadow, NAME, "1.0.2", 10)),
+        ("chat canary 1.0.2", lambda: step(reg.canary, NAME, "1.0.2", 25, route="chat")),
+        ("chat canary rolled back", lambda: step(reg.rollback, NAME, route="chat")),
+        ("model canary 1.0.2", lambda: step(reg.canary, NAME, "1.0.2", 5)),
+        ("search pinned to 1.0.0", lambda: step(reg.promote, NAME, "1.0.0", "active", route="search")),
+        ("1.0.2 active", lambda: step(reg.promote, NAME, "1.0.2", "active")),
+    ]
+    steps = [("start", _modelctl_view(repo), _clone(repo, tmp_path / "step-00"))]
+    for i, (label, action) in enumerate(script, 1):
+        action()
+        steps.append((label, _modelctl_view(repo), _clone(repo, tmp_path / f"step-{i:02d}")))
+    # route events leave the model's stages alone; model events move them
+    assert steps[1][1] == steps[0][1] and steps[4][1] == steps[2][1]
+    assert steps[5][1]["canary"] == {"1.0.2"} and steps[-1][1]["active"] == {"1.0.2"}
+    shown = _run_gto(gto_bin, {str(clone): VIEWS for _, _, clone in steps})
+    for label, ours, clone in steps:
+        _agree(label, ours, shown[str(clone)])
+    # while the model moved on, the pinned routes kept their versions
+    assert served(reg, "search") == served(reg, "summarise") == {"1.0.0": len(KEYS)}
+    assert served(reg, "chat") == {"1.0.2": len(KEYS)}

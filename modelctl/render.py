@@ -528,6 +528,11 @@ def log(doc: LogDocument) -> None:
         if pct is not None and e.get("from_percent") is not None:
             pct = f"{_pct(e['from_percent'])} -> {_pct(pct)}"
         action = f"{e['action']} (inferred)" if e.get("inferred") else e["action"]
+        from .trailers import ROUTE
+
+        route = (e.get("trailers") or {}).get(ROUTE)
+        if route:
+            action += f" [{route}]"  # a route event: the model's own state did not move
         rows.append([e["time"], e["author"], action, e["version"], change, pct,
                      e.get("restored") or e.get("replaces"), e.get("reason"), e.get("evidence")])
     table(f"{doc['name']}: {len(rows)} event(s), newest first",
@@ -541,7 +546,7 @@ def which(doc: WhichDocument) -> None:
         line(f"{doc['name']} at {doc['at']}: nothing served yet (its first event is {doc['first_event']})")
         return
     assert e is not None  # history.which names the event with the commit
-    line(f"{doc['name']} at {doc['at']}:")
+    line(f"{doc['name']}" + (f" route {doc['route']}" if doc.get("route") else "") + f" at {doc['at']}:")
     live = doc["canary"]
     share = live["percent"] if live else 0
     active_pct = 100 - share if doc["active"] else None
@@ -563,13 +568,15 @@ def resolve(doc: ResolveDocument) -> None:
     if doc.get("key"):
         k = doc["key"]
         line(fmt(k["version"]))
-        canary = doc.get("canary")
+        route = k.get("route")
+        canary = ((doc.get("routes") or {}).get(route) or {}).get("canary") if route else doc.get("canary")
+        said = f"key {k['key']!r}" + (f" on route {route}" if route else "")
         if canary and k["version"] is not None:
             edge = round(canary["percent"] * 100)
             rel = "<" if k["role"] == "canary" else ">="
-            say(f"key {k['key']!r}: bucket {k['bucket']} {rel} {edge} -> {k['role']} {k['version']}")
+            say(f"{said}: bucket {k['bucket']} {rel} {edge} -> {k['role']} {k['version']}")
         elif k["version"] is not None:
-            say(f"key {k['key']!r}: bucket {k['bucket']}, no canary -> active {k['version']}")
+            say(f"{said}: bucket {k['bucket']}, no canary -> active {k['version']}")
         else:
             say(f"{doc['name']} has no active version yet; nothing serves key {k['key']!r}")
         return
@@ -585,6 +592,18 @@ def resolve(doc: ResolveDocument) -> None:
         return
     table(f"{doc['name']} (commit {doc['commit'][:12]}; shadow traffic is mirrored, never served)",
           ["role", "version", "traffic", "model", "prompt", "sha256"], rows)
+    served = doc.get("routes") or {}
+    if served:
+        route_rows = []
+        for name, r in served.items():
+            active, canary, fb = r.get("active"), r.get("canary"), r.get("fallback")
+            chain = ", ".join(f"{x['provider']}/{x['id']}" + (f"={x['weight']}" if "weight" in x else "")
+                              for x in (fb or {}).get("chain", []))
+            route_rows.append([name, active["version"] if active else None,
+                               f"{canary['version']} at {_pct(canary['percent'])}%" if canary else None,
+                               "model" if r.get("follows_model") else "pinned",
+                               f"{fb['policy']}: {chain}" if fb else None])
+        table(f"{doc['name']} routes", ["route", "active", "canary", "follows", "fallback"], route_rows)
 
 
 # -- Markdown: the eval gate's comment and the promotion pull request's body -----------------------

@@ -192,7 +192,14 @@ class _Run:
             problems = schema.problems(doc, "Deployment")
             self.add_problems(path, problems)
             if not problems:
-                for msg, loc in state.problems(doc.data, name, [v for (n, v) in bundles if n == name]):
+                registered = [v for (n, v) in bundles if n == name]
+                found = state.problems(doc.data, name, registered)
+                if doc.data.get("routes"):
+                    from . import routes
+
+                    versions = state.expand_versions(doc.data, sorted(registered, key=state.version_key))["versions"]
+                    found += routes.problems(doc.data, versions)
+                for msg, loc in found:
                     self.add(path, doc.line_of(loc), "error", msg)
 
     def stray_files(self) -> None:
@@ -346,7 +353,12 @@ def _move_findings(reg: Reader, snap: Snapshot, cfg: configmod.Config, docs: dic
             own = said.get(trailers.MODEL) in (None, name)
             force = (said.get(trailers.REASON) or None) if own and said.get(trailers.FORCE) == "true" else None
             gate_why = (said.get(trailers.GATE_OVERRIDE) or None) if own else None
-            for f in state.judge_move(before or None, after, lifecycle, gate=gate if gate_required else None):
+            judged = state.judge_move(before or None, after, lifecycle, gate=gate if gate_required else None)
+            if after.get("routes") or (before or {}).get("routes"):
+                from . import routes
+
+                judged += routes.judge(before or None, after, lifecycle)
+            for f in judged:
                 key = (name, f.version, f.rule)
                 if key in seen:
                     continue

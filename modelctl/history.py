@@ -252,6 +252,8 @@ def which(store: Store, read_deployment: Callable[[str], dict[str, Any] | None],
                "active": None, "canary": None, "shadow": None, "first_event": first[-1]["time"]}
         if key is not None:
             doc.update({"bucket": routing.bucket(name, key), "served_by": None, "role": None})
+        if route is not None:
+            doc["route"] = route
         return doc
     event = found[0]
     dep = read_deployment(event["commit"])

@@ -41,7 +41,13 @@ from typing import Any
 from . import state, trailers
 from .errors import TransitionError, UsageError
 from .names import NAME_RE, check_version, semver_key
-from .routing import fallback_order as fallback_order  # the rule lives with the bucket rule
+
+# what a route serves is decided with the bucket rule, in routing (the serving client's only import)
+from .routing import check_route as check_route
+from .routing import effective as effective
+from .routing import fallback_order as fallback_order
+from .routing import route_of as route_of
+from .routing import routes_of as routes_of
 
 POLICIES = ("ordered", "weighted")
 # statuses a route may be pinned to: serving now, serving as the model's canary, or served before
@@ -50,46 +56,6 @@ GONE = ("rolled-back", "archived")
 
 
 # -- names and reading -------------------------------------------------------------------------
-
-
-def check_route(route: str) -> str:
-    """A route name must be a DNS label (the model-name rule); UsageError otherwise."""
-    if not isinstance(route, str) or not NAME_RE.fullmatch(route):
-        raise UsageError(f"invalid route name {route!r}: a route is a DNS label (lowercase letters, digits, '-', "
-                         "at most 63)", hint="pick a name such as summarise or search")
-    return route
-
-
-def routes_of(dep: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The deployment's routes (empty when it declares none)."""
-    found = dep.get("routes") or {}
-    return found if isinstance(found, dict) else {}
-
-
-def route_of(dep: Mapping[str, Any], route: str) -> dict[str, Any]:
-    """One declared route; UsageError (exit 2) naming the routes that exist otherwise."""
-    check_route(route)
-    name = dep.get("name", "?")
-    declared = routes_of(dep)
-    if not declared:
-        raise UsageError(f"{name} declares no routes, so --route {route} names nothing",
-                         hint=f"declare it first with `modelctl route {name} {route}`")
-    if route not in declared:
-        raise UsageError(f"{name} has no route {route!r} (routes: {', '.join(sorted(declared))})",
-                         hint=f"declare it with `modelctl route {name} {route}`")
-    return declared[route] or {}
-
-
-def effective(dep: Mapping[str, Any], route: str) -> tuple[str | None, dict[str, Any] | None]:
-    """What a declared route serves: (active version, canary split or None)."""
-    r = routes_of(dep).get(route) or {}
-    active = r.get("active") or dep.get("active")
-    own = r.get("canary") or None
-    if own:
-        return active, own
-    if r.get("active"):
-        return active, None  # pinned: the model's canary does not reach it
-    return active, dep.get("canary") or None
 
 
 def versions(dep: Mapping[str, Any]) -> list[str]:
@@ -115,14 +81,15 @@ def parse_fallback(specs: list[str], policy: str | None) -> dict[str, Any]:
     for spec in specs:
         target, sep, weight_text = spec.rpartition("=") if "=" in spec else (spec, "", "")
         provider, slash, ident = target.partition("/")
-        if not slash or not provider.strip() or not ident.strip() or any(c.isspace() for c in target):
+        if not slash or not provider.strip() or not ident.strip() or not target.isprintable() or \
+                any(c.isspace() for c in target):
             raise UsageError(f"invalid --fallback {spec!r}", hint="write provider/model-id, e.g. openai/gpt-4.1-mini-2025-04-14")
         entry: dict[str, Any] = {"provider": provider, "id": ident}
         if sep:
             if policy != "weighted":
                 raise UsageError(f"--fallback {spec!r} has a weight but the policy is {policy}",
                                  hint="add --policy weighted, or drop the =WEIGHT")
-            if not weight_text.isdigit() or int(weight_text) < 1:
+            if not (weight_text.isascii() and weight_text.isdigit()) or int(weight_text) < 1:
                 raise UsageError(f"invalid weight in --fallback {spec!r}", hint="a weight is a whole number >= 1")
             entry["weight"] = int(weight_text)
         elif policy == "weighted":
@@ -441,12 +408,12 @@ def problems(dep: Mapping[str, Any], statuses: Mapping[str, str]) -> list[tuple[
     return out
 
 
-def judge(before: Mapping[str, Any] | None, after: Mapping[str, Any], config: Mapping[str, Any] | None) -> list[tuple[str, str | None, str]]:
-    """Rules a hand edit of ``routes:`` breaks, as (rule, version, message): route canary percents,
-    versions on hold, pins to versions that never passed the pipeline (state.judge_move adds these)."""
+def judge(before: Mapping[str, Any] | None, after: Mapping[str, Any], config: Mapping[str, Any] | None) -> list[state.Finding]:
+    """Rules a hand edit of ``routes:`` breaks (state.judge_move's findings for the routes): route
+    canary percents, versions on hold, pins to versions that never served nor ran as the route's canary."""
     name = after.get("name", "?")
     old = routes_of(before or {})
-    out: list[tuple[str, str | None, str]] = []
+    out: list[state.Finding] = []
     steps = state.canary_steps(config)
     versions = after.get("versions") or {}
     hold = (after.get("hold") or {}).get("version")
@@ -461,36 +428,15 @@ def judge(before: Mapping[str, Any] | None, after: Mapping[str, Any], config: Ma
             except UsageError:
                 pct = own.get("percent")
             if pct not in steps:
-                out.append(("canary-percent", v, f"canary percent {pct} of route {rname} of {name} is not one of "
+                out.append(state.Finding("canary-percent", v, f"canary percent {pct} of route {rname} of {name} is not one of "
                                                  f"canary.steps ({', '.join(state.fmt_pct(s) for s in steps)})"))
             if versions.get(v) == "rolled-back" or hold == v:
-                out.append(("hold", v, f"{v} of {name} is on hold after a rollback; a canary on route {rname} "
-                                       "needs --force --reason"))
+                out.append(state.Finding("hold", v, f"{v} of {name} is on hold after a rollback; a canary on route "
+                                                    f"{rname} needs --force --reason", "force"))
         pinned = r.get("active")
         if pinned and pinned != was.get("active"):
             ran_here = (was.get("canary") or {}).get("version") == pinned
             if versions.get(pinned) not in PINNABLE and not ran_here:
-                out.append(("illegal-move", pinned, f"route {rname} of {name} is pinned to {pinned} "
+                out.append(state.Finding("illegal-move", pinned, f"route {rname} of {name} is pinned to {pinned} "
                                                     f"({versions.get(pinned)}), which never served nor ran as its canary"))
     return out
-
-
-def document(dep: Mapping[str, Any], entry: Any) -> dict[str, Any]:
-    """The ``routes`` of a routing document; ``entry(version, percent)`` resolves one bundle."""
-    out: dict[str, Any] = {}
-    for rname in sorted(routes_of(dep)):
-        r = routes_of(dep)[rname] or {}
-        active, live = effective(dep, rname)
-        pct: float | int = live["percent"] if live else 0
-        served: float | int = 100 - pct
-        if isinstance(served, float) and served.is_integer():
-            served = int(served)
-        out[rname] = {
-            "active": entry(active, served) if active else None,
-            "canary": entry(live["version"], live["percent"]) if live and active else None,
-            "fallback": copy.deepcopy(r.get("fallback")) if r.get("fallback") else None,
-            "follows_model": not r.get("active"),
-        }
-    return out
-
-

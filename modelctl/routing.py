@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
+
+from .errors import UsageError
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
     from .documents import ResolvedBundle, RoutingDocument
 
 BUCKETS = 10_000
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")  # names.NAME_RE (a route is a DNS label), without its imports
 SCHEMA = "modelctl/v1"
 
 # (name, key, bucket): the README table and tests/test_routing.py check these.
@@ -55,10 +59,8 @@ def assign(dep: Mapping[str, Any], key: str, *, route: str | None = None) -> str
     ``route``: on that declared route (modelctl.routes: its pin and canary, same buckets).
     """
     if route is not None:
-        from . import routes
-
-        routes.route_of(dep, route)
-        active, live = routes.effective(dep, route)
+        route_of(dep, route)
+        active, live = effective(dep, route)
     else:
         live, active = dep.get("canary") or None, dep.get("active")
     if live and active and bucket(dep["name"], key) < threshold(live.get("percent")):
@@ -165,7 +167,66 @@ def routing_document(dep: Mapping[str, Any], bundles: Mapping[str, Mapping[str, 
         },
     }
     if dep.get("routes"):  # absent without routes: those documents stay byte-identical
-        from . import routes
-
-        doc["routes"] = routes.document(dep, entry)
+        doc["routes"] = routes_document(dep, entry)
     return doc
+
+
+# -- routes (modelctl.routes owns their transitions; what a route serves is decided here) --------------
+
+def check_route(route: str) -> str:
+    """A route name must be a DNS label (the model-name rule); UsageError otherwise."""
+    if not isinstance(route, str) or not _LABEL.match(route):
+        raise UsageError(f"invalid route name {route!r}: a route is a DNS label (lowercase letters, digits, '-', "
+                         "at most 63)", hint="pick a name such as summarise or search")
+    return route
+
+
+def routes_of(dep: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The deployment's routes (empty when it declares none)."""
+    found = dep.get("routes") or {}
+    return found if isinstance(found, dict) else {}
+
+
+def route_of(dep: Mapping[str, Any], route: str) -> dict[str, Any]:
+    """One declared route; UsageError (exit 2) naming the routes that exist otherwise."""
+    check_route(route)
+    name = dep.get("name", "?")
+    declared = routes_of(dep)
+    if not declared:
+        raise UsageError(f"{name} declares no routes, so --route {route} names nothing",
+                         hint=f"declare it first with `modelctl route {name} {route}`")
+    if route not in declared:
+        raise UsageError(f"{name} has no route {route!r} (routes: {', '.join(sorted(declared))})",
+                         hint=f"declare it with `modelctl route {name} {route}`")
+    return declared[route] or {}
+
+
+def effective(dep: Mapping[str, Any], route: str) -> tuple[str | None, dict[str, Any] | None]:
+    """What a declared route serves: (active version, canary split or None)."""
+    r = routes_of(dep).get(route) or {}
+    active = r.get("active") or dep.get("active")
+    own = r.get("canary") or None
+    if own:
+        return active, own
+    if r.get("active"):
+        return active, None  # pinned: the model's canary does not reach it
+    return active, dep.get("canary") or None
+
+
+def routes_document(dep: Mapping[str, Any], entry: Any) -> dict[str, Any]:
+    """The ``routes`` of a routing document; ``entry(version, percent)`` resolves one bundle."""
+    out: dict[str, Any] = {}
+    for rname in sorted(routes_of(dep)):
+        r = routes_of(dep)[rname] or {}
+        active, live = effective(dep, rname)
+        pct: float | int = live["percent"] if live else 0
+        served: float | int = 100 - pct
+        if isinstance(served, float) and served.is_integer():
+            served = int(served)
+        out[rname] = {
+            "active": entry(active, served) if active else None,
+            "canary": entry(live["version"], live["percent"]) if live and active else None,
+            "fallback": copy.deepcopy(r.get("fallback")) if r.get("fallback") else None,
+            "follows_model": not r.get("active"),
+        }
+    return out

@@ -925,11 +925,6 @@ def judge_move(before: dict[str, Any] | None, after: dict[str, Any], config: Map
             if failed:
                 out.append(Finding("gate", v, f"{name} {v} moves to {s1} but gate.required is set and the eval "
                                               f"gate fails: {failed}", "gate"))
-    if after.get("routes") or (before or {}).get("routes"):
-        from . import routes  # routes builds on this module
-
-        out += [Finding(rule, v, msg, "force" if rule == "hold" else None)
-                for rule, v, msg in routes.judge(before, after, config)]
     return out
 
 
@@ -1124,8 +1119,4 @@ def problems(dep: dict[str, Any], name: str, bundles: Iterable[str]) -> list[tup
     hold = dep.get("hold") or None
     if hold and hold.get("version") not in versions:
         out.append((f"hold names {hold.get('version')}, which is not a registered version", ("hold",)))
-    if dep.get("routes"):
-        from . import routes  # routes builds on this module
-
-        out += routes.problems(dep, versions)
     return out

@@ -386,9 +386,10 @@ def problems(dep: Mapping[str, Any], statuses: Mapping[str, str]) -> list[tuple[
             st = statuses.get(pinned)
             if st is None:
                 out.append((f"route {rname} is pinned to {pinned}, which is not a registered version", at + ("active",)))
-            elif st not in PINNABLE:
-                out.append((f"route {rname} is pinned to {pinned}, whose status is {st}; a route pins a version that "
-                            "serves or served before", at + ("active",)))
+            elif st in GONE:
+                # a pin may also hold a version that ran as the route's canary (any live status): judge() checks how
+                out.append((f"route {rname} is pinned to {pinned}, whose status is {st}; a route serves no version "
+                            "that was rolled back or archived", at + ("active",)))
         own = r.get("canary") or None
         if own:
             v = own.get("version")

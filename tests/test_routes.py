@@ -322,8 +322,9 @@ def test_parse_fallback_and_routes_pure_rules():
     assert routes.problems(dep, dep["versions"]) == []
     bad = dict(dep, routes={"x": {"active": "1.0.2"}, "y": {"active": "9.9.9"}, "z": {"canary": {"version": "1.0.2",
                                                                                                   "percent": 5}}})
-    found = [m for m, _ in routes.problems(bad, dict(bad["versions"], **{"1.0.2": "staging"}))]
-    assert any("pinned to 1.0.2, whose status is staging" in m for m in found)
+    found = [m for m, _ in routes.problems(bad, dict(bad["versions"], **{"1.0.2": "rolled-back"}))]
+    assert any("pinned to 1.0.2, whose status is rolled-back" in m for m in found)
+    assert any("runs a canary of 1.0.2, whose status is rolled-back" in m for m in found)
     assert any("pinned to 9.9.9, which is not a registered version" in m for m in found)
 
 
@@ -340,14 +341,19 @@ def test_check_judges_routes_fallbacks_hand_edits_and_rendered_drift(routed):
     edited = text.replace("          id: claude-sonnet-4-5-20250929", "          id: claude-latest")
     edited = edited.replace("  chat: {}", '  chat:\n    active: "1.0.2"')
     assert edited != text
+    base = git(repo, "rev-parse", "HEAD").strip()
     path.write_text(edited)
     git(repo, "commit", "-q", "-am", "hand edit")
     proc = run_cli("check", cwd=repo)
     assert proc.returncode == 1
     assert "route summarise of support-agent: fallback" in proc.stdout and "claude-latest" in proc.stdout
-    assert "route chat is pinned to 1.0.2, whose status is staging" in proc.stdout
     # the rendered ConfigMap did not follow the hand edit: drift
     assert "differs from what the registry renders" in proc.stdout
+    # judged as a move (a pull request): no command pins a route to a version that never served
+    proc = run_cli("check", "--changed-since", base, cwd=repo)
+    assert proc.returncode == 1
+    assert "route chat of support-agent is pinned to 1.0.2 (staging), which never served nor ran as its canary" \
+        in proc.stdout
 
 
 def test_check_changed_since_refuses_an_illegal_hand_edit_of_a_route(routed):
@@ -420,3 +426,17 @@ def test_gto_agrees_with_status_for_the_model_through_route_events(routed, gto_b
     # while the model moved on, the pinned routes kept their versions
     assert served(reg, "search") == served(reg, "summarise") == {"1.0.0": len(KEYS)}
     assert served(reg, "chat") == {"1.0.2": len(KEYS)}
+
+
+def test_check_changed_since_accepts_the_moves_the_route_commands_make(routed):
+    reg, step, repo = routed
+    base = git(repo, "rev-parse", "HEAD").strip()
+    step(reg.shadow, NAME, "1.0.2", 10)
+    step(reg.canary, NAME, "1.0.2", 25, route="chat")
+    step(reg.canary, NAME, "1.0.2", 50, route="chat")
+    step(reg.promote, NAME, "1.0.2", "active", route="chat")
+    step(reg.rollback, NAME, route="summarise", from_="1.0.1")
+    step(reg.route, NAME, "search", fallback=["openai/gpt-4.1-2025-04-14"])
+    proc = run_cli("check", "--changed-since", base, cwd=repo)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "error" not in proc.stdout.replace("0 error(s)", "")

@@ -440,3 +440,29 @@ def test_check_changed_since_accepts_the_moves_the_route_commands_make(routed):
     proc = run_cli("check", "--changed-since", base, cwd=repo)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "error" not in proc.stdout.replace("0 error(s)", "")
+
+
+def test_model_level_moves_reach_the_routes_pure():
+    from modelctl import state
+
+    dep = {"name": NAME, "active": "1.0.1", "previous": "1.0.0", "canary": None, "shadow": None, "hold": None,
+           "versions": {"1.0.0": "deprecated", "1.0.1": "active", "1.0.2": "shadow"},
+           "routes": {"chat": {"canary": {"version": "1.0.2", "percent": 10}}, "search": {"active": "1.0.0"},
+                      "plain": {}}}
+    cfg = {"pipeline": {"required": []}}
+    # the model promotes the version chat runs as its canary: chat serves it anyway, so its canary ends
+    t = routes.after_model(state.promote(dep, "1.0.2", "active", cfg))
+    assert t.deployment["routes"] == {"chat": {}, "search": {"active": "1.0.0"}, "plain": {}}
+    # a model-level canary of it is refused while chat runs its own
+    with pytest.raises(modelctl.errors.TransitionError, match="route chat of support-agent runs its own canary"):
+        routes.after_model(state.canary(dep, "1.0.2", 5, cfg))
+    # rolling 1.0.1 back to 1.0.0 for the model leaves search pinned to 1.0.0 (a version that serves again)
+    t = routes.after_model(state.rollback(dep, cfg, now="2026-03-01T00:00:00Z", from_="1.0.1"))
+    assert t.deployment["routes"]["search"] == {"active": "1.0.0"} and t.deployment["active"] == "1.0.0"
+    # archiving a pinned version is refused; a version no route names is archived as before
+    with pytest.raises(modelctl.errors.TransitionError, match="route search of support-agent is pinned to 1.0.0"):
+        routes.after_model(state.promote(dep, "1.0.0", "archived", cfg))
+    # without routes nothing changes
+    plain = {k: v for k, v in dep.items() if k != "routes"}
+    t = state.promote(plain, "1.0.2", "active", cfg)
+    assert routes.after_model(t) is t

@@ -9,7 +9,11 @@ Spec (README "Routing"):
    version. Raising the percent only adds buckets, so no key moves from the canary back to the
    stable version while a canary ramps up.
 
-Shadow traffic is mirrored, never served: it never changes what a key is served by. Python's
+Shadow traffic is mirrored, never served: it never changes what a key is served by.
+
+Routes (README "Routes and segments"): a declared route answers with the same bucket and its own
+active and canary (:func:`effective`); a weighted fallback chain is ordered per key by
+:func:`fallback_order`. Python's
 built-in hash function is never used here: it is salted per process.
 """
 from __future__ import annotations
@@ -63,7 +67,7 @@ def assign(dep: Mapping[str, Any], key: str, *, route: str | None = None) -> str
         active, live = effective(dep, route)
     else:
         live, active = dep.get("canary") or None, dep.get("active")
-    if live and active and bucket(dep["name"], key) < threshold(live.get("percent")):
+    if live and bucket(dep["name"], key) < threshold(live.get("percent")):
         version: str = live["version"]
         return version
     return active

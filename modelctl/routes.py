@@ -19,11 +19,15 @@ Rules decided here:
   the model-level canary is live on the same version (that canary already serves the route).
 * ``rollback NAME --route R`` takes a version out of route R only: the route's own canary ends;
   the model's canary on a following route, or the route's active version, is replaced by a pin
-  (``--to V``, else the model's ``previous`` or active version that served before). The model's
-  statuses, its other routes and its tags do not change.
-* Model-level events reach routes: a version rolled back or archived for the whole model leaves
-  every route (pins are dropped, so the route follows the model again; route canaries end); a
-  route canary of the version the model promotes to active ends (the route serves it anyway).
+  (``--to V``, else the model's active version, else its ``previous``). The model's statuses, its
+  hold, its other routes and its tags do not change.
+* A route is pinned (``promote NAME V --to active --route R``) to a version that serves (active,
+  canary), served before (deprecated) or ran as that route's canary.
+* Model-level events reach routes (:func:`after_model`): a version rolled back for the whole model
+  leaves every route (pins to it are dropped, so the route follows the model again; route canaries
+  of it end); archiving a pinned version is refused; a route canary of the version the model
+  promotes to active ends (the route serves it anyway); a model-level canary of a version a route
+  runs as its own canary is refused.
 * Route events make no GTO stage tag: GTO's stages are the model's, which a route event never
   changes, so ``gto show`` keeps agreeing with ``status`` for the model as a whole; the commit
   carries ``Modelctl-Route``.

@@ -30,8 +30,8 @@ from .errors import NotFound, ValidationError
 if TYPE_CHECKING:
     from typing_extensions import TypeIs  # typing.TypeIs is 3.13+; annotations only, never imported at run time
 
-__all__ = ["Router", "Snapshot", "Pick", "Bundle", "Route", "UnknownModel", "UnknownRoute", "NoActiveVersion", "InvalidRoutingDocument",
-           "shadow_bucket", "digest"]
+__all__ = ["Router", "Snapshot", "Pick", "Bundle", "Route", "UnknownModel", "UnknownRoute", "NoActiveVersion",
+           "InvalidRoutingDocument", "shadow_bucket", "digest"]
 
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")  # names.NAME_RE, without its imports
 # The fields of the bucket rule this client implements; a document announcing another rule is refused

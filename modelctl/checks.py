@@ -196,7 +196,14 @@ class _Run:
             problems = schema.problems(doc, "Deployment")
             self.add_problems(path, problems)
             if not problems:
-                for msg, loc in state.problems(doc.data, name, [v for (n, v) in bundles if n == name]):
+                registered = [v for (n, v) in bundles if n == name]
+                found = state.problems(doc.data, name, registered)
+                if doc.data.get("routes"):
+                    from . import routes
+
+                    versions = state.expand_versions(doc.data, sorted(registered, key=state.version_key))["versions"]
+                    found += routes.problems(doc.data, versions)
+                for msg, loc in found:
                     self.add(path, doc.line_of(loc), "error", msg)
 
     def stray_files(self) -> None:
@@ -244,6 +251,7 @@ def _extensions(reg: Reader, snap: Snapshot, cfg: configmod.Config, files: dict[
         if only is not None else {}
     findings += _deprecation_findings(cfg, docs, bundles, statuses, before, want, only, today)
     findings += _fallback_findings(docs, bundles, statuses, before, only)
+    findings += _route_findings(cfg, docs, bundles, only, today)
     findings += _rendered_findings(snap, cfg, files, docs, bundles, only)
     if only is not None and base is not None and not staged:
         findings += _move_findings(reg, snap, cfg, docs, only, base)
@@ -374,7 +382,12 @@ def _move_findings(reg: Reader, snap: Snapshot, cfg: configmod.Config, docs: dic
             own = said.get(trailers.MODEL) in (None, name)
             force = (said.get(trailers.REASON) or None) if own and said.get(trailers.FORCE) == "true" else None
             gate_why = (said.get(trailers.GATE_OVERRIDE) or None) if own else None
-            for f in state.judge_move(before or None, after, lifecycle, gate=gate if gate_required else None):
+            judged = state.judge_move(before or None, after, lifecycle, gate=gate if gate_required else None)
+            if after.get("routes") or (before or {}).get("routes"):
+                from . import routes
+
+                judged += routes.judge(before or None, after, lifecycle)
+            for f in judged:
                 key = (name, f.version, f.rule)
                 if key in seen:
                     continue
@@ -572,6 +585,54 @@ def retirement_plan(reg: Reader, today: dt.date, ref: str = "HEAD") -> Deprecati
                     "versions": [{"name": u.name, "version": u.version, "status": u.status, "field": u.field}
                                  for u in p.uses]} for p in rows],
     }
+
+
+def _route_findings(cfg: configmod.Config, docs: dict[str, yamlio.Document], bundles: Bundles,
+                    only: set[str] | None, today: dt.date) -> list[Finding]:
+    """Routes' fallback chains: a serving route with no fallback at all warns; a fallback that is
+    not pinned or is retired is an error (a failover to it would fail too)."""
+    from . import deprecations, routes
+    from .bundle import check_pinned
+
+    own: list[deprecations.Retirement] = []
+    dep_doc = docs.get("deprecations.yaml")
+    if dep_doc is not None:
+        try:
+            own = deprecations.parse_deprecations(dep_doc.data)
+        except ModelctlError:
+            own = []  # its own finding says why
+    table = deprecations.combine(deprecations.shipped(), own)  # the shipped list, extended and overridden
+    out: list[Finding] = []
+    for path, doc in sorted(docs.items()):
+        if not (path.startswith("deployments/") and isinstance(doc.data, dict) and doc.data.get("routes")):
+            continue
+        if only is not None and path not in only and "deprecations.yaml" not in only and configmod.CONFIG_FILE not in only:
+            continue
+        dep, name = doc.data, path[len("deployments/"):-5]
+        for rname, r in sorted(routes.routes_of(dep).items()):
+            r = r if isinstance(r, dict) else {}
+            fallback = r.get("fallback") if isinstance(r.get("fallback"), dict) else None
+            chain = [e for e in (fallback or {}).get("chain") or [] if isinstance(e, dict) and isinstance(e.get("id"), str)]
+            active, live = routes.effective(dep, rname)
+            served = [v for v in (active, (live or {}).get("version")) if isinstance(v, str)]
+            if served and not chain and not all((bundles.get((name, v)) or {}).get("fallbacks") for v in served):
+                out.append(Finding(path, doc.line_of(("routes", rname)), "warning",
+                                   f"route {rname} of {name} serves traffic ({', '.join(served)}) with no fallback: "
+                                   f"set one with `modelctl route {name} {rname} --fallback provider/id`"))
+            for i, entry in enumerate(chain):
+                line = doc.line_of(("routes", rname, "fallback", "chain", i))
+                try:
+                    check_pinned({"provider": entry.get("provider"), "id": entry["id"]}, cfg.pinning, path, line)
+                except ModelctlError as exc:
+                    out.append(Finding(path, line, "error", f"route {rname} of {name}: fallback "
+                                       f"{exc.message.split(': model.id: ', 1)[-1]}"))
+                pin = deprecations.Pin(f"routes.{rname}.fallback.chain[{i}].id",
+                                       entry.get("provider") if isinstance(entry.get("provider"), str) else None,
+                                       entry["id"])
+                for f in deprecations.check_pins([pin], table, file=path, today=today,
+                                                 warn_days=cfg.deprecation.warn_days):
+                    out.append(Finding(path, line, f.severity, f"route {rname} of {name}: {f.message}"))
+    return out
 
 
 def merge_base(reg: Reader, ref: str) -> str:

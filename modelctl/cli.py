@@ -67,6 +67,11 @@ ReasonOpt = Annotated[
         "--reason", help="Why: one line, recorded in the commit trailers and tag messages.", show_default=False
     ),
 ]
+RouteOpt = Annotated[
+    str | None,
+    typer.Option("--route", help="Apply to this declared route (feature) only; see `modelctl route`.",
+                 show_default=False),
+]
 REGISTRY_HELP = "Registry directory (default: the git work tree around the current directory)."
 
 
@@ -400,18 +405,9 @@ def check(
 
 def _today(text: str | None) -> datetime.date:
     """The day retirement dates are judged on: --today, else MODELCTL_TODAY, else today in UTC."""
-    import datetime
+    from .deprecations import today_from
 
-    raw = text if text is not None else os.environ.get("MODELCTL_TODAY")
-    if not raw:
-        return datetime.datetime.now(datetime.UTC).date()
-    try:
-        return datetime.date.fromisoformat(raw.strip())
-    except ValueError:
-        from .errors import UsageError
-
-        where = "--today" if text is not None else "MODELCTL_TODAY"
-        raise UsageError(f"invalid {where} {raw!r}", hint="use a date such as 2026-03-01") from None
+    return today_from(text, os.environ)
 
 
 @app.command()
@@ -1014,10 +1010,12 @@ def promote(
     branch: BranchOpt = None,
     pr_body: PrBodyOpt = None,
     json_out: JsonOpt = False,
+    route: RouteOpt = None,
 ) -> None:
     """Move a version to the next stage of the lifecycle, or retire it; one commit plus GTO tags.
 
-    Promoting to active deprecates the old active version and records it as previous.
+    Promoting to active deprecates the old active version and records it as previous. With
+    --route R --to active, only route R is pinned to the version (no GTO tag: see README).
 
     \b
     Example:
@@ -1026,7 +1024,8 @@ def promote(
     from . import ops
 
     reg = _registry()
-    out = ops.promote(reg, name, version, to, force=force, reason=reason, opts=_write_opts(push, branch, pr_body))
+    out = ops.promote(reg, name, version, to, force=force, reason=reason, opts=_write_opts(push, branch, pr_body),
+                      route=route)
     _lifecycle_written(reg, out, json_out, branch, pr_body)
 
 
@@ -1116,11 +1115,12 @@ def canary(
     branch: BranchOpt = None,
     pr_body: PrBodyOpt = None,
     json_out: JsonOpt = False,
+    route: RouteOpt = None,
 ) -> None:
     """Start a canary at an allowed percent, or move the live canary's percent up or down.
 
     Without --pct a new canary starts at the first of canary.steps (100 within a --segment); a live
-    canary needs --pct.
+    canary needs --pct. With --route R the canary serves that route only.
 
     \b
     Example:
@@ -1131,7 +1131,7 @@ def canary(
 
     reg = _registry()
     out = ops.canary(reg, name, version, pct, force=force, reason=reason, opts=_write_opts(push, branch, pr_body),
-                     segment=segment)
+                     segment=segment, route=route)
     started = _summary(out)
     if pct is None and started is not None and not json_out:
         first = "of the segment" if segment is not None else "first of canary.steps"
@@ -1174,12 +1174,15 @@ def rollback(
     branch: BranchOpt = None,
     pr_body: PrBodyOpt = None,
     json_out: JsonOpt = False,
+    route: RouteOpt = None,
 ) -> None:
     """End the live canary, or take the named active version out of service; the pulled version goes on hold.
 
     Every rollback names what it removes: without a live canary, pass --from ACTIVE (previous serves
     again) or --to VERSION. Re-running a rollback whose version is already out of service is
     "already done" (exit 0). A version on hold is refused by canary and promote unless --force --reason.
+
+    With --route R the version leaves route R only: the model and its other routes keep serving it.
 
     \b
     Example:
@@ -1197,6 +1200,7 @@ def rollback(
         evidence=evidence,
         from_=from_,
         opts=_write_opts(push, branch, pr_body),
+        route=route,
     )
     _lifecycle_written(reg, out, json_out, branch, pr_body)
 
@@ -1290,6 +1294,45 @@ def gc(
     _after_write(reg, out, "gc", branch=branch, json_out=json_out)
 
 
+@app.command("route")
+@funnel
+def route_cmd(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    route: Annotated[str, typer.Argument(help="Route (feature) name: a DNS label such as summarise.")],
+    fallback: Annotated[
+        list[str] | None,
+        typer.Option("--fallback", help="A pinned model to fail over to on this route, provider/id "
+                     "(provider/id=WEIGHT with --policy weighted); repeat for a chain.", show_default=False),
+    ] = None,
+    policy: Annotated[
+        str | None,
+        typer.Option("--policy", help="ordered (try the chain in order) or weighted (a per-key order by weight).",
+                     show_default=False),
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Drop the route's pin and canary: it follows the model again.")
+    ] = False,
+    push: PushOpt = None,
+    branch: BranchOpt = None,
+    pr_body: PrBodyOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Declare a route of a model (it follows the model), set its fallback chain, or make it follow again.
+
+    Then `canary`, `promote --to active` and `rollback` take --route R to act on that route only.
+
+    \b
+    Example:
+      modelctl route support-agent summarise --fallback openai/gpt-4.1-2025-04-14
+    """
+    from . import ops
+
+    reg = _registry()
+    out = ops.route(reg, name, route, fallback=fallback, policy=policy, follow=follow,
+                    opts=_write_opts(push, branch, pr_body))
+    _lifecycle_written(reg, out, json_out, branch, pr_body)
+
+
 @app.command()
 @funnel
 def log(
@@ -1344,8 +1387,11 @@ def which(
     ] = None,
     attr: AttrOpt = None,
     json_out: JsonOpt = False,
+    route: RouteOpt = None,
 ) -> None:
     """What served a model at a past time: active, canary and percent, shadow, and who last changed it.
+
+    With --route R: what served route R then (the deployment file at the commit live at that time).
 
     \b
     Example:
@@ -1355,7 +1401,7 @@ def which(
     from .names import check_name
 
     attributes = _attributes(attr, key)
-    doc = _registry().which(check_name(name), at, key=key, attributes=attributes)
+    doc = _registry().which(check_name(name), at, key=key, route=route, attributes=attributes)
     render.emit_json(doc) if json_out else render.which(doc)
 
 
@@ -1368,11 +1414,13 @@ def resolve(
     ] = None,
     attr: AttrOpt = None,
     json_out: JsonOpt = False,
+    route: RouteOpt = None,
 ) -> None:
     """The routing document a gateway needs: active, canary and shadow with bundles and percents.
 
     With --key, the version that serves that key (stable hash into 10,000 buckets, see README);
-    --attr gives the caller's attributes, which decide a canary limited to a segment.
+    --attr gives the caller's attributes, which decide a canary limited to a segment;
+    with --route R as well, the version that serves it on route R.
 
     \b
     Example:
@@ -1382,7 +1430,7 @@ def resolve(
     from .names import check_name
 
     attributes = _attributes(attr, key)
-    doc = _registry().resolve(check_name(name), key=key, attributes=attributes)
+    doc = _registry().resolve(check_name(name), key=key, route=route, attributes=attributes)
     render.emit_json(doc) if json_out else render.resolve(doc)
 
 

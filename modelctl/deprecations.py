@@ -154,6 +154,21 @@ def parse_deprecations(data: Any, path: str = "deprecations.yaml") -> list[Retir
     return entries
 
 
+def today_from(text: str | None, env: Mapping[str, str]) -> dt.date:
+    """The day retirement dates are judged on: `text` (--today), else MODELCTL_TODAY in `env`, else
+    today in UTC. UsageError (exit 2) for a day that is not YYYY-MM-DD."""
+    raw = text if text is not None else env.get("MODELCTL_TODAY")
+    if not raw:
+        return dt.datetime.now(dt.UTC).date()
+    try:
+        return dt.date.fromisoformat(raw.strip())
+    except ValueError:
+        from .errors import UsageError
+
+        where = "--today" if text is not None else "MODELCTL_TODAY"
+        raise UsageError(f"invalid {where} {raw!r}", hint="use a date such as 2026-03-01") from None
+
+
 def shipped() -> list[Retirement]:
     """The announced retirements shipped in the package (modelctl/data/retirements.yaml)."""
     from . import yamlio

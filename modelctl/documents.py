@@ -23,6 +23,7 @@ OUTPUT_SCHEMAS = {
     "canary": "write.schema.json",
     "rollback": "write.schema.json",
     "gc": "write.schema.json",
+    "route": "write.schema.json",
     "status": "status.schema.json",
     "show": "show.schema.json",
     "diff": "diff.schema.json",
@@ -116,6 +117,8 @@ TransitionResult = TypedDict("TransitionResult", {
     "gate": str | None,
     "cost": NotRequired[ShadowCost],
     "change": NotRequired[RollbackChange],
+    "route": NotRequired[str],
+    "routes": NotRequired[dict[str, Any]],
 })
 TransitionResult.__doc__ = "What a lifecycle write (promote, shadow, canary, rollback) did, and the state after it."
 
@@ -291,6 +294,7 @@ class KeyAssignment(TypedDict):
     version: str | None
     role: Literal["active", "canary"] | None
     attributes: NotRequired[dict[str, str]]
+    route: NotRequired[str]  # with --route: the route that answered
 
 
 class RoutingDocument(TypedDict):
@@ -303,6 +307,7 @@ class RoutingDocument(TypedDict):
     shadow: ResolvedBundle | None
     assignment: Assignment
     change: NotRequired[RollbackChange]
+    routes: NotRequired[dict[str, Any]]  # declared routes (modelctl.routes.document)
 
 
 class ResolveDocument(RoutingDocument):
@@ -387,6 +392,7 @@ class WhichDocument(TypedDict):
     bucket: NotRequired[int]
     served_by: NotRequired[str | None]
     role: NotRequired[Literal["active", "canary"] | None]
+    route: NotRequired[str]  # which --route: the route's own answer (active, canary are the route's)
 
 
 # -- CI: check, doctor, gate ----------------------------------------------------------------------

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from . import schema, state, trailers, yamlio
 from .errors import ModelctlError, NotFound, UsageError
 from .names import check_name
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
-    from .documents import LogDocument, LogEvent, Number, WhichDocument
+    from .documents import LogDocument, LogEvent, Number, Split, WhichDocument
     from .store import Store
 
 # The `git log` fields of one commit (Store.log_records).
@@ -255,17 +255,21 @@ def _add_signers(store: Store, tip: str, found: list[LogEvent]) -> None:
 
 
 def which(store: Store, read_deployment: Callable[[str], dict[str, Any] | None], name: str, at: str | int,
-          key: str | None = None, ref: str = "HEAD", *, attributes: Mapping[str, str] | None = None,
+          key: str | None = None, ref: str = "HEAD", *, route: str | None = None,
+          attributes: Mapping[str, str] | None = None,
           read_segments: Callable[[str], Mapping[str, Mapping[str, Any]]] | None = None) -> WhichDocument:
     """What served `name` at a time: active, canary and percent, shadow; with a key, who served it.
 
-    `read_deployment(commit)` loads deployments/<name>.yaml at a commit (validated);
+    `read_deployment(commit)` loads deployments/<name>.yaml at a commit (validated). `route`: the
+    route's active and canary as the file declared them then (a route not declared then: exit 2).
     `read_segments(commit)` modelctl.yaml's segments.rules there (for a canary limited to a segment,
     which the request's `attributes` decide).
     """
-    from . import routing
+    from . import routes, routing
 
     check_name(name)
+    if route is not None:
+        routes.check_route(route)
     when = parse_time(at) if isinstance(at, str) else int(at)
     tip = store.rev(ref)
     # First parent: a change merged through a pull request counts from the merge, not from when
@@ -281,6 +285,8 @@ def which(store: Store, read_deployment: Callable[[str], dict[str, Any] | None],
                "active": None, "canary": None, "shadow": None, "first_event": first[-1]["time"]}
         if key is not None:
             doc.update({"bucket": routing.bucket(name, key), "served_by": None, "role": None})
+        if route is not None:
+            doc["route"] = route
         return doc
     event = found[0]
     dep = read_deployment(event["commit"])
@@ -297,10 +303,19 @@ def which(store: Store, read_deployment: Callable[[str], dict[str, Any] | None],
         "canary": (dep.get("canary") or None) if dep else None,
         "shadow": (dep.get("shadow") or None) if dep else None,
     }
+    declared = bool(dep and routes.routes_of(dep))
+    if route is not None:
+        if dep and declared:
+            # a model with routes answered an undeclared route with an error (modelctl.serving): say so
+            routes.route_of(dep, route)
+            active, own = routes.effective(dep, route)
+            doc.update({"active": active, "canary": cast("Split | None", own)})
+        doc["route"] = route  # before the model declared routes, every route followed the model
     if key is not None:
         seg = ((dep or {}).get("canary") or {}).get("segment")
         rules = read_segments(event["commit"]) if seg and read_segments else None
-        served = routing.assign(dep, key, attributes=attributes, segments=rules) if dep else None
+        served = routing.assign(dep, key, route=route if declared else None, attributes=attributes,
+                                segments=rules) if dep else None
         live = doc["canary"]
         role: Literal["active", "canary"] | None = None
         if served is not None:

@@ -86,7 +86,11 @@ def serves(dep: Mapping[str, Any] | None) -> bool:
 def served_versions(dep: Mapping[str, Any]) -> list[str]:
     """The versions a model's routing document names (active, canary, shadow)."""
     named = [dep.get("active")] + [(dep.get(role) or {}).get("version") for role in ("canary", "shadow")]
-    return [v for v in named if isinstance(v, str) and v]
+    if dep.get("routes"):
+        from . import routes
+
+        named += routes.versions(dep)
+    return list(dict.fromkeys(v for v in named if isinstance(v, str) and v))
 
 
 def prompt_paths(bundles: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -117,6 +121,13 @@ def document(dep: Mapping[str, Any], bundles: Mapping[str, Mapping[str, Any]],
         if raw is not None:
             entry["prompt"]["text"] = raw.decode("utf-8", errors="replace")
         doc[role] = entry
+    for served in (doc.get("routes") or {}).values():  # a route's bundles carry their prompt text too
+        for role in ("active", "canary"):
+            entry = served.get(role)
+            template = entry["prompt"].get("template") if entry else None
+            raw = prompts.get(template) if isinstance(template, str) else None
+            if entry and raw is not None:
+                entry["prompt"]["text"] = raw.decode("utf-8", errors="replace")
     return doc
 
 

@@ -626,6 +626,9 @@ def _summary(name: str, transition: Transition, pairs: list[tuple[str, str]],
         "canary": dep.get("canary"), "shadow": dep.get("shadow"), "hold": dep.get("hold")}
     if cost is not None:
         out["cost"] = cost
+    route = trailers.first(pairs, trailers.ROUTE)
+    if route:
+        out["route"], out["routes"] = route, dep.get("routes") or {}
     out["reason"] = trailers.first(pairs, trailers.REASON)
     out["gate"] = trailers.first(pairs, trailers.GATE)
     if transition.action == "rollback" and dep.get("change"):
@@ -642,6 +645,10 @@ def _transition_plan(snap: Snapshot, name: str, raw: bytes, transition: Transiti
     if transition.action != "rollback" and "change" in transition.deployment:
         # `change` describes the rollback that wrote it; any later lifecycle write makes it stale
         transition = replace(transition, deployment={k: v for k, v in transition.deployment.items() if k != "change"})
+    if transition.deployment.get("routes"):
+        from . import routes
+
+        transition = routes.after_model(transition)  # what a model-level move does to its routes
     path = deployment_path(name)
     content = dump_deployment(transition.deployment, raw, path)
     pairs = list(transition.trailers) + list(extra_trailers)
@@ -753,22 +760,30 @@ def _shadow_cost(reg: Reader, snap: Snapshot, cfg: configmod.Config, name: str, 
 
 def promote(reg: Reader, name: str, version: str, to: str, *, force: bool = False, reason: str | None = None,
             opts: WriteOptions | None = None, expect_canary: tuple[str, float] | None = None,
-            evidence: str | None = None) -> Outcome:
+            evidence: str | None = None, route: str | None = None) -> Outcome:
     """Move a version to a stage (staging, shadow, canary, active) or retire it (deprecated, archived).
 
     `expect_canary` (version, percent): the live canary the caller judged (watch --advance); when
     the tip shows anything else, Conflict (exit 3) and nothing is written. `evidence` becomes a
-    Modelctl-Evidence trailer.
+    Modelctl-Evidence trailer. `route`: pin that route to the version (`to` must be active).
     """
-    from . import state
+    from . import routes, state
     from .names import PROMOTE_TARGETS, check_stage
 
     check_name(name), check_version(version), check_stage(to, PROMOTE_TARGETS)
+    if route is not None:
+        routes.check_route(route)
+        if to != "active":
+            raise UsageError(f"--route {route} pins a route to a version: use --to active",
+                             hint="a route's canary starts with `modelctl canary NAME VERSION --route R`")
     opts = opts or WriteOptions()
 
     def plan(snap: Snapshot) -> Plan:
         cfg = configmod.load(snap)
         dep, raw = _load_deployment(snap, name)
+        if route is not None:
+            t = routes.pin(dep, route, version, cfg.as_dict(), force=force, reason=reason)
+            return _transition_plan(snap, name, raw, t, _evidence(evidence))
         _expect_canary(dep, name, expect_canary)
         t = state.promote(dep, version, to, cfg.as_dict(), force=force, reason=reason, now=_now_iso())
         extra, cost = _evidence(evidence), None
@@ -809,22 +824,35 @@ def shadow(reg: Reader, name: str, version: str, percent: float | None = None, *
 def canary(reg: Reader, name: str, version: str, percent: float | None, *, force: bool = False,
            reason: str | None = None, opts: WriteOptions | None = None,
            expect_canary: tuple[str, float] | None = None, evidence: str | None = None,
-           segment: str | None = None) -> Outcome:
+           segment: str | None = None, route: str | None = None) -> Outcome:
     """Start a canary at one of canary.steps, or move a live canary's percent (`expect_canary`: see promote).
 
     `segment`: serve only callers in that segment of modelctl.yaml's segments.rules (percent within it).
+    `route`: the canary of that route only (modelctl.routes); the model's own canary is untouched.
     """
-    from . import state
+    from . import routes, state
     from .segments import check_segment_name
 
     check_name(name), check_version(version)
     if segment is not None:
         check_segment_name(segment)
+    if route is not None:
+        routes.check_route(route)
+        if segment is not None:
+            raise UsageError("--segment limits the model's canary; a route's own canary serves its whole route",
+                             hint="drop --route (routes that follow the model follow its segment canary too), "
+                                  "or drop --segment")
     opts = opts or WriteOptions()
 
     def plan(snap: Snapshot) -> Plan:
         cfg = configmod.load(snap)
         dep, raw = _load_deployment(snap, name)
+        if route is not None:
+            t = routes.canary(dep, route, version, percent, cfg.as_dict(), force=force, reason=reason, now=_now_iso())
+            new = not t.noop and trailers.first(t.trailers, trailers.FROM_PERCENT) is None
+            extra = _compat_check(snap, cfg, name, version, dep, force, reason) + \
+                _gate_check(reg, snap, cfg, name, version, force, reason) if new else []
+            return _transition_plan(snap, name, raw, t, extra + _evidence(evidence))
         _expect_canary(dep, name, expect_canary)
         t = state.canary(dep, version, percent, cfg.as_dict(), force=force, reason=reason, now=_now_iso(),
                          segment=segment)
@@ -917,7 +945,7 @@ def gc(reg: Reader, name: str | None = None, *, reason: str | None = None, dry_r
 
 def rollback(reg: Reader, name: str, *, to: str | None = None, reason: str | None = None,
              expect_canary: str | None = None, evidence: str | None = None, force: bool = False,
-             from_: str | None = None, opts: WriteOptions | None = None) -> Outcome:
+             from_: str | None = None, opts: WriteOptions | None = None, route: str | None = None) -> Outcome:
     """Take one named version out of service: the live canary, `from_`, or active when `to` names
     the target; the pulled version goes on hold.
 
@@ -927,15 +955,20 @@ def rollback(reg: Reader, name: str, *, to: str | None = None, reason: str | Non
     decided once, on the first evaluation: a retry after a concurrent rollback finds it already
     rolled back and does nothing (exit 0, saying who did it) instead of rolling back a second
     step; if it was replaced instead, Conflict (exit 3). `force` is accepted for uniform callers;
-    pulling traffic never needs it.
+    pulling traffic never needs it. `route`: take the version out of that route only (modelctl.routes).
     """
-    from . import history, state
+    from . import history, routes, state
     from .errors import NotFound
 
     check_name(name)
     for value in (to, expect_canary, from_):
         if value is not None:
             check_version(value)
+    if route is not None:
+        routes.check_route(route)
+        if expect_canary is not None:
+            raise UsageError("--expect-canary applies to the model's canary, not to --route",
+                             hint="use --from VERSION with --route")
     decided: dict[str, tuple[str, str] | None] = {}
     opts = opts or WriteOptions()
 
@@ -943,6 +976,9 @@ def rollback(reg: Reader, name: str, *, to: str | None = None, reason: str | Non
         cfg = configmod.load(snap)
         dep, raw = _load_deployment(snap, name)
         plain = expect_canary is None and from_ is None and to is None
+        if route is not None:
+            return _route_rollback(reg, snap, name, dep, raw, route, plain, reason=reason, from_=from_, to=to,
+                                   evidence=evidence)
         if expect_canary is not None:
             if expect_canary not in (dep.get("versions") or {}):
                 raise NotFound(f"version {expect_canary} of {name} is not registered",
@@ -956,7 +992,7 @@ def rollback(reg: Reader, name: str, *, to: str | None = None, reason: str | Non
             expect = decided["expect"] if plain and decided["expect"] and decided["expect"][0] == "canary" else None
         if plain and expect is None and dep.get("active"):
             last = history.last_lifecycle_event(reg.store, snap.commit, name)
-            if last and last["action"] == "rollback":
+            if last and last["action"] == "rollback" and not last["trailers"].get(trailers.ROUTE):
                 return Plan(noop=True, result=(
                     f"{last['version']} of {name} was already rolled back ({last['from'] or '?'}) by "
                     f"{last['author']} at {last['time']} (commit {last['commit'][:12]}); {dep['active']} serves"
@@ -1014,3 +1050,60 @@ def _rollback_change(reg: Reader, snap: Snapshot, name: str, t: Transition) -> d
         return None
     kinds = bundlemod.classify(new, old).kinds
     return {"from": t.version, "to": served, "kind": ",".join(kinds) or "none", "redeploy": "model" in kinds}
+
+
+def _route_rollback(reg: Reader, snap: Snapshot, name: str, dep: dict[str, Any], raw: bytes, route: str, plain: bool,
+                    *, reason: str | None, from_: str | None, to: str | None, evidence: str | None) -> Plan:
+    """rollback --route: one route loses a version; a plain re-run after it landed is already done."""
+    from . import history, routes
+
+    routes.route_of(dep, route)
+    if plain and routes.effective(dep, route)[1] is None:
+        last = history.last_lifecycle_event(reg.store, snap.commit, name)
+        if last and last["action"] == "rollback" and last["trailers"].get(trailers.ROUTE) == route:
+            return Plan(noop=True, result=(
+                f"{last['version']} of {name} was already rolled back on route {route} by {last['author']} at "
+                f"{last['time']} (commit {last['commit'][:12]})"))
+    t = routes.rollback(dep, route, reason=reason, from_=from_, to=to, evidence=evidence)
+    return _transition_plan(snap, name, raw, t)
+
+
+def route(reg: Reader, name: str, route_name: str, *, fallback: list[str] | None = None, policy: str | None = None,
+          follow: bool = False, opts: WriteOptions | None = None) -> Outcome:
+    """Declare a route of a model, set its fallback chain, or make a pinned route follow the model again."""
+    from . import routes
+
+    check_name(name)
+    routes.check_route(route_name)
+    chain = routes.parse_fallback(list(fallback or []), policy) if fallback or policy else None
+    opts = opts or WriteOptions()
+
+    def plan(snap: Snapshot) -> Plan:
+        dep, raw = _load_deployment(snap, name)
+        if chain is not None:
+            _check_fallbacks(snap, chain["chain"])
+        t = routes.declare(dep, route_name, fallback=chain, follow=follow)
+        return _transition_plan(snap, name, raw, t)
+
+    return _land(reg, plan, opts, name)
+
+
+def _check_fallbacks(snap: Snapshot, chain: list[dict[str, Any]]) -> None:
+    """A route's fallback must be pinned (modelctl.yaml pinning) and not retired (deprecations.yaml)."""
+
+    from . import deprecations
+
+    cfg = configmod.load(snap)
+    raw = snap.read("deprecations.yaml")
+    own = deprecations.parse_deprecations(yamlio.loads(raw, "deprecations.yaml").data) if raw is not None else []
+    table = deprecations.combine(deprecations.shipped(), own)  # the shipped list, extended and overridden
+    today = deprecations.today_from(None, os.environ)
+    for entry in chain:
+        shown = f"{entry['provider']}/{entry['id']}"
+        bundlemod.check_pinned(entry, cfg.pinning, f"--fallback {shown}")
+        pin = deprecations.Pin("--fallback", entry["provider"], entry["id"])
+        for f in deprecations.check_pins([pin], table, file="deprecations.yaml", today=today,
+                                         warn_days=cfg.deprecation.warn_days):
+            if f.severity == "error":
+                raise ValidationError(f"{f.message}; a failover to it would fail too",
+                                      hint="pick a supported model for --fallback")

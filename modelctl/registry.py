@@ -129,20 +129,24 @@ class Registry(Reader):
 
     # -- routing and history ------------------------------------------------------------------
     def resolve(self, name: str, key: str | None = None, ref: str | None = None, *,
-                attributes: Mapping[str, str] | None = None) -> ResolveDocument:
+                route: str | None = None, attributes: Mapping[str, str] | None = None) -> ResolveDocument:
         """The routing document a gateway needs; with `key`, also the version that serves that key
-        (for a request with caller `attributes`, which decide a canary limited to a segment)."""
-        from . import routing
+        (on `route` when given: modelctl.routes; for a request with caller `attributes`, which decide
+        a canary limited to a segment)."""
+        from . import manifests, routes, routing
         from .segments import rules_of
 
         check_name(name)
+        if route is not None:
+            routes.check_route(route)
         snap = self.snapshot(ref)
         dep = self.deployment(name, snap)
         if dep is None:
             raise NotFound(f"no model named {name!r} in this registry",
                            hint="see 'modelctl status' for the models it has")
-        named = [dep.get("active")] + [(dep.get(s) or {}).get("version") for s in ("canary", "shadow")]
-        bundles = {v: self.bundle(name, v, snap) for v in named if v}
+        if route is not None:
+            routes.route_of(dep, route)  # exit 2 for an undeclared route, before anything is read
+        bundles = {v: self.bundle(name, v, snap) for v in manifests.served_versions(dep)}
         assert snap.commit is not None  # snapshot() refuses a ref that names no commit
         rules = rules_of(self.config(snap).as_dict()) if (dep.get("canary") or {}).get("segment") else {}
         routed = routing.routing_document(dep, bundles, segments=rules)
@@ -151,14 +155,18 @@ class Registry(Reader):
                                 "assignment": routed["assignment"], "commit": snap.commit}
         if "change" in routed:
             doc["change"] = routed["change"]
+        if "routes" in routed:
+            doc["routes"] = routed["routes"]
         if key is not None:
-            served = routing.assign(dep, key, attributes=attributes, segments=rules)
-            live = dep.get("canary") or None
+            served = routing.assign(dep, key, route=route, attributes=attributes, segments=rules)
+            live = routes.effective(dep, route)[1] if route is not None else dep.get("canary") or None
             role: Literal["active", "canary"] | None = None if served is None else (
                 "canary" if live and live.get("version") == served else "active")
             doc["key"] = {"key": key, "bucket": routing.bucket(name, key), "version": served, "role": role}
             if attributes:
                 doc["key"]["attributes"] = dict(attributes)
+            if route is not None:
+                doc["key"]["route"] = route
         return doc
 
     def log(self, name: str, limit: int | None = None, ref: str | None = None) -> LogDocument:
@@ -172,9 +180,10 @@ class Registry(Reader):
         return {"schema": API_SCHEMA, **history.log(self.store, name, ref, limit)}
 
     def which(self, name: str, at: str | int, key: str | None = None, ref: str | None = None, *,
-              attributes: Mapping[str, str] | None = None) -> WhichDocument:
+              route: str | None = None, attributes: Mapping[str, str] | None = None) -> WhichDocument:
         """What served a model at a time (ISO 8601 or unix seconds), and with `key`, which version served it
-        (to a request with caller `attributes`, for a canary limited to a segment)."""
+        (on `route` when given: the route as the deployment file declared it then; to a request with
+        caller `attributes`, for a canary limited to a segment)."""
         from . import history
         from .segments import rules_of
 
@@ -189,8 +198,8 @@ class Registry(Reader):
         def segments(commit: str) -> Mapping[str, Mapping[str, Any]]:
             return rules_of(self.config(self.store.snapshot(commit)).as_dict())
 
-        return {"schema": API_SCHEMA, **history.which(self.store, read, name, at, key, ref, attributes=attributes,
-                                                      read_segments=segments)}
+        return {"schema": API_SCHEMA, **history.which(self.store, read, name, at, key, ref, route=route,
+                                                      attributes=attributes, read_segments=segments)}
 
     # -- writing (the CLI's write commands, for scripts) --------------------------------------
     # Each takes the command's options as keywords, plus push=True/False and branch="name".
@@ -229,6 +238,12 @@ class Registry(Reader):
         from . import ops
 
         return ops.gc(self, name, **_write_kwargs(kwargs))
+
+    def route(self, name: str, route: str, **kwargs: Any) -> Outcome:
+        """Declare a route, set its fallback chain or make it follow the model (`ops.route`)."""
+        from . import ops
+
+        return ops.route(self, name, route, **_write_kwargs(kwargs))
 
 
 def _write_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:

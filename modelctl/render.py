@@ -539,7 +539,7 @@ def lifecycle_after(r: TransitionResult) -> None:
         what = ("the model changed: gateways redeploy or warm it" if change["redeploy"]
                 else "no model changes: no redeploy or warm-up needed")
         say(f"change {change['from']} -> {change['to']}: {change['kind']} ({what})")
-    if hold and r["action"] == "rollback":
+    if hold and r["action"] == "rollback" and not r.get("route"):  # a route rollback puts nothing on hold
         say(f"{hold['version']} is on hold: canary, shadow and promote refuse it unless --force --reason")
 
 
@@ -552,6 +552,11 @@ def log(doc: LogDocument) -> None:
         if pct is not None and e.get("from_percent") is not None:
             pct = f"{_pct(e['from_percent'])} -> {_pct(pct)}"
         action = f"{e['action']} (inferred)" if e.get("inferred") else e["action"]
+        from .trailers import ROUTE
+
+        route = (e.get("trailers") or {}).get(ROUTE)
+        if route:
+            action += f" [{route}]"  # a route event: the model's own state did not move
         rows.append([e["time"], e["author"], action, e["version"], change, pct,
                      e.get("restored") or e.get("replaces"), e.get("reason"), e.get("evidence")])
         signer = e.get("signer")
@@ -586,7 +591,7 @@ def which(doc: WhichDocument) -> None:
         line(f"{doc['name']} at {doc['at']}: nothing served yet (its first event is {doc['first_event']})")
         return
     assert e is not None  # history.which names the event with the commit
-    line(f"{doc['name']} at {doc['at']}:")
+    line(f"{doc['name']}" + (f" route {doc['route']}" if doc.get("route") else "") + f" at {doc['at']}:")
     live = doc["canary"]
     share = live["percent"] if live else 0
     active_pct = 100 - share if doc["active"] else None
@@ -608,21 +613,23 @@ def resolve(doc: ResolveDocument) -> None:
     if doc.get("key"):
         k = doc["key"]
         line(fmt(k["version"]))
-        canary = doc.get("canary")
+        route = k.get("route")
+        canary = ((doc.get("routes") or {}).get(route) or {}).get("canary") if route else doc.get("canary")
+        said = f"key {k['key']!r}" + (f" on route {route}" if route else "")
         seg = canary.get("segment") if canary else None
         if seg and k["version"] is not None and k["role"] != "canary":
             inside = k.get("attributes", {}).get(seg["attribute"])
             values = seg["equals"] if "equals" in seg else ", ".join(seg["in"])
             if inside is None or (inside != seg.get("equals") and inside not in seg.get("in", [])):
-                say(f"key {k['key']!r}: not in segment {seg['name']} ({seg['attribute']} is "
+                say(f"{said}: not in segment {seg['name']} ({seg['attribute']} is "
                     f"{inside if inside is not None else 'not given'}; the segment is {values}) -> active {k['version']}")
                 return
         if canary and k["version"] is not None:
             edge = round(canary["percent"] * 100)
             rel = "<" if k["role"] == "canary" else ">="
-            say(f"key {k['key']!r}: bucket {k['bucket']} {rel} {edge} -> {k['role']} {k['version']}")
+            say(f"{said}: bucket {k['bucket']} {rel} {edge} -> {k['role']} {k['version']}")
         elif k["version"] is not None:
-            say(f"key {k['key']!r}: bucket {k['bucket']}, no canary -> active {k['version']}")
+            say(f"{said}: bucket {k['bucket']}, no canary -> active {k['version']}")
         else:
             say(f"{doc['name']} has no active version yet; nothing serves key {k['key']!r}")
         return
@@ -646,6 +653,18 @@ def resolve(doc: ResolveDocument) -> None:
     if change:
         say(f"last rollback {change['from']} -> {change['to']} changed {change['kind']}"
             + ("" if change["redeploy"] else " (no model to redeploy)"))
+    served = doc.get("routes") or {}
+    if served:
+        route_rows = []
+        for name, r in served.items():
+            active, canary, fb = r.get("active"), r.get("canary"), r.get("fallback")
+            chain = ", ".join(f"{x['provider']}/{x['id']}" + (f"={x['weight']}" if "weight" in x else "")
+                              for x in (fb or {}).get("chain", []))
+            route_rows.append([name, active["version"] if active else None,
+                               f"{canary['version']} at {_pct(canary['percent'])}%" if canary else None,
+                               "model" if r.get("follows_model") else "pinned",
+                               f"{fb['policy']}: {chain}" if fb else None])
+        table(f"{doc['name']} routes", ["route", "active", "canary", "follows", "fallback"], route_rows)
 
 
 # -- Markdown: the eval gate's comment and the promotion pull request's body -----------------------

@@ -30,8 +30,8 @@ from .errors import NotFound, ValidationError
 if TYPE_CHECKING:
     from typing_extensions import TypeIs  # typing.TypeIs is 3.13+; annotations only, never imported at run time
 
-__all__ = ["Router", "Snapshot", "Pick", "Bundle", "UnknownModel", "NoActiveVersion", "InvalidRoutingDocument",
-           "shadow_bucket", "digest"]
+__all__ = ["Router", "Snapshot", "Pick", "Bundle", "Route", "UnknownModel", "UnknownRoute", "NoActiveVersion",
+           "InvalidRoutingDocument", "shadow_bucket", "digest"]
 
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")  # names.NAME_RE, without its imports
 # The fields of the bucket rule this client implements; a document announcing another rule is refused
@@ -155,6 +155,10 @@ class Pick:
     commit: str | None                # registry commit the document was resolved at, when known
     _attrs: dict[str, dict[str, Any]] = field(repr=False, compare=False)  # the model's version -> static attributes cache
     segment: str | None = None        # the canary's segment when the request is in it (label its metrics so)
+    route: str | None = None          # the route asked for (None: the model as a whole)
+    fallback_policy: str | None = None  # the route's fallback policy: "ordered", "weighted" or None
+    # the route's fallback chain in the order to try for this key (weighted: routes.fallback_order)
+    fallbacks: tuple[Mapping[str, Any], ...] = ()
 
     def attributes(self) -> dict[str, Any]:
         """OpenTelemetry attributes for the request's span (a plain dict; no opentelemetry dependency)."""
@@ -167,7 +171,27 @@ class Pick:
         out["modelctl.shadow.mirrored"] = self.mirror
         if self.segment is not None:
             out["modelctl.segment"] = self.segment
+        if self.route is not None:
+            out["modelctl.route"] = self.route
         return out
+
+
+class UnknownRoute(NotFound):
+    """``pick`` named a route that the model's document does not declare (the model declares others)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One declared route of a model as its document resolves it: what serves it and its fallback chain."""
+
+    active: Bundle
+    canary: Bundle | None
+    canary_until: int
+    policy: str | None
+    chain: tuple[Mapping[str, Any], ...]
+    # the route's canary limited to a segment (the model's, when the route follows it): see _Model
+    segment: tuple[str, frozenset[str]] | None = None
+    segment_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +208,7 @@ class _Model:
     # a canary limited to a segment: (attribute, the values in it); None: the canary serves everyone
     segment: tuple[str, frozenset[str]] | None = None
     segment_name: str | None = None
+    routes: Mapping[str, Route] | None = None  # None: the document declares no routes (every route follows)
 
 
 class Snapshot:
@@ -210,6 +235,10 @@ class Snapshot:
         """The registry commit a model's document was resolved at, when it says."""
         return self._entry(name).commit
 
+    def routes(self, name: str) -> Mapping[str, Route]:
+        """A model's declared routes (empty when its document declares none)."""
+        return self._entry(name).routes or {}
+
     def bundles(self, name: str) -> dict[str, Bundle | None]:
         """A model's active, canary and shadow bundles (None when absent)."""
         m = self._entry(name)
@@ -223,9 +252,12 @@ class Snapshot:
             raise UnknownModel(f"no routing document for model {name!r} (loaded: {known})",
                                hint="check the model name, or that its document is in the mounted directory") from None
 
-    def pick(self, name: str, key: str, *, attributes: Mapping[str, Any] | None = None) -> Pick:
+    def pick(self, name: str, key: str, *, route: str | None = None,
+             attributes: Mapping[str, Any] | None = None) -> Pick:
         """The version that serves ``key`` (routing.bucket/threshold), and the shadow-mirror decision.
 
+        ``route``: on that route (its pin, canary and fallback chain). A document that declares no
+        routes answers every route as the model; one that declares others raises UnknownRoute.
         ``attributes``: the caller's request attributes; a canary limited to a segment serves only
         requests whose attributes are in it (a request without them is not).
         """
@@ -236,14 +268,30 @@ class Snapshot:
             raise NoActiveVersion(f"{name} has no active version, so nothing serves it",
                                   hint=f"promote a version of {name} to active")
         b = routing.bucket(name, key)
+        mirror = m.shadow_until > 0 and shadow_bucket(name, key) < m.shadow_until
+        r = m.routes.get(route) if route is not None and m.routes is not None else None
+        if r is None and route is not None and m.routes is not None:
+            raise UnknownRoute(f"{name} has no route {route!r} (routes: {', '.join(sorted(m.routes)) or 'none'})",
+                               hint=f"declare it with `modelctl route {name} {route}`, or check the route name")
+        if r is not None:
+            r_inside = r.segment is not None and _in(r.segment, attributes)
+            if b < r.canary_until and r.canary is not None and (r.segment is None or r_inside):
+                served, role = r.canary, "canary"
+            else:
+                served, role = r.active, "active"
+            chain = r.chain
+            if r.policy == "weighted" and len(chain) > 1:
+                assert route is not None  # r was found under it
+                chain = tuple(chain[i] for i in routing.fallback_order(name, route, key, chain, "weighted"))
+            return Pick(name, b, served.version, role, served, mirror, m.shadow if mirror else None, m.commit,
+                        m.attrs, r.segment_name if r_inside else None, route, r.policy, chain)
         inside = m.segment is not None and _in(m.segment, attributes)
         if b < m.canary_until and m.canary is not None and (m.segment is None or inside):
             served, role = m.canary, "canary"
         else:
             served, role = m.active, "active"
-        mirror = m.shadow_until > 0 and shadow_bucket(name, key) < m.shadow_until
         return Pick(name, b, served.version, role, served, mirror, m.shadow if mirror else None, m.commit,
-                    m.attrs, m.segment_name if inside else None)
+                    m.attrs, m.segment_name if inside else None, route)
 
 
 def _in(segment: tuple[str, frozenset[str]], attributes: Mapping[str, Any] | None) -> bool:
@@ -366,9 +414,47 @@ def compile_document(doc: Any, origin: str = "<document>", commit: str | None = 
     segment = _segment(origin, doc.get("canary"))
     _change(origin, doc)
     commit = doc.get("commit") if isinstance(doc.get("commit"), str) else commit
+    routes = _routes(origin, doc["routes"]) if "routes" in doc else None
     return _Model(name, active, canary, routing.threshold(canary.percent) if canary else 0,
                   shadow, routing.threshold(shadow.percent) if shadow else 0, commit, origin, {},
-                  segment[1] if segment else None, segment[0] if segment else None)
+                  segment[1] if segment else None, segment[0] if segment else None, routes)
+
+
+
+def _routes(origin: str, found: Any) -> dict[str, Route]:
+    """The ``routes`` of a document (modelctl.routes.document), validated."""
+    if not isinstance(found, dict):
+        raise _fail(origin, "routes must be an object")
+    out: dict[str, Route] = {}
+    for rname, entry in found.items():
+        where = f"routes.{rname}"
+        if not isinstance(rname, str) or not _NAME_RE.match(rname):
+            raise _fail(origin, f"route name {rname!r} is not a DNS label")
+        if not isinstance(entry, dict):
+            raise _fail(origin, f"{where} must be an object")
+        if entry.get("active") is None:
+            raise _fail(origin, f"{where}.active must be a resolved bundle")
+        active = _bundle(origin, f"{where}.active", entry["active"])
+        canary = None if entry.get("canary") is None else _bundle(origin, f"{where}.canary", entry["canary"])
+        if not isinstance(entry.get("follows_model", False), bool):
+            raise _fail(origin, f"{where}.follows_model must be true or false")
+        fallback = entry.get("fallback")
+        policy, chain = None, ()
+        if fallback is not None:
+            if not isinstance(fallback, dict) or fallback.get("policy") not in ("ordered", "weighted"):
+                raise _fail(origin, f"{where}.fallback.policy must be ordered or weighted")
+            links = fallback.get("chain")
+            weighted = fallback["policy"] == "weighted"
+            if not isinstance(links, list) or not links or not all(
+                    isinstance(e, dict) and isinstance(e.get("provider"), str) and isinstance(e.get("id"), str)
+                    and (not weighted or (type(e.get("weight")) is int and e["weight"] >= 1)) for e in links):
+                raise _fail(origin, f"{where}.fallback.chain must list {{provider, id}}"
+                                    + (" with a whole weight >= 1" if weighted else ""))
+            policy, chain = fallback["policy"], _freeze(links)
+        seg = _segment(origin, entry.get("canary")) if canary is not None else None
+        out[rname] = Route(active, canary, routing.threshold(canary.percent) if canary else 0, policy, chain,
+                           seg[1] if seg else None, seg[0] if seg else None)
+    return out
 
 
 def _parse(raw: bytes, origin: str) -> Any:
@@ -530,9 +616,10 @@ class Router:
         """The current snapshot: hold it to make several picks that agree with each other."""
         return self._snapshot
 
-    def pick(self, model: str, key: str, *, attributes: Mapping[str, Any] | None = None) -> Pick:
-        """The version serving ``key`` for ``model`` now (see :meth:`Snapshot.pick`)."""
-        return self._snapshot.pick(model, key, attributes=attributes)
+    def pick(self, model: str, key: str, *, route: str | None = None,
+             attributes: Mapping[str, Any] | None = None) -> Pick:
+        """The version serving ``key`` for ``model`` (on ``route``) now (see :meth:`Snapshot.pick`)."""
+        return self._snapshot.pick(model, key, route=route, attributes=attributes)
 
     def _build(self) -> Snapshot:
         stamp, docs, commit = self.source.load()

@@ -44,6 +44,8 @@ EVENT = "Modelctl-Event"
 STAGE = "Modelctl-Stage"
 REPAIR = "Modelctl-Repair"
 COMMIT = "Modelctl-Commit"
+# routes (issue 15): the route a lifecycle event applies to; absent = the whole model
+ROUTE = "Modelctl-Route"
 
 # A lifecycle commit's trailers after Action, Model and Version, in this order, keyed by the
 # transition field that fills them (state.Transition and its extras).

@@ -498,3 +498,82 @@ def test_a_segment_canary_serves_only_requests_whose_attributes_are_in_it(tmp_pa
                for family in text_string_to_metric_families(metrics.exposition().decode()) for s in family.samples}
     in_segment = {"model": NAME, "version": "2.1.0", "role": "canary", "segment": "internal"}
     assert samples[("llm_requests_total", tuple(sorted(in_segment.items())))] == 3
+
+
+# -- routes (issue 15): a route's group and its fallback chain --------------------------------------
+
+def routed_fallback_document():
+    """fallback_document plus route summarise (pinned to 1.9.0, ordered chain of two) and route chat (follows the
+    model, weighted chain 3:1)."""
+    doc = fallback_document()
+    doc["routes"] = {
+        "summarise": {"active": entry("1.9.0", 100, "gpt-old-2025-01-01", prompt_text="You summarise."),
+                      "canary": None, "follows_model": False,
+                      "fallback": {"policy": "ordered", "chain": [{"provider": "anthropic", "id": "claude-x-20250101"},
+                                                                  {"provider": "openai", "id": "gpt-y-2025-01-01"}]}},
+        "chat": {"active": doc["active"], "canary": doc["canary"], "follows_model": True,
+                 "fallback": {"policy": "weighted", "chain": [{"provider": "openai", "id": "gpt-w3-2025-01-01", "weight": 3},
+                                                              {"provider": "openai", "id": "gpt-w1-2025-01-01", "weight": 1}]}},
+    }
+    return doc
+
+
+def test_router_config_gives_each_route_a_group_and_its_fallback_chain():
+    config = integration.router_config([routed_fallback_document()])
+    groups = {}
+    for d in config["model_list"]:
+        groups.setdefault(d["model_name"], []).append(d["model_info"]["id"])
+    assert groups[f"{NAME}/route/summarise"] == [f"{NAME}@1.9.0~summarise"]
+    assert groups[f"{NAME}/route/summarise/fallback-1"] == [f"{NAME}~summarise#fallback-1:anthropic/claude-x-20250101"]
+    assert groups[f"{NAME}/route/summarise/fallback-2"] == [f"{NAME}~summarise#fallback-2:openai/gpt-y-2025-01-01"]
+    assert groups[f"{NAME}/route/chat"] == [f"{NAME}@2.0.0~chat", f"{NAME}@2.1.0~chat"]
+    # weighted: every step can serve every entry; the key decides which
+    assert len(groups[f"{NAME}/route/chat/fallback-1"]) == len(groups[f"{NAME}/route/chat/fallback-2"]) == 2
+    assert {f"{NAME}/route/summarise": [f"{NAME}/route/summarise/fallback-1", f"{NAME}/route/summarise/fallback-2"]} \
+        in config["router_settings"]["fallbacks"]
+    # the model's own groups are unchanged by routes
+    assert integration.router_config([fallback_document()])["model_list"] == \
+        [d for d in config["model_list"] if "/route/" not in d["model_name"]]
+
+
+@pytest.fixture
+def route_gateway(tmp_path, observer):
+    def build(failing=()):
+        path = tmp_path / "doc.json"
+        path.write_text(json.dumps(routed_fallback_document()))
+        serving_router = serving.Router.from_file(path)
+        router = litellm_router(mocked(integration.router_config([routed_fallback_document()]), failing))
+        return integration.Gateway(router, serving_router), serving_router
+    return build
+
+
+def test_a_failing_route_falls_back_along_its_own_chain_in_order_or_by_weight(route_gateway, observer, run):
+    summarise_fb1 = f"{NAME}~summarise#fallback-1:anthropic/claude-x-20250101"
+    gw, serving_router = route_gateway(failing=(f"{NAME}@1.9.0~summarise", summarise_fb1))
+
+    async def go(keys, route, settle_at=0):
+        out = [(await gw.acompletion(NAME, [{"role": "user", "content": "hi"}], key=k, route=route))
+               .choices[0].message.content for k in keys]
+        await settle(observer, settle_at)
+        return out
+
+    keys = [f"k{i}" for i in range(8)]
+    # ordered: the pinned version fails, then the first fallback: the second answers, with the route's prompt
+    assert run(go(keys[:3], "summarise", settle_at=9)) == [
+        f"served by {NAME}~summarise#fallback-2:openai/gpt-y-2025-01-01"] * 3
+    tried = [(c["id"], c["ok"]) for c in observer.calls
+             if c["metadata"].get(integration.KEY) == keys[0] and "summarise" in c["id"]]  # not the shadow's mirror
+    assert tried[:3] == [(f"{NAME}@1.9.0~summarise", False), (summarise_fb1, False),
+                         (f"{NAME}~summarise#fallback-2:openai/gpt-y-2025-01-01", True)]
+    last = [c for c in observer.calls if c["ok"] and "summarise" in c["id"]][-1]
+    assert last["messages"][0] == {"role": "system", "content": "You summarise."}
+    assert last["metadata"][integration.ROUTE] == "summarise"
+    # the model itself and its other routes are not affected
+    assert run(go(keys[:1], None)) == [f"served by {NAME}@{serving_router.pick(NAME, keys[0]).version}"]
+    # weighted: when chat's versions fail, each key goes to its own first choice (routing.fallback_order)
+    gw, serving_router = route_gateway(failing=(f"{NAME}@2.0.0~chat", f"{NAME}@2.1.0~chat"))
+    answers = run(go(keys, "chat"))
+    for k, answer in zip(keys, answers):
+        first = serving_router.pick(NAME, k, route="chat").fallbacks[0]
+        assert answer == f"served by {NAME}~chat#fallback-1:openai/{first['id']}"
+    assert {a.rsplit("/", 1)[1] for a in answers} == {"gpt-w3-2025-01-01", "gpt-w1-2025-01-01"} or len(keys) < 4

@@ -5,10 +5,12 @@ import copy
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import threading
+from collections import Counter
 
 import pytest
 from conftest import ROOT, bundle_text, git, run_cli
@@ -451,3 +453,92 @@ def test_invalid_segments_and_changes_are_refused(tmp_path, doc, message):
     with pytest.raises(serving.InvalidRoutingDocument) as err:
         serving.Router.from_file(path)
     assert str(err.value).startswith(f"{path}: ") and message in str(err.value)
+
+
+# -- routes (issue 15): pick(model, key, route=R) ---------------------------------------------------
+
+def routed_document():
+    """1.0.0 active with a 1.1.0 canary at 10 %; route search follows the model, summarise is pinned to 0.9.0
+    with an ordered fallback, chat runs its own 1.2.0 canary at 50 % with a weighted fallback."""
+    doc = document(canary=("1.1.0", 10))
+    doc["routes"] = {
+        "search": {"active": entry("1.0.0", 90), "canary": entry("1.1.0", 10, model_id="gpt-4.1-2025-04-14"),
+                   "fallback": None, "follows_model": True},
+        "summarise": {"active": entry("0.9.0", 100), "canary": None, "follows_model": False,
+                      "fallback": {"policy": "ordered", "chain": [{"provider": "anthropic", "id": "claude-a-20250101"},
+                                                                  {"provider": "openai", "id": "gpt-b-2025-01-01"}]}},
+        "chat": {"active": entry("1.0.0", 50), "canary": entry("1.2.0", 50), "follows_model": True,
+                 "fallback": {"policy": "weighted", "chain": [{"provider": "anthropic", "id": "a", "weight": 3},
+                                                              {"provider": "openai", "id": "b", "weight": 1}]}},
+    }
+    return doc
+
+
+def test_pick_on_a_route_applies_its_pin_canary_and_fallback_chain(tmp_path):
+    path = tmp_path / "doc.json"
+    write_json(path, routed_document())
+    router = serving.Router.from_file(path)
+    keys = [f"user-{i}" for i in range(2000)]
+    for k in keys:
+        b = routing.bucket(NAME, k)
+        model = router.pick(NAME, k)
+        assert model.route is None and model.fallbacks == () and model.version == ("1.1.0" if b < 1000 else "1.0.0")
+        assert router.pick(NAME, k, route="search").version == model.version
+        pinned = router.pick(NAME, k, route="summarise")
+        assert (pinned.version, pinned.role, pinned.route, pinned.fallback_policy) == ("0.9.0", "active", "summarise",
+                                                                                      "ordered")
+        assert [f["id"] for f in pinned.fallbacks] == ["claude-a-20250101", "gpt-b-2025-01-01"]
+        chat = router.pick(NAME, k, route="chat")
+        assert chat.version == ("1.2.0" if b < 5000 else "1.0.0") and chat.role == ("canary" if b < 5000 else "active")
+        order = routing.fallback_order(NAME, "chat", k, [{"weight": 3}, {"weight": 1}], "weighted")
+        assert [f["id"] for f in chat.fallbacks] == [["a", "b"][i] for i in order]
+        assert chat.attributes()["modelctl.route"] == "chat" and "modelctl.route" not in model.attributes()
+    firsts = Counter(router.pick(NAME, k, route="chat").fallbacks[0]["id"] for k in keys)
+    assert 0.70 < firsts["a"] / len(keys) < 0.80  # weight 3 of 4, give or take sampling
+    # a route the document does not declare is an error naming the ones it does
+    with pytest.raises(serving.UnknownRoute, match=r"support-agent has no route 'billing' \(routes: chat, search, "
+                                                   r"summarise\)"):
+        router.pick(NAME, "user-1", route="billing")
+    # a document without routes answers any route as the model (a gateway may send routes before they exist)
+    write_json(path, document(canary=("1.1.0", 10)))
+    router.reload()
+    for k in keys[:200]:
+        assert router.pick(NAME, k, route="billing").version == router.pick(NAME, k).version
+
+
+def test_pick_on_a_route_agrees_with_resolve_route_key(tmp_path, monkeypatch):
+    from test_routes import build
+
+    reg, step = build(tmp_path / "reg", monkeypatch)
+    step(reg.rollback, NAME, route="summarise", from_="1.0.1")
+    step(reg.shadow, NAME, "1.0.2", 10)
+    step(reg.canary, NAME, "1.0.2", 25, route="chat")
+    proc = run_cli("render", NAME, "--format", "json", cwd=reg.root)
+    path = tmp_path / "doc.json"
+    write_json(path, json.loads(proc.stdout)["documents"][0])
+    from_file, from_git = serving.Router.from_file(path), serving.Router.from_registry(reg.root)
+    for k in [f"k{i}" for i in range(300)]:
+        for r in ("search", "summarise", "chat"):
+            want = reg.resolve(NAME, key=k, route=r)["key"]
+            for router in (from_file, from_git):
+                got = router.pick(NAME, k, route=r)
+                assert (got.version, got.role) == (want["version"], want["role"]), (k, r)
+    assert from_file.pick(NAME, "k1", route="summarise").fallbacks[0]["id"] == "claude-sonnet-4-5-20250929"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.update(routes=[]), "routes must be an object"),
+    (lambda d: d["routes"].update(Bad_Name={}), "route name 'Bad_Name' is not a DNS label"),
+    (lambda d: d["routes"]["search"].update(active=None), "routes.search.active must be a resolved bundle"),
+    (lambda d: d["routes"]["chat"]["canary"].update(percent=0), "routes.chat.canary.percent must be a number"),
+    (lambda d: d["routes"]["chat"]["fallback"].update(policy="random"), "fallback.policy must be ordered or weighted"),
+    (lambda d: d["routes"]["chat"]["fallback"]["chain"][0].pop("weight"), "with a whole weight >= 1"),
+    (lambda d: d["routes"]["summarise"]["fallback"].update(chain=[]), "routes.summarise.fallback.chain must list"),
+])
+def test_invalid_routes_are_refused(tmp_path, change, message):
+    doc = routed_document()
+    change(doc)
+    path = tmp_path / "doc.json"
+    write_json(path, doc)
+    with pytest.raises(serving.InvalidRoutingDocument, match=re.escape(message)):
+        serving.Router.from_file(path)

@@ -35,14 +35,29 @@ if TYPE_CHECKING:
     from ..serving import Router as ServingRouter
     from .metrics import ServingMetrics
 
-__all__ = ["router_config", "deployment_id", "attach", "ModelctlStrategy", "Gateway", "prompts_from_directory",
-           "KEY", "VERSION", "ATTRIBUTES"]
+__all__ = ["router_config", "deployment_id", "route_deployment_id", "route_group", "attach", "ModelctlStrategy",
+           "Gateway", "prompts_from_directory", "KEY", "VERSION", "ATTRIBUTES"]
 
 KEY = "modelctl_key"            # request metadata: the routing key (else the request's `user`)
+ROUTE = "modelctl_route"        # request metadata: the route the request was picked on
 VERSION = "modelctl_version"    # request metadata: the version already picked for this request
 ATTRIBUTES = "modelctl_attributes"  # request metadata: the caller's attributes (a canary's segment reads them)
 SHADOW_SUFFIX = "/shadow"
 FALLBACK_SUFFIX = "/fallback-"
+ROUTE_INFIX = "/route/"         # NAME/route/R: a route's group; NAME/route/R/fallback-N: its N-th fallback
+
+
+def route_group(name: str, route: str) -> str:
+    """The LiteLLM model group of a route: ``NAME/route/R``."""
+    return f"{name}{ROUTE_INFIX}{route}"
+
+
+def route_deployment_id(name: str, route: str, version: str, fallback: Mapping[str, Any] | None = None,
+                        step: int = 0) -> str:
+    """``NAME@VERSION~R`` for a version serving route R; ``NAME~R#fallback-N:provider/id`` for its chain."""
+    if fallback is None:
+        return f"{name}@{version}~{route}"
+    return f"{name}~{route}#fallback-{step}:{fallback['provider']}/{fallback['id']}"
 
 PromptSource = Callable[[Bundle], "str | None"]
 
@@ -105,7 +120,47 @@ def router_config(documents: Sequence[RoutingDocument] | Sequence[Mapping[str, A
                 model_list.append(_params(name, entry["version"], role, entry, target, None, fallback=i))
         if depth:
             fallbacks.append({name: [f"{name}{FALLBACK_SUFFIX}{i}" for i in range(1, depth + 1)]})
+        for route, served_route in sorted((doc.get("routes") or {}).items()):
+            model_list += _route_deployments(name, route, served_route)
+            chain = list((served_route.get("fallback") or {}).get("chain") or [])
+            group = route_group(name, route)
+            if chain:
+                fallbacks.append({group: [f"{group}{FALLBACK_SUFFIX}{i}" for i in range(1, len(chain) + 1)]})
+            elif depth:  # no chain of its own: the bundles' fallbacks, as for the model
+                fallbacks.append({group: [f"{name}{FALLBACK_SUFFIX}{i}" for i in range(1, depth + 1)]})
     return {"model_list": model_list, "router_settings": {"fallbacks": fallbacks}}
+
+
+def _route_deployments(name: str, route: str, served: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A route's group (its active and canary, weighted) and one group per fallback step.
+
+    Step N of an ordered chain holds its N-th entry; a weighted chain's order differs per key, so
+    every step holds every entry and :class:`ModelctlStrategy` takes the key's N-th.
+    """
+    out: list[dict[str, Any]] = []
+    active, canary = served.get("active"), served.get("canary")
+    if active is None:
+        return out
+    group = route_group(name, route)
+    canary_pct = float(canary["percent"]) if canary else 0.0
+    for role, entry in [("active", active)] + ([("canary", canary)] if canary else []):
+        d = _params(name, entry["version"], role, entry, entry["model"], canary_pct if role == "canary"
+                    else 100.0 - canary_pct)
+        d["model_name"] = group
+        d["model_info"].update(id=route_deployment_id(name, route, entry["version"]), modelctl_route=route)
+        out.append(d)
+    fallback = served.get("fallback") or {}
+    chain = list(fallback.get("chain") or [])
+    for step in range(1, len(chain) + 1):
+        targets = chain if fallback.get("policy") == "weighted" else [chain[step - 1]]
+        for target in targets:
+            # the fallback model is sent the route's active bundle: its prompt and config
+            d = _params(name, active["version"], "active", active, target, None, fallback=step)
+            d["model_name"] = f"{group}{FALLBACK_SUFFIX}{step}"
+            d["model_info"].update(id=route_deployment_id(name, route, active["version"], target, step),
+                                   modelctl_route=route)
+            out.append(d)
+    return out
 
 
 def prompts_from_directory(root: str | os.PathLike[str]) -> PromptSource:
@@ -178,6 +233,8 @@ class ModelctlStrategy:
         if name not in snapshot:
             return self._weighted(model)
         md = _metadata(request_kwargs)
+        if suffix.startswith(ROUTE_INFIX[1:]):
+            return self._route(name, suffix[len(ROUTE_INFIX) - 1:], md, request_kwargs)
         if suffix == SHADOW_SUFFIX[1:]:
             shadow = snapshot.bundles(name)["shadow"]
             return self._deployment(deployment_id(name, shadow.version)) if shadow else None
@@ -196,6 +253,25 @@ class ModelctlStrategy:
         if suffix:
             return self._weighted(model)
         return self._deployment(deployment_id(name, version))
+
+    def _route(self, name: str, rest: str, md: Mapping[str, Any], request_kwargs: Mapping[str, Any] | None) -> Any:
+        """A route's group (``R``) or fallback step (``R/fallback-N``): the key's version, or its N-th fallback."""
+        route, _, step_text = rest.partition("/")
+        key = md.get(KEY, (request_kwargs or {}).get("user"))
+        pick = self.serving.snapshot.pick(name, str(key) if key is not None else uuid.uuid4().hex, route=route)
+        pinned = md.get(VERSION)
+        version: str = pinned if isinstance(pinned, str) else pick.version
+        if not step_text:
+            return self._deployment(route_deployment_id(name, route, version))
+        try:
+            step = int(step_text[len(FALLBACK_SUFFIX) - 1:])
+        except ValueError:
+            return None
+        if step > len(pick.fallbacks) or pick.route is None:
+            return None
+        served = self.serving.snapshot.routes(name).get(route)
+        active = served.active.version if served is not None else version
+        return self._deployment(route_deployment_id(name, route, active, pick.fallbacks[step - 1], step))
 
     def _weighted(self, model: str) -> Any:
         import random
@@ -299,22 +375,24 @@ class Gateway:
         # parameters the caller passes explicitly win, as over any LiteLLM deployment's params
         return {**_thaw_config(bundle), **kwargs, "messages": self._messages(bundle, messages), "metadata": metadata}
 
-    def pick(self, model: str, key: str, *, attributes: Mapping[str, Any] | None = None) -> Pick:
+    def pick(self, model: str, key: str, *, route: str | None = None,
+             attributes: Mapping[str, Any] | None = None) -> Pick:
         """The serving client's pick, after a cheap reload check (a changed file is loaded first)."""
         if self.reload:
             self.serving.maybe_reload()
-        return self.serving.pick(model, key, attributes=attributes)
+        return self.serving.pick(model, key, route=route, attributes=attributes)
 
     async def acompletion(self, model: str, messages: Sequence[Mapping[str, Any]], *, key: str,
-                          segment: str | None = None, attributes: Mapping[str, Any] | None = None,
-                          **kwargs: Any) -> Any:
+                          segment: str | None = None, route: str | None = None,
+                          attributes: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
         """``router.acompletion`` for ``key``: the version modelctl picks, its prompt and config; mirrors to the shadow.
 
+        ``route``: pick on that route and send the request to its group (its fallback chain applies).
         ``attributes``: the caller's attributes (a canary limited to a segment serves only requests in
         it). A request in the canary's segment is counted under that segment unless ``segment`` says
         otherwise, so ``watch`` judges the canary against the active version within the segment.
         """
-        pick = self.pick(model, key, attributes=attributes)
+        pick = self.pick(model, key, route=route, attributes=attributes)
         if segment is None:
             segment = pick.segment
         if pick.mirror and pick.shadow is not None:
@@ -323,9 +401,13 @@ class Gateway:
             self._mirrors.add(task)  # held until done: the loop keeps only a weak reference
             task.add_done_callback(self._mirrors.discard)
         request = self._request(pick, pick.bundle, key, messages, kwargs, attributes)
+        group = model
+        if pick.route is not None and self.serving.snapshot.routes(model):
+            group = route_group(model, pick.route)  # a document without routes serves every route as the model
+            request["metadata"][ROUTE] = pick.route
         start = self._clock()
         try:
-            response = await self.router.acompletion(model=model, **request)
+            response = await self.router.acompletion(model=group, **request)
         except Exception:
             self._observe(pick.model, pick.version, pick.role, start, True, None, segment)
             raise
@@ -369,4 +451,9 @@ def _document(snapshot: Any, name: str) -> dict[str, Any]:
     for role in ("active", "canary", "shadow"):
         bundle = bundles[role]
         doc[role] = bundle.as_dict() if bundle is not None else None
+    served = snapshot.routes(name)
+    if served:
+        doc["routes"] = {r: {"active": s.active.as_dict(), "canary": s.canary.as_dict() if s.canary else None,
+                             "fallback": {"policy": s.policy, "chain": [dict(e) for e in s.chain]} if s.policy else None}
+                         for r, s in served.items()}
     return doc

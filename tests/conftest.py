@@ -141,3 +141,11 @@ def two_versions(registry, write_bundle):
     f = write_bundle("c.yaml", version="1.0.1", parent="1.0.0", prompt="prompts/p2.txt", error_rate=0.012)
     assert run_cli("register", f, cwd=registry).returncode == 0
     return registry
+
+
+@pytest.fixture(scope="session")
+def gto_bin(tmp_path_factory):
+    """The bin directory of a virtualenv with gto from PyPI, installed once per session (tests/test_gto.py)."""
+    from test_gto import install_gto
+
+    return install_gto(tmp_path_factory)

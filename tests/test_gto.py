@@ -60,9 +60,9 @@ app(sys.argv[2:], standalone_mode=False)
 VIEWS = [["show", "--json"], ["show", "--json", "--vs", "-1", "--av", "-1"], ["show", NAME, "--json"]]
 
 
-@pytest.fixture(scope="session")
-def gto_bin(tmp_path_factory):
-    """The bin directory of a virtualenv with gto from PyPI (skips only if PyPI is unreachable)."""
+def install_gto(tmp_path_factory):
+    """The bin directory of a virtualenv with gto from PyPI (skips only if PyPI is unreachable);
+    the session fixture `gto_bin` (conftest.py) calls it once."""
     venv = tmp_path_factory.mktemp("gto-venv")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
     pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "gto"],

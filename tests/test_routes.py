@@ -380,26 +380,6 @@ def test_rendered_configmap_carries_the_routes(routed):
     assert run_cli("check", cwd=repo).returncode == 0
 
 
-@pytest.fixture(scope="module")
-def gto_bin(tmp_path_factory):
-    """GTO from PyPI in a virtualenv of its own, as tests/test_gto.py installs it (skips only if PyPI is unreachable)."""
-    import subprocess
-    import sys
-
-    from test_gto import UNREACHABLE
-
-    venv = tmp_path_factory.mktemp("gto-venv")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
-    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "gto"],
-                         capture_output=True, text=True, timeout=600)
-    if pip.returncode != 0:
-        text = pip.stdout + pip.stderr
-        if any(s in text for s in UNREACHABLE):
-            pytest.skip(f"PyPI is unreachable, cannot install gto: {text.strip().splitlines()[-1]}")
-        pytest.fail(f"pip install gto failed: {text[-2000:]}")
-    return venv / "bin"
-
-
 def test_gto_agrees_with_status_for_the_model_through_route_events(routed, gto_bin, tmp_path):
     from test_gto import VIEWS, _agree, _clone, _modelctl_view, _run_gto
 

@@ -72,6 +72,11 @@ def read_batch(provider: Provider, requests: Sequence[ReadRequest], *,
             return answer
         except Exception as exc:  # noqa: BLE001 - a watchdog must outlive any bad answer
             return {r.model: exc for r in requests}
+    return read_each(provider, requests, time_left=time_left)
+
+
+def read_each(provider: Provider, requests: Sequence[ReadRequest], *, time_left: float | None = None) -> BatchAnswer:
+    """One `read` per model; a model whose read fails gets its exception as its answer."""
     out: BatchAnswer = {}
     for r in requests:
         try:

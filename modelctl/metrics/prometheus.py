@@ -38,7 +38,7 @@ from typing import Any
 from ..errors import MetricsError
 from ..names import check_name, check_version
 from ..observation import Counters, Reading
-from .base import BatchAnswer, HttpLimits, HttpSession, ReadRequest, _one_line, parse_json, where
+from .base import BatchAnswer, HttpLimits, HttpSession, ReadRequest, _one_line, parse_json, read_each, where
 from .http_json import parse_buckets
 
 DEFAULT_URL = "http://127.0.0.1:9090"
@@ -187,14 +187,9 @@ class PrometheusProvider:
         per-version answer, so the figures are the same. A template the batch form cannot be
         derived from (see `batch_template`), and an endpoint URL with `{model}`, are read per model.
         """
-        out: BatchAnswer = {}
         if "{model}" in self.endpoint:
-            for r in requests:
-                try:
-                    out[r.model] = self.read(r.model, list(r.versions), r.since_seconds, time_left=time_left)
-                except Exception as exc:  # noqa: BLE001 - one model's failure is that model's error poll
-                    out[r.model] = exc
-            return out
+            return read_each(self, requests, time_left=time_left)
+        out: BatchAnswer = {}
         endpoint = self.endpoint
         wanted = {(r.model, v) for r in requests for v in r.versions}
         values: dict[tuple[str, str], dict[str, dict[str, Any]]] = {key: {} for key in wanted}

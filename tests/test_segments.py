@@ -131,8 +131,15 @@ INTERNAL = {"tier": "internal"}
 
 
 def declare_segments(root, text=SEGMENTS_YAML) -> None:
-    with open(root / "modelctl.yaml", "a") as f:
-        f.write(text)
+    """`text` in place of the template's own (empty) segments: section, committed."""
+    path = root / "modelctl.yaml"
+    config = path.read_text()
+    if "\nsegments:\n" in config:
+        start = config.index("\nsegments:\n")
+        end = config.index("  rules: {}", start)
+        end = config.index("\n", end) + 1
+        config = config[:start] + "\n" + config[end:]
+    path.write_text(config + text)
     git(root, "commit", "-q", "-am", "declare segments")
 
 

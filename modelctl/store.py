@@ -1050,10 +1050,12 @@ class Store:
                      and ("(stale info)" in line or "(fetch first)" in line or "(non-fast-forward)" in line)}
             stale &= set(todo)
             if not stale:
-                said += proc.stderr.decode("utf-8", "replace")
-                last = [line for line in said.strip().splitlines() if line.strip() and line.strip() != "Done"]
+                # the remote's reason (a hook that declined) rather than git's closing "failed to push"
+                refused = [line.split("\t")[2] for line in said.splitlines() if line.startswith("!\t")
+                           and line.count("\t") >= 2 and "(atomic push failed)" not in line]
+                err = [line for line in proc.stderr.decode("utf-8", "replace").strip().splitlines() if line.strip()]
                 raise RemoteError(f"cannot push {len(todo)} ref(s) to remote {remote!r}: "
-                                  f"{last[-1] if last else proc.returncode}",
+                                  f"{refused[0] if refused else err[-1] if err else proc.returncode}",
                                   hint="check the network and 'git remote -v'")
             result.update(dict.fromkeys(stale, False))
             todo = {ref: update for ref, update in todo.items() if ref not in stale}

@@ -229,7 +229,8 @@ class Controller:
 
     def _save_states(self, report: CycleReport) -> None:
         """Every judgement state saved this cycle, onto the remote in one push (one `fast-import` builds the
-        commits, one atomic `push` with a lease per ref, one `update-ref`): 200 canaries cost 3 git processes, not 1,000."""
+        commits, one atomic `push` with a lease per ref, one `update-ref`): 200 canaries cost 3 git
+        processes, not 1,000."""
         from .watch import LOST_RACE, WatchEvent
 
         pending = {name: w.pending_state for name, w in sorted(self.watchers.items()) if w.pending_state}

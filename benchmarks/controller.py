@@ -189,18 +189,23 @@ class GitMeter:
 
         self.processes = 0
         self.pushes = 0
+        self.seconds: dict[str, float] = {}  # wall time inside git, per subcommand
         real = Store.git
         meter = self
 
         def git(store, *args, **kwargs):  # type: ignore[no-untyped-def]
             meter.processes += 1
             meter.pushes += args[0] == "push"
-            return real(store, *args, **kwargs)
+            began = time.perf_counter()
+            try:
+                return real(store, *args, **kwargs)
+            finally:
+                meter.seconds[args[0]] = meter.seconds.get(args[0], 0.0) + time.perf_counter() - began
 
         Store.git = git  # type: ignore[method-assign]
 
     def reset(self) -> None:
-        self.processes, self.pushes = 0, 0
+        self.processes, self.pushes, self.seconds = 0, 0, {}
 
 
 def per_model_states(ctl: object) -> None:
@@ -261,7 +266,12 @@ def run_cycles(path: Path, cycles: int, meter: HttpMeter, batched: bool = True, 
         rows.append({"wall": wall, "http": meter.seconds, "own": wall - meter.seconds, "cpu": cpu,
                      "queries": meter.queries, "followed": len(report.followed),
                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                     "gits": gits.processes if gits else 0, "pushes": gits.pushes if gits else 0})
+                     "gits": gits.processes if gits else 0, "pushes": gits.pushes if gits else 0,
+                     "git_s": sum(gits.seconds.values()) if gits else 0.0})
+        if gits is not None:
+            print(f"  cycle {number + 1}: {wall:.3f} s wall; inside git: "
+                  + ", ".join(f"{cmd} {sec:.3f} s" for cmd, sec in sorted(gits.seconds.items(), key=lambda i: -i[1])),
+                  file=sys.stderr, flush=True)
     return rows
 
 
@@ -322,7 +332,8 @@ def scenario(tmp: Path, label: str, models: int, canaries: int, shadows: int, cy
             "own": statistics.median(r["own"] for r in steady), "wall": statistics.median(r["wall"] for r in steady),
             "cpu": statistics.median(r["cpu"] for r in steady), "queries": steady[-1]["queries"],
             "rss_mb": max(r["rss_mb"] for r in rows), "followed": steady[-1]["followed"],
-            "gits": statistics.median(r["gits"] for r in steady), "pushes": statistics.median(r["pushes"] for r in steady)}
+            "gits": statistics.median(r["gits"] for r in steady), "pushes": statistics.median(r["pushes"] for r in steady),
+            "git_s": statistics.median(r["git_s"] for r in steady)}
 
 
 def main() -> None:
@@ -380,14 +391,14 @@ def remote_main(args: argparse.Namespace, meter: HttpMeter) -> None:
           f"steady cycles: median of {args.cycles - 1}; 'own' = wall minus the time inside HTTP calls to "
           "Prometheus\n")
     head_row = ("judgement states saved", "followed", "git processes/cycle", "pushes/cycle", "cycle own s",
-                "cycle wall s", "CPU s", "first cycle own s")
+                "of which in git s", "cycle wall s", "CPU s", "first cycle own s")
     print("| " + " | ".join(head_row) + " |")
     print("|" + "---|" * len(head_row))
     for r in results:
         first = r["first"]
         assert isinstance(first, dict)
         print(f"| {r['label']} | {r['followed']} | {r['gits']:.0f} | {r['pushes']:.0f} | {r['own']:.3f} | "
-              f"{r['wall']:.3f} | {r['cpu']:.3f} | {first['own']:.3f} |")
+              f"{r['git_s']:.3f} | {r['wall']:.3f} | {r['cpu']:.3f} | {first['own']:.3f} |")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,13 @@ per model, as `watch NAME` reads).
 
     env -u PYTHONDONTWRITEBYTECODE python benchmarks/controller.py
     env -u PYTHONDONTWRITEBYTECODE python benchmarks/controller.py --cycles 5 --no-unbatched
+    env -u PYTHONDONTWRITEBYTECODE python benchmarks/controller.py --remote
+
+With `--remote` the registry pushes (`remote.push: true`) to a bare repository on disk, so every
+cycle also fetches and saves each followed canary's judgement state on the remote: the 200-canary
+run is measured with the states saved in one push per cycle (what the controller does) and, for
+comparison, with one commit and one push per model (what each watcher did on its own), counting the
+git processes and the pushes of each cycle.
 
 Goals: a steady cycle at most 1 s (Prometheus' time excluded) and at most 200 MB for 200 canaries;
 queries per cycle independent of the number of models.
@@ -174,29 +181,97 @@ class PerModel:
         return self._provider.read(*args, **kwargs)  # type: ignore[attr-defined]
 
 
-def run_cycles(path: Path, cycles: int, meter: HttpMeter, batched: bool = True) -> list[dict[str, float]]:
-    """Run `cycles` controller cycles; one row of figures per cycle."""
+class GitMeter:
+    """Counts the git processes the store starts (every one goes through `Store.git`), and the pushes."""
+
+    def __init__(self) -> None:
+        from modelctl.store import Store
+
+        self.processes = 0
+        self.pushes = 0
+        self.seconds: dict[str, float] = {}  # wall time inside git, per subcommand
+        real = Store.git
+        meter = self
+
+        def git(store, *args, **kwargs):  # type: ignore[no-untyped-def]
+            meter.processes += 1
+            meter.pushes += args[0] == "push"
+            began = time.perf_counter()
+            try:
+                return real(store, *args, **kwargs)
+            finally:
+                meter.seconds[args[0]] = meter.seconds.get(args[0], 0.0) + time.perf_counter() - began
+
+        Store.git = git  # type: ignore[method-assign]
+
+    def reset(self) -> None:
+        self.processes, self.pushes, self.seconds = 0, 0, {}
+
+
+def per_model_states(ctl: object) -> None:
+    """Make the controller save each model's state as a watcher alone does (one commit, one push per model)."""
+    from modelctl.errors import ModelctlError
+    from modelctl.watch import LOST_RACE
+
+    def save(report: object) -> None:
+        store = ctl.reg.store  # type: ignore[attr-defined]
+        for w in ctl.watchers.values():  # type: ignore[attr-defined]
+            if not w.pending_state:
+                continue
+            message, text = w.pending_state
+            w.pending_state = None
+            try:  # Watcher._push_state, step for step
+                commit = store.commit_file("state.json", text.encode(), message)
+                expect = w.state_expect if w.state_expect is not None else store.rev(w._state_ref())
+                landed = store.push_ref(w.remote, commit, w._state_ref(), expect or None)
+            except ModelctlError as exc:
+                w.state_lost(str(exc))
+                continue
+            if landed:
+                w.state_pushed(commit)
+            else:
+                w.state_lost(LOST_RACE)
+
+    ctl._save_states = save  # type: ignore[attr-defined]
+
+
+def run_cycles(path: Path, cycles: int, meter: HttpMeter, batched: bool = True, remote: str | None = None,
+               gits: GitMeter | None = None) -> list[dict[str, float]]:
+    """Run `cycles` controller cycles; one row of figures per cycle (`remote`: "batch" or "per-model" state saves)."""
     from modelctl import watch
     from modelctl.controller import Controller
     from modelctl.metrics import make_provider
+    from modelctl.ops import WriteOptions
     from modelctl.registry import Registry
 
     reg = Registry(path)
     provider = make_provider(reg.config().as_dict())
     ctl = Controller(reg, watch.WatchOptions(interval=30),
-                     provider=provider if batched else PerModel(provider))  # type: ignore[arg-type]
+                     provider=provider if batched else PerModel(provider),  # type: ignore[arg-type]
+                     write_options=WriteOptions(push=True) if remote else None)
+    if remote == "per-model":
+        per_model_states(ctl)
     rows = []
     for number in range(cycles):
         if number:
             time.sleep(1.1)  # a scrape in between: every cycle judges new counters (not timed)
         meter.reset()
+        if gits is not None:
+            gits.reset()
         wall0, cpu0 = time.perf_counter(), time.process_time()
         report = ctl.cycle()
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         assert not report.errors, report.errors
+        assert not getattr(report, "state_error", None), report.state_error
         rows.append({"wall": wall, "http": meter.seconds, "own": wall - meter.seconds, "cpu": cpu,
                      "queries": meter.queries, "followed": len(report.followed),
-                     "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+                     "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                     "gits": gits.processes if gits else 0, "pushes": gits.pushes if gits else 0,
+                     "git_s": sum(gits.seconds.values()) if gits else 0.0})
+        if gits is not None:
+            print(f"  cycle {number + 1}: {wall:.3f} s wall; inside git: "
+                  + ", ".join(f"{cmd} {sec:.3f} s" for cmd, sec in sorted(gits.seconds.items(), key=lambda i: -i[1])),
+                  file=sys.stderr, flush=True)
     return rows
 
 
@@ -219,8 +294,16 @@ def wait_for_series(url: str, expected: int, timeout: float = 60) -> None:
     raise RuntimeError(f"Prometheus holds {count} of {expected} series after {timeout:g}s")
 
 
+def bare_remote(path: Path, where: Path) -> None:
+    """A bare copy of the registry at `where`, its `origin`, pushed to (remote.push: true)."""
+    subprocess.run(["git", "clone", "-q", "--bare", str(path), str(where)], env=ENV, check=True)
+    for args in (["remote", "add", "origin", str(where)], ["fetch", "-q", "origin"],
+                 ["branch", "-q", "--set-upstream-to=origin/main", "main"]):
+        subprocess.run(["git", *args], cwd=path, env=ENV, check=True)
+
+
 def scenario(tmp: Path, label: str, models: int, canaries: int, shadows: int, cycles: int, meter: HttpMeter,
-             batched: bool = True) -> dict[str, object]:
+             batched: bool = True, remote: str | None = None, gits: GitMeter | None = None) -> dict[str, object]:
     from metrics_servers import ensure_prometheus, prometheus_server
 
     binary = ensure_prometheus()
@@ -237,8 +320,10 @@ def scenario(tmp: Path, label: str, models: int, canaries: int, shadows: int, cy
             path = tmp / f"reg-{label}"
             built = build(path, models, canaries, shadows, prom.url)
             assert built == live
+            if remote:
+                bare_remote(path, tmp / f"origin-{label}.git")
             wait_for_series(prom.url, 2 * len(live))
-            rows = run_cycles(path, cycles, meter, batched)
+            rows = run_cycles(path, cycles, meter, batched, remote, gits)
     finally:
         exporter.terminate()
         exporter.join(10)
@@ -246,7 +331,9 @@ def scenario(tmp: Path, label: str, models: int, canaries: int, shadows: int, cy
     return {"label": label, "models": models, "canaries": canaries, "shadows": shadows, "first": rows[0],
             "own": statistics.median(r["own"] for r in steady), "wall": statistics.median(r["wall"] for r in steady),
             "cpu": statistics.median(r["cpu"] for r in steady), "queries": steady[-1]["queries"],
-            "rss_mb": max(r["rss_mb"] for r in rows), "followed": steady[-1]["followed"]}
+            "rss_mb": max(r["rss_mb"] for r in rows), "followed": steady[-1]["followed"],
+            "gits": statistics.median(r["gits"] for r in steady), "pushes": statistics.median(r["pushes"] for r in steady),
+            "git_s": statistics.median(r["git_s"] for r in steady)}
 
 
 def main() -> None:
@@ -254,8 +341,14 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=2000)
     parser.add_argument("--cycles", type=int, default=6, help="cycles per scenario (the first is cold)")
     parser.add_argument("--no-unbatched", action="store_true", help="skip the per-model comparison")
+    parser.add_argument("--remote", action="store_true",
+                        help="push to a bare repository on disk: judgement states saved in one push per cycle, "
+                             "and one push per model for comparison")
     args = parser.parse_args()
     meter = HttpMeter()
+    if args.remote:
+        remote_main(args, meter)
+        return
     results = []
     with tempfile.TemporaryDirectory(prefix="modelctl-controller-bench-") as tmp:
         plan = [("200 canaries + 20 shadows", 200, 20, True), ("50 canaries", 50, 0, True)]
@@ -282,6 +375,30 @@ def main() -> None:
           f"cycle {float(main_row['own']):.3f} s / 1 s = {float(main_row['own']) / 1.0:.2f}; "  # type: ignore[arg-type]
           f"memory {float(main_row['rss_mb']):.0f} MB / 200 MB = {float(main_row['rss_mb']) / 200:.2f}; "  # type: ignore[arg-type]
           f"queries {main_row['queries']} with 200 canaries, {results[1]['queries']} with 50")
+
+
+def remote_main(args: argparse.Namespace, meter: HttpMeter) -> None:
+    """The 200-canary run pushing to a bare remote on disk, states in one push per cycle or one per model."""
+    gits = GitMeter()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="modelctl-controller-bench-") as tmp:
+        for label, saves in (("one push per cycle", "batch"), ("one push per model", "per-model")):
+            print(f"running: {args.models} models, 200 canaries + 20 shadows, remote, {label} ...", file=sys.stderr,
+                  flush=True)
+            results.append(scenario(Path(tmp), f"remote-{saves}", args.models, 200, 20, args.cycles, meter,
+                                    remote=saves, gits=gits) | {"label": label})
+    print(f"\nwatch --all, {args.models} models, 200 canaries + 20 shadows, pushing to a bare remote on disk; "
+          f"steady cycles: median of {args.cycles - 1}; 'own' = wall minus the time inside HTTP calls to "
+          "Prometheus\n")
+    head_row = ("judgement states saved", "followed", "git processes/cycle", "pushes/cycle", "cycle own s",
+                "of which in git s", "cycle wall s", "CPU s", "first cycle own s")
+    print("| " + " | ".join(head_row) + " |")
+    print("|" + "---|" * len(head_row))
+    for r in results:
+        first = r["first"]
+        assert isinstance(first, dict)
+        print(f"| {r['label']} | {r['followed']} | {r['gits']:.0f} | {r['pushes']:.0f} | {r['own']:.3f} | "
+              f"{r['git_s']:.3f} | {r['wall']:.3f} | {r['cpu']:.3f} | {first['own']:.3f} |")
 
 
 if __name__ == "__main__":

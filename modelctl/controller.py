@@ -10,7 +10,10 @@ Each cycle (every `--interval`):
 3. poll every followed model with its watcher (the same judgement and actions as `watch NAME`), in
    two halves: each watcher says which versions it needs (`Watcher.prepare`), the metrics of every
    model are read in one batch (`metrics.base.read_batch`: one query per quantity for Prometheus,
-   one GET for http-json without `{model}`), and each watcher judges its share (`Watcher.complete`).
+   one GET for http-json without `{model}`), and each watcher judges its share (`Watcher.complete`);
+4. in a push-configured clone, push the judgement state every watcher saved this cycle in one atomic
+   push (a compare-and-swap lease per model's ref; a ref a replica saved first is left out and that
+   model's watcher noted, the others land in the same cycle).
 
 One model's failure (its metrics, a damaged file, a write that conflicted) is that model's line in
 the log and its count on `/metrics`, never the end of the controller. The controller stops at
@@ -55,6 +58,8 @@ class CycleReport:
     at: float = 0.0  # unix time the cycle began
     seconds: float = 0.0
     reads: int = 0  # batched metrics reads (one per provider; the provider makes one query per quantity)
+    state_error: str | None = None  # why the push of this cycle's judgement states failed
+    state_lost: list[str] = field(default_factory=list)  # models whose state a replica saved first
 
 
 @dataclass
@@ -123,6 +128,7 @@ class Controller:
         self.fetch_failures = 0  # consecutive cycles whose fetch failed
         self.last_fetch: float | None = None  # unix time of the last successful fetch
         self._read_failing = False
+        self._state_failing = False  # the last push of the judgement states failed (said once)
 
     def _default_watcher(self, name: str) -> Watcher:
         from dataclasses import replace
@@ -183,6 +189,7 @@ class Controller:
                 continue
             if self.pushing:
                 watcher.fetches = False
+                watcher.defer_state = True  # saved by _save_states, every model in one push
             watcher.started_at = watcher.clock()  # what run() does for a single watch
             self.watchers[name] = watcher
             report.started.append(name)
@@ -213,10 +220,53 @@ class Controller:
                 got = self._guarded(report, name, self.watchers[name].complete, plans[name], answer)
                 if isinstance(got, WatchResult):
                     self._ended(report, name, got)
+        if self.pushing:
+            self._save_states(report)
         report.followed = sorted(self.watchers)
         report.seconds = self.monotonic() - began
         self.on_cycle(report)
         return report
+
+    def _save_states(self, report: CycleReport) -> None:
+        """Every judgement state saved this cycle, onto the remote in one push (one `fast-import` builds the
+        commits, one atomic `push` with a lease per ref, one `update-ref`): 200 canaries cost 3 git
+        processes, not 1,000."""
+        from .watch import LOST_RACE, WatchEvent
+
+        pending = {name: w.pending_state for name, w in sorted(self.watchers.items()) if w.pending_state}
+        for name in pending:
+            self.watchers[name].pending_state = None
+        if not pending:
+            return
+        store = self.reg.store
+        names = list(pending)
+        try:
+            commits = store.commit_files([("state.json", text.encode(), message)
+                                          for message, text in pending.values()])
+            updates: dict[str, tuple[str, str | None]] = {}
+            for name, commit in zip(names, commits):
+                w = self.watchers[name]
+                expect = w.state_expect if w.state_expect is not None else store.rev(w._state_ref())
+                updates[w._state_ref()] = (commit, expect or None)
+            landed = store.push_refs(self.remote, updates, timeout=30)
+        except ModelctlError as exc:
+            report.state_error = str(exc)
+            # one line per outage, none when this cycle's fetch already said the remote is unreachable
+            if not self._state_failing and report.fetch_error is None:
+                self.on_event(WatchEvent("note", f"note: cannot keep the judgement states of {len(names)} model(s) "
+                                                 f"on {self.remote} ({exc}); judging goes on, a fresh clone would "
+                                                 "start them over"))
+            self._state_failing = True
+            for name in names:
+                self.watchers[name].state_lost(None)
+            return
+        self._state_failing = False
+        for name, (ref, (commit, _expect)) in zip(names, updates.items()):
+            if landed.get(ref):
+                self.watchers[name].state_pushed(commit)
+            else:
+                report.state_lost.append(name)
+                self.watchers[name].state_lost(LOST_RACE)
 
     def _target(self, watcher: Watcher, name: str, ref: str, snap: Snapshot | None) -> Target | None:
         """What serves `name` at this cycle's tip, from the deployment read once (None: the watcher reads it)."""

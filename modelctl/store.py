@@ -33,7 +33,7 @@ import signal
 import subprocess
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypedDict
@@ -994,6 +994,73 @@ class Store:
         last = [line for line in said.strip().splitlines() if line.strip()]
         raise RemoteError(f"cannot push {ref} to remote {remote!r}: {last[-1] if last else proc.returncode}",
                           hint="check the network and 'git remote -v'")
+
+    def commit_files(self, commits: list[tuple[str, bytes, str]]) -> list[str]:
+        """Parentless one-file commits like commit_file's, (name, data, message) each, built in one
+        `git fast-import` whatever their number; their ids, in order."""
+        if not commits:
+            return []
+        # one scratch branch, emptied before each commit (so each is parentless) and after the last
+        # (so fast-import writes no ref at all): the ids come back from get-mark
+        scratch = "refs/modelctl-batch/state"
+        stream = bytearray()
+        for mark, (name, data, message) in enumerate(commits, 1):
+            text = message.encode()
+            stream += (b"reset %s\ncommit %s\nmark :%d\ncommitter modelctl <modelctl@localhost> now\n"
+                       b"data %d\n%s\nM 100644 inline %s\ndata %d\n"
+                       % (scratch.encode(), scratch.encode(), mark, len(text), text, name.encode(), len(data)))
+            stream += data + b"\n\n"
+        stream += b"reset %s\n" % scratch.encode()
+        stream += b"".join(b"get-mark :%d\n" % mark for mark in range(1, len(commits) + 1))
+        ids = self.out("fast-import", "--quiet", "--date-format=now", input=bytes(stream)).split()
+        if len(ids) != len(commits):
+            raise GitFailed(f"git fast-import gave {len(ids)} commit id(s) for {len(commits)} commit(s)")
+        return ids
+
+    def push_refs(self, remote: str, updates: Mapping[str, tuple[str, str | None]],
+                  timeout: float = 30) -> dict[str, bool]:
+        """Compare-and-swap many refs on the remote in one atomic push: {ref: (commit, expect)}
+        (expect None: absent). Ref -> whether it landed (the local refs that did follow).
+
+        A lease that fails (another process saved that ref first) fails the atomic push whole: the
+        push is tried again without those refs, so one contended ref never holds back the others.
+        RemoteError when the remote cannot be reached or refuses."""
+        result: dict[str, bool] = {}
+        todo = dict(updates)
+        for _attempt in range(3):  # each retry drops at least one ref; a third lost race is next cycle's
+            if not todo:
+                break
+            leases = [f"--force-with-lease={ref}:{expect or ''}" for ref, (_c, expect) in todo.items()]
+            specs = [f"{commit}:{ref}" for ref, (commit, _e) in todo.items()]
+            try:
+                proc = self.git("push", "--atomic", "--porcelain", "--no-verify", *leases, remote, *specs,
+                                check=False, timeout=timeout)
+            except GitTimeout:
+                raise RemoteError(f"git push of {len(todo)} ref(s) to remote {remote!r} timed out after "
+                                  f"{timeout:g}s", hint="check the network") from None
+            if proc.returncode == 0:
+                self.git("update-ref", "--stdin",
+                         input="".join(f"update {ref} {commit}\n" for ref, (commit, _e) in todo.items()).encode())
+                result.update(dict.fromkeys(todo, True))
+                todo = {}
+                break
+            said = proc.stdout.decode("utf-8", "replace")
+            stale = {line.split("\t")[1].rpartition(":")[2] for line in said.splitlines()
+                     if line.startswith("!\t") and line.count("\t") >= 2
+                     and ("(stale info)" in line or "(fetch first)" in line or "(non-fast-forward)" in line)}
+            stale &= set(todo)
+            if not stale:
+                # the remote's reason (a hook that declined) rather than git's closing "failed to push"
+                refused = [line.split("\t")[2] for line in said.splitlines() if line.startswith("!\t")
+                           and line.count("\t") >= 2 and "(atomic push failed)" not in line]
+                err = [line for line in proc.stderr.decode("utf-8", "replace").strip().splitlines() if line.strip()]
+                raise RemoteError(f"cannot push {len(todo)} ref(s) to remote {remote!r}: "
+                                  f"{refused[0] if refused else err[-1] if err else proc.returncode}",
+                                  hint="check the network and 'git remote -v'")
+            result.update(dict.fromkeys(stale, False))
+            todo = {ref: update for ref, update in todo.items() if ref not in stale}
+        result.update(dict.fromkeys(todo, False))
+        return result
 
     def remote_tags(self, remote: str, timeout: float = 30) -> dict[str, str]:
         """Tag name -> tag object on the remote (`git ls-remote`)."""

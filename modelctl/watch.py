@@ -93,6 +93,9 @@ _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)?\s*$")
 _UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+LOST_RACE = "another watch of this model saved its state first"
+
+
 def parse_duration(text: str | float | int, what: str = "duration") -> float:
     """Seconds from `5`, `5s`, `2m`, `1h` or `500ms`; UsageError for anything else or <= 0."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
@@ -628,6 +631,10 @@ class Watcher:
         self.priors: dict[str, Mapping[str, Any]] = {}  # active version -> its bundle's baseline (immutable)
         self.state_expect: str | None = None  # the remote state ref's id this process last saw or wrote
         self.state_note = False
+        # under `watch --all` the controller pushes every model's state in one push per cycle: the
+        # watcher leaves (commit message, state text) here instead of pushing it itself
+        self.defer_state = False
+        self.pending_state: tuple[str, str] | None = None
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> WatchResult:
@@ -1073,7 +1080,10 @@ class Watcher:
             os.replace(tmp, path)
         except (OSError, ValueError, TypeError):
             return  # losing the state costs a fresh start later; it must not stop the judgement
-        if self.pushing:
+        if self.pushing and self.defer_state:
+            version = target.canary.version if target.canary else "-"
+            self.pending_state = (f"modelctl watch state: {self.name} {version}", text)
+        elif self.pushing:
             self._push_state(target, text)
 
     def _push_state(self, target: Target, text: str) -> None:
@@ -1083,18 +1093,28 @@ class Watcher:
         try:
             commit = store.commit_file("state.json", text.encode(), f"modelctl watch state: {self.name} {version}")
             expect = self.state_expect if self.state_expect is not None else store.rev(self._state_ref())
-            if store.push_ref(self.remote, commit, self._state_ref(), expect or None,
-                              timeout=max(1.0, min(30.0, self.time_left() or 30.0))):
-                self.state_expect = commit
-                self.state_note = False
-                return
-            # another watch of this model saved first (a replica): the next poll's fetch brings its
-            # state's id, and the next save replaces it; the decisions themselves are compare-and-swap
-            self.state_expect = None
-            reason = "another watch of this model saved its state first"
+            landed = store.push_ref(self.remote, commit, self._state_ref(), expect or None,
+                                    timeout=max(1.0, min(30.0, self.time_left() or 30.0)))
         except ModelctlError as exc:
-            self.state_expect = None
-            reason = str(exc)
+            self.state_lost(str(exc))
+            return
+        if landed:
+            self.state_pushed(commit)
+        else:
+            self.state_lost(LOST_RACE)
+
+    def state_pushed(self, commit: str) -> None:
+        """The state commit `commit` is the remote's now (the next save expects it)."""
+        self.state_expect = commit
+        self.state_note = False
+
+    def state_lost(self, reason: str | None) -> None:
+        """The state did not land: forget the expected id, and say so once (reason None: said elsewhere)."""
+        # another watch of this model saved first (a replica): the next poll's fetch brings its
+        # state's id, and the next save replaces it; the decisions themselves are compare-and-swap
+        self.state_expect = None
+        if reason is None:
+            return
         if not self.state_note:
             self.on_event(WatchEvent("note", f"note: cannot keep the judgement state of {self.name} on "
                                              f"{self.remote} ({reason}); a fresh clone would start it over"))

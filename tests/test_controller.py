@@ -2,6 +2,8 @@
 end, and one model's failure is a note for that model, never the end of the others."""
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import time
 
@@ -176,9 +178,10 @@ class FleetServer(LocalServer):
         return Reply(200, {"models": {f"fleet-{i:02d}": {"versions": versions} for i in range(FLEET)}})
 
 
-def fleet_controller(path, url: str, clock):
+def fleet_controller(path, url: str, clock, push: bool = False):
     from modelctl import config as configmod
     from modelctl.metrics import make_provider
+    from modelctl.ops import WriteOptions
 
     reg = Registry(path)
     config = reg.config().as_dict()
@@ -187,13 +190,15 @@ def fleet_controller(path, url: str, clock):
     provider = make_provider(config, clock=clock)
     polls: list[watch.PollReport] = []
 
+    write_options = WriteOptions(push=True) if push else None
+
     def make(name):
         return watch.Watcher(reg, name, watch.WatchOptions(interval=5), provider=provider,
                              config=configmod.build(config), clock=clock, monotonic=clock, sleep=clock.sleep,
-                             on_poll=polls.append)
+                             on_poll=polls.append, write_options=write_options)
 
     return Controller(reg, watch.WatchOptions(interval=5), make_watcher=make, monotonic=clock,
-                      sleep=clock.sleep), polls
+                      sleep=clock.sleep, write_options=write_options), polls
 
 
 @pytest.mark.parametrize("count", [1, 5, 20])
@@ -427,3 +432,194 @@ def test_a_renamed_model_ends_its_watch_with_a_line_and_the_new_name_is_followed
     assert any("deployments/fleet-01.yaml is gone" in e.message for e in events if e.kind == "note")
     assert exported.metrics.value("modelctl_watch_ended_total", model="fleet-01", outcome=watch.ENDED) == 1
     assert rollbacks(fleet) == []
+
+
+# -- the judgement states on the remote: one push per cycle ------------------------------------------
+
+class VariedFleetServer(FleetServer):
+    """The fleet's document, each model's canary with its own error count (so each judgement state differs)."""
+
+    def _answer(self, request: Request) -> Reply:
+        self.gets += 1
+        n = self.gets
+        return Reply(200, {"models": {f"fleet-{i:02d}": {"versions": {
+            ACTIVE: {"requests": 9000 * n, "errors": 90 * n},
+            CANARY: {"requests": 1000 * n, "errors": (5 + i % 7) * n}}} for i in range(FLEET)}})
+
+
+def hooked_remote(path, where):
+    """`path` pushing to a bare remote at `where` whose pre-receive hook logs one line per push: the refs it
+    updates. Returns (bare, log)."""
+    from gitremote import bare_remote
+
+    bare_remote(path, where)
+    log = where.parent / f"{where.name}.pushes"
+    hook = where / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\necho $(cut -d' ' -f3) >> '{log}'\n")
+    hook.chmod(0o755)
+    return where, log
+
+
+def pushes(log) -> list[list[str]]:
+    return [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def state_ref(name: str) -> str:
+    return f"refs/modelctl/watch/{name}/state"
+
+
+def remote_state(bare, name: str) -> dict:
+    from conftest import git
+
+    return json.loads(git(bare, "cat-file", "blob", f"{state_ref(name)}:state.json"))
+
+
+@pytest.mark.parametrize("count", [1, 5, 20])
+def test_one_push_per_cycle_carries_the_state_of_every_followed_model(fleet, tmp_path, count):
+    from conftest import git
+
+    live = keep_only(fleet, count)
+    bare, log = hooked_remote(fleet, tmp_path / "origin.git")
+    clock = FakeClock()
+    with VariedFleetServer() as server:
+        ctl, _ = fleet_controller(fleet, f"{server.base_url}/metrics", clock, push=True)
+        for cycle in range(1, 4):
+            report = ctl.cycle()
+            assert len(pushes(log)) == cycle  # one push, whether 1, 5 or 20 models saved their state
+            assert sorted(pushes(log)[-1]) == sorted(state_ref(n) for n in live)
+            assert (report.state_error, report.state_lost, report.errors) == (None, [], {})
+            clock.sleep(5)
+    states = {name: remote_state(bare, name) for name in live}
+    for name in live:  # each ref holds that model's own judge, the one its watcher judges with
+        assert states[name]["judge"] == ctl.watchers[name].judge.export_state()
+        assert states[name]["key"]["canary"] == CANARY
+        # parentless, as `watch NAME` makes it: the ref never grows a history
+        assert git(bare, "log", "-1", "--format=%s|%P", state_ref(name)).strip() == f"modelctl watch state: {name} {CANARY}|"
+        remote_id = git(bare, "rev-parse", state_ref(name)).strip()
+        assert ctl.watchers[name].state_expect == remote_id  # the next save's lease
+        assert git(fleet, "rev-parse", state_ref(name)).strip() == remote_id  # the local ref followed
+    assert len({json.dumps(s["judge"], sort_keys=True) for s in states.values()}) == min(count, 7)
+    assert rollbacks(fleet) == []
+
+
+def test_watch_all_once_in_fresh_clones_resumes_every_models_state_from_the_remote(fleet, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT, git
+    from gitremote import clone
+
+    live = keep_only(fleet, 4)
+    bare, log = hooked_remote(fleet, tmp_path / "origin.git")
+    runs = []
+    with FleetServer() as server:
+        for i in range(3):  # what a CronJob without a volume does: a brand-new clone every run
+            where = clone(f"file://{bare}", tmp_path / f"run{i}")
+            proc = subprocess.run(
+                [sys.executable, "-m", "modelctl", "watch", "--all", "--once", "--push", "--json",
+                 "--provider", "http-json", "--url", f"{server.base_url}/metrics"],
+                cwd=where, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 0, proc.stderr
+            assert "note:" not in proc.stderr, proc.stderr
+            lines = [json.loads(line) for line in proc.stdout.splitlines()]
+            runs.append({d["model"]: d["metrics"][0]["canary_n"] for d in lines if d["event"] == "poll"})
+            assert len(pushes(log)) == i + 1  # each run: one push for the 4 models
+    assert [sorted(r) for r in runs] == [live] * 3
+    # one interval counted at the second run, two at the third: every model's judgement carried over
+    assert [set(r.values()) for r in runs[1:]] == [{1_000}, {2_000}]
+    listed = git(bare, "for-each-ref", "--format=%(refname)", "refs/modelctl/watch").split()
+    assert listed == [state_ref(n) for n in live]
+
+
+def test_a_state_a_replica_saved_first_is_noted_and_the_others_land_in_the_same_cycle(fleet, tmp_path):
+    from conftest import git
+
+    live = keep_only(fleet, 5)
+    bare, log = hooked_remote(fleet, tmp_path / "origin.git")
+    clock = FakeClock()
+    events: list[watch.WatchEvent] = []
+    with VariedFleetServer() as server:
+        ctl, _ = fleet_controller(fleet, f"{server.base_url}/metrics", clock, push=True)
+        ctl.on_event = events.append
+        ctl.cycle()
+        for w in ctl.watchers.values():
+            w.on_event = events.append
+        before = {n: git(bare, "rev-parse", state_ref(n)).strip() for n in live}
+        # a replica saves fleet-02's state after this controller's last fetch: its lease is stale now
+        contended = "fleet-02"
+        tree = git(bare, "rev-parse", f"{state_ref(contended)}^{{tree}}").strip()
+        replica = git(bare, "commit-tree", tree, "-m", "replica").strip()
+        git(bare, "update-ref", state_ref(contended), replica)
+        real_fetch = ctl.reg.store.fetch
+        ctl.reg.store.fetch = lambda *a, **k: None  # the replica saved between this cycle's fetch and its push
+        clock.sleep(5)
+        report = ctl.cycle()
+        ctl.reg.store.fetch = real_fetch
+        after = {n: git(bare, "rev-parse", state_ref(n)).strip() for n in live}
+        assert report.state_lost == [contended] and report.state_error is None and report.errors == {}
+        assert after[contended] == replica  # the replica's save stands
+        assert all(after[n] != before[n] for n in live if n != contended)  # the others landed, this cycle
+        assert [len(p) for p in pushes(log)] == [5, 4]  # the retry left the contended ref out
+        assert ctl.watchers[contended].state_expect is None
+        notes = [e.message for e in events if e.kind == "note"]
+        assert notes == [f"note: cannot keep the judgement state of {contended} on origin (another watch of this "
+                         "model saved its state first); a fresh clone would start it over"]
+        # the next cycle fetches the replica's id and replaces it; nothing is rolled back, nothing said twice
+        clock.sleep(5)
+        report = ctl.cycle()
+    assert report.state_lost == [] and sorted(ctl.watchers) == live
+    assert git(bare, "rev-parse", state_ref(contended)).strip() != replica
+    assert remote_state(bare, contended)["judge"] == ctl.watchers[contended].judge.export_state()
+    assert len([e for e in events if e.kind == "note"]) == 1
+    assert rollbacks(fleet) == []
+
+
+def test_an_unreachable_remote_loses_no_judgement_and_says_so_once(fleet, tmp_path):
+    from conftest import git
+
+    live = keep_only(fleet, 3)
+    bare, log = hooked_remote(fleet, tmp_path / "origin.git")
+    clock = FakeClock()
+    events: list[watch.WatchEvent] = []
+    exported = WatchMetrics()
+    with VariedFleetServer() as server:
+        ctl, polls = fleet_controller(fleet, f"{server.base_url}/metrics", clock, push=True)
+        ctl.on_event, ctl.on_cycle = events.append, exported.cycle
+        ctl.cycle()
+        bare.rename(tmp_path / "aside.git")  # the remote is gone: the fetch and the push fail
+        for _ in range(2):
+            clock.sleep(5)
+            report = ctl.cycle()
+        assert report.state_error and report.fetch_failures == 2 and report.errors == {}
+        assert exported.metrics.value("modelctl_controller_consecutive_fetch_failures") == 2
+        assert len(polls) == 3 * 3  # judging went on for every model
+        notes = [e.message for e in events if e.kind == "note"]
+        assert len(notes) == 1 and notes[0].startswith("note: cannot fetch origin/main")  # one line, the fetch's
+        (tmp_path / "aside.git").rename(bare)
+        clock.sleep(5)
+        report = ctl.cycle()
+    assert report.state_error is None and report.state_lost == []
+    assert len(pushes(log)) == 2
+    for name in live:  # the states of the cycles in between were never lost: the judge carried them
+        assert remote_state(bare, name)["judge"] == ctl.watchers[name].judge.export_state()
+        assert git(fleet, "rev-parse", state_ref(name)) == git(bare, "rev-parse", state_ref(name))
+    assert rollbacks(fleet) == []
+
+
+def test_a_remote_refusing_the_push_is_one_note_for_all_models_and_judging_goes_on(fleet, tmp_path):
+    live = keep_only(fleet, 3)
+    bare, log = hooked_remote(fleet, tmp_path / "origin.git")
+    clock = FakeClock()
+    events: list[watch.WatchEvent] = []
+    (bare / "hooks" / "pre-receive").write_text("#!/bin/sh\necho 'refs/modelctl/ is read-only here' >&2\nexit 1\n")
+    with VariedFleetServer() as server:
+        ctl, polls = fleet_controller(fleet, f"{server.base_url}/metrics", clock, push=True)
+        ctl.on_event = events.append
+        for _ in range(3):
+            report = ctl.cycle()
+            clock.sleep(5)
+    assert report.state_error and "pre-receive hook declined" in report.state_error
+    notes = [e.message for e in events if e.kind == "note"]
+    assert len(notes) == 1 and notes[0].startswith("note: cannot keep the judgement states of 3 model(s) on origin")
+    assert len(polls) == 9 and sorted(ctl.watchers) == live and rollbacks(fleet) == []
+    assert all(w.state_expect is None for w in ctl.watchers.values())

@@ -1228,30 +1228,10 @@ def compat(
     Example:
       modelctl compat support-agent
     """
-    from . import bundle as bundlemod
-    from . import compat as compatmod
     from . import render
-    from .documents import CompatDocument, CompatRow
-    from .errors import NotFound
     from .names import check_name
 
-    reg = _registry()
-    snap = reg.snapshot()
-    platform = reg.config().platform.as_dict()
-    names = [check_name(name)] if name else reg.models(snap)
-    rows: list[CompatRow] = []
-    for model in names:
-        dep = reg.deployment(model, snap)
-        if dep is None:
-            raise NotFound(f"no model named {model!r} in this registry", hint="see 'modelctl status' for the models it has")
-        wanted = [v for v, st in (dep.get("versions") or {}).items()
-                  if st in compatmod.SERVING_ROLES + compatmod.CANDIDATE_ROLES]
-        raws = snap.read_many([bundlemod.bundle_path(model, v) for v in wanted])
-        needs = {v: (reg.bundle(model, v, snap).get("compatibility") if raws[bundlemod.bundle_path(model, v)] else None)
-                 for v in wanted}
-        rows += cast("list[CompatRow]", compatmod.rows(model, dep, needs, platform))
-    doc: CompatDocument = {"platform": platform, "rows": rows,
-                           "ok": all(r["compatible"] for r in rows if r["serving"])}
+    doc = _registry().compat(check_name(name) if name else None)
     render.emit_json(doc) if json_out else render.compat(doc)
     if not doc["ok"]:
         raise typer.Exit(1)  # the table (or --json) says which

@@ -6,7 +6,7 @@ half-edited file in someone's checkout never changes what `status` or `resolve` 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from . import bundle as bundlemod
 from . import schema, yamlio
@@ -21,6 +21,8 @@ if TYPE_CHECKING:  # annotations only: no import cost at run time
     from collections.abc import Mapping
 
     from .documents import (
+        CompatDocument,
+        CompatRow,
         DiffDocument,
         LogDocument,
         ResolveDocument,
@@ -168,6 +170,26 @@ class Registry(Reader):
             if route is not None:
                 doc["key"]["route"] = route
         return doc
+
+    def compat(self, name: str | None = None, ref: str | None = None) -> CompatDocument:
+        """Every serving and candidate version's `compatibility:` needs against `platform:` (modelctl.compat)."""
+        from . import compat
+
+        snap = self.snapshot(ref)
+        platform = self.config(snap).platform.as_dict()
+        rows: list[CompatRow] = []
+        for model in [check_name(name)] if name else self.models(snap):
+            dep = self.deployment(model, snap)
+            if dep is None:
+                raise NotFound(f"no model named {model!r} in this registry",
+                               hint="see 'modelctl status' for the models it has")
+            wanted = [v for v, st in (dep.get("versions") or {}).items()
+                      if st in compat.SERVING_ROLES + compat.CANDIDATE_ROLES]
+            raws = snap.read_many([bundlemod.bundle_path(model, v) for v in wanted])  # one read for all of them
+            needs = {v: yamlio.loads(raw, bundlemod.bundle_path(model, v)).data.get("compatibility")
+                     for v in wanted if (raw := raws[bundlemod.bundle_path(model, v)]) is not None}
+            rows += cast("list[CompatRow]", compat.rows(model, dep, needs, platform))
+        return {"platform": platform, "rows": rows, "ok": all(r["compatible"] for r in rows if r["serving"])}
 
     def log(self, name: str, limit: int | None = None, ref: str | None = None) -> LogDocument:
         """Every event of a model from git history, newest first: who, when, what, why, on what evidence."""

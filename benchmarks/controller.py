@@ -210,27 +210,13 @@ class GitMeter:
 
 def per_model_states(ctl: object) -> None:
     """Make the controller save each model's state as a watcher alone does (one commit, one push per model)."""
-    from modelctl.errors import ModelctlError
-    from modelctl.watch import LOST_RACE
-
     def save(report: object) -> None:
-        store = ctl.reg.store  # type: ignore[attr-defined]
         for w in ctl.watchers.values():  # type: ignore[attr-defined]
             if not w.pending_state:
                 continue
             message, text = w.pending_state
             w.pending_state = None
-            try:  # Watcher._push_state, step for step
-                commit = store.commit_file("state.json", text.encode(), message)
-                expect = w.state_expect if w.state_expect is not None else store.rev(w._state_ref())
-                landed = store.push_ref(w.remote, commit, w._state_ref(), expect or None)
-            except ModelctlError as exc:
-                w.state_lost(str(exc))
-                continue
-            if landed:
-                w.state_pushed(commit)
-            else:
-                w.state_lost(LOST_RACE)
+            w.push_state(message, text)  # what `watch NAME` does after each poll
 
     ctl._save_states = save  # type: ignore[attr-defined]
 

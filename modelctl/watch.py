@@ -1080,18 +1080,20 @@ class Watcher:
             os.replace(tmp, path)
         except (OSError, ValueError, TypeError):
             return  # losing the state costs a fresh start later; it must not stop the judgement
-        if self.pushing and self.defer_state:
-            version = target.canary.version if target.canary else "-"
-            self.pending_state = (f"modelctl watch state: {self.name} {version}", text)
-        elif self.pushing:
-            self._push_state(target, text)
+        if not self.pushing:
+            return
+        version = target.canary.version if target.canary else "-"
+        message = f"modelctl watch state: {self.name} {version}"
+        if self.defer_state:
+            self.pending_state = (message, text)  # watch --all pushes every model's state in one push
+        else:
+            self.push_state(message, text)
 
-    def _push_state(self, target: Target, text: str) -> None:
+    def push_state(self, message: str, text: str) -> None:
         """Keep the state on the remote too (compare-and-swap), so a fresh clone resumes it."""
         store = self.reg.store
-        version = target.canary.version if target.canary else "-"
         try:
-            commit = store.commit_file("state.json", text.encode(), f"modelctl watch state: {self.name} {version}")
+            commit = store.commit_file("state.json", text.encode(), message)
             expect = self.state_expect if self.state_expect is not None else store.rev(self._state_ref())
             landed = store.push_ref(self.remote, commit, self._state_ref(), expect or None,
                                     timeout=max(1.0, min(30.0, self.time_left() or 30.0)))

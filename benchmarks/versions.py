@@ -10,7 +10,9 @@ each time, median of several runs):
     python benchmarks/versions.py --versions 2000
     python benchmarks/versions.py --legacy        # the old format: every version listed as registered
 
-Goal: at most 0.5 s each for `show`, `status`, `register`, `promote`, `rollback` at 10,000 versions.
+Goal: at most 0.5 s each for `show`, `status`, `register`, `promote`, `canary`, `rollback` at 10,000
+versions. `show` and `status` are timed twice: before the writes of a round (the deployment file was
+validated by an earlier command of this clone) and right after them.
 """
 from __future__ import annotations
 
@@ -102,7 +104,8 @@ def run(args: list[str], cwd: Path, python: bool = False) -> tuple[float, float]
 
 def measure(path: Path, vers: list[str], tmp: Path, runs: int) -> dict[str, tuple[float, float]]:
     out: dict[str, list[tuple[float, float]]] = {k: [] for k in (
-        "python start-up", "modelctl --help", "show", "status", "register", "promote", "rollback")}
+        "python start-up", "modelctl --help", "show", "status", "register", "promote", "canary", "rollback",
+        "show after a write", "status after a write")}
     for i in range(runs):
         out["python start-up"].append(run([], path, python=True))
         out["modelctl --help"].append(run(["--help"], path))
@@ -113,8 +116,10 @@ def measure(path: Path, vers: list[str], tmp: Path, runs: int) -> dict[str, tupl
             b"2025-04-14", b"2025-04-14"))
         out["register"].append(run(["register", str(new), "--allow-multi-change"], path))
         out["promote"].append(run(["promote", NAME, vers[100 + i], "--to", "staging"], path))
-        run(["canary", NAME, vers[200 + i], "--pct", "5"], path)  # setup, not timed
+        out["canary"].append(run(["canary", NAME, vers[200 + i], "--pct", "5"], path))
         out["rollback"].append(run(["rollback", NAME, "--reason", "bench"], path))
+        out["show after a write"].append(run(["show", NAME], path))
+        out["status after a write"].append(run(["status"], path))
     return {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in out.items()}
 
 

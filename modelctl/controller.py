@@ -294,7 +294,6 @@ class Controller:
 
     def _load_priors(self, names: list[str]) -> None:
         """The active bundles' baselines of models followed from now on, read in one `cat-file --batch`."""
-        import hashlib
 
         from . import schema, yamlio
         from .bundle import bundle_path
@@ -312,9 +311,8 @@ class Controller:
             if raw is None:
                 continue  # read_target reads it and says what is missing
             name, active = wanted[path]
-            oid = hashlib.sha1(b"blob %d\0" % len(raw) + raw).hexdigest()  # noqa: S324 - git's blob id
             try:
-                baseline = cache.validate(yamlio.loads(raw, path), oid).get("baseline")
+                baseline = cache.validate(yamlio.loads(raw, path), schema.blob_id(raw)).get("baseline")
             except ModelctlError:
                 continue  # the same: read_target raises it for this model alone
             self.watchers[name].priors[active] = baseline if isinstance(baseline, Mapping) else {}

@@ -17,7 +17,7 @@ from . import config as configmod
 from . import manifests, schema, trailers, yamlio
 from .errors import UsageError, ValidationError
 from .names import check_name, check_version, clean_text
-from .reader import Reader, deployment_path, dump_deployment, load_deployment
+from .reader import Reader, deployment_path, dump_deployment, load_deployment, read_back
 from .store import Outcome, Plan, Snapshot, Store, require_identity
 from .tags import TagEvent, registration_tag
 
@@ -448,8 +448,8 @@ def register(reg: Reader, file: str | os.PathLike[str], *, bump: str | None = No
         dep_raw = snap.read(dep_path)
         dep = (load_deployment(snap, name, dep_raw) if dep_raw else None) or state.new_deployment(name)
         transition = state.register(dep, version)
-        files[path] = yamlio.dumps(work, text).encode("utf-8")
-        files[dep_path] = dump_deployment(transition.deployment, dep_raw, dep_path)
+        files[path] = read_back(yamlio.dumps(work, text).encode("utf-8"), work, path, snap.store, "Bundle")
+        files[dep_path] = dump_deployment(transition.deployment, dep_raw, dep_path, snap.store)
         subject = f"modelctl: register {name} {version}"
         return Plan(files=files, subject=subject, body=body, trailers=pairs,
                     tags=[TagEvent(name, version, None, True,
@@ -582,13 +582,7 @@ def _load_deployment(snap: Snapshot, name: str) -> tuple[dict[str, Any], bytes]:
     if raw is None:
         raise NotFound(f"no model named {name!r} in this registry",
                        hint="see 'modelctl status' for the models it has, or register a bundle first")
-    import hashlib
-
-    # the blob id git gives these bytes: the validity cache `status` fills is keyed by it
-    oid = hashlib.sha1(b"blob %d\0" % len(raw) + raw).hexdigest()
-    cache = schema.ValidCache(snap.store, "Deployment")
-    dep = load_deployment(snap, name, raw, oid, cache)
-    cache.save()
+    dep = load_deployment(snap, name, raw)
     assert dep is not None  # load_deployment returns None only for absent bytes
     return dep, raw
 
@@ -650,7 +644,7 @@ def _transition_plan(snap: Snapshot, name: str, raw: bytes, transition: Transiti
 
         transition = routes.after_model(transition)  # what a model-level move does to its routes
     path = deployment_path(name)
-    content = dump_deployment(transition.deployment, raw, path)
+    content = dump_deployment(transition.deployment, raw, path, snap.store)
     pairs = list(transition.trailers) + list(extra_trailers)
     return Plan(files={path: content}, subject=transition.subject, trailers=pairs,
                 tags=_store_tags(name, transition), result=_summary(name, transition, pairs, cost))
@@ -922,7 +916,7 @@ def gc(reg: Reader, name: str | None = None, *, reason: str | None = None, dry_r
             t = state.gc(dep, keep)
             if t.noop:
                 continue
-            files[deployment_path(model)] = dump_deployment(t.deployment, raw, deployment_path(model))
+            files[deployment_path(model)] = dump_deployment(t.deployment, raw, deployment_path(model), snap.store)
             tags += _store_tags(model, t)
             pairs += t.trailers
             archived[model] = [ev.version for ev in t.events]

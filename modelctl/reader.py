@@ -44,26 +44,60 @@ def deployment_path(name: str) -> str:
     return f"deployments/{check_name(name)}.yaml"
 
 
-def dump_deployment(dep: dict[str, Any], previous: bytes | None, path: str) -> bytes:
+def dump_deployment(dep: dict[str, Any], previous: bytes | None, path: str, store: Store) -> bytes:
     """deployments/NAME.yaml as written (compact, comments kept); refused when it could not be read back."""
-    text = yamlio.dumps(compact_versions(dep), previous.decode("utf-8") if previous else None).encode("utf-8")
+    wanted = compact_versions(dep)
+    text = yamlio.dumps(wanted, previous.decode("utf-8") if previous else None).encode("utf-8")
     if len(text) > yamlio.MAX_BYTES:
         raise ValidationError(
             f"{path} would be {len(text)} bytes, above the {yamlio.MAX_BYTES} modelctl reads back; nothing was written",
             hint="archive versions that no longer serve ('modelctl promote NAME VERSION --to archived')")
+    return read_back(text, wanted, path, store, "Deployment")
+
+
+def read_back(text: bytes, wanted: dict[str, Any], path: str, store: Store, kind: str) -> bytes:
+    """The bytes a write is about to commit, read back as every command reads them: they must give
+    the document meant (else a defect of modelctl's own is refused, nothing written).
+
+    When the write has loaded jsonschema anyway (register validates the bundle; a file another
+    clone wrote was validated on the way), they are also validated as `kind` now and remembered
+    as valid (schema.ValidCache), so the next `show`, `status` or write in this clone does not
+    validate them again; otherwise the first reader does.
+    """
+    import sys
+
+    try:
+        doc = yamlio.loads(text, path)
+        if doc.data != wanted:
+            raise ValidationError("it reads back as a different document")
+        if "jsonschema" in sys.modules:
+            cache = schema.ValidCache(store, kind)
+            cache.validate(doc, schema.blob_id(text))
+            cache.save()
+    except ValidationError as exc:
+        raise ValidationError(f"{path} as it would be written does not read back ({exc.message}); nothing was written",
+                              hint="report this; run 'modelctl doctor' to see the registry's state") from None
     return text
 
 
-def load_deployment(snap: Snapshot, name: str, raw: bytes | None = None, oid: str | None = None,
-                    cache: schema.ValidCache | None = None) -> dict[str, Any] | None:
-    """deployments/NAME.yaml at a snapshot, validated, with its whole versions map; None when absent."""
+def load_deployment(snap: Snapshot, name: str, raw: bytes | None = None) -> dict[str, Any] | None:
+    """deployments/NAME.yaml at a snapshot, validated (once per content and clone: schema.ValidCache),
+    with its whole versions map; None when absent."""
     path = deployment_path(name)
     raw = snap.read(path) if raw is None else raw
     if raw is None:
         return None
-    doc = yamlio.loads(raw, path)
-    data = cache.validate(doc, oid) if cache is not None else schema.validate(doc, "Deployment")
+    data = _validated(snap, raw, path, "Deployment")
     return expand_versions(data, bundle_versions(snap.list(f"bundles/{name}")))
+
+
+def _validated(snap: Snapshot, raw: bytes, path: str, kind: str) -> dict[str, Any]:
+    """A file's bytes parsed strictly and validated as `kind`, unless this clone already found
+    these very bytes valid (then jsonschema is not even imported)."""
+    cache = schema.ValidCache(snap.store, kind)
+    data = cache.validate(yamlio.loads(raw, path), schema.blob_id(raw))
+    cache.save()
+    return data
 
 
 class Reader:
@@ -110,8 +144,7 @@ class Reader:
         raw = snap.read(path)
         if raw is None:
             return None
-        doc = yamlio.loads(raw, path)
-        return schema.validate(doc, kind) if kind else doc.data
+        return _validated(snap, raw, path, kind) if kind else yamlio.loads(raw, path).data
 
     def deployment(self, name: str, snap: Snapshot | None = None) -> dict[str, Any] | None:
         """deployments/<name>.yaml with its whole versions map, or None before the first registration."""

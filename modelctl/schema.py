@@ -139,6 +139,13 @@ class PrivateFiles(Protocol):
         ...
 
 
+def blob_id(raw: bytes) -> str:
+    """The id git gives these bytes as a blob (sha1 repositories, the only kind modelctl opens)."""
+    import hashlib
+
+    return hashlib.sha1(b"blob %d\0" % len(raw) + raw).hexdigest()  # noqa: S324 - git's blob id, not security
+
+
 class ValidCache:
     """Blob ids already found valid against a schema, kept in the git directory.
 

@@ -87,6 +87,23 @@ def test_unknown_option_is_usage_exit_2(registry):
     assert repo_state(registry) == before
 
 
+def test_a_run_of_one_command_behaves_as_with_every_command_built(registry, tmp_path):
+    """main() builds only the command argv names; what a user sees must not change with it."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # global options before the name, in each spelling
+    for args in (("-C", registry), (f"-C{registry}",), (f"--registry={registry}",), ("--debug", "-C", registry)):
+        proc = run_cli(*args, "status", cwd=elsewhere)
+        assert proc.returncode == 0 and "no models registered yet" in proc.stderr, (args, proc.stderr)
+    # a mistyped name still gets the whole group's suggestions, and a command the name is a prefix of is not run
+    proc = run_cli("shw", "support-agent", cwd=registry)
+    assert proc.returncode == 2 and "No such command 'shw'. Did you mean 'show'" in proc.stderr
+    assert run_cli("stat", cwd=registry).returncode == 2
+    # the group's own help and an option where a name would be
+    assert "Commands:" in run_cli("-C", registry, "--help").stdout
+    assert run_cli("--no-such-flag", "status", cwd=registry).returncode == 2
+
+
 def test_init_lays_out_the_template(tmp_path):
     proc = run_cli("init", tmp_path / "r")
     assert proc.returncode == 0, proc.stderr

@@ -124,3 +124,40 @@ def test_a_write_that_would_exceed_the_read_cap_is_refused_and_writes_nothing(re
                                               r"nothing was written; archive versions"):
         reg.promote(NAME, "1.1.2", "staging")
     assert repo_state(registry) == before
+
+
+def test_a_deployment_that_would_not_read_back_as_written_is_refused_and_writes_nothing(registry, monkeypatch):
+    """A defect in the serializer (here: one that drops the canary) can never reach a commit."""
+    from modelctl import Registry, yamlio
+    from modelctl.errors import ValidationError
+
+    legacy_registry(registry, 3, {"1.0.0": "active"}, tagged=["1.0.1", "1.0.2"])
+    reg = Registry(registry)
+    dumps = yamlio.dumps
+    monkeypatch.setattr(yamlio, "dumps", lambda data, previous=None: dumps({**data, "canary": None}, previous))
+    before = repo_state(registry)
+    with pytest.raises(ValidationError, match=rf"deployments/{NAME}.yaml as it would be written does not read back "
+                                              r"\(it reads back as a different document\); nothing was written"):
+        reg.canary(NAME, "1.0.1", 5, force=True, reason="no stages in this test")
+    assert repo_state(registry) == before
+
+
+def test_a_deployment_a_write_validated_is_not_validated_again_by_the_next_command(registry):
+    """The write that loaded jsonschema (to validate the bundle it registers) records the bundle and
+    the deployment it wrote as valid, so `show` and `status` right after it never import jsonschema."""
+    import subprocess
+    import sys
+
+    from modelctl import schema
+
+    legacy_registry(registry, 2, {"1.0.0": "active"})
+    assert run_cli("show", NAME, cwd=registry).returncode == 0  # the clone's first show reads every bundle once
+    (registry / "new.yaml").write_text(bundle("1.1.0", 0.3))
+    assert run_cli("register", "new.yaml", "--allow-multi-change", cwd=registry).returncode == 0
+    raw = git(registry, "show", f"HEAD:deployments/{NAME}.yaml").encode()
+    known = list((registry / ".git").glob("modelctl-valid-deployment-*"))
+    assert len(known) == 1 and schema.blob_id(raw) in known[0].read_text().split()
+    probe = ("import sys; from modelctl import Registry; r = Registry(sys.argv[1]); r.show(sys.argv[2]); "
+             "r.status(); print('jsonschema' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe, str(registry), NAME], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr

@@ -31,7 +31,7 @@ def _locate(path: str | os.PathLike[str] | None) -> tuple[Path, Store]:
     if not start.is_dir():
         raise UsageError(f"registry directory {str(start)!r} does not exist", hint="pass --registry DIR")
     probe = Store(start)
-    top = probe.locate() or probe.locate_bare()
+    top = probe.locate()
     if top is None:
         raise UsageError(f"{start} is not inside a git repository",
                          hint="run 'modelctl init DIR' or pass --registry DIR")

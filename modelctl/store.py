@@ -338,27 +338,20 @@ class Store:
         return self.git(*args, **kw).stdout.decode("utf-8", "replace").strip()
 
     def locate(self) -> Path | None:
-        """The work tree's top directory, or None outside one; one `rev-parse` that also learns the
-        git directory, whether the clone is shallow and whether it is bare (asked for by every command)."""
-        proc = self.git("rev-parse", "--show-toplevel", "--absolute-git-dir", "--is-shallow-repository",
-                        "--is-bare-repository", check=False)
+        """The work tree's top directory, the git directory of a bare repository (a gateway sidecar's
+        mirror), or None outside a repository. One `rev-parse` that also learns the git directory,
+        whether the clone is shallow and whether it is bare (asked for by every command); in a bare
+        repository `--show-toplevel`, asked last, fails after the other three have answered."""
+        proc = self.git("rev-parse", "--absolute-git-dir", "--is-shallow-repository", "--is-bare-repository",
+                        "--show-toplevel", check=False)
         lines = proc.stdout.decode("utf-8", "replace").splitlines()
-        if proc.returncode != 0 or len(lines) != 4:
+        if len(lines) < 3 or lines[2] not in ("true", "false"):
             return None
-        self._git_dir = Path(lines[1])
-        self._shallow = lines[2] == "true"
-        self._bare = lines[3] == "true"
-        return Path(lines[0])
-
-    def locate_bare(self) -> Path | None:
-        """The git directory when this is a bare repository (a gateway sidecar's mirror), else None."""
-        proc = self.git("rev-parse", "--is-bare-repository", "--absolute-git-dir", "--is-shallow-repository",
-                        check=False)
-        lines = proc.stdout.decode("utf-8", "replace").splitlines()
-        if proc.returncode != 0 or len(lines) != 3 or lines[0] != "true":
-            return None
-        self._git_dir, self._bare, self._shallow = Path(lines[1]), True, lines[2] == "true"
-        return Path(lines[1])
+        bare = lines[2] == "true"
+        if not bare and (proc.returncode != 0 or len(lines) != 4):
+            return None  # inside the git directory of a work tree, say
+        self._git_dir, self._shallow, self._bare = Path(lines[0]), lines[1] == "true", bare
+        return self._git_dir if bare else Path(lines[3])
 
     def adopt(self, other: Store) -> None:
         """Take what `other`, a Store of the same repository, already learnt (see locate)."""
@@ -965,35 +958,17 @@ class Store:
         return proc.stdout if proc.returncode == 0 else None
 
     def commit_file(self, name: str, data: bytes, message: str) -> str:
-        """A parentless commit holding one file: state that lives on a ref, so no history grows."""
-        blob = self.out("hash-object", "-w", "--stdin", input=data)
-        tree = self.out("mktree", input=f"100644 blob {blob}\t{name}\n".encode())
-        # the state is the controller's, not a person's: a fixed identity, so clones without
-        # user.name can keep it too
-        who = {"GIT_AUTHOR_NAME": "modelctl", "GIT_AUTHOR_EMAIL": "modelctl@localhost",
-               "GIT_COMMITTER_NAME": "modelctl", "GIT_COMMITTER_EMAIL": "modelctl@localhost"}
-        return self.out("commit-tree", tree, "-m", message, env=who)
+        """A parentless commit holding one file: state that lives on a ref, so no history grows
+        (commit_files with one; the state is the controller's, not a person's: a fixed identity,
+        so clones without user.name can keep it too)."""
+        return self.commit_files([(name, data, message)])[0]
 
     def push_ref(self, remote: str, commit: str, ref: str, expect: str | None, timeout: float = 30) -> bool:
-        """Compare-and-swap `ref` on the remote from `expect` (None: absent) to `commit`.
+        """Compare-and-swap `ref` on the remote from `expect` (None: absent) to `commit` (push_refs with one).
 
         True when it landed (the local ref follows), False when the remote's ref was not `expect`
         (another process saved first); RemoteError when the remote cannot be reached or refuses."""
-        try:
-            proc = self.git("push", "--porcelain", "--no-verify", f"--force-with-lease={ref}:{expect or ''}",
-                            remote, f"{commit}:{ref}", check=False, timeout=timeout)
-        except GitTimeout:
-            raise RemoteError(f"git push of {ref} to remote {remote!r} timed out after {timeout:g}s",
-                              hint="check the network") from None
-        if proc.returncode == 0:
-            self.git("update-ref", ref, commit)
-            return True
-        said = proc.stdout.decode("utf-8", "replace") + proc.stderr.decode("utf-8", "replace")
-        if "stale info" in said or "[rejected]" in said:
-            return False
-        last = [line for line in said.strip().splitlines() if line.strip()]
-        raise RemoteError(f"cannot push {ref} to remote {remote!r}: {last[-1] if last else proc.returncode}",
-                          hint="check the network and 'git remote -v'")
+        return self.push_refs(remote, {ref: (commit, expect)}, timeout=timeout)[ref]
 
     def commit_files(self, commits: list[tuple[str, bytes, str]]) -> list[str]:
         """Parentless one-file commits like commit_file's, (name, data, message) each, built in one

@@ -123,7 +123,7 @@ class _Run:
                            and not files[p].startswith("symlink:")
                            and (p in ("modelctl.yaml", "deprecations.yaml")
                                 or p.startswith(("bundles/", "deployments/", "evals/")))]
-        self.raw = self.snap.read_many(self.yaml_paths)
+        self.raw = self.snap.read_ids({p: files[p] for p in self.yaml_paths})
         for path in self.yaml_paths:
             raw = self.raw[path] or b""  # every path was listed in the tree just read
             try:
@@ -155,6 +155,8 @@ class _Run:
         """Every bundle (stored-bundle rules, registration tag) and eval report; the valid bundles."""
         reg_commits = _registration_commits(self.store)
         bundles: Bundles = {}
+        valid = schema.ValidCache(self.store, "Bundle")  # a blob found valid before is not validated again
+        registered: list[tuple[str, str, str, str | None]] = []
         for path, doc in self.docs.items():
             parts = path.split("/")
             if parts[0] == "evals" and self.want(path):
@@ -165,7 +167,7 @@ class _Run:
                 if self.want(path):
                     self.add(path, None, "error", "bundles live at bundles/<name>/<version>.yaml")
                 continue
-            problems = schema.problems(doc, "Bundle")
+            problems = valid.problems(doc, self.files[path])
             if problems:
                 if self.want(path):
                     self.add_problems(path, problems)
@@ -174,18 +176,26 @@ class _Run:
             bundles[(name, version)] = doc.data
             if self.want(path):
                 self.add_problems(path, bundlemod.stored_problems(doc, path, self.lookup, validated=True))
-                self._registration(path, name, version, reg_commits.get((name, version)))
+                registered.append((path, name, version, reg_commits.get((name, version))))
+        valid.save()
+        self._registrations(registered)
         return bundles
 
-    def _registration(self, path: str, name: str, version: str, tag_commit: str | None) -> None:
-        """A bundle's registration tag exists and names this very bundle (registered bundles are immutable)."""
-        if tag_commit is None:
-            # a bundle new in a pull request cannot have its tag before the merge
-            if self.base is None or self.store.read_many(self.base, [path])[path] is not None:
-                self.add(path, None, "warning", f"no registration tag {name}@v{version} (run 'modelctl doctor --fix')")
-        elif self.store.blob_id(tag_commit, path) != self.files[path]:
-            self.add(path, None, "error", f"bundle changed since its registration tag {name}@v{version}; "
-                                          "registered bundles are immutable: register a new version instead")
+    def _registrations(self, bundles: list[tuple[str, str, str, str | None]]) -> None:
+        """Each bundle's registration tag exists and names this very bundle (registered bundles are
+        immutable): (path, name, version, the tag's commit) each, asked of git in one batch."""
+        at = self.store.blob_ids_at((commit, path) for path, _n, _v, commit in bundles if commit is not None)
+        untagged = [path for path, _n, _v, commit in bundles if commit is None]
+        # a bundle new in a pull request cannot have its tag before the merge
+        before = self.store.read_many(self.base, untagged) if self.base is not None else {}
+        for path, name, version, commit in bundles:
+            if commit is None:
+                if self.base is None or before.get(path) is not None:
+                    self.add(path, None, "warning",
+                             f"no registration tag {name}@v{version} (run 'modelctl doctor --fix')")
+            elif at[(commit, path)] != self.files[path]:
+                self.add(path, None, "error", f"bundle changed since its registration tag {name}@v{version}; "
+                                              "registered bundles are immutable: register a new version instead")
 
     def deployments(self, bundles: Bundles) -> None:
         """Every deployment file: its schema, then the one invariant check (state.problems)."""

@@ -179,6 +179,16 @@ class ValidCache:
             self.new.append(oid)
         return data
 
+    def problems(self, doc: Document, oid: str | None) -> list[str]:
+        """problems(), none for a blob already known to be valid (a valid one is remembered)."""
+        if oid and oid in self.known:
+            return []
+        found = problems(doc, self.kind, self.rules)
+        if oid and not found:
+            self.known.add(oid)
+            self.new.append(oid)
+        return found
+
     def save(self) -> None:
         """Append what was learnt (best effort: a read-only clone just stays slower)."""
         if not self.new:

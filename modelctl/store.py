@@ -33,7 +33,7 @@ import signal
 import subprocess
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypedDict
@@ -247,6 +247,15 @@ class Snapshot:
             self._cache.update(self.store.read_many(self.commit, missing))
         return {p: self._cache[p] for p in paths}
 
+    def read_ids(self, ids: Mapping[str, str]) -> dict[str, bytes | None]:
+        """Files whose blob ids are known (path -> id, from `tree_files`), read by id in one
+        process: a path lookup scans its directory, so reading ten thousand bundles by path is
+        quadratic."""
+        blobs = self.store.read_blobs(sorted(set(ids.values())))
+        for path, oid in ids.items():
+            self._cache[path] = blobs.get(oid)
+        return {p: self._cache[p] for p in ids}
+
     def list(self, directory: str) -> list[str]:
         """Names of the entries directly under `directory` at this commit."""
         return self.store.list_dir(self.commit, directory)
@@ -257,6 +266,7 @@ class Snapshot:
 
 
 TAG_STAMPS = "modelctl-tag-stamps"  # tag object id -> tagger time and tagger (see Store.tag_stamps)
+BLOB_AT = "modelctl-blob-at"  # "commit:path" -> blob id or null (see Store.blob_ids_at)
 _REF_LINE = re.compile(r"^(\w*) ([0-9a-f]+) (.+)$", re.M)
 _NO_STAMP = (0, "")
 _LS_BLOB = re.compile(r"(?:^|\0)\d+ blob ([0-9a-f]+)\t([^\0]*)")  # `ls-tree -z` entries that are files
@@ -662,6 +672,29 @@ class Store:
         """The blob id of `path` at a commit, or None."""
         proc = self.git("rev-parse", "--verify", "--quiet", f"{commit}:{path}", check=False)
         return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
+
+    def blob_ids_at(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
+        """Blob ids of many (commit, path) pairs (None: no such file) in one `cat-file --batch-check`.
+
+        What a commit holds never changes, so the answers are kept in `.git/modelctl-blob-at`
+        (content-addressed: never stale) and a later `check` of ten thousand bundles asks git
+        for none of them again."""
+        known: dict[str, str | None] = read_json_lines(self.private_path(BLOB_AT))
+        wanted = sorted(set(pairs))
+        ask = [(c, p) for c, p in wanted if f"{c}:{p}" not in known and "\n" not in p]
+        if ask:
+            text = self.git("cat-file", "--batch-check", input="".join(f"{c}:{p}\n" for c, p in ask).encode()).stdout.decode("utf-8", "replace")
+            learnt: dict[str, str | None] = {}
+            for (c, p), line in zip(ask, text.splitlines(), strict=True):
+                fields = line.split()
+                learnt[f"{c}:{p}"] = fields[0] if len(fields) == 3 and fields[1] == "blob" else None
+            known.update(learnt)
+            try:  # best effort: a read-only clone just asks again next time
+                with open(self.private_path(BLOB_AT), "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(learnt, separators=(",", ":")) + "\n")
+            except OSError:
+                pass
+        return {(c, p): known[f"{c}:{p}"] if f"{c}:{p}" in known else self.blob_id(c, p) for c, p in wanted}
 
     def index_tree(self) -> str | None:
         """The tree the index would commit (`write-tree`), or None when it has unmerged paths."""

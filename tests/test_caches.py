@@ -57,3 +57,25 @@ def test_private_paths_are_modelctl_files_in_the_git_directory(registry):
     for bad in ("config", "../modelctl-x", "modelctl-x/../../y", "hooks"):
         with pytest.raises(ValueError):
             store.private_path(bad)
+
+
+def test_check_finds_a_bundle_edited_after_its_registration_with_or_without_its_caches(two_versions):
+    """`check` compares each bundle with its blob at the registration tag's commit; the answers it
+    keeps (.git/modelctl-blob-at, by commit and path) never hide a later hand edit."""
+    assert run_cli("check", cwd=two_versions).returncode == 0
+    kept = Store(two_versions).git_dir / "modelctl-blob-at"
+    assert kept.exists() and "support-agent/1.0.0.yaml" in kept.read_text()
+    path = two_versions / "bundles" / "support-agent" / "1.0.0.yaml"
+    path.write_text(path.read_text().replace("temperature: 0.3", "temperature: 0.9"))
+    git(two_versions, "commit", "-qam", "a hand edit of a registered bundle")
+    said = "bundle changed since its registration tag support-agent@v1.0.0; registered bundles are immutable"
+    for _ in range(2):  # the cache as the clean run left it, then with what this run added
+        proc = run_cli("check", cwd=two_versions)
+        assert proc.returncode == 1 and said in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+        assert "1.0.1.yaml" not in proc.stdout + proc.stderr
+    kept.write_text(kept.read_text() + '{"torn')
+    proc = run_cli("check", cwd=two_versions)
+    assert proc.returncode == 1 and said in proc.stdout + proc.stderr
+    kept.unlink()
+    proc = run_cli("check", cwd=two_versions)
+    assert proc.returncode == 1 and said in proc.stdout + proc.stderr

@@ -705,6 +705,23 @@ class Store:
         """Whether the index tracks `path`."""
         return bool(self.out("ls-files", "--", path, env=_LITERAL))
 
+    def registration_commits(self, names: list[str]) -> dict[str, str]:
+        """Tag name -> the commit it names, for these tags (exact names; absent ones left out), in
+        one `for-each-ref`; a tag of a tag is peeled the whole way by `rev`."""
+        if not names:
+            return {}
+        fmt = "--format=%(refname:strip=2) %(objecttype) %(objectname) %(*objecttype) %(*objectname)"
+        out, wanted = {}, set(names)
+        for row in self.out("for-each-ref", fmt, *(f"refs/tags/{n}" for n in names)).splitlines():
+            name, kind, obj, peeled_kind, peeled = (row.split(" ") + [""] * 5)[:5]
+            if name not in wanted:
+                continue  # for-each-ref also matches the names as directory prefixes
+            if kind == "commit" or peeled_kind == "commit":
+                out[name] = obj if kind == "commit" else peeled
+            elif (commit := self.rev(f"refs/tags/{name}")) is not None:
+                out[name] = commit
+        return out
+
     def tags_and_commits(self, pattern: str) -> list[tuple[str, str]]:
         """(tag name, the commit it names) for the tags matching a for-each-ref pattern."""
         text = self.out("for-each-ref", "--format=%(refname:strip=2) %(*objectname) %(objectname)", pattern)
@@ -1418,6 +1435,13 @@ class Store:
         tagger = self._tagger() if specs else ""
         state: dict[str, list[int]] = {}
         registered: dict[tuple[str, str], str] = {}  # registrations made in this batch
+        # the commits of the registration tags that stage and deregistration tags point at, in one
+        # for-each-ref (gc archiving many versions asked git once per version)
+        made_here = {(s.event.model, s.event.version) for s in specs if s.event.stage is None and s.event.assign}
+        targets = self.registration_commits(sorted({
+            registration_tag(s.event.model, s.event.version) for s in specs
+            if s.target is None and (s.event.stage is not None or not s.event.assign)
+            and (s.event.model, s.event.version) not in made_here}))
         for spec in specs:
             ev = spec.event
             if ev.model not in state:
@@ -1427,7 +1451,7 @@ class Store:
             if ev.stage is None and not ev.assign:  # deregistration (archived): NAME@vX.Y.Z!
                 name = registration_tag(ev.model, ev.version) + "!"
                 target = spec.target or registered.get((ev.model, ev.version)) or \
-                    self.rev(f"refs/tags/{registration_tag(ev.model, ev.version)}")
+                    targets.get(registration_tag(ev.model, ev.version))
                 if target is None:
                     raise Conflict(f"{ev.model} {ev.version} has no registration tag; run 'modelctl doctor --fix'")
             elif ev.stage is None:
@@ -1438,7 +1462,7 @@ class Store:
                 name = stage_tag(ev.model, ev.stage, counter, ev.assign)
                 state[ev.model][0] += 1
                 target = spec.target or registered.get((ev.model, ev.version)) or \
-                    self.rev(f"refs/tags/{registration_tag(ev.model, ev.version)}")
+                    targets.get(registration_tag(ev.model, ev.version))
                 if target is None:
                     raise Conflict(f"{ev.model} {ev.version} has no registration tag; run 'modelctl doctor --fix'")
             state[ev.model][1] += 1

@@ -525,3 +525,20 @@ def test_the_demo_walks_the_lifecycle(tmp_path):
         assert fragment in out, fragment
     remote = tmp_path / "demo" / "remote.git"
     assert git(remote, "log", "-1", "--format=%s").startswith("modelctl: rollback support-agent 1.0.2")
+
+
+def test_a_stage_move_of_a_version_without_its_registration_tag_is_refused_and_writes_nothing(two_versions):
+    """Stage tags point at the registration tag's commit (all of a write's looked up in one
+    for-each-ref); a version whose registration tag is gone gets the doctor hint, exit 3."""
+    git(two_versions, "tag", "-d", "support-agent@v1.0.0")
+    before = repo_state(two_versions)
+    proc = run_cli("promote", "support-agent", "1.0.0", "--to", "staging", cwd=two_versions)
+    assert proc.returncode == 3
+    assert proc.stderr == "error: support-agent 1.0.0 has no registration tag; run 'modelctl doctor --fix'\n"
+    assert repo_state(two_versions) == before
+    # the other version's tag is found in the same lookup and its move lands, on the tag's commit
+    assert run_cli("promote", "support-agent", "1.0.1", "--to", "staging", cwd=two_versions).returncode == 0
+    stage = git(two_versions, "tag", "--list", "support-agent#staging#*").split()
+    assert len(stage) == 1
+    assert git(two_versions, "rev-parse", f"{stage[0]}^{{commit}}") == \
+        git(two_versions, "rev-parse", "support-agent@v1.0.1^{commit}")

@@ -8,6 +8,7 @@ documents (status, show, ...) and the write methods on top.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,6 @@ def read_back(text: bytes, wanted: dict[str, Any], path: str, store: Store, kind
     as valid (schema.ValidCache), so the next `show`, `status` or write in this clone does not
     validate them again; otherwise the first reader does.
     """
-    import sys
-
     try:
         doc = yamlio.loads(text, path)
         if doc.data != wanted:

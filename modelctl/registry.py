@@ -15,7 +15,7 @@ from .errors import NotFound, UsageError
 from .names import check_name, check_version
 from .reader import Reader, deployment_path, find_root, load_deployment  # noqa: F401 (API)
 from .state import bundle_versions, expand_versions, version_key  # noqa: F401 (API)
-from .store import Store, read_json_lines
+from .store import Store, append_json_line, read_json_lines
 
 if TYPE_CHECKING:  # annotations only: no import cost at run time
     from collections.abc import Mapping
@@ -299,8 +299,6 @@ class _Summaries:
     def get(self, oids: dict[str, str], name: str) -> dict[str, list[Any]]:
         """version -> [parent, provider, model, adapter, prompt, prompt_sha256], reading and validating
         only bundles not seen before."""
-        import json
-
         known: dict[str, list[Any]] = read_json_lines(self.path)
         missing = sorted({o for o in oids.values() if o not in known})
         if missing:
@@ -315,9 +313,5 @@ class _Summaries:
                                             data["model"].get("adapter"), data["prompt"]["template"],
                                             data["prompt"].get("sha256")]
             cache.save()
-            try:  # best effort: a read-only clone just stays slower
-                with open(self.path, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(learnt, separators=(",", ":")) + "\n")
-            except OSError:
-                pass
+            append_json_line(self.path, learnt)
         return {v: known[o] for v, o in oids.items()}

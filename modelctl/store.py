@@ -292,6 +292,18 @@ def read_json_lines(path: Path) -> dict[str, Any]:
     return out
 
 
+def append_json_line(path: Path, chunk: Mapping[str, Any]) -> None:
+    """Add what was learnt to a content-addressed cache file as one line (read_json_lines merges
+    them). Best effort: a read-only clone just stays slower, and a torn line is read again."""
+    if not chunk:
+        return
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(chunk, separators=(",", ":")) + "\n")
+    except OSError:
+        pass
+
+
 def _tagger_line(body: bytes) -> tuple[int, str]:
     """(time, "Name <email>") from an annotated tag object's header; (0, "") without one."""
     head = body.split(b"\n\n", 1)[0].decode("utf-8", "replace")
@@ -599,12 +611,7 @@ class Store:
             for oid, body in self.read_tags(missing).items():
                 # a lightweight tag names a commit: no stamp (a listed ref's object is always here)
                 learnt[oid] = known[oid] = _NO_STAMP if body is None else _tagger_line(body)
-            try:  # best effort: a read-only clone just stays slower
-                if learnt:
-                    with open(self.private_path(TAG_STAMPS), "a", encoding="utf-8") as fh:
-                        fh.write(json.dumps(learnt, separators=(",", ":")) + "\n")
-            except OSError:
-                pass
+            append_json_line(self.private_path(TAG_STAMPS), learnt)
         return known
 
     def _stamps(self) -> dict[str, tuple[int, str]]:
@@ -683,17 +690,14 @@ class Store:
         wanted = sorted(set(pairs))
         ask = [(c, p) for c, p in wanted if f"{c}:{p}" not in known and "\n" not in p]
         if ask:
-            text = self.git("cat-file", "--batch-check", input="".join(f"{c}:{p}\n" for c, p in ask).encode()).stdout.decode("utf-8", "replace")
+            request = "".join(f"{c}:{p}\n" for c, p in ask).encode()
+            text = self.git("cat-file", "--batch-check", input=request).stdout.decode("utf-8", "replace")
             learnt: dict[str, str | None] = {}
             for (c, p), line in zip(ask, text.splitlines(), strict=True):
                 fields = line.split()
                 learnt[f"{c}:{p}"] = fields[0] if len(fields) == 3 and fields[1] == "blob" else None
             known.update(learnt)
-            try:  # best effort: a read-only clone just asks again next time
-                with open(self.private_path(BLOB_AT), "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(learnt, separators=(",", ":")) + "\n")
-            except OSError:
-                pass
+            append_json_line(self.private_path(BLOB_AT), learnt)
         return {(c, p): known[f"{c}:{p}"] if f"{c}:{p}" in known else self.blob_id(c, p) for c, p in wanted}
 
     def index_tree(self) -> str | None:
@@ -707,28 +711,23 @@ class Store:
 
     def registration_commits(self, names: list[str]) -> dict[str, str]:
         """Tag name -> the commit it names, for these tags (exact names; absent ones left out), in
-        one `for-each-ref`; a tag of a tag is peeled the whole way by `rev`."""
-        if not names:
-            return {}
-        fmt = "--format=%(refname:strip=2) %(objecttype) %(objectname) %(*objecttype) %(*objectname)"
-        out, wanted = {}, set(names)
-        for row in self.out("for-each-ref", fmt, *(f"refs/tags/{n}" for n in names)).splitlines():
-            name, kind, obj, peeled_kind, peeled = (row.split(" ") + [""] * 5)[:5]
-            if name not in wanted:
-                continue  # for-each-ref also matches the names as directory prefixes
-            if kind == "commit" or peeled_kind == "commit":
-                out[name] = obj if kind == "commit" else peeled
-            elif (commit := self.rev(f"refs/tags/{name}")) is not None:
-                out[name] = commit
-        return out
+        one `for-each-ref` (a write's stage and deregistration tags point at these)."""
+        wanted = set(names)
+        # for-each-ref also matches a name as a directory prefix: keep the exact ones
+        return {name: commit for name, commit in self.tags_and_commits(*(f"refs/tags/{n}" for n in names))
+                if name in wanted} if names else {}
 
-    def tags_and_commits(self, pattern: str) -> list[tuple[str, str]]:
-        """(tag name, the commit it names) for the tags matching a for-each-ref pattern."""
-        text = self.out("for-each-ref", "--format=%(refname:strip=2) %(*objectname) %(objectname)", pattern)
+    def tags_and_commits(self, *patterns: str) -> list[tuple[str, str]]:
+        """(tag name, the commit it names) for the tags matching for-each-ref patterns, in one
+        `for-each-ref`; a tag of a tag (rare: never made by modelctl) is peeled the whole way by `rev`."""
+        fmt = "--format=%(refname:strip=2) %(objecttype) %(objectname) %(*objecttype) %(*objectname)"
         out = []
-        for row in text.splitlines():
-            name, peeled, obj = (row.split(" ") + ["", ""])[:3]
-            out.append((name, peeled or obj))
+        for row in self.out("for-each-ref", fmt, *patterns).splitlines():
+            name, kind, obj, peeled_kind, peeled = (row.split(" ") + [""] * 5)[:5]
+            if kind == "commit" or peeled_kind == "commit":
+                out.append((name, obj if kind == "commit" else peeled))
+            elif kind == "tag" and (commit := self.rev(f"refs/tags/{name}")) is not None:
+                out.append((name, commit))
         return out
 
     def merge_base(self, a: str, b: str) -> str | None:

@@ -536,7 +536,11 @@ def test_a_stage_move_of_a_version_without_its_registration_tag_is_refused_and_w
     assert proc.returncode == 3
     assert proc.stderr == "error: support-agent 1.0.0 has no registration tag; run 'modelctl doctor --fix'\n"
     assert repo_state(two_versions) == before
-    # the other version's tag is found in the same lookup and its move lands, on the tag's commit
+    # the other version's tag is found in the same lookup and its move lands, on the tag's commit,
+    # even when that tag was re-made as a tag of the old tag object (peeled the whole way)
+    inner = git(two_versions, "rev-parse", "support-agent@v1.0.1").strip()
+    git(two_versions, "tag", "-f", "-a", "-m", "re-made", "support-agent@v1.0.1", inner)
+    assert git(two_versions, "cat-file", "-p", "support-agent@v1.0.1").startswith(f"object {inner}\ntype tag\n")
     assert run_cli("promote", "support-agent", "1.0.1", "--to", "staging", cwd=two_versions).returncode == 0
     stage = git(two_versions, "tag", "--list", "support-agent#staging#*").split()
     assert len(stage) == 1
